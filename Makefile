@@ -1,0 +1,26 @@
+# Two entry points, each creating .venv and installing what it needs on first use:
+#   make demo   the main job: 3 local workers, a generated clip, overlay + masks + audit
+#   make test   type checks and the whole test suite
+VENV ?= .venv
+PYTHON ?= python3
+STAMP := $(VENV)/.installed-stamp
+
+.PHONY: demo test install clean
+
+$(STAMP): pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --upgrade pip
+	$(VENV)/bin/pip install --quiet -c constraints.txt -e '.[test]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/pedsam demo
+
+test: $(STAMP)
+	$(VENV)/bin/mypy partitioner workers stream
+	$(VENV)/bin/python -m pytest -q -p no:cacheprovider
+
+clean:
+	rm -rf $(VENV) out

@@ -1,0 +1,97 @@
+from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class Codec(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    CODEC_UNSPECIFIED: _ClassVar[Codec]
+    CODEC_FP32: _ClassVar[Codec]
+    CODEC_FP16: _ClassVar[Codec]
+    CODEC_INT8: _ClassVar[Codec]
+CODEC_UNSPECIFIED: Codec
+CODEC_FP32: Codec
+CODEC_FP16: Codec
+CODEC_INT8: Codec
+
+class Tensor(_message.Message):
+    __slots__ = ("codec", "shape", "data", "scales")
+    CODEC_FIELD_NUMBER: _ClassVar[int]
+    SHAPE_FIELD_NUMBER: _ClassVar[int]
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    SCALES_FIELD_NUMBER: _ClassVar[int]
+    codec: Codec
+    shape: _containers.RepeatedScalarFieldContainer[int]
+    data: bytes
+    scales: bytes
+    def __init__(self, codec: _Optional[_Union[Codec, str]] = ..., shape: _Optional[_Iterable[int]] = ..., data: _Optional[bytes] = ..., scales: _Optional[bytes] = ...) -> None: ...
+
+class WindowExtent(_message.Message):
+    __slots__ = ("height", "width")
+    HEIGHT_FIELD_NUMBER: _ClassVar[int]
+    WIDTH_FIELD_NUMBER: _ClassVar[int]
+    height: int
+    width: int
+    def __init__(self, height: _Optional[int] = ..., width: _Optional[int] = ...) -> None: ...
+
+class SegmentRequest(_message.Message):
+    __slots__ = ("request_id", "frame_id", "segment", "model_fingerprint", "extents", "tokens", "result_codec")
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    FRAME_ID_FIELD_NUMBER: _ClassVar[int]
+    SEGMENT_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FINGERPRINT_FIELD_NUMBER: _ClassVar[int]
+    EXTENTS_FIELD_NUMBER: _ClassVar[int]
+    TOKENS_FIELD_NUMBER: _ClassVar[int]
+    RESULT_CODEC_FIELD_NUMBER: _ClassVar[int]
+    request_id: int
+    frame_id: int
+    segment: int
+    model_fingerprint: str
+    extents: _containers.RepeatedCompositeFieldContainer[WindowExtent]
+    tokens: Tensor
+    result_codec: Codec
+    def __init__(self, request_id: _Optional[int] = ..., frame_id: _Optional[int] = ..., segment: _Optional[int] = ..., model_fingerprint: _Optional[str] = ..., extents: _Optional[_Iterable[_Union[WindowExtent, _Mapping]]] = ..., tokens: _Optional[_Union[Tensor, _Mapping]] = ..., result_codec: _Optional[_Union[Codec, str]] = ...) -> None: ...
+
+class SegmentResult(_message.Message):
+    __slots__ = ("request_id", "frame_id", "segment", "tokens", "compute_seconds")
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    FRAME_ID_FIELD_NUMBER: _ClassVar[int]
+    SEGMENT_FIELD_NUMBER: _ClassVar[int]
+    TOKENS_FIELD_NUMBER: _ClassVar[int]
+    COMPUTE_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    request_id: int
+    frame_id: int
+    segment: int
+    tokens: Tensor
+    compute_seconds: float
+    def __init__(self, request_id: _Optional[int] = ..., frame_id: _Optional[int] = ..., segment: _Optional[int] = ..., tokens: _Optional[_Union[Tensor, _Mapping]] = ..., compute_seconds: _Optional[float] = ...) -> None: ...
+
+class DescribeRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ModelInfo(_message.Message):
+    __slots__ = ("preset", "fingerprint", "window_size", "embed_dim", "num_segments", "random_weights", "codecs", "max_windows_per_request", "max_message_bytes")
+    PRESET_FIELD_NUMBER: _ClassVar[int]
+    FINGERPRINT_FIELD_NUMBER: _ClassVar[int]
+    WINDOW_SIZE_FIELD_NUMBER: _ClassVar[int]
+    EMBED_DIM_FIELD_NUMBER: _ClassVar[int]
+    NUM_SEGMENTS_FIELD_NUMBER: _ClassVar[int]
+    RANDOM_WEIGHTS_FIELD_NUMBER: _ClassVar[int]
+    CODECS_FIELD_NUMBER: _ClassVar[int]
+    MAX_WINDOWS_PER_REQUEST_FIELD_NUMBER: _ClassVar[int]
+    MAX_MESSAGE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    preset: str
+    fingerprint: str
+    window_size: int
+    embed_dim: int
+    num_segments: int
+    random_weights: bool
+    codecs: _containers.RepeatedScalarFieldContainer[Codec]
+    max_windows_per_request: int
+    max_message_bytes: int
+    def __init__(self, preset: _Optional[str] = ..., fingerprint: _Optional[str] = ..., window_size: _Optional[int] = ..., embed_dim: _Optional[int] = ..., num_segments: _Optional[int] = ..., random_weights: _Optional[bool] = ..., codecs: _Optional[_Iterable[_Union[Codec, str]]] = ..., max_windows_per_request: _Optional[int] = ..., max_message_bytes: _Optional[int] = ...) -> None: ...

@@ -1,0 +1,48 @@
+"""The per-frame audit log: which executor got which window ids, per frame and segment.
+
+One JSON line per (frame, segment). Each line carries what a reader needs to check the privacy
+invariants from this file alone: the number of windows in a frame and the per-frame cap on the
+windows any one server may receive.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from partitioner.assignment import EDGE
+
+from .encoder import FrameAudit
+from .masks_io import MaskRecordWriter
+
+
+class AuditWriter:
+    """Writes :class:`FrameAudit` records as JSON Lines, one line per frame and segment."""
+
+    def __init__(self, path: str | os.PathLike[str], *, num_windows: int, cap: int) -> None:
+        self._writer = MaskRecordWriter(path)
+        self.num_windows = num_windows
+        self.cap = cap
+        self.max_share = 0
+
+    def write(self, audit: FrameAudit) -> None:
+        for segment in audit.segments:
+            remote = [len(ids) for name, ids in segment.shares.items() if name != EDGE]
+            self.max_share = max([self.max_share, *remote])
+            record: dict[str, Any] = {
+                "frame": audit.frame,
+                "segment": segment.segment,
+                "num_windows": self.num_windows,
+                "cap": self.cap,
+                "shares": segment.shares,
+            }
+            self._writer.write(record)
+
+    def close(self) -> None:
+        self._writer.close()
+
+    def __enter__(self) -> AuditWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,264 @@
+"""The ``pedsam`` command line: a thin layer over the library API.
+
+Every command exits 0 on success; on a user-facing error it prints one line
+(``pedsam: error: ...``) to stderr and exits 2, with no traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from partitioner.errors import PartitionerError
+from partitioner.schemes import SCHEMES
+from workers.codec import CODECS
+from workers.errors import WorkerSideError
+from workers.models import DEFAULT_SEED, PRESETS, RANDOM_WEIGHTS_NOTICE, ModelSource
+
+from .errors import ConfigError, PedsamError, PromptError
+from .prompts import ObjectPrompt, objects_from_items
+from .session import EdgeConfig, EdgeSession
+
+log = logging.getLogger("pedsam")
+
+
+class _PromptItem(argparse.Action):
+    """Keeps --point/--neg-point/--box/--object in command-line order in ``args.items``."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
+                 values: Any, option_string: str | None = None) -> None:
+        items = list(getattr(namespace, "items", None) or [])
+        items.append((self.const, values if values is not None else ""))
+        namespace.items = items
+
+
+def _add_model(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("model")
+    group.add_argument("--model", default="tiny", choices=sorted(PRESETS), help="model preset (default: tiny)")
+    group.add_argument("--checkpoint", help="official SAM checkpoint .pth; default: seeded random weights")
+    group.add_argument("--seed", type=int, default=DEFAULT_SEED, help="seed of random weights (default 0)")
+
+
+def _add_workers(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("workers")
+    which = group.add_mutually_exclusive_group()
+    which.add_argument("--workers", help="comma-separated HOST:PORT of running workers")
+    which.add_argument("--local-workers", type=int, metavar="N", help="start N workers on loopback for this run")
+    group.add_argument("--scheme", default="contiguous", choices=SCHEMES, help="partition scheme (default contiguous)")
+    group.add_argument("--secret", help="edge secret for the random scheme (default: fresh per run)")
+    group.add_argument("--codec", default="fp32", choices=sorted(CODECS), help="wire codec (default fp32, exact)")
+    group.add_argument("--allow-single-server", action="store_true",
+                       help="allow one worker, which then sees whole frames")
+    group.add_argument("--connect-timeout", type=float, default=10.0, help="seconds to reach a worker")
+
+
+def _add_prompts(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("prompts (pixels of the first frame; x right, y down)")
+    group.add_argument("--point", action=_PromptItem, const="point", metavar="X,Y", help="foreground point")
+    group.add_argument("--neg-point", action=_PromptItem, const="neg", metavar="X,Y", help="background point")
+    group.add_argument("--box", action=_PromptItem, const="box", metavar="X0,Y0,X1,Y1", help="box, XYXY")
+    group.add_argument("--object", action=_PromptItem, const="object", nargs=0,
+                       help="start a new object: later points and boxes belong to it")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="pedsam", description="Privacy-split Segment Anything for video.")
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv for debug)")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    from workers.cli import add_arguments as add_worker_arguments
+
+    worker = sub.add_parser("worker", help="serve a model's windowed blocks over gRPC")
+    add_worker_arguments(worker)
+
+    embed = sub.add_parser("embed", help="an image's SAM embedding, computed through the split")
+    embed.add_argument("image")
+    embed.add_argument("--save", required=True, metavar="EMB.npy", help="write the 1xCxHxW float32 embedding")
+    embed.add_argument("--audit", metavar="AUDIT.jsonl", help="write which worker got which windows")
+    _add_model(embed)
+    _add_workers(embed)
+
+    segment = sub.add_parser("segment", help="masks for prompts on one image")
+    segment.add_argument("image")
+    segment.add_argument("--out", required=True, metavar="MASK.png",
+                         help="mask PNG: 0/255 for one object, label values 1..N for several")
+    _add_prompts(segment)
+    _add_model(segment)
+    _add_workers(segment)
+
+    run = sub.add_parser("run", help="follow prompted objects through a video file")
+    run.add_argument("video")
+    run.add_argument("--out", required=True, metavar="DIR", help="output folder")
+    run.add_argument("--in-flight", type=int, default=2, help="frames in flight (default 2)")
+    run.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _add_prompts(run)
+    _add_model(run)
+    _add_workers(run)
+
+    demo = sub.add_parser("demo", help="the whole pipeline on a generated clip with 3 local workers")
+    demo.add_argument("--out", default="out/demo", metavar="DIR", help="output folder (default out/demo)")
+    demo.add_argument("--frames", type=int, default=24, help="clip length in frames (default 24)")
+    demo.add_argument("--local-workers", type=int, default=3, help="workers to start (default 3)")
+    demo.add_argument("--no-progress", action="store_true", help="no progress bar")
+    return parser
+
+
+def _edge_config(args: argparse.Namespace) -> EdgeConfig:
+    workers = tuple(w.strip() for w in (args.workers or "").split(",") if w.strip())
+    if getattr(args, "local_workers", None) is not None and args.local_workers < 1:
+        raise ConfigError("--local-workers must be at least 1")
+    return EdgeConfig(
+        model=ModelSource(preset=args.model, checkpoint=args.checkpoint, seed=args.seed),
+        workers=workers,
+        local_workers=args.local_workers or 0,
+        scheme=args.scheme,
+        secret=args.secret.encode() if args.secret else None,
+        codec=args.codec,
+        allow_single_server=args.allow_single_server,
+        connect_timeout=args.connect_timeout,
+    )
+
+
+def _objects(args: argparse.Namespace) -> list[ObjectPrompt]:
+    objects = objects_from_items(getattr(args, "items", None) or [])
+    if not objects:
+        raise PromptError("give at least one prompt: --point X,Y or --box X0,Y0,X1,Y1")
+    return objects
+
+
+def _notice(session: EdgeSession) -> None:
+    if session.random_weights:
+        print(f"note: {RANDOM_WEIGHTS_NOTICE} (give --checkpoint for real masks)", file=sys.stderr)
+
+
+async def cmd_embed(args: argparse.Namespace) -> int:
+    from .audit import AuditWriter
+    from .video import read_image
+
+    image = read_image(args.image)
+    async with EdgeSession(_edge_config(args)) as session:
+        _notice(session)
+        embedding = await session.embed(image)
+        if args.audit:
+            grid = session.encoder.grid
+            from partitioner.assignment import default_cap
+
+            with AuditWriter(args.audit, num_windows=grid.num_windows,
+                             cap=default_cap(grid.num_windows, len(session.executor_names))) as audit:
+                audit.write(embedding.audit)
+    array = embedding.tensor.numpy().astype(np.float32)
+    np.save(args.save, array)
+    print(f"embedding {tuple(array.shape)} float32 -> {args.save}")
+    return 0
+
+
+async def cmd_segment(args: argparse.Namespace) -> int:
+    from PIL import Image
+
+    from .video import read_image
+
+    image = read_image(args.image)
+    objects = _objects(args)
+    for prompt in objects:
+        prompt.check_inside(image.shape[1], image.shape[0])
+    async with EdgeSession(_edge_config(args)) as session:
+        _notice(session)
+        predictions = await session.segment(image, objects)
+    if len(predictions) == 1:
+        out = predictions[0].mask.astype(np.uint8) * 255
+    else:
+        out = np.zeros(image.shape[:2], np.uint8)
+        for i, prediction in enumerate(predictions):
+            out[prediction.mask] = i + 1
+    try:
+        Image.fromarray(out).save(args.out)
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"cannot write {args.out!r}: {exc}") from None
+    for i, prediction in enumerate(predictions):
+        print(f"object {i}: score {prediction.score:.3f}, {int(prediction.mask.sum())} pixels")
+    print(f"mask -> {args.out}")
+    return 0
+
+
+async def cmd_run(args: argparse.Namespace) -> int:
+    from .batch import run_video
+    from .video import probe_video
+
+    objects = _objects(args)
+    if args.in_flight < 1:
+        raise ConfigError("--in-flight must be at least 1")
+    probe_video(args.video)  # a bad video fails before any worker starts
+    async with EdgeSession(_edge_config(args)) as session:
+        _notice(session)
+        summary = await run_video(session, args.video, objects, args.out,
+                                  in_flight=args.in_flight, progress=not args.no_progress)
+    return _report(summary.to_json(), Path(args.out))
+
+
+def _report(summary: dict[str, Any], out: Path) -> int:
+    print(f"{summary['frames']} frames ({summary['frames_ok']} ok, {summary['frames_failed']} failed) "
+          f"in {summary['seconds']:.1f} s, {summary['fps']:.2f} fps")
+    print(f"largest share any worker saw: {summary['max_windows_per_server']} of "
+          f"{summary['windows_per_frame']} windows per frame")
+    print(f"outputs: {out / 'overlay.mp4'}, {out / 'masks.jsonl'}, {out / 'audit.jsonl'}, {out / 'summary.json'}")
+    if summary["frames_failed"]:
+        print(f"pedsam: error: {summary['frames_failed']} frames failed; first: {summary['first_error']}",
+              file=sys.stderr)
+        return 1
+    return 0
+
+
+async def cmd_demo(args: argparse.Namespace) -> int:
+    from .batch import run_video
+    from .synthetic import make_clip
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    clip = make_clip(out / "input.mp4", frames=args.frames)
+    x, y = clip.objects[0].centres[0]
+    objects = [ObjectPrompt(points=((x, y),), labels=(1,))]
+    print(f"demo: generated {clip.frame_count}-frame clip {clip.path}; prompting object at ({x:.0f}, {y:.0f})")
+    config = EdgeConfig(model=ModelSource(preset="tiny"), local_workers=args.local_workers)
+    async with EdgeSession(config) as session:
+        print(f"demo: {args.local_workers} local workers {', '.join(session.executor_names)}; "
+              f"model {config.model.describe()}")
+        summary = await run_video(session, clip.path, objects, out, progress=not args.no_progress)
+    return _report(summary.to_json(), out)
+
+
+COMMANDS = {"embed": cmd_embed, "segment": cmd_segment, "run": cmd_run, "demo": cmd_demo}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    level = logging.WARNING if args.verbose == 0 else logging.INFO if args.verbose == 1 else logging.DEBUG
+    logging.basicConfig(level=level, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    if args.command == "worker":
+        from workers.cli import serve
+
+        return _guard(lambda: asyncio.run(serve(args)))
+    return _guard(lambda: asyncio.run(COMMANDS[args.command](args)))
+
+
+def _guard(action: Any) -> int:
+    try:
+        return int(action())
+    except (PedsamError, WorkerSideError, PartitionerError) as exc:
+        print(f"pedsam: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("pedsam: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

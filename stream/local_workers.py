@@ -1,0 +1,142 @@
+"""Start worker processes on loopback for a session, and stop them on every exit path.
+
+Each worker is ``python -m workers --port 0 ...``; it binds a free port, prints its address
+once it is serving, and the launcher then confirms SERVING through ``grpc.health.v1``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import signal
+import sys
+from dataclasses import dataclass
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from workers.models import ModelSource
+
+from .errors import WorkerError
+
+log = logging.getLogger(__name__)
+
+_SERVING = re.compile(r"pedsam worker serving on (\S+)")
+
+
+@dataclass
+class LocalWorker:
+    process: asyncio.subprocess.Process
+    address: str
+
+
+async def wait_serving(address: str, timeout: float) -> None:
+    """Poll ``grpc.health.v1`` at ``address`` until it says SERVING, or raise WorkerError."""
+    async with grpc.aio.insecure_channel(address) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        try:
+            reply = await stub.Check(
+                health_pb2.HealthCheckRequest(service=""), timeout=timeout, wait_for_ready=True
+            )
+        except grpc.aio.AioRpcError as exc:
+            raise WorkerError(f"worker {address} did not become healthy: {exc.code().name}") from None
+    if reply.status != health_pb2.HealthCheckResponse.SERVING:
+        raise WorkerError(f"worker {address} reports {health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)}")
+
+
+class LocalWorkers:
+    """N worker child processes serving ``source`` on 127.0.0.1."""
+
+    def __init__(self, count: int, source: ModelSource, *, threads: int = 1, start_timeout: float = 120.0) -> None:
+        if count < 1:
+            raise WorkerError("--local-workers needs at least 1")
+        self.count = count
+        self.source = source
+        self.threads = threads
+        self.start_timeout = start_timeout
+        self.workers: list[LocalWorker] = []
+
+    @property
+    def addresses(self) -> list[str]:
+        return [w.address for w in self.workers]
+
+    async def start(self) -> list[str]:
+        """Start all workers concurrently; on any failure stop those already started."""
+        try:
+            started = await asyncio.gather(*(self._start_one(i) for i in range(self.count)), return_exceptions=True)
+            for item in started:
+                if isinstance(item, LocalWorker):
+                    self.workers.append(item)
+            errors = [item for item in started if isinstance(item, BaseException)]
+            if errors:
+                raise errors[0]
+            await asyncio.gather(*(wait_serving(w.address, self.start_timeout) for w in self.workers))
+        except BaseException:
+            await self.stop()
+            raise
+        return self.addresses
+
+    async def _start_one(self, index: int) -> LocalWorker:
+        args = [
+            sys.executable, "-m", "workers",
+            "--host", "127.0.0.1", "--port", "0",
+            "--model", self.source.preset,
+            "--seed", str(self.source.seed),
+            "--threads", str(self.threads),
+        ]
+        if self.source.checkpoint:
+            args += ["--checkpoint", self.source.checkpoint]
+        process = await asyncio.create_subprocess_exec(
+            *args, stdout=asyncio.subprocess.PIPE, stdin=asyncio.subprocess.DEVNULL
+        )
+        try:
+            address = await asyncio.wait_for(self._read_address(process), self.start_timeout)
+        except BaseException:
+            await _terminate(process)
+            raise
+        log.info("local worker %d serving on %s (pid %d)", index, address, process.pid)
+        return LocalWorker(process=process, address=address)
+
+    @staticmethod
+    async def _read_address(process: asyncio.subprocess.Process) -> str:
+        assert process.stdout is not None
+        while True:
+            line = await process.stdout.readline()
+            if not line:
+                code = await process.wait()
+                raise WorkerError(f"local worker exited with status {code} before serving")
+            match = _SERVING.search(line.decode(errors="replace"))
+            if match:
+                return match.group(1)
+
+    async def stop(self) -> None:
+        """SIGTERM every worker, wait for them to drain, SIGKILL any that linger."""
+        workers, self.workers = self.workers, []
+        await asyncio.gather(*(_terminate(w.process) for w in workers))
+
+    async def __aenter__(self) -> LocalWorkers:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+
+async def _terminate(process: asyncio.subprocess.Process, timeout: float = 10.0) -> None:
+    if process.returncode is None:
+        try:
+            process.send_signal(signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+        try:
+            await asyncio.wait_for(process.wait(), timeout)
+        except asyncio.TimeoutError:
+            process.kill()
+            await process.wait()
+    # Drain what the worker printed so its pipe is not left open.
+    if process.stdout is not None:
+        try:
+            await process.stdout.read()
+        except Exception:
+            pass

@@ -1,0 +1,200 @@
+"""The edge's client for one gRPC window worker.
+
+One long-lived bidirectional ``Process`` stream per worker per session carries every request;
+each request has an id and its result is matched by that id, so many requests (of several
+frames) can be in flight on one stream and come back in any order. Encoding and decoding of
+the multi-megabyte token payloads run on a thread, not on the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import grpc
+import torch
+
+from protos import pedsam_pb2 as pb
+from protos import pedsam_pb2_grpc as pb_grpc
+from workers import codec as wire
+from workers.segment import Extent
+
+from .errors import WorkerError
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MAX_MESSAGE_BYTES = 256 * 1024 * 1024
+
+
+def channel_options(max_message_bytes: int) -> list[tuple[str, int]]:
+    """gRPC channel options for multi-megabyte window batches (the default cap is 4 MiB)."""
+    return [
+        ("grpc.max_send_message_length", max_message_bytes),
+        ("grpc.max_receive_message_length", max_message_bytes),
+        ("grpc.keepalive_time_ms", 30_000),
+        ("grpc.keepalive_timeout_ms", 10_000),
+    ]
+
+
+@dataclass
+class WireStats:
+    """Bytes moved by one executor: payload bytes (tensor data) and whole messages."""
+
+    requests: int = 0
+    payload_sent: int = 0
+    payload_received: int = 0
+    message_sent: int = 0
+    message_received: int = 0
+
+
+class RemoteWorker:
+    """A :class:`stream.executors.SegmentExecutor` backed by a worker at ``address``."""
+
+    def __init__(
+        self,
+        address: str,
+        *,
+        fingerprint: str,
+        codec: str = "fp32",
+        max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+        connect_timeout: float = 10.0,
+    ) -> None:
+        self.address = address
+        self._fingerprint = fingerprint
+        self._codec = wire.codec_id(codec)
+        self._max_message_bytes = max_message_bytes
+        self._connect_timeout = connect_timeout
+        self._channel: grpc.aio.Channel | None = None
+        self._call: grpc.aio.StreamStreamCall | None = None
+        self._reader: asyncio.Task[None] | None = None
+        self._pending: dict[int, asyncio.Future[pb.SegmentResult]] = {}
+        self._ids = itertools.count(1)
+        self._write_lock = asyncio.Lock()
+        self._failure: WorkerError | None = None
+        self.info: pb.ModelInfo | None = None
+        self.stats = WireStats()
+
+    @property
+    def name(self) -> str:
+        return self.address
+
+    async def connect(self) -> pb.ModelInfo:
+        """Describe the worker, check it holds our model, and open the session stream."""
+        self._channel = grpc.aio.insecure_channel(
+            self.address, options=channel_options(self._max_message_bytes)
+        )
+        stub = pb_grpc.WindowWorkerStub(self._channel)
+        try:
+            info: pb.ModelInfo = await stub.Describe(
+                pb.DescribeRequest(), timeout=self._connect_timeout, wait_for_ready=True
+            )
+        except grpc.aio.AioRpcError as exc:
+            await self.close()
+            raise WorkerError(
+                f"worker {self.address} is unreachable ({exc.code().name}: {exc.details()})"
+            ) from None
+        if info.fingerprint != self._fingerprint:
+            await self.close()
+            raise WorkerError(
+                f"worker {self.address} serves other weights ({info.preset}, fingerprint "
+                f"{info.fingerprint[:12]}) than this edge ({self._fingerprint[:12]}); start it with "
+                "the same --model, --checkpoint and --seed"
+            )
+        self.info = info
+        self._call = stub.Process()
+        self._reader = asyncio.create_task(self._read_results(), name=f"read {self.address}")
+        log.info("connected to worker %s (%s)", self.address, info.preset)
+        return info
+
+    async def run(
+        self, frame_id: int, segment: int, tokens: torch.Tensor, extents: Sequence[Extent]
+    ) -> torch.Tensor:
+        if self._call is None:
+            raise WorkerError(f"worker {self.address} is not connected")
+        if self._failure is not None:
+            raise self._failure
+        request_id = next(self._ids)
+        tensor = await asyncio.to_thread(wire.encode, tokens, self._codec)
+        request = pb.SegmentRequest(
+            request_id=request_id,
+            frame_id=frame_id,
+            segment=segment,
+            model_fingerprint=self._fingerprint,
+            extents=[pb.WindowExtent(height=h, width=w) for h, w in extents],
+            tokens=tensor,
+        )
+        future: asyncio.Future[pb.SegmentResult] = asyncio.get_running_loop().create_future()
+        self._pending[request_id] = future
+        started = time.perf_counter()
+        try:
+            async with self._write_lock:
+                await self._call.write(request)
+        except (grpc.aio.AioRpcError, asyncio.InvalidStateError) as exc:
+            self._pending.pop(request_id, None)
+            raise self._fail(exc) from None
+        self.stats.requests += 1
+        self.stats.payload_sent += len(tensor.data) + len(tensor.scales)
+        self.stats.message_sent += request.ByteSize()
+        result = await future
+        self.stats.payload_received += len(result.tokens.data) + len(result.tokens.scales)
+        self.stats.message_received += result.ByteSize()
+        log.debug(
+            "frame %d segment %d: %d windows on %s in %.3f s (worker compute %.3f s)",
+            frame_id, segment, len(extents), self.address,
+            time.perf_counter() - started, result.compute_seconds,
+        )
+        return await asyncio.to_thread(wire.decode, result.tokens)
+
+    async def _read_results(self) -> None:
+        assert self._call is not None
+        try:
+            while True:
+                result = await self._call.read()
+                if result is grpc.aio.EOF:
+                    raise WorkerError(f"worker {self.address} closed the stream")
+                future = self._pending.pop(result.request_id, None)
+                if future is not None and not future.done():
+                    future.set_result(result)
+        except asyncio.CancelledError:
+            raise
+        except (grpc.aio.AioRpcError, WorkerError) as exc:
+            error = self._fail(exc)
+            for future in self._pending.values():
+                if not future.done():
+                    future.set_exception(error)
+            self._pending.clear()
+
+    def _fail(self, exc: BaseException) -> WorkerError:
+        if self._failure is None:
+            if isinstance(exc, grpc.aio.AioRpcError):
+                self._failure = WorkerError(
+                    f"worker {self.address} failed: {exc.code().name}: {exc.details()}"
+                )
+            elif isinstance(exc, WorkerError):
+                self._failure = exc
+            else:
+                self._failure = WorkerError(f"worker {self.address} failed: {exc}")
+        return self._failure
+
+    async def close(self) -> None:
+        if self._call is not None:
+            try:
+                await self._call.done_writing()
+            except (grpc.aio.AioRpcError, asyncio.InvalidStateError):
+                pass
+            self._call.cancel()
+        if self._reader is not None:
+            self._reader.cancel()
+            try:
+                await self._reader
+            except asyncio.CancelledError:
+                pass
+            self._reader = None
+        if self._channel is not None:
+            await self._channel.close()
+            self._channel = None
+        self._call = None

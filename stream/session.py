@@ -1,0 +1,218 @@
+"""An edge session: one model, a set of executors, and the split encoder over them.
+
+This is the library API the CLI is a thin layer over::
+
+    config = EdgeConfig(model=ModelSource(preset="tiny"), local_workers=3)
+    async with EdgeSession(config) as session:
+        embedding = await session.embed(image)              # HxWx3 uint8 RGB
+        masks = await session.segment(image, [ObjectPrompt(points=((120, 80),), labels=(1,))])
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import secrets
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from partitioner.assignment import Assignment, fixed_assignment
+from partitioner.errors import PartitionerError
+from partitioner.schemes import partition
+from workers.models import ModelSource, fingerprint, get_preset
+from workers.segment import SegmentRunner
+
+from .encoder import FrameAudit, SplitEncoder
+from .errors import ConfigError, WorkerError
+from .executors import LocalExecutor, SegmentExecutor
+from .local_workers import LocalWorkers
+from .predictor import MaskDecoder, MaskPrediction, PreparedImage, prepare_image
+from .prompts import ObjectPrompt
+from .remote import RemoteWorker
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class EdgeConfig:
+    """Everything an edge session needs; built once from flags (and later a config file)."""
+
+    model: ModelSource
+    workers: tuple[str, ...] = ()
+    local_workers: int = 0
+    scheme: str = "contiguous"
+    secret: bytes | None = None
+    codec: str = "fp32"
+    worker_threads: int = 1
+    edge_threads: int | None = None
+    allow_single_server: bool = False
+    connect_timeout: float = 10.0
+
+    def __post_init__(self) -> None:
+        if self.workers and self.local_workers:
+            raise ConfigError("give either --workers or --local-workers, not both")
+        if not self.workers and self.local_workers < 1:
+            raise ConfigError("no workers: give --workers HOST:PORT,... or --local-workers N")
+
+
+@dataclass(frozen=True, slots=True)
+class FixedPolicy:
+    """Server ``s`` gets share ``s`` on every frame."""
+
+    shares: tuple[tuple[int, ...], ...]
+    servers: tuple[str, ...]
+
+    def assign(self, frame_index: int) -> Assignment:
+        return fixed_assignment(frame_index, self.shares, self.servers)
+
+
+@dataclass(frozen=True, slots=True)
+class Embedding:
+    """A frame's image embedding and what it took to make it.
+
+    ``tensor`` is (1, out_chans, S/16, S/16) float32, the embedding SAM's predictor would
+    compute for the frame.
+    """
+
+    tensor: torch.Tensor
+    prepared: PreparedImage
+    audit: FrameAudit
+
+
+@dataclass
+class EdgeSession:
+    """Builds the model, connects (or starts) workers, and embeds and segments frames."""
+
+    config: EdgeConfig
+    _local: LocalWorkers | None = field(default=None, init=False)
+    _executors: list[SegmentExecutor] = field(default_factory=list, init=False)
+    _pool: ThreadPoolExecutor | None = field(default=None, init=False)
+    _frames: int = field(default=0, init=False)
+
+    async def __aenter__(self) -> EdgeSession:
+        await self.open()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def open(self) -> None:
+        config = self.config
+        if config.edge_threads:
+            torch.set_num_threads(config.edge_threads)
+        self.preset = get_preset(config.model.preset)
+        self.sam = await asyncio.to_thread(config.model.build)
+        self.fingerprint = await asyncio.to_thread(fingerprint, self.sam, self.preset)
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="edge")
+        try:
+            addresses: Sequence[str] = config.workers
+            if config.local_workers:
+                self._local = LocalWorkers(config.local_workers, config.model, threads=config.worker_threads)
+                addresses = await self._local.start()
+            for address in addresses:
+                worker = RemoteWorker(
+                    address,
+                    fingerprint=self.fingerprint,
+                    codec=config.codec,
+                    connect_timeout=config.connect_timeout,
+                )
+                await worker.connect()
+                self._executors.append(worker)
+            self.encoder = SplitEncoder(
+                self.sam,
+                self.preset,
+                {e.name: e for e in self._executors},
+                self._policy(),
+                self._pool,
+            )
+        except BaseException:
+            await self.close()
+            raise
+        self.decoder = MaskDecoder(self.sam)
+        log.info("edge session open: %s over %d workers", config.model.describe(), len(self._executors))
+
+    def _policy(self) -> FixedPolicy:
+        config = self.config
+        names = tuple(e.name for e in self._executors)
+        if len(set(names)) != len(names):
+            raise ConfigError(f"the same worker is listed twice: {', '.join(names)}")
+        secret = config.secret or (secrets.token_bytes(32) if config.scheme == "random" else None)
+        grid_windows = self._grid_windows()
+        try:
+            shares = partition(
+                grid_windows, len(names), config.scheme, secret=secret, allow_single=config.allow_single_server
+            )
+        except PartitionerError as exc:
+            raise ConfigError(str(exc)) from None
+        return FixedPolicy(shares=shares, servers=names)
+
+    def _grid_windows(self):  # type: ignore[no-untyped-def]
+        from partitioner.geometry import WindowGrid
+
+        return WindowGrid.for_encoder(self.preset.img_size, self.preset.patch_size, self.preset.window_size)
+
+    @property
+    def executor_names(self) -> list[str]:
+        return [e.name for e in self._executors]
+
+    @property
+    def random_weights(self) -> bool:
+        return self.config.model.random_weights
+
+    def local_executor(self) -> LocalExecutor:
+        """An executor computing on the edge itself (for fallback and comparison)."""
+        assert self._pool is not None
+        return LocalExecutor(SegmentRunner(self.sam, self.preset), self._pool)
+
+    async def embed(self, image: np.ndarray, *, frame_index: int | None = None) -> Embedding:
+        """HxWx3 uint8 RGB frame -> its :class:`Embedding`, computed through the split."""
+        prepared = await asyncio.to_thread(prepare_image, self.sam, image)
+        return await self.embed_prepared(prepared, frame_index=frame_index)
+
+    async def embed_prepared(self, prepared: PreparedImage, *, frame_index: int | None = None) -> Embedding:
+        if frame_index is None:
+            frame_index = self._frames
+        self._frames = max(self._frames, frame_index + 1)
+        tensor, audit = await self.encoder.encode(frame_index, prepared.tensor)
+        return Embedding(tensor=tensor, prepared=prepared, audit=audit)
+
+    async def decode(
+        self,
+        embedding: Embedding,
+        prompt: ObjectPrompt,
+        *,
+        mask_input: np.ndarray | None = None,
+    ) -> MaskPrediction:
+        """One object's mask from an embedding, on the edge's compute thread."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(
+            self._pool,
+            lambda: self.decoder.predict(embedding.tensor, embedding.prepared, prompt, mask_input=mask_input),
+        )
+
+    async def segment(self, image: np.ndarray, objects: Sequence[ObjectPrompt]) -> list[MaskPrediction]:
+        """Masks (at the frame's size) for each object in one frame."""
+        height, width = image.shape[:2]
+        for prompt in objects:
+            prompt.check_inside(width, height)
+        embedding = await self.embed(image)
+        return [await self.decode(embedding, prompt) for prompt in objects]
+
+    async def close(self) -> None:
+        executors, self._executors = self._executors, []
+        for executor in executors:
+            try:
+                await executor.close()
+            except Exception as exc:  # closing is best effort; say what happened
+                log.warning("closing %s: %s", executor.name, exc)
+        if self._local is not None:
+            await self._local.stop()
+            self._local = None
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None

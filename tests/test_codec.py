@@ -1,0 +1,34 @@
+"""Wire codecs: fp32 exact, fp16 and int8 within their stated error."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from protos import pedsam_pb2 as pb
+from workers import codec as wire
+
+
+@pytest.mark.parametrize(("name", "bound", "ratio"), [("fp32", 0.0, 1.0), ("fp16", 1e-3, 0.5), ("int8", 1e-2, 0.25)])
+def test_codec_round_trip(name: str, bound: float, ratio: float) -> None:
+    tokens = torch.randn(250, 64, generator=torch.Generator().manual_seed(1)) * 5
+    tensor = wire.encode(tokens, wire.codec_id(name))
+    back = wire.decode(tensor)
+    assert back.dtype == torch.float32 and back.shape == tokens.shape
+    error = float((back - tokens).abs().max() / tokens.abs().max())
+    assert error <= bound
+    raw = tokens.numel() * 4
+    payload = len(tensor.data) + len(tensor.scales)
+    assert payload == wire.payload_bytes(tensor.codec, 250, 64)
+    assert payload <= raw * ratio + 4 * 250
+
+
+def test_int8_handles_all_zero_rows() -> None:
+    tokens = torch.zeros(3, 8)
+    back = wire.decode(wire.encode(tokens, pb.CODEC_INT8))
+    assert torch.equal(back, tokens)
+
+
+def test_unknown_codec_name() -> None:
+    with pytest.raises(ValueError, match="choose one of"):
+        wire.codec_id("bf16")

@@ -1,0 +1,69 @@
+"""``pedsam worker``: serve one model's windowed blocks over gRPC."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+from collections.abc import Sequence
+
+import torch
+
+from .errors import WorkerSideError
+from .models import DEFAULT_SEED, PRESETS, ModelSource
+from .server import WorkerLimits, WorkerModel, WorkerServer
+
+log = logging.getLogger("pedsam.worker")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=0, help="port (default 0: pick a free one)")
+    parser.add_argument("--model", default="tiny", choices=sorted(PRESETS), help="model preset")
+    parser.add_argument("--checkpoint", help="official SAM checkpoint (.pth); default: seeded random weights")
+    parser.add_argument("--seed", type=int, default=DEFAULT_SEED, help="seed of random weights")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads for compute (default 1)")
+    parser.add_argument("--max-message-mb", type=int, default=256, help="largest gRPC message, MiB")
+    parser.add_argument("--grace", type=float, default=5.0, help="seconds to drain on shutdown")
+
+
+async def serve(args: argparse.Namespace) -> int:
+    torch.set_num_threads(max(1, args.threads))
+    source = ModelSource(preset=args.model, checkpoint=args.checkpoint, seed=args.seed)
+    model = await asyncio.to_thread(WorkerModel, source)
+    limits = WorkerLimits(max_message_bytes=args.max_message_mb * 1024 * 1024)
+    server = WorkerServer(model, limits)
+    address = await server.start(args.host, args.port)
+    print(
+        f"pedsam worker serving on {address} model {source.describe()} "
+        f"fingerprint {model.fingerprint[:12]}",
+        flush=True,
+    )
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    waiter = asyncio.create_task(server.wait())
+    stopper = asyncio.create_task(stop.wait())
+    try:
+        await asyncio.wait({waiter, stopper}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        log.info("worker %s shutting down", address)
+        await server.stop(args.grace)
+        for task in (waiter, stopper):
+            task.cancel()
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="pedsam worker", description=__doc__)
+    add_arguments(parser)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    try:
+        return asyncio.run(serve(args))
+    except (WorkerSideError, OSError) as exc:
+        print(f"pedsam worker: error: {exc}", file=sys.stderr)
+        return 2

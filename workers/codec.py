@@ -1,0 +1,69 @@
+"""Tensor codecs for the wire: (N, C) float32 token matrices to and from ``pb.Tensor``.
+
+``fp32`` is exact; ``fp16`` halves the bytes; ``int8`` quarters them with one float32 scale
+per token (row). Decoding never copies more than once: bytes are viewed with
+``numpy.frombuffer`` and widened to float32 in one step.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from protos import pedsam_pb2 as pb
+
+CODECS: dict[str, pb.Codec] = {"fp32": pb.CODEC_FP32, "fp16": pb.CODEC_FP16, "int8": pb.CODEC_INT8}
+CODEC_NAMES: dict[int, str] = {v: k for k, v in CODECS.items()}
+_ITEM_BYTES: dict[int, int] = {pb.CODEC_FP32: 4, pb.CODEC_FP16: 2, pb.CODEC_INT8: 1}
+
+
+def codec_id(name: str) -> pb.Codec:
+    try:
+        return CODECS[name]
+    except KeyError:
+        raise ValueError(f"unknown codec {name!r}; choose one of {', '.join(CODECS)}") from None
+
+
+def payload_bytes(codec: int, rows: int, cols: int) -> int:
+    """Bytes of ``data`` (plus ``scales``) a (rows, cols) tensor takes in ``codec``."""
+    scales = 4 * rows if codec == pb.CODEC_INT8 else 0
+    return _ITEM_BYTES[codec] * rows * cols + scales
+
+
+def encode(tokens: torch.Tensor, codec: pb.Codec) -> pb.Tensor:
+    """(N, C) float32 -> ``pb.Tensor`` in ``codec``."""
+    array = tokens.detach().contiguous().numpy()
+    if array.dtype != np.float32:
+        array = array.astype(np.float32)
+    shape = list(array.shape)
+    if codec == pb.CODEC_FP32:
+        return pb.Tensor(codec=codec, shape=shape, data=array.tobytes())
+    if codec == pb.CODEC_FP16:
+        return pb.Tensor(codec=codec, shape=shape, data=array.astype(np.float16).tobytes())
+    if codec == pb.CODEC_INT8:
+        scale = np.abs(array).max(axis=1, keepdims=True) / 127.0
+        scale[scale == 0] = 1.0
+        quantised = np.clip(np.rint(array / scale), -127, 127).astype(np.int8)
+        return pb.Tensor(
+            codec=codec,
+            shape=shape,
+            data=quantised.tobytes(),
+            scales=scale.astype(np.float32).tobytes(),
+        )
+    raise ValueError(f"unsupported codec {codec}")
+
+
+def decode(tensor: pb.Tensor) -> torch.Tensor:
+    """``pb.Tensor`` -> (N, C) float32. The caller has validated shape and byte counts."""
+    shape = tuple(int(s) for s in tensor.shape)
+    if tensor.codec == pb.CODEC_FP32:
+        array = np.frombuffer(tensor.data, dtype="<f4").reshape(shape).copy()
+    elif tensor.codec == pb.CODEC_FP16:
+        array = np.frombuffer(tensor.data, dtype="<f2").reshape(shape).astype(np.float32)
+    elif tensor.codec == pb.CODEC_INT8:
+        scales = np.frombuffer(tensor.scales, dtype="<f4").reshape(shape[0], 1)
+        array = np.frombuffer(tensor.data, dtype=np.int8).reshape(shape).astype(np.float32)
+        array *= scales
+    else:
+        raise ValueError(f"unsupported codec {tensor.codec}")
+    return torch.from_numpy(array)

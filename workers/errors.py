@@ -1,0 +1,34 @@
+"""Exceptions of the worker side.
+
+::
+
+    WorkerSideError
+     +-- ModelError (ValueError)       unknown preset, bad seed
+     |    +-- CheckpointError          a checkpoint file that is missing or does not fit the preset
+     +-- RequestError (ValueError)     a segment request that breaks the contract; carries the
+                                       gRPC status code the worker answers with
+"""
+
+from __future__ import annotations
+
+import grpc
+
+
+class WorkerSideError(Exception):
+    """Base of the worker side's exceptions; ``str()`` is one readable line."""
+
+
+class ModelError(WorkerSideError, ValueError):
+    """A model that cannot be built as asked (unknown preset, bad option)."""
+
+
+class CheckpointError(ModelError):
+    """A checkpoint that is missing, unreadable, or does not match the preset's shapes."""
+
+
+class RequestError(WorkerSideError, ValueError):
+    """A segment request the worker refuses; ``code`` is the gRPC status to answer with."""
+
+    def __init__(self, code: grpc.StatusCode, message: str) -> None:
+        super().__init__(message)
+        self.code = code

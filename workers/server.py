@@ -1,0 +1,239 @@
+"""The gRPC window worker: a thin servicer over :class:`workers.segment.SegmentRunner`.
+
+Every request is validated before any work (segment, fingerprint, codec, extents, shape, byte
+counts, batch size); a bad one ends its stream with the matching gRPC status and the worker
+goes on serving every other stream. Compute runs on a small thread pool shared by all streams,
+so memory stays bounded by ``max_inflight_per_stream`` requests per stream.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import grpc
+import torch
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+
+from protos import pedsam_pb2 as pb
+from protos import pedsam_pb2_grpc as pb_grpc
+
+from . import codec as wire
+from .errors import RequestError
+from .models import ModelSource, fingerprint, get_preset
+from .segment import SegmentRunner
+
+log = logging.getLogger(__name__)
+
+SERVICE_NAME = pb.DESCRIPTOR.services_by_name["WindowWorker"].full_name
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class WorkerLimits:
+    """What one worker accepts."""
+
+    max_message_bytes: int = 256 * 1024 * 1024
+    max_windows_per_request: int = 1024
+    max_inflight_per_stream: int = 4
+    compute_threads: int = 1
+
+
+class WorkerModel:
+    """The part of a SAM model a worker holds: its windowed blocks, and their fingerprint."""
+
+    def __init__(self, source: ModelSource) -> None:
+        self.source = source
+        self.preset = get_preset(source.preset)
+        sam = source.build()
+        self.fingerprint = fingerprint(sam, self.preset)
+        self.runner = SegmentRunner(sam, self.preset)
+        # Only the windowed blocks are kept; the runner holds references to them.
+        del sam
+
+
+class WindowWorkerService(pb_grpc.WindowWorkerServicer):
+    def __init__(self, model: WorkerModel, limits: WorkerLimits, pool: ThreadPoolExecutor) -> None:
+        self._model = model
+        self._limits = limits
+        self._pool = pool
+
+    async def Describe(
+        self, request: pb.DescribeRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ModelInfo:
+        model = self._model
+        return pb.ModelInfo(
+            preset=model.preset.name,
+            fingerprint=model.fingerprint,
+            window_size=model.preset.window_size,
+            embed_dim=model.preset.embed_dim,
+            num_segments=model.runner.num_segments,
+            random_weights=model.source.random_weights,
+            codecs=list(wire.CODECS.values()),
+            max_windows_per_request=self._limits.max_windows_per_request,
+            max_message_bytes=self._limits.max_message_bytes,
+        )
+
+    async def Process(
+        self, request_iterator: AsyncIterator[pb.SegmentRequest], context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[pb.SegmentResult]:
+        queue: asyncio.Queue[pb.SegmentResult | RequestError | None] = asyncio.Queue()
+        slots = asyncio.Semaphore(self._limits.max_inflight_per_stream)
+        tasks: set[asyncio.Task[None]] = set()
+        loop = asyncio.get_running_loop()
+
+        async def compute(request: pb.SegmentRequest) -> None:
+            try:
+                result = await loop.run_in_executor(self._pool, self._compute, request)
+                await queue.put(result)
+            except RequestError as exc:
+                await queue.put(exc)
+            except Exception as exc:  # a bug, not the client's fault: say so, keep serving
+                log.exception("segment request %d failed", request.request_id)
+                await queue.put(RequestError(grpc.StatusCode.INTERNAL, f"worker error: {exc}"))
+            finally:
+                slots.release()
+
+        async def read() -> None:
+            try:
+                async for request in request_iterator:
+                    try:
+                        self._validate(request)
+                    except RequestError as exc:
+                        await queue.put(exc)
+                        return
+                    await slots.acquire()
+                    task = asyncio.create_task(compute(request))
+                    tasks.add(task)
+                    task.add_done_callback(tasks.discard)
+                if tasks:
+                    await asyncio.gather(*tasks)
+            finally:
+                await queue.put(None)
+
+        reader = asyncio.create_task(read())
+        try:
+            while (item := await queue.get()) is not None:
+                if isinstance(item, RequestError):
+                    log.warning("refusing request: %s: %s", item.code.name, item)
+                    await context.abort(item.code, str(item))
+                else:
+                    yield item
+        finally:
+            reader.cancel()
+            for task in list(tasks):
+                task.cancel()
+
+    def _validate(self, request: pb.SegmentRequest) -> None:
+        """Check a request against the model and the limits; raise :class:`RequestError`."""
+        model = self._model
+        invalid = grpc.StatusCode.INVALID_ARGUMENT
+        if request.model_fingerprint != model.fingerprint:
+            raise RequestError(
+                grpc.StatusCode.FAILED_PRECONDITION,
+                f"model fingerprint mismatch: this worker serves {model.preset.name} "
+                f"{model.fingerprint[:12]}, the request expects {request.model_fingerprint[:12] or 'none'}",
+            )
+        if request.segment >= model.runner.num_segments:
+            raise RequestError(
+                invalid,
+                f"unknown segment {request.segment}; the model has {model.runner.num_segments}",
+            )
+        count = len(request.extents)
+        if count == 0:
+            raise RequestError(invalid, "request has no windows")
+        if count > self._limits.max_windows_per_request:
+            raise RequestError(
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                f"{count} windows in one request; this worker takes at most "
+                f"{self._limits.max_windows_per_request}",
+            )
+        ws = model.preset.window_size
+        for extent in request.extents:
+            if not (1 <= extent.height <= ws and 1 <= extent.width <= ws):
+                raise RequestError(
+                    invalid,
+                    f"window extent {extent.height}x{extent.width} outside 1..{ws} tokens",
+                )
+        tensor = request.tokens
+        if tensor.codec not in wire.CODEC_NAMES:
+            raise RequestError(invalid, f"unsupported codec {tensor.codec}")
+        rows = sum(e.height * e.width for e in request.extents)
+        shape = tuple(tensor.shape)
+        if shape != (rows, model.preset.embed_dim):
+            raise RequestError(
+                invalid,
+                f"tokens have shape {shape}, expected ({rows}, {model.preset.embed_dim}) for "
+                "these extents",
+            )
+        want = wire.payload_bytes(tensor.codec, rows, model.preset.embed_dim)
+        got = len(tensor.data) + len(tensor.scales)
+        if got != want:
+            raise RequestError(
+                invalid, f"tokens carry {got} bytes, expected {want} for shape {shape}"
+            )
+        if tensor.codec == pb.CODEC_INT8 and len(tensor.scales) != 4 * rows:
+            raise RequestError(invalid, "int8 tokens need one float32 scale per token")
+        if request.result_codec not in (pb.CODEC_UNSPECIFIED, *wire.CODEC_NAMES):
+            raise RequestError(invalid, f"unsupported result codec {request.result_codec}")
+
+    def _compute(self, request: pb.SegmentRequest) -> pb.SegmentResult:
+        started = time.perf_counter()
+        tokens = wire.decode(request.tokens)
+        if not torch.isfinite(tokens).all():
+            raise RequestError(grpc.StatusCode.INVALID_ARGUMENT, "tokens contain NaN or infinity")
+        extents = [(e.height, e.width) for e in request.extents]
+        out = self._model.runner.run(request.segment, tokens, extents)
+        codec = request.result_codec or request.tokens.codec
+        return pb.SegmentResult(
+            request_id=request.request_id,
+            frame_id=request.frame_id,
+            segment=request.segment,
+            tokens=wire.encode(out, codec),
+            compute_seconds=time.perf_counter() - started,
+        )
+
+
+class WorkerServer:
+    """A running worker: gRPC server, health service, compute pool."""
+
+    def __init__(self, model: WorkerModel, limits: WorkerLimits = WorkerLimits()) -> None:
+        self.model = model
+        self.limits = limits
+        self._pool = ThreadPoolExecutor(limits.compute_threads, thread_name_prefix="segment")
+        self._server = grpc.aio.server(
+            options=[
+                ("grpc.max_send_message_length", limits.max_message_bytes),
+                ("grpc.max_receive_message_length", limits.max_message_bytes),
+            ]
+        )
+        pb_grpc.add_WindowWorkerServicer_to_server(  # type: ignore[no-untyped-call]
+            WindowWorkerService(model, limits, self._pool), self._server
+        )
+        self._health = health.aio.HealthServicer()
+        health_pb2_grpc.add_HealthServicer_to_server(self._health, self._server)
+        self.port = 0
+
+    async def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
+        """Bind, start, mark SERVING; return the address ``host:port`` actually bound."""
+        self.port = self._server.add_insecure_port(f"{host}:{port}")
+        if self.port == 0:
+            raise OSError(f"cannot listen on {host}:{port}")
+        await self._server.start()
+        for service in ("", SERVICE_NAME):
+            await self._health.set(service, health_pb2.HealthCheckResponse.SERVING)
+        shown = f"[{host}]" if ":" in host else host
+        return f"{shown}:{self.port}"
+
+    async def stop(self, grace: float = 5.0) -> None:
+        """Go NOT_SERVING, let in-flight work drain for up to ``grace`` seconds, then stop."""
+        for service in ("", SERVICE_NAME):
+            await self._health.set(service, health_pb2.HealthCheckResponse.NOT_SERVING)
+        await self._server.stop(grace)
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+    async def wait(self) -> None:
+        await self._server.wait_for_termination()
