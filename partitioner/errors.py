@@ -1,0 +1,27 @@
+"""The partitioner's exceptions.
+
+::
+
+    PartitionerError (Exception)
+    ├── PartitionError (ValueError)   bad geometry, scheme, k or plan request
+    └── AssignmentError (ValueError)  an assignment breaks a privacy or coverage invariant
+
+Both leaves are ``ValueError``\\ s: they come from input a person can fix, and their message is
+one readable line that says what to change.
+"""
+
+from __future__ import annotations
+
+__all__ = ["AssignmentError", "PartitionError", "PartitionerError"]
+
+
+class PartitionerError(Exception):
+    """Base of the partitioner's exceptions."""
+
+
+class PartitionError(PartitionerError, ValueError):
+    """An impossible or malformed partition request; message is one readable line saying what to change."""
+
+
+class AssignmentError(PartitionerError, ValueError):
+    """An assignment breaks an invariant (window twice / missing / over the per-frame cap)."""

@@ -1,0 +1,209 @@
+"""partitioner.schemes: balanced, disjoint, covering shares of a frame's windows."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import random
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from partitioner import SCHEMES, PartitionError, WindowGrid, partition
+from partitioner.contiguous import cut_edges
+
+VIT_B = WindowGrid.for_encoder(1024, 16, 14)
+SECRET = b"edge-only secret"
+
+
+@st.composite
+def grid_and_k(draw: st.DrawFn, min_k: int = 1) -> tuple[WindowGrid, int]:
+    grid = WindowGrid(draw(st.integers(1, 80)), draw(st.integers(1, 80)), draw(st.integers(1, 16)))
+    if grid.num_windows < min_k:
+        grid = WindowGrid(grid.grid_h + min_k * grid.window_size, grid.grid_w, grid.window_size)
+    k = draw(st.integers(min_k, grid.num_windows))
+    return grid, k
+
+
+def labels(grid: WindowGrid, shares: tuple[tuple[int, ...], ...]) -> np.ndarray:
+    """(rows, cols) array of the share index of each window."""
+    out = np.full(grid.num_windows, -1)
+    for index, share in enumerate(shares):
+        out[list(share)] = index
+    return out.reshape(grid.rows, grid.cols)
+
+
+def is_connected(grid: WindowGrid, share: tuple[int, ...]) -> bool:
+    members = set(share)
+    seen = {share[0]}
+    stack = [share[0]]
+    while stack:
+        for other in grid.neighbours(stack.pop()):
+            if other in members and other not in seen:
+                seen.add(other)
+                stack.append(other)
+    return seen == members
+
+
+def assert_balanced_cover(grid: WindowGrid, k: int, shares: tuple[tuple[int, ...], ...]) -> None:
+    n = grid.num_windows
+    assert len(shares) == k
+    assert all(share and list(share) == sorted(share) for share in shares)
+    assert sorted(wid for share in shares for wid in share) == list(range(n))
+    sizes = [len(share) for share in shares]
+    assert max(sizes) == -(-n // k) and min(sizes) == n // k, sizes
+
+
+@pytest.mark.parametrize("scheme", SCHEMES)
+@settings(max_examples=40, deadline=None)
+@given(case=grid_and_k())
+def test_every_scheme_covers_once_and_is_balanced(scheme: str, case: tuple[WindowGrid, int]) -> None:
+    grid, k = case
+    shares = partition(grid, k, scheme, secret=SECRET, allow_single=True)
+    assert_balanced_cover(grid, k, shares)
+    assert partition(grid, k, scheme, secret=SECRET, allow_single=True) == shares
+
+
+@pytest.mark.parametrize("scheme", SCHEMES)
+@pytest.mark.parametrize("k", range(2, 26))
+def test_vit_b_grid_every_k(scheme: str, k: int) -> None:
+    shares = partition(VIT_B, k, scheme, secret=SECRET)
+    assert_balanced_cover(VIT_B, k, shares)
+
+
+@settings(max_examples=80, deadline=None)
+@given(case=grid_and_k())
+def test_contiguous_shares_are_connected_and_no_worse_than_bands(case: tuple[WindowGrid, int]) -> None:
+    grid, k = case
+    shares = partition(grid, k, "contiguous", allow_single=True)
+    for share in shares:
+        assert is_connected(grid, share), share
+    cut = cut_edges(labels(grid, shares))
+    bands = min(cut_edges(labels(grid, partition(grid, k, s, allow_single=True))) for s in ("rows", "columns"))
+    assert cut <= bands
+
+
+@pytest.mark.parametrize(
+    ("rows", "cols", "k", "max_cut"),
+    [(5, 5, 2, 6), (5, 5, 3, 9), (8, 8, 4, 16), (8, 8, 2, 8), (80, 80, 16, 480), (10, 10, 7, 37)],
+)
+def test_contiguous_is_compact(rows: int, cols: int, k: int, max_cut: int) -> None:
+    # max_cut: what near-square blocks achieve (8x8 into 4 is the four 4x4 quadrants).
+    grid = WindowGrid(rows, cols, 1)
+    assert cut_edges(labels(grid, partition(grid, k, "contiguous"))) <= max_cut
+
+
+def test_contiguous_vit_b_three_servers_gets_a_square() -> None:
+    # 25 windows into 9 + 8 + 8: the 9 can be an exact 3x3 block of windows.
+    def bbox(share: tuple[int, ...]) -> tuple[int, int]:
+        rows, cols = zip(*(divmod(wid, 5) for wid in share))
+        return max(rows) - min(rows) + 1, max(cols) - min(cols) + 1
+
+    assert any(len(share) == 9 and bbox(share) == (3, 3) for share in partition(VIT_B, 3, "contiguous"))
+
+
+@settings(max_examples=80, deadline=None)
+@given(case=grid_and_k(min_k=2))
+def test_interleaved_never_puts_neighbours_together(case: tuple[WindowGrid, int]) -> None:
+    grid, k = case
+    shares = partition(grid, k, "interleaved")
+    grid_labels = labels(grid, shares)
+    assert cut_edges(grid_labels) == grid.rows * (grid.cols - 1) + grid.cols * (grid.rows - 1)
+
+
+def test_interleaved_exhaustive_on_small_grids() -> None:
+    for rows in range(1, 9):
+        for cols in range(1, 9):
+            grid = WindowGrid(rows, cols, 1)
+            for k in range(2, grid.num_windows + 1):
+                shares = partition(grid, k, "interleaved")
+                assert_balanced_cover(grid, k, shares)
+                every_edge = rows * (cols - 1) + cols * (rows - 1)
+                assert cut_edges(labels(grid, shares)) == every_edge, (rows, cols, k)
+
+
+def test_interleaved_two_is_a_checkerboard() -> None:
+    grid = WindowGrid(4, 6, 1)
+    grid_labels = labels(grid, partition(grid, 2, "interleaved"))
+    r, c = np.indices(grid_labels.shape)
+    assert (grid_labels == (r + c) % 2).all()
+
+
+@settings(max_examples=60, deadline=None)
+@given(case=grid_and_k())
+def test_rows_and_columns_are_consecutive_bands(case: tuple[WindowGrid, int]) -> None:
+    grid, k = case
+    rows = partition(grid, k, "rows", allow_single=True)
+    assert [wid for share in rows for wid in share] == list(range(grid.num_windows))
+    columns = partition(grid, k, "columns", allow_single=True)
+    column_major = [r * grid.cols + c for c in range(grid.cols) for r in range(grid.rows)]
+    assert [wid for share in columns for wid in sorted(share, key=column_major.index)] == column_major
+
+
+def test_random_follows_the_documented_hmac_derivation() -> None:
+    key = hmac.new(SECRET, b"7", hashlib.sha256).digest()
+    order = sorted(range(25), key=lambda w: hmac.new(key, w.to_bytes(4, "big"), hashlib.sha256).digest())
+    expected = tuple(tuple(sorted(order[a:b])) for a, b in ((0, 9), (9, 17), (17, 25)))
+    assert partition(VIT_B, 3, "random", secret=SECRET, salt=7) == expected
+
+
+def test_random_depends_on_secret_and_salt_only() -> None:
+    first = partition(VIT_B, 3, "random", secret=SECRET, salt=0)
+    random.seed(1)
+    assert partition(VIT_B, 3, "random", secret=SECRET, salt=0) == first
+    random.seed(2)
+    assert partition(VIT_B, 3, "random", secret=SECRET, salt=0) == first
+    by_salt = {partition(VIT_B, 3, "random", secret=SECRET, salt=salt) for salt in range(32)}
+    assert len(by_salt) == 32
+    assert partition(VIT_B, 3, "random", secret=b"another secret", salt=0) != first
+
+
+@settings(max_examples=40, deadline=None)
+@given(case=grid_and_k(min_k=2), salt=st.integers(-(2**40), 2**40))
+def test_random_changes_with_salt_on_larger_grids(case: tuple[WindowGrid, int], salt: int) -> None:
+    grid, k = case
+    if grid.num_windows < 64 or k > grid.num_windows - 2:
+        return  # too few distinct partitions for "different" to be all but certain
+    assert partition(grid, k, "random", secret=SECRET, salt=salt) != partition(
+        grid, k, "random", secret=SECRET, salt=salt + 1
+    )
+
+
+@pytest.mark.parametrize("secret", [None, b""])
+def test_random_needs_a_secret(secret: bytes | None) -> None:
+    with pytest.raises(PartitionError, match="random scheme needs a secret"):
+        partition(VIT_B, 3, "random", secret=secret)
+
+
+@pytest.mark.parametrize("scheme", [s for s in SCHEMES if s != "random"])
+def test_secret_is_ignored_by_keyless_schemes(scheme: str) -> None:
+    assert partition(VIT_B, 4, scheme, secret=SECRET, salt=9) == partition(VIT_B, 4, scheme)
+
+
+def test_unknown_scheme_lists_the_valid_ones() -> None:
+    with pytest.raises(PartitionError) as info:
+        partition(VIT_B, 3, "checkerboard")
+    message = str(info.value)
+    assert "'checkerboard'" in message and "\n" not in message
+    assert all(name in message for name in SCHEMES)
+
+
+def test_more_servers_than_windows() -> None:
+    with pytest.raises(PartitionError, match=r"k=26 shares but the 5x5 window grid has only 25 windows; use at most 25"):
+        partition(VIT_B, 26)
+
+
+@pytest.mark.parametrize("k", [0, -2])
+def test_k_below_one(k: int) -> None:
+    with pytest.raises(PartitionError, match="give k >= 1"):
+        partition(VIT_B, k)
+
+
+@pytest.mark.parametrize("scheme", SCHEMES)
+def test_single_server_needs_opt_in(scheme: str) -> None:
+    with pytest.raises(PartitionError) as info:
+        partition(VIT_B, 1, scheme, secret=SECRET)
+    assert "whole frame" in str(info.value) and "allow_single=True" in str(info.value)
+    assert partition(VIT_B, 1, scheme, secret=SECRET, allow_single=True) == (tuple(range(25)),)
