@@ -1,0 +1,41 @@
+"""The edge's exception family.
+
+Every error the edge raises on purpose derives from :class:`PedsamError`, and its
+``str()`` is one readable line that the CLI prints as it is (no traceback, no library
+noise). Errors caused by user input also derive from :class:`ValueError`, so code that
+only knows "bad value" still catches them::
+
+    Exception
+    └── PedsamError
+        ├── MediaError   (also ValueError)  video or image missing, unreadable, undecodable
+        ├── PromptError  (also ValueError)  point or box malformed or outside the frame
+        ├── ConfigError  (also ValueError)  bad command-line option or setting
+        └── WorkerError                     worker unreachable, refusing, or failing
+
+Library exceptions (``av.error.*``, ``OSError``, PIL's, gRPC's) are translated into this
+family once, at the boundary where they occur, with the original chained as ``__cause__``.
+"""
+
+from __future__ import annotations
+
+__all__ = ["ConfigError", "MediaError", "PedsamError", "PromptError", "WorkerError"]
+
+
+class PedsamError(Exception):
+    """Base of the edge's exceptions; ``str()`` is one readable line for the CLI."""
+
+
+class MediaError(PedsamError, ValueError):
+    """A video or image that is missing, unreadable or undecodable."""
+
+
+class PromptError(PedsamError, ValueError):
+    """A prompt that is malformed or outside the frame."""
+
+
+class WorkerError(PedsamError):
+    """A worker that is unreachable, refuses, or fails."""
+
+
+class ConfigError(PedsamError, ValueError):
+    """A bad command-line option or setting."""
