@@ -99,6 +99,8 @@ async def run_video(
 ) -> RunSummary:
     """Run ``objects`` through ``video`` and write the outputs listed above into ``out_dir``."""
     info = probe_video(video)
+    for prompt in objects:
+        prompt.check_inside(info.width, info.height)
     out = Path(out_dir)
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -108,6 +110,8 @@ async def run_video(
     grid = session.encoder.grid
     summary = RunSummary()
     started = time.perf_counter()
+    summary_path = out / "summary.json"
+    summary_path.unlink(missing_ok=True)  # a summary marks a finished run; never leave a stale one
     with (
         OverlayWriter(out / "overlay.mp4", info.width, info.height, info.rate) as overlay,
         MaskRecordWriter(out / "masks.jsonl") as records,
@@ -152,5 +156,5 @@ async def run_video(
         "max_windows_per_server": audit.max_share,
         "windows_per_frame": grid.num_windows,
     }
-    (out / "summary.json").write_text(json.dumps(summary.to_json(), indent=2) + "\n")
+    summary_path.write_text(json.dumps(summary.to_json(), indent=2) + "\n")
     return summary

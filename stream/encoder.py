@@ -145,18 +145,20 @@ class SplitEncoder:
     @torch.inference_mode()
     def _prologue(self, image: torch.Tensor) -> torch.Tensor:
         encoder = self.sam.image_encoder
-        x = encoder.patch_embed(image)  # (1, H, W, C)
+        x: torch.Tensor = encoder.patch_embed(image)  # (1, H, W, C)
         if encoder.pos_embed is not None:
             x = x + encoder.pos_embed
         return x
 
     @torch.inference_mode()
     def _global_block(self, index: int, x: torch.Tensor) -> torch.Tensor:
-        return self.sam.image_encoder.blocks[index](x)
+        out: torch.Tensor = self.sam.image_encoder.blocks[index](x)
+        return out
 
     @torch.inference_mode()
     def _neck(self, x: torch.Tensor) -> torch.Tensor:
-        return self.sam.image_encoder.neck(x.permute(0, 3, 1, 2))
+        out: torch.Tensor = self.sam.image_encoder.neck(x.permute(0, 3, 1, 2))
+        return out
 
     async def _segment(
         self,

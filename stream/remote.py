@@ -87,10 +87,10 @@ class RemoteWorker:
         self._channel = grpc.aio.insecure_channel(
             self.address, options=channel_options(self._max_message_bytes)
         )
-        stub = pb_grpc.WindowWorkerStub(self._channel)
+        stub = pb_grpc.WindowWorkerStub(self._channel)  # type: ignore[no-untyped-call]
         try:
             info: pb.ModelInfo = await stub.Describe(
-                pb.DescribeRequest(), timeout=self._connect_timeout, wait_for_ready=True
+                pb.DescribeRequest(), timeout=self._connect_timeout
             )
         except grpc.aio.AioRpcError as exc:
             await self.close()

@@ -23,6 +23,7 @@ import torch
 
 from partitioner.assignment import Assignment, fixed_assignment
 from partitioner.errors import PartitionerError
+from partitioner.geometry import WindowGrid
 from partitioner.schemes import partition
 from workers.models import ModelSource, fingerprint, get_preset
 from workers.segment import SegmentRunner
@@ -142,19 +143,14 @@ class EdgeSession:
         if len(set(names)) != len(names):
             raise ConfigError(f"the same worker is listed twice: {', '.join(names)}")
         secret = config.secret or (secrets.token_bytes(32) if config.scheme == "random" else None)
-        grid_windows = self._grid_windows()
+        grid = WindowGrid.for_encoder(self.preset.img_size, self.preset.patch_size, self.preset.window_size)
         try:
             shares = partition(
-                grid_windows, len(names), config.scheme, secret=secret, allow_single=config.allow_single_server
+                grid, len(names), config.scheme, secret=secret, allow_single=config.allow_single_server
             )
         except PartitionerError as exc:
             raise ConfigError(str(exc)) from None
         return FixedPolicy(shares=shares, servers=names)
-
-    def _grid_windows(self):  # type: ignore[no-untyped-def]
-        from partitioner.geometry import WindowGrid
-
-        return WindowGrid.for_encoder(self.preset.img_size, self.preset.patch_size, self.preset.window_size)
 
     @property
     def executor_names(self) -> list[str]:
