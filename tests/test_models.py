@@ -29,6 +29,15 @@ def test_builder_returns_standard_sam_with_seeded_weights() -> None:
     assert fingerprint(a, PRESETS["tiny"]) == fingerprint(b, PRESETS["tiny"])
     assert fingerprint(a, PRESETS["tiny"]) != fingerprint(c, PRESETS["tiny"])
     # The constants SAM initialises to zero are randomised too, so tests exercise them.
+    # Every tensor of the model is reproducible, buffers included, whatever torch's global seed.
+    torch.manual_seed(1234)
+    again = build_sam("tiny", seed=3)
+    for name, tensor in a.state_dict().items():
+        assert torch.equal(tensor, again.state_dict()[name]), name
+    assert not torch.equal(
+        a.prompt_encoder.pe_layer.positional_encoding_gaussian_matrix,
+        c.prompt_encoder.pe_layer.positional_encoding_gaussian_matrix,
+    )
     assert a.image_encoder.pos_embed.abs().sum() > 0
     assert a.image_encoder.blocks[0].attn.rel_pos_h.abs().sum() > 0
 

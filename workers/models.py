@@ -192,7 +192,12 @@ def build_sam(
     for the same torch version.
     """
     spec = get_preset(preset) if isinstance(preset, str) else preset
-    sam = _build_architecture(spec)
+    # Some of SAM's state is drawn from torch's global generator at construction (the prompt
+    # encoder's random Fourier features are a buffer, not a parameter): seed it too, without
+    # disturbing the caller's generator, so edge, workers and references build the same model.
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        sam = _build_architecture(spec)
     if checkpoint is None:
         _randomize(sam, seed)
     else:
