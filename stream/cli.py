@@ -195,7 +195,9 @@ async def cmd_run(args: argparse.Namespace) -> int:
     objects = _objects(args)
     if args.in_flight < 1:
         raise ConfigError("--in-flight must be at least 1")
-    probe_video(args.video)  # a bad video fails before any worker starts
+    info = probe_video(args.video)  # a bad video or prompt fails before any worker starts
+    for prompt in objects:
+        prompt.check_inside(info.width, info.height)
     async with EdgeSession(_edge_config(args)) as session:
         _notice(session)
         summary = await run_video(session, args.video, objects, args.out,

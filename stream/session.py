@@ -59,6 +59,11 @@ class EdgeConfig:
             raise ConfigError("give either --workers or --local-workers, not both")
         if not self.workers and self.local_workers < 1:
             raise ConfigError("no workers: give --workers HOST:PORT,... or --local-workers N")
+        if max(len(self.workers), self.local_workers) == 1 and not self.allow_single_server:
+            raise ConfigError(
+                "one worker would see every window of every frame; give 2 or more workers, "
+                "or --allow-single-server to accept that"
+            )
 
 
 @dataclass(frozen=True, slots=True)
