@@ -4,6 +4,8 @@
 VENV ?= .venv
 PYTHON ?= python3
 STAMP := $(VENV)/.installed-stamp
+# Extra pytest arguments, e.g. PYTEST_ARGS=tests/test_cli.py; empty runs everything.
+PYTEST_ARGS ?=
 
 .PHONY: demo test install clean
 
@@ -20,7 +22,7 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(VENV)/bin/mypy partitioner workers stream
-	$(VENV)/bin/python -m pytest -q -p no:cacheprovider
+	$(VENV)/bin/python -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
 
 clean:
 	rm -rf $(VENV) out
