@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
@@ -74,9 +76,20 @@ async def test_vit_b_split_embedding_equals_monolithic() -> None:
             embedding = await session.embed(scene(480, 640, seed=5))
             with torch.inference_mode():
                 reference = session.sam.image_encoder(embedding.prepared.tensor)
+            prompts = [
+                ObjectPrompt(points=((250.0, 215.0),), labels=(1,)),
+                ObjectPrompt(box=(420.0, 290.0, 570.0, 400.0)),
+            ]
+            split_masks = [await session.decode(embedding, p) for p in prompts]
+            monolithic = replace(embedding, tensor=reference)
+            reference_masks = [await session.decode(monolithic, p) for p in prompts]
     finally:
         for s in servers:
             await s.stop(0)
     assert embedding.tensor.shape == (1, 256, 64, 64)
     assert relative_error(embedding.tensor, reference) <= 1e-4
     assert len(embedding.audit.segments) == 4
+    for got, want in zip(split_masks, reference_masks):
+        assert got.mask.shape == (480, 640)
+        np.testing.assert_array_equal(got.mask, want.mask)
+        assert got.score == pytest.approx(want.score, rel=1e-4)
