@@ -4,15 +4,17 @@
 
     PartitionerError (Exception)
     ├── PartitionError (ValueError)   bad geometry, scheme, k or plan request
-    └── AssignmentError (ValueError)  an assignment breaks a privacy or coverage invariant
+    ├── AssignmentError (ValueError)  an assignment breaks a privacy or coverage invariant
+    └── BudgetError                   a server would exceed its exposure budget and the
+                                      settings say stop rather than compute on the edge
 
-Both leaves are ``ValueError``\\ s: they come from input a person can fix, and their message is
+The first two are ``ValueError``\\ s: they come from input a person can fix, and their message is
 one readable line that says what to change.
 """
 
 from __future__ import annotations
 
-__all__ = ["AssignmentError", "PartitionError", "PartitionerError"]
+__all__ = ["AssignmentError", "BudgetError", "PartitionError", "PartitionerError"]
 
 
 class PartitionerError(Exception):
@@ -25,3 +27,7 @@ class PartitionError(PartitionerError, ValueError):
 
 class AssignmentError(PartitionerError, ValueError):
     """An assignment breaks an invariant (window twice / missing / over the per-frame cap)."""
+
+
+class BudgetError(PartitionerError):
+    """Sending a frame as planned would exceed a server's exposure budget (``on_exceed="stop"``)."""

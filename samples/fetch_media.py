@@ -1,0 +1,105 @@
+"""Fetch real test videos from Debian's ``opencv-doc`` package into ``samples/media/``.
+
+    python samples/fetch_media.py [--dest samples/media] [NAME ...]
+
+Names default to ``vtest.avi`` (768x576, 795 frames, fixed camera, pedestrians), ``tree.avi``
+(320x240, 68 frames, handheld camera) and ``Megamind.avi`` (720x528, 270 frames, moving camera
+and cuts, faces). Debian's opencv-doc 4.6 ships no ``box.mp4`` or ``cup.mp4``. The script runs ``apt-get download opencv-doc`` in a
+temporary folder (Debian's package archive is the only network it touches), then extracts
+just the named files from the ``.deb`` with ``dpkg-deb --fsys-tarfile | tar -x`` and moves them
+into the destination. Files already there are kept. ``samples/media/`` is ignored by git: the
+videos are third-party media and are never committed.
+
+Exit status: 0 when every named file is in the destination, 1 otherwise (one line saying why).
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+DEFAULT_NAMES = ("vtest.avi", "tree.avi", "Megamind.avi")
+DEFAULT_DEST = Path(__file__).resolve().parent / "media"
+
+
+class FetchError(Exception):
+    """A step of the fetch failed; ``str()`` is one readable line."""
+
+
+def _run(command: Sequence[str], cwd: Path, *, stdout: int | None = subprocess.DEVNULL) -> bytes:
+    try:
+        done = subprocess.run(list(command), cwd=cwd, stdout=stdout, stderr=subprocess.PIPE, check=False)
+    except FileNotFoundError:
+        raise FetchError(f"{command[0]} is not installed; this script needs a Debian system (apt-get, dpkg-deb)") from None
+    if done.returncode != 0:
+        reason = done.stderr.decode(errors="replace").strip().splitlines()
+        raise FetchError(f"{' '.join(command)} failed: {reason[-1] if reason else f'exit {done.returncode}'}")
+    return done.stdout or b""
+
+
+def fetch(names: Sequence[str] = DEFAULT_NAMES, dest: Path = DEFAULT_DEST) -> list[Path]:
+    """Make sure each of ``names`` is in ``dest``; returns their paths, in order.
+
+    Raises:
+        FetchError: apt-get or dpkg-deb is missing or fails, or a name is not in the package.
+    """
+    dest.mkdir(parents=True, exist_ok=True)
+    missing = [name for name in names if not (dest / name).is_file()]
+    if missing:
+        with tempfile.TemporaryDirectory(prefix="pedsam-media-") as tmp:
+            work = Path(tmp)
+            _run(["apt-get", "download", "opencv-doc"], work)
+            debs = sorted(work.glob("opencv-doc_*.deb"))
+            if not debs:
+                raise FetchError("apt-get download opencv-doc produced no .deb; run apt-get update first")
+            listing = _run(["dpkg-deb", "--fsys-tarfile", str(debs[0])], work, stdout=subprocess.PIPE)
+            members = _members(listing, work)
+            wanted = []
+            for name in missing:
+                matches = [m for m in members if m.rsplit("/", 1)[-1] == name]
+                if not matches:
+                    raise FetchError(f"{name} is not in the opencv-doc package; videos there: {', '.join(_videos(members))}")
+                wanted.append(min(matches, key=len))
+            tar = subprocess.run(["tar", "-x", "-C", str(work), *wanted], input=listing,
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, check=False)
+            if tar.returncode != 0:
+                raise FetchError(f"tar -x failed: {tar.stderr.decode(errors='replace').strip()}")
+            for name, member in zip(missing, wanted):
+                shutil.move(str(work / member), dest / name)
+    return [dest / name for name in names]
+
+
+def _members(tarball: bytes, work: Path) -> list[str]:
+    done = subprocess.run(["tar", "-t"], input=tarball, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          cwd=work, check=False)
+    if done.returncode != 0:
+        raise FetchError(f"tar -t failed: {done.stderr.decode(errors='replace').strip()}")
+    return [line for line in done.stdout.decode().splitlines() if not line.endswith("/")]
+
+
+def _videos(members: Sequence[str]) -> list[str]:
+    return sorted({m.rsplit("/", 1)[-1] for m in members if m.endswith((".avi", ".mp4"))})
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("names", nargs="*", default=list(DEFAULT_NAMES), help="files to fetch (default: vtest.avi tree.avi Megamind.avi)")
+    parser.add_argument("--dest", type=Path, default=DEFAULT_DEST, help="folder to put them in (default samples/media)")
+    args = parser.parse_args(argv)
+    try:
+        paths = fetch(args.names, args.dest)
+    except FetchError as exc:
+        print(f"fetch_media: error: {exc}", file=sys.stderr)
+        return 1
+    for path in paths:
+        print(f"{path} ({path.stat().st_size} bytes)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
