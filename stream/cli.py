@@ -108,6 +108,11 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--frames", type=int, default=24, help="clip length in frames (default 24)")
     demo.add_argument("--local-workers", type=int, default=3, help="workers to start (default 3)")
     demo.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+    from .weights_cli import add_arguments as add_weights_arguments
+
+    weights = sub.add_parser("weights", help="list, verify or download the official SAM checkpoints")
+    add_weights_arguments(weights)
     return parser
 
 
@@ -244,6 +249,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     level = logging.WARNING if args.verbose == 0 else logging.INFO if args.verbose == 1 else logging.DEBUG
     logging.basicConfig(level=level, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    if args.command == "weights":
+        from .weights_cli import run as run_weights
+
+        return _guard(lambda: run_weights(args))
     if args.command == "worker":
         from workers.cli import serve
 
