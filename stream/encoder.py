@@ -28,6 +28,7 @@ from segment_anything.modeling import Sam
 from partitioner.assignment import Assignment, check_assignment
 from partitioner.geometry import Window, WindowGrid
 from partitioner.plan import GlobalStep, ModelPlan, SegmentStep, model_plan
+from workers import kernels
 from workers.models import ModelPreset
 
 from .errors import WorkerError
@@ -152,8 +153,7 @@ class SplitEncoder:
 
     @torch.inference_mode()
     def _global_block(self, index: int, x: torch.Tensor) -> torch.Tensor:
-        out: torch.Tensor = self.sam.image_encoder.blocks[index](x)
-        return out
+        return kernels.global_block(self.sam.image_encoder.blocks[index], x)
 
     @torch.inference_mode()
     def _neck(self, x: torch.Tensor) -> torch.Tensor:

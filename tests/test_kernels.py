@@ -1,0 +1,134 @@
+"""pedsam's block kernels equal segment_anything's own Block and Attention modules."""
+
+from __future__ import annotations
+
+from functools import partial
+
+import pytest
+import torch
+from segment_anything.modeling.image_encoder import Block
+
+from workers import kernels
+from workers.models import build_sam
+
+
+def relative_error(got: torch.Tensor, want: torch.Tensor) -> float:
+    return float((got - want).abs().max() / want.abs().max())
+
+
+def sam_block(dim: int, heads: int, *, window_size: int, grid: int, seed: int) -> Block:
+    """A segment_anything Block in SAM's encoder configuration with every parameter random
+    (relative-position tables included, so the bias terms matter)."""
+    block = Block(
+        dim=dim,
+        num_heads=heads,
+        mlp_ratio=4,
+        qkv_bias=True,
+        norm_layer=partial(torch.nn.LayerNorm, eps=1e-6),
+        use_rel_pos=True,
+        window_size=window_size,
+        input_size=(grid, grid),
+    ).eval()
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, param in block.named_parameters():
+            if "rel_pos" in name:
+                param.normal_(0.0, 0.5, generator=gen)
+            elif param.dim() >= 2:
+                bound = param.shape[1] ** -0.5
+                param.uniform_(-bound, bound, generator=gen)
+            elif name.endswith("weight"):
+                param.normal_(1.0, 0.1, generator=gen)
+            else:
+                param.normal_(0.0, 0.1, generator=gen)
+    return block
+
+
+def valid_window_tokens(x: torch.Tensor, window_size: int) -> tuple[torch.Tensor, list[tuple[int, int]]]:
+    """(1, H, W, C) grid -> (N, C) valid tokens of its windows (row-major windows) and extents."""
+    _, height, width, channels = x.shape
+    ws = window_size
+    parts, extents = [], []
+    for top in range(0, height, ws):
+        for left in range(0, width, ws):
+            h, w = min(ws, height - top), min(ws, width - left)
+            parts.append(x[0, top : top + h, left : left + w].reshape(-1, channels))
+            extents.append((h, w))
+    return torch.cat(parts), extents
+
+
+def check_block_pair(dim: int, heads: int, grid: int) -> None:
+    x = torch.randn(1, grid, grid, dim, generator=torch.Generator().manual_seed(7))
+    with torch.inference_mode():
+        glob = sam_block(dim, heads, window_size=0, grid=grid, seed=1)
+        assert relative_error(kernels.global_block(glob, x), glob(x)) <= 1e-4
+
+        windowed = sam_block(dim, heads, window_size=14, grid=grid, seed=2)
+        want, _ = valid_window_tokens(windowed(x), 14)  # SAM pads and crops inside forward
+        tokens, extents = valid_window_tokens(x, 14)
+        batch = kernels.WindowBatch.of(extents, 14)
+        assert batch.index is not None and batch.valid_tokens == grid * grid
+        got = kernels.windowed_block(windowed, tokens, batch)
+    assert got.shape == want.shape
+    assert relative_error(got, want) <= 1e-4
+
+
+def test_tiny_shape_blocks_equal_segment_anything() -> None:
+    """32x32 tokens: a 3x3 window grid whose last row and column are partly padding."""
+    check_block_pair(64, 2, 32)
+
+
+@pytest.mark.vit_b
+def test_vit_b_shape_blocks_equal_segment_anything() -> None:
+    """ViT-B: 768 channels, 12 heads, 64x64 tokens (global), 25 windows padded to 70x70."""
+    check_block_pair(768, 12, 64)
+
+
+def test_chunked_mask_is_exact_for_any_chunk(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Queries are processed in chunks bounded by the mask budget; the result must not depend on
+    where the chunks fall (here 5 queries per chunk, the last one partial)."""
+    block = sam_block(64, 2, window_size=0, grid=32, seed=3)
+    x = torch.randn(1, 32, 32, 64, generator=torch.Generator().manual_seed(4))
+    with torch.inference_mode():
+        want = block(x)
+        monkeypatch.setattr(kernels, "MASK_BUDGET_BYTES", 5 * 4 * 2 * 32 * 32)
+        got = kernels.global_block(block, x)
+    assert relative_error(got, want) <= 1e-4
+
+
+def test_whole_windows_skip_padding_and_match_sam() -> None:
+    """A 28x28 grid is exactly 2x2 windows: no padding, no index, same result as SAM."""
+    block = sam_block(64, 2, window_size=14, grid=28, seed=5)
+    x = torch.randn(1, 28, 28, 64, generator=torch.Generator().manual_seed(6))
+    tokens, extents = valid_window_tokens(x, 14)
+    batch = kernels.WindowBatch.of(extents, 14)
+    assert batch.index is None
+    with torch.inference_mode():
+        want, _ = valid_window_tokens(block(x), 14)
+        got = kernels.windowed_block(block, tokens, batch)
+    assert relative_error(got, want) <= 1e-4
+
+
+def test_inputs_are_not_modified() -> None:
+    """Workers hand the kernels read-only views of received bytes; the kernels must not write."""
+    sam = build_sam("tiny", seed=0)
+    block = sam.image_encoder.blocks[0]
+    tokens = torch.randn(4 * 14 * 14, 64, generator=torch.Generator().manual_seed(8))
+    before = tokens.clone()
+    with torch.inference_mode():
+        kernels.windowed_block(block, tokens, kernels.WindowBatch.of([(14, 14)] * 4, 14))
+    assert torch.equal(tokens, before)
+
+
+def test_split_block_parts_compose_to_the_block() -> None:
+    """pre -> mix -> post (the pieces the offload plan runs in different places) is the block."""
+    sam = build_sam("tiny", seed=0)
+    block = sam.image_encoder.blocks[2]  # a global block of the tiny preset
+    x = torch.randn(1, 32, 32, 64, generator=torch.Generator().manual_seed(9))
+    with torch.inference_mode():
+        tokens = x.reshape(-1, 64)
+        qkv = kernels.pre_attention(block, tokens)
+        mixed = kernels.mix(block.attn, qkv.view(1, 32 * 32, -1), (32, 32)).view(-1, 64)
+        got = kernels.post_attention(block, tokens, mixed).view(1, 32, 32, 64)
+        want = block(x)
+    assert relative_error(got, want) <= 1e-4
