@@ -2,7 +2,11 @@
 
 One JSON line per (frame, segment). Each line carries what a reader needs to check the privacy
 invariants from this file alone: the number of windows in a frame and the per-frame cap on the
-windows any one server may receive.
+windows any one server may receive. The first line of each frame also carries ``exposure``: the
+scheduler's record for the frame (rotation policy, budget caps, camera offset in tokens, windows
+a budget moved to the edge, and per server its windows, frame share, distinct windows, scene
+share, scene frames and run; see :mod:`partitioner.exposure`), so invariant 3 (budgets are never
+exceeded silently) can be checked from the file too.
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ class AuditWriter:
         self.max_share = 0
 
     def write(self, audit: FrameAudit) -> None:
-        for segment in audit.segments:
+        for index, segment in enumerate(audit.segments):
             remote = [len(ids) for name, ids in segment.shares.items() if name != EDGE]
             self.max_share = max([self.max_share, *remote])
             record: dict[str, Any] = {
@@ -36,6 +40,8 @@ class AuditWriter:
                 "cap": self.cap,
                 "shares": segment.shares,
             }
+            if index == 0 and audit.exposure is not None:
+                record["exposure"] = audit.exposure
             self._writer.write(record)
 
     def close(self) -> None:

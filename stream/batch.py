@@ -6,7 +6,9 @@ Writes into ``out_dir``:
 - ``masks.jsonl``: one line per input frame (frame index, pts, time, per-object COCO RLE
   masks, scores and boxes, or an ``error``);
 - ``audit.jsonl``: per frame and segment, which server got which window ids;
-- ``summary.json``: counts, timings, model and worker set-up.
+- ``summary.json``: counts, timings, model and worker set-up, and the run's exposure summary
+  (per server: largest frame share, distinct windows, scene share and longest run; windows the
+  edge computed itself).
 """
 
 from __future__ import annotations
@@ -22,7 +24,6 @@ from typing import Any
 
 from tqdm import tqdm
 
-from partitioner.assignment import default_cap
 from workers.models import RANDOM_WEIGHTS_NOTICE
 
 from .audit import AuditWriter
@@ -118,7 +119,7 @@ async def run_video(
         AuditWriter(
             out / "audit.jsonl",
             num_windows=grid.num_windows,
-            cap=default_cap(grid.num_windows, len(session.executor_names)),
+            cap=session.scheduler.window_cap,
         ) as audit,
         tqdm(total=info.frame_count, unit="frame", disable=not progress, desc="pedsam") as bar,
     ):
@@ -155,6 +156,7 @@ async def run_video(
         "objects": [o.to_json() for o in objects],
         "max_windows_per_server": audit.max_share,
         "windows_per_frame": grid.num_windows,
+        "exposure": session.exposure_summary(),
     }
     summary_path.write_text(json.dumps(summary.to_json(), indent=2) + "\n")
     return summary

@@ -25,6 +25,7 @@ from workers.models import DEFAULT_SEED, PRESETS, RANDOM_WEIGHTS_NOTICE, ModelSo
 
 from .errors import ConfigError, PedsamError, PromptError
 from .prompts import ObjectPrompt, objects_from_items
+from .scheduling import RotationSettings
 from .session import EdgeConfig, EdgeSession
 
 log = logging.getLogger("pedsam")
@@ -47,6 +48,40 @@ def _add_model(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--seed", type=int, default=DEFAULT_SEED, help="seed of random weights (default 0)")
 
 
+def add_rotation_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--rotation`` and the exposure-budget flags; every command that runs frames takes them."""
+    from partitioner.rotation import ROTATIONS
+    from partitioner.scheduler import ON_EXCEED
+
+    group = parser.add_argument_group("rotation and exposure budgets (per server, over video)")
+    group.add_argument("--rotation", default="fixed", choices=ROTATIONS,
+                       help="which server gets which share on each frame (default fixed)")
+    group.add_argument("--slots", type=int, metavar="K",
+                       help="shares per frame for pooled (default workers/2) and keyed-random (default workers)")
+    group.add_argument("--frame-cap", type=float, metavar="F",
+                       help="most of one frame a server may get, 0-1 (default: no cap beyond ceil(windows/K))")
+    group.add_argument("--scene-cap", type=float, metavar="F",
+                       help="most scene a server may see over the horizon, in frames' worth, 0-1 (default none)")
+    group.add_argument("--horizon", type=int, default=50, metavar="T",
+                       help="frames in the sliding window of the exposure ledger and --scene-cap (default 50)")
+    group.add_argument("--on-budget", default="edge", choices=ON_EXCEED,
+                       help="over a cap: compute those windows on the edge (default) or stop")
+    group.add_argument("--no-motion", action="store_true",
+                       help="do not estimate camera motion (scene coordinates = image coordinates)")
+
+
+def rotation_settings(args: argparse.Namespace) -> RotationSettings:
+    """The :class:`RotationSettings` of flags added by :func:`add_rotation_arguments`."""
+    from partitioner.scheduler import Budget
+
+    try:
+        budget = Budget(frame_cap=args.frame_cap, scene_cap=args.scene_cap, horizon=args.horizon,
+                        on_exceed=args.on_budget)
+    except PartitionerError as exc:
+        raise ConfigError(str(exc)) from None
+    return RotationSettings(policy=args.rotation, slots=args.slots, budget=budget, motion=not args.no_motion)
+
+
 def _add_workers(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("workers")
     which = group.add_mutually_exclusive_group()
@@ -58,6 +93,7 @@ def _add_workers(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--allow-single-server", action="store_true",
                        help="allow one worker, which then sees whole frames")
     group.add_argument("--connect-timeout", type=float, default=10.0, help="seconds to reach a worker")
+    add_rotation_arguments(parser)
 
 
 def _add_prompts(parser: argparse.ArgumentParser) -> None:
@@ -108,6 +144,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--frames", type=int, default=24, help="clip length in frames (default 24)")
     demo.add_argument("--local-workers", type=int, default=3, help="workers to start (default 3)")
     demo.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_rotation_arguments(demo)
 
     from .weights_cli import add_arguments as add_weights_arguments
 
@@ -129,6 +166,7 @@ def _edge_config(args: argparse.Namespace) -> EdgeConfig:
         codec=args.codec,
         allow_single_server=args.allow_single_server,
         connect_timeout=args.connect_timeout,
+        rotation=rotation_settings(args),
     )
 
 
@@ -154,10 +192,7 @@ async def cmd_embed(args: argparse.Namespace) -> int:
         embedding = await session.embed(image)
         if args.audit:
             grid = session.encoder.grid
-            from partitioner.assignment import default_cap
-
-            with AuditWriter(args.audit, num_windows=grid.num_windows,
-                             cap=default_cap(grid.num_windows, len(session.executor_names))) as audit:
+            with AuditWriter(args.audit, num_windows=grid.num_windows, cap=session.scheduler.window_cap) as audit:
                 audit.write(embedding.audit)
     array = embedding.tensor.numpy().astype(np.float32)
     np.save(args.save, array)
@@ -215,6 +250,12 @@ def _report(summary: dict[str, Any], out: Path) -> int:
           f"in {summary['seconds']:.1f} s, {summary['fps']:.2f} fps")
     print(f"largest share any worker saw: {summary['max_windows_per_server']} of "
           f"{summary['windows_per_frame']} windows per frame")
+    exposure = summary.get("exposure")
+    if exposure:
+        servers = exposure["exposure"].values()
+        print(f"rotation {exposure['rotation']}: over any {exposure['horizon']} frames a worker saw at most "
+              f"{max(s['max_scene_share'] for s in servers):.0%} of the scene; longest run on one window "
+              f"{max(s['longest_run'] for s in servers)} frames; edge computed {exposure['edge_windows']} windows")
     print(f"outputs: {out / 'overlay.mp4'}, {out / 'masks.jsonl'}, {out / 'audit.jsonl'}, {out / 'summary.json'}")
     if summary["frames_failed"]:
         print(f"pedsam: error: {summary['frames_failed']} frames failed; first: {summary['first_error']}",
@@ -233,7 +274,8 @@ async def cmd_demo(args: argparse.Namespace) -> int:
     x, y = clip.objects[0].centres[0]
     objects = [ObjectPrompt(points=((x, y),), labels=(1,))]
     print(f"demo: generated {clip.frame_count}-frame clip {clip.path}; prompting object at ({x:.0f}, {y:.0f})")
-    config = EdgeConfig(model=ModelSource(preset="tiny"), local_workers=args.local_workers)
+    config = EdgeConfig(model=ModelSource(preset="tiny"), local_workers=args.local_workers,
+                        rotation=rotation_settings(args))
     async with EdgeSession(config) as session:
         print(f"demo: {args.local_workers} local workers {', '.join(session.executor_names)}; "
               f"model {config.model.describe()}")

@@ -57,6 +57,7 @@ class FrameAudit:
     frame: int
     assignment: Assignment
     segments: list[SegmentAudit] = field(default_factory=list)
+    exposure: dict[str, Any] | None = None  # the scheduler's per-server exposure record, if any
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -116,19 +117,24 @@ class SplitEncoder:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._pool, fn, *args)
 
-    async def encode(self, frame_index: int, image: torch.Tensor) -> tuple[torch.Tensor, FrameAudit]:
+    async def encode(
+        self, frame_index: int, image: torch.Tensor, *, assignment: Assignment | None = None
+    ) -> tuple[torch.Tensor, FrameAudit]:
         """One preprocessed image -> (its embedding, the frame's audit record).
 
         Args:
             frame_index: the frame's sequence number in this session (tags requests; drives
                 the assignment policy).
             image: (1, 3, S, S) float32, as ``Sam.preprocess`` returns it (S = img_size).
+            assignment: the frame's assignment when the caller scheduled it already (the
+                session's scheduler); default ``policy.assign(frame_index)``.
 
         Returns:
             (1, out_chans, S/16, S/16) float32, equal to ``sam.image_encoder(image)`` up to float
             rounding, and the :class:`FrameAudit`.
         """
-        assignment = self.policy.assign(frame_index)
+        if assignment is None:
+            assignment = self.policy.assign(frame_index)
         check_assignment(assignment, self.grid.num_windows)
         unknown = set(assignment.shares) - set(self.executors)
         if unknown:

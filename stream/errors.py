@@ -10,7 +10,9 @@ only knows "bad value" still catches them::
         ├── MediaError   (also ValueError)  video or image missing, unreadable, undecodable
         ├── PromptError  (also ValueError)  point or box malformed or outside the frame
         ├── ConfigError  (also ValueError)  bad command-line option or setting
-        └── WorkerError                     worker unreachable, refusing, or failing
+        ├── WorkerError                     worker unreachable, refusing, or failing
+        └── ExposureBudgetError             sending a frame would exceed an exposure budget
+                                            (with --on-budget stop)
 
 Library exceptions (``av.error.*``, ``OSError``, PIL's, gRPC's) are translated into this
 family once, at the boundary where they occur, with the original chained as ``__cause__``.
@@ -18,7 +20,7 @@ family once, at the boundary where they occur, with the original chained as ``__
 
 from __future__ import annotations
 
-__all__ = ["ConfigError", "MediaError", "PedsamError", "PromptError", "WorkerError"]
+__all__ = ["ConfigError", "ExposureBudgetError", "MediaError", "PedsamError", "PromptError", "WorkerError"]
 
 
 class PedsamError(Exception):
@@ -39,3 +41,7 @@ class WorkerError(PedsamError):
 
 class ConfigError(PedsamError, ValueError):
     """A bad command-line option or setting."""
+
+
+class ExposureBudgetError(PedsamError):
+    """A frame was not sent: a server would have exceeded its exposure budget (``--on-budget stop``)."""

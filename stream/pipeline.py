@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .encoder import FrameAudit
-from .errors import MediaError, PedsamError, WorkerError
+from .errors import ExposureBudgetError, MediaError, PedsamError, WorkerError
 from .prompts import ObjectPrompt
 from .session import Embedding, EdgeSession
 from .tracker import ObjectTrack
@@ -142,7 +142,7 @@ async def run_frames(
                     results.append(
                         ObjectResult(id=track.id, mask=prediction.mask, score=prediction.score, box=box)
                     )
-            except WorkerError as exc:
+            except (WorkerError, ExposureBudgetError) as exc:
                 failure.append(str(exc))
                 yield FrameResult(frame=item, objects=(), error=str(exc), audit=None, latency=0.0)
                 continue

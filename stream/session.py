@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from partitioner.assignment import Assignment, fixed_assignment
+from partitioner.assignment import EDGE, Assignment, fixed_assignment
 from partitioner.errors import PartitionerError
 from partitioner.geometry import WindowGrid
 from partitioner.schemes import partition
@@ -29,12 +29,13 @@ from workers.models import ModelSource, fingerprint, get_preset
 from workers.segment import SegmentRunner
 
 from .encoder import FrameAudit, SplitEncoder
-from .errors import ConfigError, WorkerError
+from .errors import ConfigError, MediaError, WorkerError
 from .executors import LocalExecutor, SegmentExecutor
 from .local_workers import LocalWorkers
 from .predictor import MaskDecoder, MaskPrediction, PreparedImage, prepare_image
 from .prompts import ObjectPrompt
 from .remote import RemoteWorker
+from .scheduling import EdgeScheduler, RotationSettings
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +54,7 @@ class EdgeConfig:
     edge_threads: int | None = None
     allow_single_server: bool = False
     connect_timeout: float = 10.0
+    rotation: RotationSettings = RotationSettings()
 
     def __post_init__(self) -> None:
         if self.workers and self.local_workers:
@@ -64,6 +66,7 @@ class EdgeConfig:
                 "one worker would see every window of every frame; give 2 or more workers, "
                 "or --allow-single-server to accept that"
             )
+        self.rotation.check(max(len(self.workers), self.local_workers))
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,12 +132,21 @@ class EdgeSession:
                 )
                 await worker.connect()
                 self._executors.append(worker)
+            # The edge is an executor too: a budget may keep windows on it (exactly, same runner).
             self.encoder = SplitEncoder(
                 self.sam,
                 self.preset,
-                {e.name: e for e in self._executors},
+                {e.name: e for e in self._executors} | {EDGE: self.local_executor()},
                 self._policy(),
                 self._pool,
+            )
+            self.scheduler = EdgeScheduler.build(
+                config.rotation,
+                self.preset,
+                self.executor_names,
+                scheme=config.scheme,
+                secret=config.secret,
+                allow_single=config.allow_single_server,
             )
         except BaseException:
             await self.close()
@@ -171,16 +183,41 @@ class EdgeSession:
         return LocalExecutor(SegmentRunner(self.sam, self.preset), self._pool)
 
     async def embed(self, image: np.ndarray, *, frame_index: int | None = None) -> Embedding:
-        """HxWx3 uint8 RGB frame -> its :class:`Embedding`, computed through the split."""
+        """HxWx3 uint8 RGB frame -> its :class:`Embedding`, computed through the split.
+
+        The frame is scheduled (rotation, motion, budgets) before the first ``await``, so
+        frames are scheduled in the order this is called, however many are in flight.
+        """
+        if not isinstance(image, np.ndarray) or image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+            raise MediaError(f"expected an HxWx3 uint8 RGB image, got {getattr(image, 'dtype', type(image))} "
+                             f"{getattr(image, 'shape', '')}")
+        frame_index = self._next_index(frame_index)
+        scheduled = self.scheduler.schedule(frame_index, image, (int(image.shape[0]), int(image.shape[1])))
         prepared = await asyncio.to_thread(prepare_image, self.sam, image)
-        return await self.embed_prepared(prepared, frame_index=frame_index)
+        return await self._encode(prepared, frame_index, scheduled.assignment, self.scheduler.record(scheduled))
 
     async def embed_prepared(self, prepared: PreparedImage, *, frame_index: int | None = None) -> Embedding:
+        """Like :meth:`embed` for an already prepared frame (no motion estimate for it)."""
+        frame_index = self._next_index(frame_index)
+        scheduled = self.scheduler.schedule(frame_index, None, prepared.original_size)
+        return await self._encode(prepared, frame_index, scheduled.assignment, self.scheduler.record(scheduled))
+
+    def _next_index(self, frame_index: int | None) -> int:
         if frame_index is None:
             frame_index = self._frames
         self._frames = max(self._frames, frame_index + 1)
-        tensor, audit = await self.encoder.encode(frame_index, prepared.tensor)
+        return frame_index
+
+    async def _encode(
+        self, prepared: PreparedImage, frame_index: int, assignment: Assignment, exposure: dict[str, object]
+    ) -> Embedding:
+        tensor, audit = await self.encoder.encode(frame_index, prepared.tensor, assignment=assignment)
+        audit.exposure = exposure
         return Embedding(tensor=tensor, prepared=prepared, audit=audit)
+
+    def exposure_summary(self) -> dict[str, object]:
+        """What each server has seen so far (:meth:`stream.scheduling.EdgeScheduler.summary`)."""
+        return self.scheduler.summary()
 
     async def decode(
         self,
