@@ -20,7 +20,15 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(VENV)/bin/pedsam demo
 
-test: $(STAMP)
+# The browser test drives Debian's Chromium (never a downloaded browser); installed when missing.
+CHROMIUM := /usr/bin/chromium
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+$(CHROMIUM):
+	$(SUDO) apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium
+
+test: $(STAMP) $(CHROMIUM)
 	$(VENV)/bin/mypy partitioner workers stream
 	$(VENV)/bin/python -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
 

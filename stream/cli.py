@@ -150,6 +150,26 @@ def build_parser() -> argparse.ArgumentParser:
 
     weights = sub.add_parser("weights", help="list, verify or download the official SAM checkpoints")
     add_weights_arguments(weights)
+
+    from .live_run import add_arguments as add_live_arguments
+
+    live = sub.add_parser("stream", help="follow prompted objects in a camera stream, live")
+    add_live_arguments(live)
+    _add_prompts(live)
+    _add_model(live)
+    _add_workers(live)
+
+    from .serve import add_arguments as add_serve_arguments
+
+    serve = sub.add_parser("serve", help="a web page that segments the browser's camera over WebRTC")
+    add_serve_arguments(serve)
+    _add_model(serve)
+    _add_workers(serve)
+
+    from .pipeline_bench import add_arguments as add_pipeline_bench_arguments
+
+    pipeline_bench = sub.add_parser("bench-pipeline", help="throughput with 1 frame in flight against N, pinned")
+    add_pipeline_bench_arguments(pipeline_bench)
     return parser
 
 
@@ -283,7 +303,26 @@ async def cmd_demo(args: argparse.Namespace) -> int:
     return _report(summary.to_json(), out)
 
 
-COMMANDS = {"embed": cmd_embed, "segment": cmd_segment, "run": cmd_run, "demo": cmd_demo}
+async def cmd_stream(args: argparse.Namespace) -> int:
+    from .live_run import run as run_live_command
+
+    return await run_live_command(args, _edge_config(args), _objects(args))
+
+
+async def cmd_serve(args: argparse.Namespace) -> int:
+    from .serve import run as run_server
+
+    return await run_server(args, _edge_config(args))
+
+
+async def cmd_bench_pipeline(args: argparse.Namespace) -> int:
+    from .pipeline_bench import run as run_pipeline_bench
+
+    return await run_pipeline_bench(args)
+
+
+COMMANDS = {"embed": cmd_embed, "segment": cmd_segment, "run": cmd_run, "demo": cmd_demo, "stream": cmd_stream,
+            "serve": cmd_serve, "bench-pipeline": cmd_bench_pipeline}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
