@@ -13,6 +13,7 @@ Writes into ``out_dir``:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import statistics
@@ -123,24 +124,28 @@ async def run_video(
         ) as audit,
         tqdm(total=info.frame_count, unit="frame", disable=not progress, desc="pedsam") as bar,
     ):
-        async for result in run_frames(session, read_frames(video), objects, in_flight=in_flight):
-            summary.frames += 1
-            records.write(frame_record(result, random_weights=session.random_weights))
-            if result.error is None:
-                summary.frames_ok += 1
-                summary.latencies.append(result.latency)
-                masks = [obj.mask for obj in result.objects]
-                labels = [f"#{obj.id} {obj.score:.2f}" for obj in result.objects]
-                overlay.write(draw_overlay(result.frame.image, masks, labels=labels, banner=banner))
-            else:
-                summary.frames_failed += 1
-                summary.first_error = summary.first_error or result.error
-                if result.frame.image.size:
-                    overlay.write(draw_overlay(result.frame.image, [], banner=f"ERROR: {result.error}"))
-            if result.audit is not None:
-                audit.write(result.audit)
-            bar.update(1)
-            bar.set_postfix(fps=f"{summary.frames / max(1e-9, time.perf_counter() - started):.2f}")
+        # Closed here, not whenever the loop finalises it: frames still encoding must stop
+        # before the session (and its workers) go away, on errors and Ctrl-C too.
+        frames = run_frames(session, read_frames(video), objects, in_flight=in_flight)
+        async with contextlib.aclosing(frames) as results:
+            async for result in results:
+                summary.frames += 1
+                records.write(frame_record(result, random_weights=session.random_weights))
+                if result.error is None:
+                    summary.frames_ok += 1
+                    summary.latencies.append(result.latency)
+                    masks = [obj.mask for obj in result.objects]
+                    labels = [f"#{obj.id} {obj.score:.2f}" for obj in result.objects]
+                    overlay.write(draw_overlay(result.frame.image, masks, labels=labels, banner=banner))
+                else:
+                    summary.frames_failed += 1
+                    summary.first_error = summary.first_error or result.error
+                    if result.frame.image.size:
+                        overlay.write(draw_overlay(result.frame.image, [], banner=f"ERROR: {result.error}"))
+                if result.audit is not None:
+                    audit.write(result.audit)
+                bar.update(1)
+                bar.set_postfix(fps=f"{summary.frames / max(1e-9, time.perf_counter() - started):.2f}")
     summary.seconds = time.perf_counter() - started
     summary.extra = {
         "video": str(video),

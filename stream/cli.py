@@ -27,6 +27,7 @@ from .errors import ConfigError, PedsamError, PromptError
 from .prompts import ObjectPrompt, objects_from_items
 from .scheduling import RotationSettings
 from .session import EdgeConfig, EdgeSession
+from .transport import ClientSecurity
 
 log = logging.getLogger("pedsam")
 
@@ -93,6 +94,17 @@ def _add_workers(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--allow-single-server", action="store_true",
                        help="allow one worker, which then sees whole frames")
     group.add_argument("--connect-timeout", type=float, default=10.0, help="seconds to reach a worker")
+    group.add_argument("--request-timeout", type=float, default=60.0,
+                       help="seconds a worker may take for one segment before it counts as failed (default 60)")
+    tls = parser.add_argument_group("transport security (for --workers)")
+    tls.add_argument("--tls-ca", metavar="PEM", help="CA bundle worker certificates must chain to")
+    tls.add_argument("--tls-cert", metavar="PEM", help="client certificate, for workers that require mutual TLS")
+    tls.add_argument("--tls-key", metavar="PEM", help="client private key")
+    tls.add_argument("--tls-server-name", metavar="NAME", help="name expected in worker certificates")
+    tls.add_argument("--token-file", metavar="FILE",
+                     help="bearer tokens: one TOKEN for every worker, or lines 'HOST:PORT TOKEN'")
+    tls.add_argument("--insecure", action="store_true",
+                     help="plain text to workers off this machine (trusted networks only)")
     add_rotation_arguments(parser)
 
 
@@ -151,6 +163,12 @@ def build_parser() -> argparse.ArgumentParser:
     weights = sub.add_parser("weights", help="list, verify or download the official SAM checkpoints")
     add_weights_arguments(weights)
 
+    certs = sub.add_parser("certs", help="a throwaway CA, worker certificates and tokens for a demo fleet")
+    certs.add_argument("out", metavar="DIR", help="folder to write into")
+    certs.add_argument("--hosts", default="localhost,localhost,localhost",
+                       help="comma-separated host of each worker (default: 3 on localhost)")
+    certs.add_argument("--port", type=int, default=50051, help="worker port written into edge-tokens")
+
     from .live_run import add_arguments as add_live_arguments
 
     live = sub.add_parser("stream", help="follow prompted objects in a camera stream, live")
@@ -186,6 +204,11 @@ def _edge_config(args: argparse.Namespace) -> EdgeConfig:
         codec=args.codec,
         allow_single_server=args.allow_single_server,
         connect_timeout=args.connect_timeout,
+        request_timeout=args.request_timeout if args.request_timeout > 0 else None,
+        security=ClientSecurity.from_files(
+            insecure=args.insecure, ca=args.tls_ca, cert=args.tls_cert, key=args.tls_key,
+            token_file=args.token_file, server_name=args.tls_server_name,
+        ),
         rotation=rotation_settings(args),
     )
 
@@ -330,6 +353,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     level = logging.WARNING if args.verbose == 0 else logging.INFO if args.verbose == 1 else logging.DEBUG
     logging.basicConfig(level=level, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    if args.command == "certs":
+        return _guard(lambda: cmd_certs(args))
     if args.command == "weights":
         from .weights_cli import run as run_weights
 
@@ -339,6 +364,25 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return _guard(lambda: asyncio.run(serve(args)))
     return _guard(lambda: asyncio.run(COMMANDS[args.command](args)))
+
+
+def cmd_certs(args: argparse.Namespace) -> int:
+    from workers.certs import make_demo_pki
+
+    hosts = [h.strip() for h in args.hosts.split(",") if h.strip()]
+    if not hosts:
+        raise ConfigError("--hosts needs at least one host")
+    try:
+        pki = make_demo_pki(args.out, hosts, port=args.port)
+    except OSError as exc:
+        raise ConfigError(f"cannot write into {args.out!r}: {exc.strerror}") from None
+    print(f"wrote a demo CA and {len(hosts)} worker identities into {pki.folder}")
+    for index, (cert, key, token) in enumerate(pki.workers):
+        print(f"worker {index}: pedsam worker --host 0.0.0.0 --port {args.port} --tls-cert {cert} "
+              f"--tls-key {key} --tls-client-ca {pki.ca} --token-file {token}")
+    print(f"edge: --tls-ca {pki.ca} --tls-cert {pki.edge_cert} --tls-key {pki.edge_key} "
+          f"--token-file {pki.edge_tokens}")
+    return 0
 
 
 def _guard(action: Any) -> int:

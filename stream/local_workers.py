@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import re
 import signal
 import sys
+import tempfile
 from dataclasses import dataclass
 
 import grpc
@@ -48,13 +50,15 @@ async def wait_serving(address: str, timeout: float) -> None:
 class LocalWorkers:
     """N worker child processes serving ``source`` on 127.0.0.1."""
 
-    def __init__(self, count: int, source: ModelSource, *, threads: int = 1, start_timeout: float = 120.0) -> None:
+    def __init__(self, count: int, source: ModelSource, *, threads: int = 1, start_timeout: float = 120.0, token: str | None = None) -> None:
         if count < 1:
             raise WorkerError("--local-workers needs at least 1")
         self.count = count
         self.source = source
         self.threads = threads
         self.start_timeout = start_timeout
+        self.token = token
+        self._token_dir: tempfile.TemporaryDirectory[str] | None = None
         self.workers: list[LocalWorker] = []
 
     @property
@@ -85,6 +89,8 @@ class LocalWorkers:
             "--seed", str(self.source.seed),
             "--threads", str(self.threads),
         ]
+        if self.token is not None:
+            args += ["--token-file", self._token_file()]
         if self.source.checkpoint:
             args += ["--checkpoint", self.source.checkpoint]
         process = await asyncio.create_subprocess_exec(
@@ -110,10 +116,22 @@ class LocalWorkers:
             if match:
                 return match.group(1)
 
+    def _token_file(self) -> str:
+        """The session token in a file only this user can read (never on a command line)."""
+        if self._token_dir is None:
+            self._token_dir = tempfile.TemporaryDirectory(prefix="pedsam-token-")
+            path = os.path.join(self._token_dir.name, "token")
+            with open(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as file:
+                file.write((self.token or "") + "\n")
+        return os.path.join(self._token_dir.name, "token")
+
     async def stop(self) -> None:
         """SIGTERM every worker, wait for them to drain, SIGKILL any that linger."""
         workers, self.workers = self.workers, []
         await asyncio.gather(*(_terminate(w.process) for w in workers))
+        if self._token_dir is not None:
+            self._token_dir.cleanup()
+            self._token_dir = None
 
     async def __aenter__(self) -> LocalWorkers:
         await self.start()

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -68,7 +68,7 @@ async def run_frames(
     objects: Sequence[ObjectPrompt],
     *,
     in_flight: int = 2,
-) -> AsyncIterator[FrameResult]:
+) -> AsyncGenerator[FrameResult, None]:
     """Segment and follow ``objects`` through ``frames`` (prompts refer to the first frame).
 
     Yields one :class:`FrameResult` per frame in frame order. A decoding failure yields an
@@ -106,7 +106,11 @@ async def run_frames(
                 first = False
             await slots.acquire()
             task = asyncio.create_task(embed(item))
-            await pending.put((item, started, task))
+            try:
+                await pending.put((item, started, task))
+            except BaseException:  # cancelled while the queue was full: do not leave it running
+                task.cancel()
+                raise
         await pending.put(None)
 
     producer = asyncio.create_task(produce())

@@ -24,6 +24,7 @@ from workers import codec as wire
 from workers.segment import Extent
 
 from .errors import WorkerError
+from .transport import ClientSecurity, open_channel
 
 log = logging.getLogger(__name__)
 
@@ -62,8 +63,15 @@ class RemoteWorker:
         codec: str = "fp32",
         max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
         connect_timeout: float = 10.0,
+        request_timeout: float | None = None,
+        security: ClientSecurity = ClientSecurity(insecure=True),
     ) -> None:
+        """``request_timeout``: seconds a segment request may take before the worker counts
+        as failed (it hangs or is overloaded); None waits as long as the stream lives."""
         self.address = address
+        self._security = security
+        self._metadata = security.metadata(address)
+        self._request_timeout = request_timeout
         self._fingerprint = fingerprint
         self._codec = wire.codec_id(codec)
         self._max_message_bytes = max_message_bytes
@@ -84,16 +92,19 @@ class RemoteWorker:
 
     async def connect(self) -> pb.ModelInfo:
         """Describe the worker, check it holds our model, and open the session stream."""
-        self._channel = grpc.aio.insecure_channel(
-            self.address, options=channel_options(self._max_message_bytes)
-        )
+        self._channel = open_channel(self.address, self._security, channel_options(self._max_message_bytes))
         stub = pb_grpc.WindowWorkerStub(self._channel)  # type: ignore[no-untyped-call]
         try:
             info: pb.ModelInfo = await stub.Describe(
-                pb.DescribeRequest(), timeout=self._connect_timeout
+                pb.DescribeRequest(), timeout=self._connect_timeout, metadata=self._metadata
             )
         except grpc.aio.AioRpcError as exc:
             await self.close()
+            if exc.code() == grpc.StatusCode.UNAUTHENTICATED:
+                raise WorkerError(
+                    f"worker {self.address} refused this edge's token ({exc.details()}); "
+                    "give the worker's token with --token-file"
+                ) from None
             raise WorkerError(
                 f"worker {self.address} is unreachable ({exc.code().name}: {exc.details()})"
             ) from None
@@ -105,7 +116,7 @@ class RemoteWorker:
                 "the same --model, --checkpoint and --seed"
             )
         self.info = info
-        self._call = stub.Process()
+        self._call = stub.Process(metadata=self._metadata)
         self._reader = asyncio.create_task(self._read_results(), name=f"read {self.address}")
         log.info("connected to worker %s (%s)", self.address, info.preset)
         return info
@@ -139,7 +150,18 @@ class RemoteWorker:
         self.stats.requests += 1
         self.stats.payload_sent += len(tensor.data) + len(tensor.scales)
         self.stats.message_sent += request.ByteSize()
-        result = await future
+        try:
+            result = await asyncio.wait_for(asyncio.shield(future), self._request_timeout)
+        except TimeoutError:
+            self._pending.pop(request_id, None)
+            error = self._fail(
+                WorkerError(
+                    f"worker {self.address} missed its deadline: no result for frame {frame_id} "
+                    f"segment {segment} within {self._request_timeout:g} s"
+                )
+            )
+            self._abandon(error)
+            raise error from None
         self.stats.payload_received += len(result.tokens.data) + len(result.tokens.scales)
         self.stats.message_received += result.ByteSize()
         log.debug(
@@ -162,11 +184,21 @@ class RemoteWorker:
         except asyncio.CancelledError:
             raise
         except (grpc.aio.AioRpcError, WorkerError) as exc:
-            error = self._fail(exc)
-            for future in self._pending.values():
-                if not future.done():
-                    future.set_exception(error)
-            self._pending.clear()
+            self._abandon(self._fail(exc))
+
+    def _abandon(self, error: WorkerError) -> None:
+        """Fail every request still waiting on this worker, and stop using its stream."""
+        for future in self._pending.values():
+            if not future.done():
+                future.set_exception(error)
+        self._pending.clear()
+        if self._call is not None:
+            self._call.cancel()
+
+    @property
+    def failed(self) -> WorkerError | None:
+        """Why this worker was given up on, or None while it is healthy."""
+        return self._failure
 
     def _fail(self, exc: BaseException) -> WorkerError:
         if self._failure is None:

@@ -35,6 +35,7 @@ from .local_workers import LocalWorkers
 from .predictor import MaskDecoder, MaskPrediction, PreparedImage, prepare_image
 from .prompts import ObjectPrompt
 from .remote import RemoteWorker
+from .transport import ANY_WORKER, ClientSecurity
 from .scheduling import EdgeScheduler, RotationSettings
 
 log = logging.getLogger(__name__)
@@ -54,6 +55,8 @@ class EdgeConfig:
     edge_threads: int | None = None
     allow_single_server: bool = False
     connect_timeout: float = 10.0
+    request_timeout: float | None = 60.0
+    security: ClientSecurity | None = None
     rotation: RotationSettings = RotationSettings()
 
     def __post_init__(self) -> None:
@@ -66,6 +69,8 @@ class EdgeConfig:
                 "one worker would see every window of every frame; give 2 or more workers, "
                 "or --allow-single-server to accept that"
             )
+        if self.workers:  # plain text only on loopback or with an explicit insecure
+            (self.security or ClientSecurity()).check(self.workers)
         self.rotation.check(max(len(self.workers), self.local_workers))
 
 
@@ -120,8 +125,15 @@ class EdgeSession:
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="edge")
         try:
             addresses: Sequence[str] = config.workers
+            security = config.security or ClientSecurity()
             if config.local_workers:
-                self._local = LocalWorkers(config.local_workers, config.model, threads=config.worker_threads)
+                # Loopback children of this process: plain text, but a fresh token per session
+                # so no other local process can use them.
+                token = secrets.token_urlsafe(24)
+                security = ClientSecurity(insecure=True, tokens={ANY_WORKER: token})
+                self._local = LocalWorkers(
+                    config.local_workers, config.model, threads=config.worker_threads, token=token
+                )
                 addresses = await self._local.start()
             for address in addresses:
                 worker = RemoteWorker(
@@ -129,6 +141,8 @@ class EdgeSession:
                     fingerprint=self.fingerprint,
                     codec=config.codec,
                     connect_timeout=config.connect_timeout,
+                    request_timeout=config.request_timeout,
+                    security=security,
                 )
                 await worker.connect()
                 self._executors.append(worker)

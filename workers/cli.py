@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import ipaddress
 import logging
 import signal
 import sys
@@ -13,6 +14,7 @@ import torch
 
 from .errors import WorkerSideError
 from .models import DEFAULT_SEED, PRESETS, ModelSource
+from .security import ServerSecurity
 from .server import WorkerLimits, WorkerModel, WorkerServer
 
 log = logging.getLogger("pedsam.worker")
@@ -27,18 +29,48 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=int, default=1, help="torch threads for compute (default 1)")
     parser.add_argument("--max-message-mb", type=int, default=256, help="largest gRPC message, MiB")
     parser.add_argument("--grace", type=float, default=5.0, help="seconds to drain on shutdown")
+    security = parser.add_argument_group("transport security")
+    security.add_argument("--tls-cert", metavar="PEM", help="server certificate (chain)")
+    security.add_argument("--tls-key", metavar="PEM", help="server private key")
+    security.add_argument("--tls-client-ca", metavar="PEM",
+                          help="require client certificates signed by this CA (mutual TLS)")
+    security.add_argument("--token-file", action="append", default=[], metavar="FILE",
+                          help="accept only RPCs bearing a token listed in FILE (one per line; repeatable)")
+    security.add_argument("--insecure", action="store_true",
+                          help="serve plain text; needed without --tls-cert unless --host is loopback")
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` (a name or address, IPv6 with or without brackets) is this machine only."""
+    name = host.strip("[]")
+    if name == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
+
+
+def server_security(args: argparse.Namespace) -> ServerSecurity:
+    """The worker's :class:`ServerSecurity` from its flags; plain text on loopback needs no flag."""
+    insecure = args.insecure or (not args.tls_cert and is_loopback(args.host))
+    return ServerSecurity.from_files(
+        cert=args.tls_cert, key=args.tls_key, client_ca=args.tls_client_ca,
+        token_files=args.token_file, insecure=insecure,
+    )
 
 
 async def serve(args: argparse.Namespace) -> int:
     torch.set_num_threads(max(1, args.threads))
+    security = server_security(args)
     source = ModelSource(preset=args.model, checkpoint=args.checkpoint, seed=args.seed)
     model = await asyncio.to_thread(WorkerModel, source)
     limits = WorkerLimits(max_message_bytes=args.max_message_mb * 1024 * 1024)
-    server = WorkerServer(model, limits)
+    server = WorkerServer(model, limits, security)
     address = await server.start(args.host, args.port)
     print(
         f"pedsam worker serving on {address} model {source.describe()} "
-        f"fingerprint {model.fingerprint[:12]}",
+        f"fingerprint {model.fingerprint[:12]} ({security.describe()})",
         flush=True,
     )
     stop = asyncio.Event()

@@ -2,8 +2,17 @@
 
 Every request is validated before any work (segment, fingerprint, codec, extents, shape, byte
 counts, batch size); a bad one ends its stream with the matching gRPC status and the worker
-goes on serving every other stream. Compute runs on a small thread pool shared by all streams,
-so memory stays bounded by ``max_inflight_per_stream`` requests per stream.
+goes on serving every other stream. Compute runs on a small thread pool shared by all streams.
+
+Memory is bounded: at most ``max_streams`` streams at once (more are refused with
+RESOURCE_EXHAUSTED), each holding at most ``max_inflight_per_stream`` requests, and at most
+``max_queued_requests`` requests decoded and waiting for compute across all streams; a stream
+over its share simply stops being read, and gRPC flow control pushes back on its sender. So the
+payload held is at most about ``(max_streams + max_queued_requests) * max_message_bytes``.
+
+Shutdown drains: health goes NOT_SERVING, new requests are refused with UNAVAILABLE, requests
+already accepted are finished and answered, then every stream ends with UNAVAILABLE so edges
+move the work elsewhere.
 """
 
 from __future__ import annotations
@@ -25,6 +34,7 @@ from protos import pedsam_pb2_grpc as pb_grpc
 from . import codec as wire
 from .errors import RequestError
 from .models import ModelSource, fingerprint, get_preset
+from .security import ServerSecurity
 from .segment import SegmentRunner
 
 log = logging.getLogger(__name__)
@@ -39,6 +49,8 @@ class WorkerLimits:
     max_message_bytes: int = 256 * 1024 * 1024
     max_windows_per_request: int = 1024
     max_inflight_per_stream: int = 4
+    max_queued_requests: int = 8
+    max_streams: int = 64
     compute_threads: int = 1
 
 
@@ -55,11 +67,17 @@ class WorkerModel:
         del sam
 
 
+_SHUTDOWN = "worker is shutting down; send this work elsewhere"
+
+
 class WindowWorkerService(pb_grpc.WindowWorkerServicer):
     def __init__(self, model: WorkerModel, limits: WorkerLimits, pool: ThreadPoolExecutor) -> None:
         self._model = model
         self._limits = limits
         self._pool = pool
+        self._draining = asyncio.Event()
+        self._active: set[asyncio.Event] = set()  # per stream: set when its work is drained
+        self._queued: asyncio.Semaphore | None = None  # made on the serving loop
 
     async def Describe(
         self, request: pb.DescribeRequest, context: grpc.aio.ServicerContext
@@ -77,17 +95,38 @@ class WindowWorkerService(pb_grpc.WindowWorkerServicer):
             max_message_bytes=self._limits.max_message_bytes,
         )
 
+    async def drain(self, grace: float) -> None:
+        """Refuse new requests, and wait up to ``grace`` s for every stream's accepted work."""
+        self._draining.set()
+        waits = [asyncio.create_task(done.wait()) for done in self._active]
+        if waits:
+            await asyncio.wait(waits, timeout=grace)
+            for wait in waits:
+                wait.cancel()
+
     async def Process(
         self, request_iterator: AsyncIterator[pb.SegmentRequest], context: grpc.aio.ServicerContext
     ) -> AsyncIterator[pb.SegmentResult]:
+        if self._draining.is_set():
+            await context.abort(grpc.StatusCode.UNAVAILABLE, _SHUTDOWN)
+        if len(self._active) >= self._limits.max_streams:
+            await context.abort(
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                f"this worker serves at most {self._limits.max_streams} streams at once; try later",
+            )
+        if self._queued is None:
+            self._queued = asyncio.Semaphore(self._limits.max_queued_requests)
+        queued = self._queued
         queue: asyncio.Queue[pb.SegmentResult | RequestError | None] = asyncio.Queue()
         slots = asyncio.Semaphore(self._limits.max_inflight_per_stream)
         tasks: set[asyncio.Task[None]] = set()
+        drained = asyncio.Event()
         loop = asyncio.get_running_loop()
 
         async def compute(request: pb.SegmentRequest) -> None:
             try:
-                result = await loop.run_in_executor(self._pool, self._compute, request)
+                async with queued:
+                    result = await loop.run_in_executor(self._pool, self._compute, request)
                 await queue.put(result)
             except RequestError as exc:
                 await queue.put(exc)
@@ -96,34 +135,52 @@ class WindowWorkerService(pb_grpc.WindowWorkerServicer):
                 await queue.put(RequestError(grpc.StatusCode.INTERNAL, f"worker error: {exc}"))
             finally:
                 slots.release()
+                if not tasks - {asyncio.current_task()}:
+                    drained.set()
 
         async def read() -> None:
             try:
                 async for request in request_iterator:
+                    if self._draining.is_set():
+                        break
                     try:
                         self._validate(request)
                     except RequestError as exc:
                         await queue.put(exc)
                         return
                     await slots.acquire()
+                    drained.clear()
                     task = asyncio.create_task(compute(request))
                     tasks.add(task)
                     task.add_done_callback(tasks.discard)
                 if tasks:
                     await asyncio.gather(*tasks)
             finally:
+                drained.set()
                 await queue.put(None)
 
+        async def on_drain() -> None:
+            await self._draining.wait()
+            await drained.wait()
+            await queue.put(RequestError(grpc.StatusCode.UNAVAILABLE, _SHUTDOWN))
+
+        self._active.add(drained)
         reader = asyncio.create_task(read())
+        watcher = asyncio.create_task(on_drain())
         try:
             while (item := await queue.get()) is not None:
                 if isinstance(item, RequestError):
-                    log.warning("refusing request: %s: %s", item.code.name, item)
+                    if item.code != grpc.StatusCode.UNAVAILABLE:
+                        log.warning("refusing request: %s: %s", item.code.name, item)
                     await context.abort(item.code, str(item))
                 else:
                     yield item
+            if self._draining.is_set():
+                await context.abort(grpc.StatusCode.UNAVAILABLE, _SHUTDOWN)
         finally:
+            self._active.discard(drained)
             reader.cancel()
+            watcher.cancel()
             for task in list(tasks):
                 task.cancel()
 
@@ -198,20 +255,36 @@ class WindowWorkerService(pb_grpc.WindowWorkerServicer):
 
 
 class WorkerServer:
-    """A running worker: gRPC server, health service, compute pool."""
+    """A running worker: gRPC server, health service, compute pool.
 
-    def __init__(self, model: WorkerModel, limits: WorkerLimits = WorkerLimits()) -> None:
+    ``security`` defaults to plain text with no token, for in-process use on loopback; the
+    ``pedsam worker`` command asks for TLS or an explicit ``--insecure``.
+    """
+
+    def __init__(
+        self,
+        model: WorkerModel,
+        limits: WorkerLimits = WorkerLimits(),
+        security: ServerSecurity = ServerSecurity(insecure=True),
+    ) -> None:
         self.model = model
         self.limits = limits
+        self.security = security
         self._pool = ThreadPoolExecutor(limits.compute_threads, thread_name_prefix="segment")
         self._server = grpc.aio.server(
+            interceptors=security.interceptors(),
             options=[
                 ("grpc.max_send_message_length", limits.max_message_bytes),
                 ("grpc.max_receive_message_length", limits.max_message_bytes),
-            ]
+                # Edges keep one stream open for a whole session and ping to keep it alive.
+                ("grpc.keepalive_permit_without_calls", 1),
+                ("grpc.http2.min_ping_interval_without_data_ms", 5_000),
+                ("grpc.http2.max_pings_without_data", 0),
+            ],
         )
+        self._service = WindowWorkerService(model, limits, self._pool)
         pb_grpc.add_WindowWorkerServicer_to_server(  # type: ignore[no-untyped-call]
-            WindowWorkerService(model, limits, self._pool), self._server
+            self._service, self._server
         )
         self._health = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self._health, self._server)
@@ -219,7 +292,12 @@ class WorkerServer:
 
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
         """Bind, start, mark SERVING; return the address ``host:port`` actually bound."""
-        self.port = self._server.add_insecure_port(f"{host}:{port}")
+        credentials = self.security.credentials()
+        where = f"{host}:{port}"
+        if credentials is None:
+            self.port = self._server.add_insecure_port(where)
+        else:
+            self.port = self._server.add_secure_port(where, credentials)
         if self.port == 0:
             raise OSError(f"cannot listen on {host}:{port}")
         await self._server.start()
@@ -229,9 +307,10 @@ class WorkerServer:
         return f"{shown}:{self.port}"
 
     async def stop(self, grace: float = 5.0) -> None:
-        """Go NOT_SERVING, let in-flight work drain for up to ``grace`` seconds, then stop."""
+        """Go NOT_SERVING, finish accepted work for up to ``grace`` seconds, then stop."""
         for service in ("", SERVICE_NAME):
             await self._health.set(service, health_pb2.HealthCheckResponse.NOT_SERVING)
+        await self._service.drain(grace)
         await self._server.stop(grace)
         self._pool.shutdown(wait=False, cancel_futures=True)
 
