@@ -17,14 +17,17 @@ partition scheme (:mod:`partitioner.schemes`), so every policy composes with eve
   slot ``i`` always goes to pool ``i``, rotating round-robin inside it. A server only ever sees
   one region, and only every (pool size)-th frame.
 - ``scene-anchored``: each server owns a region of the *scene* (scene coordinates are image
-  token coordinates plus the camera offset; the frame-0 partition, tiled with the period of
-  the padded token grid), and each window goes to the server owning most of the scene under
-  it, balanced to at most ``ceil(windows / k)`` windows per server. With a still camera it is
+  token coordinates plus the camera offset; the frame-0 partition of the frame's content
+  tokens, tiled with the content's size as period, so every frame holds each region exactly
+  once), and each window goes to the server owning most of the scene under its content tokens,
+  balanced to at most ``ceil(windows / k)`` windows per server. With a still camera it is
   ``fixed``; with a moving one a server keeps seeing the same part of the world, not of the
   image.
 
 Offsets are ``(dy, dx)`` in tokens: the scene position of the frame's top-left token, frame 0
-at ``(0, 0)``; a camera panning right makes ``dx`` grow. Only ``scene-anchored`` reads them.
+at ``(0, 0)``; a camera panning right makes ``dx`` grow. ``content`` is ``(rows, cols)``, the
+tokens covering the real image from the top-left (the rest is SAM's padding; default the whole
+grid). Only ``scene-anchored`` reads either.
 Assignments list only the servers that get windows this frame (``pooled`` and a
 ``keyed-random`` with ``k < M`` leave some idle), so :func:`~partitioner.assignment.check_assignment`'s
 default cap is ``ceil(windows / k)``.
@@ -77,8 +80,10 @@ class RotationPolicy(Protocol):
         """Shares per frame, ``k``; each active server gets at most ``ceil(windows / k)``."""
         ...
 
-    def propose(self, frame_index: int, offset: TokenOffset = (0.0, 0.0)) -> Assignment:
-        """The assignment of frame ``frame_index``; ``offset`` is the camera offset in tokens."""
+    def propose(
+        self, frame_index: int, offset: TokenOffset = (0.0, 0.0), content: tuple[int, int] | None = None
+    ) -> Assignment:
+        """The assignment of frame ``frame_index``; camera ``offset`` and ``content`` in tokens."""
         ...
 
 
@@ -104,7 +109,9 @@ class FixedRotation:
     def slots(self) -> int:
         return len(self.shares)
 
-    def propose(self, frame_index: int, offset: TokenOffset = (0.0, 0.0)) -> Assignment:
+    def propose(
+        self, frame_index: int, offset: TokenOffset = (0.0, 0.0), content: tuple[int, int] | None = None
+    ) -> Assignment:
         return Assignment(frame_index=frame_index, shares=dict(zip(self.servers, self.shares)))
 
 
@@ -120,7 +127,9 @@ class RoundRobinRotation:
     def slots(self) -> int:
         return len(self.shares)
 
-    def propose(self, frame_index: int, offset: TokenOffset = (0.0, 0.0)) -> Assignment:
+    def propose(
+        self, frame_index: int, offset: TokenOffset = (0.0, 0.0), content: tuple[int, int] | None = None
+    ) -> Assignment:
         k = len(self.shares)
         return Assignment(
             frame_index=frame_index,
@@ -150,7 +159,9 @@ class KeyedRandomRotation:
             self.grid, self.slots, self.scheme, secret=self.secret, allow_single=self.allow_single
         ))
 
-    def propose(self, frame_index: int, offset: TokenOffset = (0.0, 0.0)) -> Assignment:
+    def propose(
+        self, frame_index: int, offset: TokenOffset = (0.0, 0.0), content: tuple[int, int] | None = None
+    ) -> Assignment:
         shares = self._shares
         if self.scheme == "random":
             shares = partition(
@@ -180,7 +191,9 @@ class PooledRotation:
         k = len(self.shares)
         return tuple(self.servers[i::k] for i in range(k))
 
-    def propose(self, frame_index: int, offset: TokenOffset = (0.0, 0.0)) -> Assignment:
+    def propose(
+        self, frame_index: int, offset: TokenOffset = (0.0, 0.0), content: tuple[int, int] | None = None
+    ) -> Assignment:
         return Assignment(
             frame_index=frame_index,
             shares={pool[frame_index % len(pool)]: share for pool, share in zip(self.pools, self.shares)},
@@ -202,30 +215,36 @@ class SceneAnchoredRotation:
         by_window = np.empty(grid.num_windows, dtype=np.int64)
         for s, share in enumerate(self.shares):
             by_window[list(share)] = s
-        # Owner of every token of the padded grid at offset 0: (padded_h, padded_w) server index.
+        # Owner of every token at offset 0: (grid_h, grid_w) server index.
         cells = by_window.reshape(grid.rows, grid.cols)
         owner = np.repeat(np.repeat(cells, grid.window_size, axis=0), grid.window_size, axis=1)
-        object.__setattr__(self, "_owner", owner)
+        object.__setattr__(self, "_owner", owner[: grid.grid_h, : grid.grid_w])
 
     @property
     def slots(self) -> int:
         return len(self.shares)
 
-    def overlap(self, offset: TokenOffset) -> np.ndarray:
-        """(windows, servers) int: valid tokens of each window lying in each server's scene region."""
+    def overlap(self, offset: TokenOffset, content: tuple[int, int] | None = None) -> np.ndarray:
+        """(windows, servers) int: content tokens of each window lying in each server's scene region."""
         grid = self.grid
+        rows, cols = content if content is not None else (grid.grid_h, grid.grid_w)
+        rows, cols = max(1, min(int(rows), grid.grid_h)), max(1, min(int(cols), grid.grid_w))
         oy, ox = (int(round(v)) for v in offset)
-        # Scene cell (y + oy, x + ox) wraps with the padded grid's period; rolling by the
-        # negative offset puts that cell's owner at image position (y, x).
-        shifted = np.roll(self._owner, (-oy, -ox), axis=(0, 1))
+        # Scene cell (y + oy, x + ox) wraps with the content's size as period; its owner is the
+        # frame-0 owner of content token ((y + oy) mod rows, (x + ox) mod cols).
+        ys = (np.arange(rows) + oy) % rows
+        xs = (np.arange(cols) + ox) % cols
+        shifted = self._owner[:rows, :cols][np.ix_(ys, xs)]
         counts = np.zeros((grid.num_windows, len(self.servers)), dtype=np.int64)
         for window in grid.windows:
             block = shifted[window.top : window.top + window.height, window.left : window.left + window.width]
             counts[window.id] = np.bincount(block.ravel(), minlength=len(self.servers))
         return counts
 
-    def propose(self, frame_index: int, offset: TokenOffset = (0.0, 0.0)) -> Assignment:
-        counts = self.overlap(offset)
+    def propose(
+        self, frame_index: int, offset: TokenOffset = (0.0, 0.0), content: tuple[int, int] | None = None
+    ) -> Assignment:
+        counts = self.overlap(offset, content)
         n, k = counts.shape
         cap = -(-n // k)
         # Greedy on (window, server) pairs, largest overlap first, ties by window then server id.

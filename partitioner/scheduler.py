@@ -2,7 +2,7 @@
 
 For each frame, in the order frames are sent::
 
-    proposed = policy.propose(frame, offset)           who the policy wants to get what
+    proposed = policy.propose(frame, offset, content)  who the policy wants to get what
     for each server: admit windows while within budget  the rest go to EDGE, or BudgetError
     ledger.record(final assignment)                     exposure as of this frame
 
@@ -137,7 +137,7 @@ class Scheduler:
                 unchanged and nothing of this frame may be sent.
         """
         n = self.grid.num_windows
-        proposed = self.policy.propose(frame_index, offset)
+        proposed = self.policy.propose(frame_index, offset, content)
         check_assignment(proposed, n, self.window_cap)
         cells = self.ledger.frame_cells(offset, content)
         shares: dict[str, tuple[int, ...]] = {}

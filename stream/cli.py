@@ -158,6 +158,12 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_rotation_arguments(demo)
 
+    from .privacy.cli import add_arguments as add_privacy_arguments
+
+    privacy = sub.add_parser("privacy-report",
+                             help="attack every rotation policy over videos (inversion, mosaic, detection); JSON + HTML")
+    add_privacy_arguments(privacy)
+
     from .weights_cli import add_arguments as add_weights_arguments
 
     weights = sub.add_parser("weights", help="list, verify or download the official SAM checkpoints")
@@ -307,6 +313,12 @@ def _report(summary: dict[str, Any], out: Path) -> int:
     return 0
 
 
+async def cmd_privacy_report(args: argparse.Namespace) -> int:
+    from .privacy.cli import run as run_privacy_report
+
+    return await run_privacy_report(args)
+
+
 async def cmd_demo(args: argparse.Namespace) -> int:
     from .batch import run_video
     from .synthetic import make_clip
@@ -344,7 +356,7 @@ async def cmd_bench_pipeline(args: argparse.Namespace) -> int:
     return await run_pipeline_bench(args)
 
 
-COMMANDS = {"embed": cmd_embed, "segment": cmd_segment, "run": cmd_run, "demo": cmd_demo, "stream": cmd_stream,
+COMMANDS = {"embed": cmd_embed, "segment": cmd_segment, "run": cmd_run, "demo": cmd_demo, "privacy-report": cmd_privacy_report, "stream": cmd_stream,
             "serve": cmd_serve, "bench-pipeline": cmd_bench_pipeline}
 
 

@@ -1,0 +1,18 @@
+"""Privacy evaluation: what one server can learn from what it received, over a whole video.
+
+Each attack runs as the adversary would, from one server's share of each frame. What a server
+receives on a frame is a function of the frame's *prologue* (``patch_embed + pos_embed``, the
+first segment's input tokens) and of the schedule, so the evaluation runs the prologue on the
+edge model and the rotation policies over the frames, without workers:
+
+- :mod:`~stream.privacy.inversion`: token inversion. The patch embedding is linear and public,
+  so a server inverts it and gets the pixels of its windows back.
+- :mod:`~stream.privacy.mosaic`: cross-frame mosaic. Everything one server recovered, placed in
+  scene coordinates with the camera motion (the edge's estimate, an upper bound on what the
+  server could register itself), compared with each true frame: coverage, PSNR, SSIM.
+- :mod:`~stream.privacy.detection`: OpenCV's HOG people detector and Haar face detector on the
+  server's reconstruction, as recall relative to the true frame.
+- :mod:`~stream.privacy.report`: every policy over real videos, against the monolithic-cloud
+  baseline (one server sees everything); :mod:`~stream.privacy.html` draws the page;
+  :mod:`~stream.privacy.cli` is ``pedsam privacy-report``.
+"""

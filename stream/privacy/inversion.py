@@ -1,0 +1,96 @@
+"""Token inversion: pixels back from first-segment tokens, as a server can do it.
+
+A server's first-segment input is SAM's prologue, ``t = W x + b + pos`` per token, where ``x``
+is the token's 16x16x3 patch of normalised pixels and ``W`` (C x 768), ``b`` and ``pos`` are the
+model's public weights. The server solves for ``x`` with the pseudo-inverse of ``W``: exactly
+when ``C >= 768`` (ViT-B/L/H) and ``W`` is well conditioned, as the minimum-norm patch
+consistent with the tokens otherwise (the ``tiny`` test preset has ``C = 64``). Patches are
+independent, so inverting a server's windows is inverting the whole grid and masking.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+import torch
+from segment_anything.modeling import Sam
+
+from ..predictor import PreparedImage, prepare_image
+
+__all__ = ["TokenInverter", "prologue"]
+
+
+@torch.inference_mode()
+def prologue(sam: Sam, image: np.ndarray) -> tuple[np.ndarray, PreparedImage]:
+    """HxWx3 uint8 RGB frame -> (its first-segment tokens (Ht, Wt, C) float32, the prepared frame).
+
+    The tokens are what the split encoder cuts into windows (patch_embed + pos_embed).
+    """
+    prepared = prepare_image(sam, image)
+    encoder = sam.image_encoder
+    x = encoder.patch_embed(prepared.tensor)  # (1, Ht, Wt, C)
+    if encoder.pos_embed is not None:
+        x = x + encoder.pos_embed
+    return x[0].numpy().astype(np.float32), prepared
+
+
+@dataclass(frozen=True, slots=True)
+class TokenInverter:
+    """Inverts a SAM prologue: tokens -> normalised patches -> RGB pixels.
+
+    Attributes:
+        pinv: (P*P*3, C) float32 pseudo-inverse of the patch projection, rows in the conv's
+            (channel, y, x) order.
+        bias: (C,) float32 projection bias.
+        pos: (Ht, Wt, C) float32 position embedding, or zeros.
+        mean, std: (3,) float32 pixel normalisation, RGB, 0-255 scale.
+        patch: patch side, pixels.
+    """
+
+    pinv: np.ndarray
+    bias: np.ndarray
+    pos: np.ndarray
+    mean: np.ndarray
+    std: np.ndarray
+    patch: int
+
+    @classmethod
+    def for_model(cls, sam: Sam) -> TokenInverter:
+        encoder = sam.image_encoder
+        proj = encoder.patch_embed.proj
+        weight = proj.weight.detach().double().reshape(proj.weight.shape[0], -1)  # (C, 3*P*P)
+        pinv = torch.linalg.pinv(weight).float().numpy()
+        bias = proj.bias.detach().float().numpy() if proj.bias is not None else np.zeros(weight.shape[0], np.float32)
+        grid = encoder.img_size // proj.kernel_size[0]
+        pos = (
+            encoder.pos_embed.detach()[0].float().numpy()
+            if encoder.pos_embed is not None
+            else np.zeros((grid, grid, weight.shape[0]), np.float32)
+        )
+        return cls(
+            pinv=pinv,
+            bias=bias,
+            pos=pos,
+            mean=sam.pixel_mean.detach().flatten().float().numpy(),
+            std=sam.pixel_std.detach().flatten().float().numpy(),
+            patch=int(proj.kernel_size[0]),
+        )
+
+    def invert(self, tokens: np.ndarray) -> np.ndarray:
+        """(Ht, Wt, C) tokens -> (Ht*P, Wt*P, 3) uint8 RGB, the padded encoder input recovered."""
+        h, w, c = tokens.shape
+        p = self.patch
+        centred = (tokens - self.bias - self.pos[:h, :w]).reshape(-1, c)
+        patches = centred @ self.pinv.T  # (Ht*Wt, 3*P*P), (channel, y, x) order
+        patches = patches.reshape(h, w, 3, p, p).transpose(0, 3, 1, 4, 2).reshape(h * p, w * p, 3)
+        pixels = patches * self.std + self.mean
+        return np.asarray(np.clip(np.rint(pixels), 0, 255), np.uint8)
+
+    def reconstruct(self, tokens: np.ndarray, prepared: PreparedImage) -> np.ndarray:
+        """Tokens -> the frame as the server recovers it: (H, W, 3) uint8 at the frame's size."""
+        full = self.invert(tokens)
+        h, w = prepared.input_size
+        height, width = prepared.original_size
+        return np.asarray(cv2.resize(full[:h, :w], (width, height), interpolation=cv2.INTER_AREA), np.uint8)
