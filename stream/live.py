@@ -21,7 +21,7 @@ import math
 import statistics
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncGenerator, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,6 +29,7 @@ from .errors import PedsamError
 from .overlay import PALETTE
 from .pipeline import FrameResult, ObjectResult
 from .prompts import ObjectPrompt
+from .scheduling import EdgeScheduler
 from .session import EdgeSession, Embedding
 from .sources import FrameSource, SourceFrame
 from .tracker import ObjectTrack
@@ -218,14 +219,16 @@ async def run_live(
     *,
     in_flight: int = 2,
     stats: LiveStats | None = None,
-) -> AsyncIterator[FrameResult]:
+    scheduler: EdgeScheduler | None = None,
+) -> AsyncGenerator[FrameResult, None]:
     """Segment the objects on ``board`` in every frame ``source`` hands out, in frame order.
 
     ``source`` must be open (the caller closes it). Yields one :class:`FrameResult` per frame
     taken from the source, with ``latency`` from capture to masks; frames taken while the
     board was empty carry no objects and were not sent to any worker. ``stats``, when given,
-    is updated before each result is yielded. A worker or source failure raises (a live run
-    stops; there is no frame record to fill in).
+    is updated before each result is yielded. ``scheduler`` is the stream's own when several
+    streams share ``session`` (:meth:`EdgeSession.new_scheduler`). A worker or source failure
+    raises (a live run stops; there is no frame record to fill in).
     """
     if in_flight < 1:
         raise ValueError("in_flight must be at least 1")
@@ -234,7 +237,7 @@ async def run_live(
 
     async def embed(item: SourceFrame) -> Embedding:
         try:
-            return await session.embed(item.frame.image)
+            return await session.embed(item.frame.image, scheduler=scheduler)
         finally:
             slots.release()
 

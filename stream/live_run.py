@@ -25,7 +25,6 @@ from typing import Any, TextIO
 import cv2
 import numpy as np
 
-from partitioner.assignment import default_cap
 from workers.models import RANDOM_WEIGHTS_NOTICE
 
 from .audit import AuditWriter
@@ -216,26 +215,30 @@ async def _stream(
     if args.record:
         recorder = Recorder(
             Path(args.record), rate=source.rate, num_windows=grid.num_windows,
-            cap=default_cap(grid.num_windows, len(session.executor_names)),
+            cap=session.scheduler.window_cap,
             banner=banner, random_weights=session.random_weights,
         )
 
     async def consume() -> None:
-        async for result in run_live(session, source, board, in_flight=args.in_flight, stats=stats):
-            masks = [obj.mask for obj in result.objects]
-            labels = [f"#{obj.id} {obj.score:.2f}" for obj in result.objects]
-            if recorder is not None or display is not None:
-                image = await asyncio.to_thread(
-                    draw_overlay, result.frame.image, masks, labels=labels, banner=banner
-                )
-                if recorder is not None:
-                    await asyncio.to_thread(recorder.write, result, image)
-                if display is not None and not display.show(image):
+        # Closed on leaving, not whenever the loop finalises it: frames still in flight must
+        # stop before the session and its workers go away.
+        results = run_live(session, source, board, in_flight=args.in_flight, stats=stats)
+        async with contextlib.aclosing(results):
+            async for result in results:
+                masks = [obj.mask for obj in result.objects]
+                labels = [f"#{obj.id} {obj.score:.2f}" for obj in result.objects]
+                if recorder is not None or display is not None:
+                    image = await asyncio.to_thread(
+                        draw_overlay, result.frame.image, masks, labels=labels, banner=banner
+                    )
+                    if recorder is not None:
+                        await asyncio.to_thread(recorder.write, result, image)
+                    if display is not None and not display.show(image):
+                        return
+                if status is not None:
+                    status.update(f"{stats.line()}, {len(board)} objects")
+                if args.max_frames is not None and stats.processed >= args.max_frames:
                     return
-            if status is not None:
-                status.update(f"{stats.line()}, {len(board)} objects")
-            if args.max_frames is not None and stats.processed >= args.max_frames:
-                return
 
     finished = False
     try:
@@ -269,6 +272,7 @@ async def _stream(
             "in_flight": args.in_flight,
             "objects": [o.to_json() for o in objects],
             "windows_per_frame": grid.num_windows,
+            "exposure": session.exposure_summary(),
         }
         if recorder is not None:
             summary["max_windows_per_server"] = recorder.audit.max_share

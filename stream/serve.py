@@ -137,7 +137,10 @@ class LiveServer:
         )
 
     async def _peers(self, request: web.Request) -> web.Response:
-        return web.json_response([peer.state() for peer in self.peers.values()])
+        """Every open call: its objects and figures, and what each server has seen of it."""
+        return web.json_response(
+            [{**peer.state(), "exposure": peer.scheduler.summary()} for peer in self.peers.values()]
+        )
 
     async def _offer(self, request: web.Request) -> web.Response:
         try:

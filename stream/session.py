@@ -154,14 +154,7 @@ class EdgeSession:
                 self._policy(),
                 self._pool,
             )
-            self.scheduler = EdgeScheduler.build(
-                config.rotation,
-                self.preset,
-                self.executor_names,
-                scheme=config.scheme,
-                secret=config.secret,
-                allow_single=config.allow_single_server,
-            )
+            self.scheduler = self.new_scheduler()
         except BaseException:
             await self.close()
             raise
@@ -183,6 +176,19 @@ class EdgeSession:
             raise ConfigError(str(exc)) from None
         return FixedPolicy(shares=shares, servers=names)
 
+    def new_scheduler(self) -> EdgeScheduler:
+        """A scheduler for one more video stream sharing this session (a browser call of
+        ``pedsam serve``): its own motion estimate and exposure ledger, the session's settings."""
+        config = self.config
+        return EdgeScheduler.build(
+            config.rotation,
+            self.preset,
+            self.executor_names,
+            scheme=config.scheme,
+            secret=config.secret,
+            allow_single=config.allow_single_server,
+        )
+
     @property
     def executor_names(self) -> list[str]:
         return [e.name for e in self._executors]
@@ -196,19 +202,23 @@ class EdgeSession:
         assert self._pool is not None
         return LocalExecutor(SegmentRunner(self.sam, self.preset), self._pool)
 
-    async def embed(self, image: np.ndarray, *, frame_index: int | None = None) -> Embedding:
+    async def embed(
+        self, image: np.ndarray, *, frame_index: int | None = None, scheduler: EdgeScheduler | None = None
+    ) -> Embedding:
         """HxWx3 uint8 RGB frame -> its :class:`Embedding`, computed through the split.
 
         The frame is scheduled (rotation, motion, budgets) before the first ``await``, so
         frames are scheduled in the order this is called, however many are in flight.
+        ``scheduler``: the stream's own (:meth:`new_scheduler`); default the session's.
         """
+        scheduler = scheduler or self.scheduler
         if not isinstance(image, np.ndarray) or image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
             raise MediaError(f"expected an HxWx3 uint8 RGB image, got {getattr(image, 'dtype', type(image))} "
                              f"{getattr(image, 'shape', '')}")
         frame_index = self._next_index(frame_index)
-        scheduled = self.scheduler.schedule(frame_index, image, (int(image.shape[0]), int(image.shape[1])))
+        scheduled = scheduler.schedule(frame_index, image, (int(image.shape[0]), int(image.shape[1])))
         prepared = await asyncio.to_thread(prepare_image, self.sam, image)
-        return await self._encode(prepared, frame_index, scheduled.assignment, self.scheduler.record(scheduled))
+        return await self._encode(prepared, frame_index, scheduled.assignment, scheduler.record(scheduled))
 
     async def embed_prepared(self, prepared: PreparedImage, *, frame_index: int | None = None) -> Embedding:
         """Like :meth:`embed` for an already prepared frame (no motion estimate for it)."""

@@ -132,6 +132,7 @@ class PeerSession:
         self.banner = banner
         self.board = ObjectBoard()
         self.stats = LiveStats()
+        self.scheduler = session.new_scheduler()  # this camera's motion and exposure, apart
         self.out = OverlayTrack()
         self.frame_size: tuple[int, int] | None = None  # (W, H) of the newest processed frame
         self.error: str | None = None
@@ -199,10 +200,12 @@ class PeerSession:
 
     async def _run(self, source: WebRTCSource) -> None:
         try:
-            async with source:
-                async for result in run_live(
-                    self.session, source, self.board, in_flight=self.in_flight, stats=self.stats
-                ):
+            results = run_live(
+                self.session, source, self.board, in_flight=self.in_flight, stats=self.stats,
+                scheduler=self.scheduler,
+            )
+            async with source, contextlib.aclosing(results):
+                async for result in results:
                     height, width = result.frame.image.shape[:2]
                     self.frame_size = (width, height)
                     masks = [obj.mask for obj in result.objects]

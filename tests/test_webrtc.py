@@ -202,6 +202,10 @@ async def test_two_browsers_are_isolated(server: tuple[LiveServer, str]) -> None
                 peers = {p["peer"]: p for p in await reply.json()}
             assert len(peers[first.peer or ""]["objects"]) == 1
             assert peers[second.peer or ""]["objects"] == []
+            # Each call keeps its own exposure ledger: only the first sent frames to workers.
+            assert peers[first.peer or ""]["exposure"]["frames"] >= 1
+            assert peers[second.peer or ""]["exposure"]["frames"] == 0
+            assert live.session.exposure_summary()["frames"] == 0
             box = first.objects[0]["box"]
             assert redness(first.frames[-3:], box) > redness(second.frames[-3:], box) + 10
         finally:
