@@ -16,18 +16,19 @@ partition scheme (:mod:`partitioner.schemes`), so every policy composes with eve
 - ``pooled``: ``M >= k`` servers split into ``k`` pools, pool ``i`` being servers ``i, i+k, ...``;
   slot ``i`` always goes to pool ``i``, rotating round-robin inside it. A server only ever sees
   one region, and only every (pool size)-th frame.
-- ``scene-anchored``: each server owns a region of the *scene* (scene coordinates are image
-  token coordinates plus the camera offset; the frame-0 partition of the frame's content
-  tokens, tiled with the content's size as period, so every frame holds each region exactly
-  once), and each window goes to the server owning most of the scene under its content tokens,
-  balanced to at most ``ceil(windows / k)`` windows per server. With a still camera it is
-  ``fixed``; with a moving one a server keeps seeing the same part of the world, not of the
-  image.
+- ``scene-anchored``: each server owns windows of the *scene*, not of the image. Scene
+  coordinates are image token coordinates plus the camera offset; the frame-0 assignment
+  fixes which server owns which scene window, tiled with the window grid as period. On each
+  frame the offset is rounded to whole windows and every image window goes to the owner of
+  the scene window it then shows, so each frame is a permutation of the frame-0 shares (same
+  sizes). With a still or jittering camera (under half a window) it is ``fixed``; with a moving
+  one a server keeps seeing the same part of the world, give or take half a window (the grid
+  of windows is fixed in the image, so windows straddle scene windows between steps).
 
 Offsets are ``(dy, dx)`` in tokens: the scene position of the frame's top-left token, frame 0
 at ``(0, 0)``; a camera panning right makes ``dx`` grow. ``content`` is ``(rows, cols)``, the
 tokens covering the real image from the top-left (the rest is SAM's padding; default the whole
-grid). Only ``scene-anchored`` reads either.
+grid). Only ``scene-anchored`` reads the offset; no policy needs ``content`` today.
 Assignments list only the servers that get windows this frame (``pooled`` and a
 ``keyed-random`` with ``k < M`` leave some idle), so :func:`~partitioner.assignment.check_assignment`'s
 default cap is ``ceil(windows / k)``.
@@ -202,7 +203,7 @@ class PooledRotation:
 
 @dataclass(frozen=True, slots=True)
 class SceneAnchoredRotation:
-    """Each window goes to the server owning most of the scene under it (see the module doc)."""
+    """Windows follow the scene in whole-window steps (see the module docstring)."""
 
     grid: WindowGrid
     shares: tuple[Share, ...]
@@ -211,53 +212,32 @@ class SceneAnchoredRotation:
     _owner: np.ndarray = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        grid = self.grid
-        by_window = np.empty(grid.num_windows, dtype=np.int64)
+        owner = np.empty(self.grid.num_windows, dtype=np.int64)
         for s, share in enumerate(self.shares):
-            by_window[list(share)] = s
-        # Owner of every token at offset 0: (grid_h, grid_w) server index.
-        cells = by_window.reshape(grid.rows, grid.cols)
-        owner = np.repeat(np.repeat(cells, grid.window_size, axis=0), grid.window_size, axis=1)
-        object.__setattr__(self, "_owner", owner[: grid.grid_h, : grid.grid_w])
+            owner[list(share)] = s
+        object.__setattr__(self, "_owner", owner.reshape(self.grid.rows, self.grid.cols))
 
     @property
     def slots(self) -> int:
         return len(self.shares)
 
-    def overlap(self, offset: TokenOffset, content: tuple[int, int] | None = None) -> np.ndarray:
-        """(windows, servers) int: content tokens of each window lying in each server's scene region."""
-        grid = self.grid
-        rows, cols = content if content is not None else (grid.grid_h, grid.grid_w)
-        rows, cols = max(1, min(int(rows), grid.grid_h)), max(1, min(int(cols), grid.grid_w))
-        oy, ox = (int(round(v)) for v in offset)
-        # Scene cell (y + oy, x + ox) wraps with the content's size as period; its owner is the
-        # frame-0 owner of content token ((y + oy) mod rows, (x + ox) mod cols).
-        ys = (np.arange(rows) + oy) % rows
-        xs = (np.arange(cols) + ox) % cols
-        shifted = self._owner[:rows, :cols][np.ix_(ys, xs)]
-        counts = np.zeros((grid.num_windows, len(self.servers)), dtype=np.int64)
-        for window in grid.windows:
-            block = shifted[window.top : window.top + window.height, window.left : window.left + window.width]
-            counts[window.id] = np.bincount(block.ravel(), minlength=len(self.servers))
-        return counts
+    def steps(self, offset: TokenOffset) -> tuple[int, int]:
+        """The camera offset in whole windows (rows, cols), rounded to the nearest."""
+        size = self.grid.window_size
+        return (int(round(offset[0] / size)), int(round(offset[1] / size)))
 
     def propose(
         self, frame_index: int, offset: TokenOffset = (0.0, 0.0), content: tuple[int, int] | None = None
     ) -> Assignment:
-        counts = self.overlap(offset, content)
-        n, k = counts.shape
-        cap = -(-n // k)
-        # Greedy on (window, server) pairs, largest overlap first, ties by window then server id.
-        order = sorted(((-int(counts[w, s]), w, s) for w in range(n) for s in range(k)))
-        owner = [-1] * n
-        load = [0] * k
-        for _, w, s in order:
-            if owner[w] < 0 and load[s] < cap:
-                owner[w] = s
-                load[s] += 1
+        grid = self.grid
+        dr, dc = self.steps(offset)
+        # Image window (r, c) shows scene window (r + dr, c + dc); the window lattice wraps.
+        rows = (np.arange(grid.rows) + dr) % grid.rows
+        cols = (np.arange(grid.cols) + dc) % grid.cols
+        owner = self._owner[np.ix_(rows, cols)].ravel()
         return Assignment(
             frame_index=frame_index,
-            shares={server: tuple(w for w in range(n) if owner[w] == s) for s, server in enumerate(self.servers)},
+            shares={server: tuple(int(w) for w in np.flatnonzero(owner == s)) for s, server in enumerate(self.servers)},
         )
 
 

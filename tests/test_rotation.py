@@ -94,25 +94,24 @@ def test_pooled_server_sees_one_slot_every_pool_size_frames() -> None:
 
 def test_scene_anchored_follows_the_scene() -> None:
     grid = VIT_B
-    policy = make_rotation("scene-anchored", grid, SERVERS[:3], scheme="columns")
-    fixed = make_rotation("fixed", grid, SERVERS[:3], scheme="columns")
+    size = grid.window_size
+    policy = make_rotation("scene-anchored", grid, SERVERS[:3], scheme="contiguous")
+    fixed = make_rotation("fixed", grid, SERVERS[:3], scheme="contiguous")
     assert isinstance(policy, SceneAnchoredRotation)
-    assert dict(policy.propose(0, (0.0, 0.0)).shares) == dict(fixed.propose(0).shares)
-    # The camera moved right by exactly one window: image window (r, c) now shows the scene
-    # that window (r, c+1) showed on frame 0, so it goes to that window's server.
-    moved = policy.propose(1, (0.0, float(grid.window_size)))
     frame0 = fixed.propose(0)
+    # A still or jittering camera (under half a window): exactly fixed.
+    for jitter in [(0.0, 0.0), (3.0, -6.9), (-6.9, 6.9)]:
+        assert dict(policy.propose(1, jitter).shares) == dict(frame0.shares)
+    # The camera moved right by one window and down by two: image window (r, c) shows the
+    # scene window (r + 2, c + 1) showed on frame 0, so it goes to that window's server.
+    moved = policy.propose(2, (2.0 * size + 3, 1.0 * size - 4))
     for window in grid.windows:
-        if window.col + 1 < grid.cols:
-            assert moved.executor_of(window.id) == frame0.executor_of(window.id + 1)
-    # For any pan, each window's server owns at least as much of the scene under it as with fixed.
-    for offset in [(0.0, 3.0), (5.0, 9.0), (-7.0, 20.0), (2.0, -30.0)]:
-        overlap = policy.overlap(offset)
-        anchored = policy.propose(2, offset)
-        index = {name: i for i, name in enumerate(SERVERS[:3])}
-        own = sum(overlap[w, index[anchored.executor_of(w)]] for w in range(grid.num_windows))
-        base = sum(overlap[w, index[frame0.executor_of(w)]] for w in range(grid.num_windows))
-        assert own >= base
+        if window.row + 2 < grid.rows and window.col + 1 < grid.cols:
+            assert moved.executor_of(window.id) == frame0.executor_of(window.id + 2 * grid.cols + 1)
+    # Every frame is a permutation of the frame-0 shares: the same share sizes.
+    for offset in [(5.0, 9.0), (-30.0, 20.0), (2.0, -300.0)]:
+        sizes = sorted(len(ids) for ids in policy.propose(3, offset).shares.values())
+        assert sizes == sorted(len(ids) for ids in frame0.shares.values())
 
 
 @pytest.mark.parametrize(
