@@ -89,6 +89,15 @@ def test_report_ranks_policies_as_the_threat_model_says(tmp_path: Path) -> None:
     assert capped_rr["mosaic"]["coverage_mean"] < rr["mosaic"]["coverage_mean"]
 
 
+    # Without a motion estimate every frame sits at offset 0: the pan looks like a still scene.
+    still = ReportConfig(model=TINY, max_frames=6, policies=("fixed",), motion=False)
+    report, _ = run_report([clip.path], still)
+    [video] = report["videos"]
+    assert video["motion"] == {"estimated": False, "cuts": 0, "offset_range_px": [[0.0, 0.0], [0.0, 0.0]]}
+    exposure = video["policies"]["fixed"]["exposure"]
+    assert exposure["max_scene_share"] == pytest.approx(exposure["max_frame_share"])
+
+
 async def test_privacy_report_command_writes_json_and_html(tmp_path: Path) -> None:
     clip = make_pan_clip(tmp_path / "pan.mp4", frames=6, velocity=(1.0, 2.0))
     out = tmp_path / "report"

@@ -45,6 +45,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--scene-cap", type=float, help="scene cap over the horizon, frames' worth (default none)")
     parser.add_argument("--eval-every", type=int, default=5, help="compare mosaics every N frames (default 5)")
     parser.add_argument("--detect-every", type=int, default=25, help="run the detectors every N frames (default 25)")
+    parser.add_argument("--no-motion", action="store_true",
+                        help="no camera motion estimate: every frame at offset 0 (for a camera known to be fixed)")
     parser.add_argument("--secret", default="pedsam privacy report",
                         help="edge secret for keyed-random and the random scheme (fixed default: reproducible)")
 
@@ -69,6 +71,7 @@ async def run(args: argparse.Namespace) -> int:
         eval_every=args.eval_every,
         detect_every=args.detect_every,
         secret=args.secret.encode(),
+        motion=not args.no_motion,
     )
     out = Path(args.out)
     try:

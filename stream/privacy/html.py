@@ -96,7 +96,7 @@ def render_html(report: dict[str, Any], results: Sequence[VideoResult]) -> str:
         "<!doctype html><html><head><meta charset='utf-8'><title>pedsam privacy report</title>",
         "<style>body{font-family:sans-serif;margin:2em;max-width:1400px}table{border-collapse:collapse;"
         "font-size:13px}td,th{border:1px solid #ccc;padding:3px 6px;text-align:right}th{background:#f3f3f3}"
-        "td:first-child{text-align:left}figure{display:inline-block;margin:4px;text-align:center;font-size:12px}"
+        "td:first-child{text-align:left}img{max-width:100%}figure{display:inline-block;margin:4px;text-align:center;font-size:12px}"
         "</style></head><body>",
         "<h1>pedsam privacy report</h1>",
         f"<p>Model {html.escape(report['model'])} (patch embedding {report['embed_dim']} channels from "
@@ -112,10 +112,15 @@ def render_html(report: dict[str, Any], results: Sequence[VideoResult]) -> str:
     parts.append(f"<img src='{_bars(videos)}' alt='metrics by policy'>")
     for video, result in zip(videos, results):
         name = html.escape(video["video"])
+        motion = video["motion"]
+        camera = (
+            f"camera offset range {motion['offset_range_px']} px, {motion['cuts']} cuts"
+            if motion["estimated"]
+            else "no motion estimate (offset 0)"
+        )
         parts.append(f"<h2>{name}</h2><p>{video['frames']} frames (stride {video['stride']}), "
                      f"{video['size'][0]}x{video['size'][1]}, {video['windows_per_frame']} windows per frame; "
-                     f"camera offset range {video['motion']['offset_range_px']} px, {video['motion']['cuts']} cuts; "
-                     f"token inversion PSNR {_fmt(video['inversion_psnr_db'])} dB.</p>")
+                     f"{camera}; token inversion PSNR {_fmt(video['inversion_psnr_db'])} dB.</p>")
         header = "".join(f"<th>{html.escape(title)}</th>" for _, _, title in METRICS)
         rows = []
         for label, policy in video["policies"].items():

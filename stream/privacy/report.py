@@ -71,6 +71,8 @@ class ReportConfig:
         detect_every: run the detectors every this many used frames.
         secret: the edge secret of ``keyed-random`` and the ``random`` scheme (fixed, so the
             report is reproducible).
+        motion: estimate camera motion; off, every frame is at offset 0 (right for a camera
+            known to be fixed, where objects moving through the shot only bias the estimate).
     """
 
     model: ModelSource
@@ -84,6 +86,7 @@ class ReportConfig:
     eval_every: int = 5
     detect_every: int = 25
     secret: bytes = b"pedsam privacy report"
+    motion: bool = True
 
     def __post_init__(self) -> None:
         unknown = [p for p in self.policies if p not in ROTATIONS]
@@ -213,7 +216,7 @@ def evaluate_video(
         if frame.index % config.stride:
             continue
         frames.append(frame.image)
-        offsets.append(motion.update(frame.image))
+        offsets.append(motion.update(frame.image) if config.motion else (0.0, 0.0))
         if len(frames) >= config.max_frames:
             break
     if not frames:
@@ -266,6 +269,7 @@ def evaluate_video(
         "windows_per_frame": grid.num_windows,
         "content_tokens": list(content),
         "motion": {
+            "estimated": config.motion,
             "cuts": motion.cuts,
             "offset_range_px": [[round(low[0], 1), round(high[0], 1)], [round(low[1], 1), round(high[1], 1)]],
         },
