@@ -169,6 +169,11 @@ def build_parser() -> argparse.ArgumentParser:
     weights = sub.add_parser("weights", help="list, verify or download the official SAM checkpoints")
     add_weights_arguments(weights)
 
+    from workers.health import add_arguments as add_health_arguments
+
+    health = sub.add_parser("health", help="ask a worker's grpc.health.v1 service whether it serves (exit 0 if so)")
+    add_health_arguments(health)
+
     certs = sub.add_parser("certs", help="a throwaway CA, worker certificates and tokens for a demo fleet")
     certs.add_argument("out", metavar="DIR", help="folder to write into")
     certs.add_argument("--hosts", default="localhost,localhost,localhost",
@@ -365,6 +370,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     level = logging.WARNING if args.verbose == 0 else logging.INFO if args.verbose == 1 else logging.DEBUG
     logging.basicConfig(level=level, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    if args.command == "health":
+        from workers.health import main as health_main
+
+        return _guard(lambda: health_main(args))
     if args.command == "certs":
         return _guard(lambda: cmd_certs(args))
     if args.command == "weights":

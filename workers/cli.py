@@ -10,10 +10,13 @@ import signal
 import sys
 from collections.abc import Sequence
 
+import grpc
 import torch
+from grpc_health.v1 import health_pb2_grpc
 
 from .errors import WorkerSideError
 from .models import DEFAULT_SEED, PRESETS, ModelSource
+from .metrics import WorkerCollector, serve_metrics
 from .security import ServerSecurity
 from .server import WorkerLimits, WorkerModel, WorkerServer
 
@@ -29,6 +32,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=int, default=1, help="torch threads for compute (default 1)")
     parser.add_argument("--max-message-mb", type=int, default=256, help="largest gRPC message, MiB")
     parser.add_argument("--grace", type=float, default=5.0, help="seconds to drain on shutdown")
+    parser.add_argument("--health-port", type=int, metavar="PORT",
+                        help="also serve grpc.health.v1 alone, in plain text, on this port (for probes)")
+    parser.add_argument("--metrics-port", type=int, metavar="PORT",
+                        help="serve Prometheus metrics at http://HOST:PORT/metrics")
     security = parser.add_argument_group("transport security")
     security.add_argument("--tls-cert", metavar="PEM", help="server certificate (chain)")
     security.add_argument("--tls-key", metavar="PEM", help="server private key")
@@ -68,9 +75,25 @@ async def serve(args: argparse.Namespace) -> int:
     limits = WorkerLimits(max_message_bytes=args.max_message_mb * 1024 * 1024)
     server = WorkerServer(model, limits, security)
     address = await server.start(args.host, args.port)
+    extras = []
+    probe: grpc.aio.Server | None = None
+    if args.health_port is not None:
+        # The kubelet's and Docker's probes speak plain-text gRPC and carry no token; this port
+        # serves nothing but SERVING / NOT_SERVING, which reveals nothing of any frame.
+        probe = grpc.aio.server()
+        health_pb2_grpc.add_HealthServicer_to_server(server.health, probe)
+        health_port = probe.add_insecure_port(f"{args.host}:{args.health_port}")
+        if health_port == 0:
+            raise OSError(f"cannot listen on {args.host}:{args.health_port} for health checks")
+        await probe.start()
+        extras.append(f"health on port {health_port}")
+    if args.metrics_port is not None:
+        info = {"preset": model.preset.name, "fingerprint": model.fingerprint[:12]}
+        port = await asyncio.to_thread(serve_metrics, WorkerCollector(server.stats, info), args.host, args.metrics_port)
+        extras.append(f"metrics on port {port}")
     print(
         f"pedsam worker serving on {address} model {source.describe()} "
-        f"fingerprint {model.fingerprint[:12]} ({security.describe()})",
+        f"fingerprint {model.fingerprint[:12]} ({', '.join([security.describe(), *extras])})",
         flush=True,
     )
     stop = asyncio.Event()
@@ -84,6 +107,8 @@ async def serve(args: argparse.Namespace) -> int:
     finally:
         log.info("worker %s shutting down", address)
         await server.stop(args.grace)
+        if probe is not None:
+            await probe.stop(0)
         for task in (waiter, stopper):
             task.cancel()
     return 0

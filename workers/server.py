@@ -34,6 +34,7 @@ from protos import pedsam_pb2_grpc as pb_grpc
 from . import codec as wire
 from .errors import RequestError
 from .models import ModelSource, fingerprint, get_preset
+from .metrics import WorkerStats
 from .security import ServerSecurity
 from .segment import SegmentRunner
 
@@ -78,6 +79,7 @@ class WindowWorkerService(pb_grpc.WindowWorkerServicer):
         self._draining = asyncio.Event()
         self._active: set[asyncio.Event] = set()  # per stream: set when its work is drained
         self._queued: asyncio.Semaphore | None = None  # made on the serving loop
+        self.stats = WorkerStats()
 
     async def Describe(
         self, request: pb.DescribeRequest, context: grpc.aio.ServicerContext
@@ -127,6 +129,10 @@ class WindowWorkerService(pb_grpc.WindowWorkerServicer):
             try:
                 async with queued:
                     result = await loop.run_in_executor(self._pool, self._compute, request)
+                self.stats.answered(
+                    request.segment, len(request.extents), request.ByteSize(), result.ByteSize(),
+                    result.compute_seconds,
+                )
                 await queue.put(result)
             except RequestError as exc:
                 await queue.put(exc)
@@ -165,11 +171,13 @@ class WindowWorkerService(pb_grpc.WindowWorkerServicer):
             await queue.put(RequestError(grpc.StatusCode.UNAVAILABLE, _SHUTDOWN))
 
         self._active.add(drained)
+        self.stats.streams += 1
         reader = asyncio.create_task(read())
         watcher = asyncio.create_task(on_drain())
         try:
             while (item := await queue.get()) is not None:
                 if isinstance(item, RequestError):
+                    self.stats.refused(item.code.name)
                     if item.code != grpc.StatusCode.UNAVAILABLE:
                         log.warning("refusing request: %s: %s", item.code.name, item)
                     await context.abort(item.code, str(item))
@@ -179,6 +187,7 @@ class WindowWorkerService(pb_grpc.WindowWorkerServicer):
                 await context.abort(grpc.StatusCode.UNAVAILABLE, _SHUTDOWN)
         finally:
             self._active.discard(drained)
+            self.stats.streams -= 1
             reader.cancel()
             watcher.cancel()
             for task in list(tasks):
@@ -316,3 +325,12 @@ class WorkerServer:
 
     async def wait(self) -> None:
         await self._server.wait_for_termination()
+
+    @property
+    def health(self) -> health.aio.HealthServicer:
+        """The ``grpc.health.v1`` servicer, to serve on a second (probe) port too."""
+        return self._health
+
+    @property
+    def stats(self) -> WorkerStats:
+        return self._service.stats
