@@ -39,7 +39,7 @@ class WindowExtent(_message.Message):
     def __init__(self, height: _Optional[int] = ..., width: _Optional[int] = ...) -> None: ...
 
 class SegmentRequest(_message.Message):
-    __slots__ = ("request_id", "frame_id", "segment", "model_fingerprint", "extents", "tokens", "result_codec")
+    __slots__ = ("request_id", "frame_id", "segment", "model_fingerprint", "extents", "tokens", "result_codec", "finish_block", "mixed", "skip_segment", "start_block")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     FRAME_ID_FIELD_NUMBER: _ClassVar[int]
     SEGMENT_FIELD_NUMBER: _ClassVar[int]
@@ -47,6 +47,10 @@ class SegmentRequest(_message.Message):
     EXTENTS_FIELD_NUMBER: _ClassVar[int]
     TOKENS_FIELD_NUMBER: _ClassVar[int]
     RESULT_CODEC_FIELD_NUMBER: _ClassVar[int]
+    FINISH_BLOCK_FIELD_NUMBER: _ClassVar[int]
+    MIXED_FIELD_NUMBER: _ClassVar[int]
+    SKIP_SEGMENT_FIELD_NUMBER: _ClassVar[int]
+    START_BLOCK_FIELD_NUMBER: _ClassVar[int]
     request_id: int
     frame_id: int
     segment: int
@@ -54,28 +58,34 @@ class SegmentRequest(_message.Message):
     extents: _containers.RepeatedCompositeFieldContainer[WindowExtent]
     tokens: Tensor
     result_codec: Codec
-    def __init__(self, request_id: _Optional[int] = ..., frame_id: _Optional[int] = ..., segment: _Optional[int] = ..., model_fingerprint: _Optional[str] = ..., extents: _Optional[_Iterable[_Union[WindowExtent, _Mapping]]] = ..., tokens: _Optional[_Union[Tensor, _Mapping]] = ..., result_codec: _Optional[_Union[Codec, str]] = ...) -> None: ...
+    finish_block: int
+    mixed: Tensor
+    skip_segment: bool
+    start_block: int
+    def __init__(self, request_id: _Optional[int] = ..., frame_id: _Optional[int] = ..., segment: _Optional[int] = ..., model_fingerprint: _Optional[str] = ..., extents: _Optional[_Iterable[_Union[WindowExtent, _Mapping]]] = ..., tokens: _Optional[_Union[Tensor, _Mapping]] = ..., result_codec: _Optional[_Union[Codec, str]] = ..., finish_block: _Optional[int] = ..., mixed: _Optional[_Union[Tensor, _Mapping]] = ..., skip_segment: _Optional[bool] = ..., start_block: _Optional[int] = ...) -> None: ...
 
 class SegmentResult(_message.Message):
-    __slots__ = ("request_id", "frame_id", "segment", "tokens", "compute_seconds")
+    __slots__ = ("request_id", "frame_id", "segment", "tokens", "compute_seconds", "qkv")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     FRAME_ID_FIELD_NUMBER: _ClassVar[int]
     SEGMENT_FIELD_NUMBER: _ClassVar[int]
     TOKENS_FIELD_NUMBER: _ClassVar[int]
     COMPUTE_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    QKV_FIELD_NUMBER: _ClassVar[int]
     request_id: int
     frame_id: int
     segment: int
     tokens: Tensor
     compute_seconds: float
-    def __init__(self, request_id: _Optional[int] = ..., frame_id: _Optional[int] = ..., segment: _Optional[int] = ..., tokens: _Optional[_Union[Tensor, _Mapping]] = ..., compute_seconds: _Optional[float] = ...) -> None: ...
+    qkv: Tensor
+    def __init__(self, request_id: _Optional[int] = ..., frame_id: _Optional[int] = ..., segment: _Optional[int] = ..., tokens: _Optional[_Union[Tensor, _Mapping]] = ..., compute_seconds: _Optional[float] = ..., qkv: _Optional[_Union[Tensor, _Mapping]] = ...) -> None: ...
 
 class DescribeRequest(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
 
 class ModelInfo(_message.Message):
-    __slots__ = ("preset", "fingerprint", "window_size", "embed_dim", "num_segments", "random_weights", "codecs", "max_windows_per_request", "max_message_bytes")
+    __slots__ = ("preset", "fingerprint", "window_size", "embed_dim", "num_segments", "random_weights", "codecs", "max_windows_per_request", "max_message_bytes", "global_blocks")
     PRESET_FIELD_NUMBER: _ClassVar[int]
     FINGERPRINT_FIELD_NUMBER: _ClassVar[int]
     WINDOW_SIZE_FIELD_NUMBER: _ClassVar[int]
@@ -85,6 +95,7 @@ class ModelInfo(_message.Message):
     CODECS_FIELD_NUMBER: _ClassVar[int]
     MAX_WINDOWS_PER_REQUEST_FIELD_NUMBER: _ClassVar[int]
     MAX_MESSAGE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    GLOBAL_BLOCKS_FIELD_NUMBER: _ClassVar[int]
     preset: str
     fingerprint: str
     window_size: int
@@ -94,4 +105,5 @@ class ModelInfo(_message.Message):
     codecs: _containers.RepeatedScalarFieldContainer[Codec]
     max_windows_per_request: int
     max_message_bytes: int
-    def __init__(self, preset: _Optional[str] = ..., fingerprint: _Optional[str] = ..., window_size: _Optional[int] = ..., embed_dim: _Optional[int] = ..., num_segments: _Optional[int] = ..., random_weights: _Optional[bool] = ..., codecs: _Optional[_Iterable[_Union[Codec, str]]] = ..., max_windows_per_request: _Optional[int] = ..., max_message_bytes: _Optional[int] = ...) -> None: ...
+    global_blocks: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, preset: _Optional[str] = ..., fingerprint: _Optional[str] = ..., window_size: _Optional[int] = ..., embed_dim: _Optional[int] = ..., num_segments: _Optional[int] = ..., random_weights: _Optional[bool] = ..., codecs: _Optional[_Iterable[_Union[Codec, str]]] = ..., max_windows_per_request: _Optional[int] = ..., max_message_bytes: _Optional[int] = ..., global_blocks: _Optional[_Iterable[int]] = ...) -> None: ...

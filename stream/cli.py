@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from partitioner.errors import PartitionerError
+from partitioner.offload import PLANS
 from partitioner.schemes import SCHEMES
 from workers.codec import CODECS
 from workers.errors import WorkerSideError
@@ -91,6 +92,9 @@ def _add_workers(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--scheme", default="contiguous", choices=SCHEMES, help="partition scheme (default contiguous)")
     group.add_argument("--secret", help="edge secret for the random scheme (default: fresh per run)")
     group.add_argument("--codec", default="fp32", choices=sorted(CODECS), help="wire codec (default fp32, exact)")
+    group.add_argument("--plan", default="default", choices=PLANS,
+                       help="default: global blocks whole on the edge; offload: workers also run their "
+                            "per-token parts, the edge only the attention mixing (less edge CPU, ~3x the bytes)")
     group.add_argument("--allow-single-server", action="store_true",
                        help="allow one worker, which then sees whole frames")
     group.add_argument("--connect-timeout", type=float, default=10.0, help="seconds to reach a worker")
@@ -199,6 +203,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     pipeline_bench = sub.add_parser("bench-pipeline", help="throughput with 1 frame in flight against N, pinned")
     add_pipeline_bench_arguments(pipeline_bench)
+
+    from .bench import add_arguments as add_bench_arguments
+
+    bench = sub.add_parser("bench", help="stock SAM vs pedsam's kernels vs the split: time, CPU, memory, bytes, error")
+    add_bench_arguments(bench)
     return parser
 
 
@@ -213,6 +222,7 @@ def _edge_config(args: argparse.Namespace) -> EdgeConfig:
         scheme=args.scheme,
         secret=args.secret.encode() if args.secret else None,
         codec=args.codec,
+        plan=args.plan,
         allow_single_server=args.allow_single_server,
         connect_timeout=args.connect_timeout,
         request_timeout=args.request_timeout if args.request_timeout > 0 else None,
@@ -361,8 +371,14 @@ async def cmd_bench_pipeline(args: argparse.Namespace) -> int:
     return await run_pipeline_bench(args)
 
 
+async def cmd_bench(args: argparse.Namespace) -> int:
+    from .bench import run as run_bench
+
+    return await run_bench(args)
+
+
 COMMANDS = {"embed": cmd_embed, "segment": cmd_segment, "run": cmd_run, "demo": cmd_demo, "privacy-report": cmd_privacy_report, "stream": cmd_stream,
-            "serve": cmd_serve, "bench-pipeline": cmd_bench_pipeline}
+            "serve": cmd_serve, "bench-pipeline": cmd_bench_pipeline, "bench": cmd_bench}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -27,6 +27,7 @@ from segment_anything.modeling import Sam
 
 from partitioner.assignment import Assignment, check_assignment
 from partitioner.geometry import Window, WindowGrid
+from partitioner.offload import PLANS
 from partitioner.plan import GlobalStep, ModelPlan, SegmentStep, model_plan
 from workers import kernels
 from workers.models import ModelPreset
@@ -69,27 +70,29 @@ class FrameAudit:
         }
 
 
+def window_token_index(windows: Sequence[Window], grid_width: int) -> torch.Tensor:
+    """(N,) int64: for the valid tokens of ``windows`` (row-major, one window after another),
+    their row-major positions in an (H, ``grid_width``) token grid."""
+    parts = [
+        ((w.top + torch.arange(w.height)) * grid_width).view(-1, 1) + (w.left + torch.arange(w.width))
+        for w in windows
+    ]
+    return torch.cat([p.reshape(-1) for p in parts])
+
+
 def gather_windows(grid_tokens: torch.Tensor, windows: Sequence[Window]) -> torch.Tensor:
     """(H, W, C) token grid -> (N, C) valid tokens of ``windows``, row-major, one after another."""
-    channels = grid_tokens.shape[-1]
-    return torch.cat(
-        [
-            grid_tokens[w.top : w.top + w.height, w.left : w.left + w.width].reshape(-1, channels)
-            for w in windows
-        ]
-    )
+    height, width, channels = grid_tokens.shape
+    index = window_token_index(windows, width)
+    return grid_tokens.reshape(height * width, channels).index_select(0, index)
 
 
 def scatter_windows(grid_tokens: torch.Tensor, windows: Sequence[Window], tokens: torch.Tensor) -> None:
-    """Write (N, C) tokens laid out as :func:`gather_windows` makes them back into the grid."""
-    channels = grid_tokens.shape[-1]
-    offset = 0
-    for w in windows:
-        count = w.height * w.width
-        grid_tokens[w.top : w.top + w.height, w.left : w.left + w.width] = tokens[
-            offset : offset + count
-        ].view(w.height, w.width, channels)
-        offset += count
+    """Write (N, C) tokens laid out as :func:`gather_windows` makes them back into the (H, W, C)
+    grid, which must be contiguous."""
+    height, width, channels = grid_tokens.shape
+    index = window_token_index(windows, width)
+    grid_tokens.view(height * width, channels).index_copy_(0, index, tokens)
 
 
 class SplitEncoder:
@@ -102,7 +105,13 @@ class SplitEncoder:
         executors: Mapping[str, SegmentExecutor],
         policy: AssignmentPolicy,
         edge_pool: Executor,
+        execution: str = "default",
     ) -> None:
+        """``execution``: ``"default"`` runs global blocks whole on the edge; ``"offload"`` runs
+        their per-token parts on the executors too (see :mod:`stream.offload`)."""
+        if execution not in PLANS:
+            raise ValueError(f"unknown plan {execution!r}; choose one of {', '.join(PLANS)}")
+        self.execution = execution
         self.sam = sam
         self.preset = preset
         self.plan: ModelPlan = model_plan(preset.depth, preset.global_attn_indexes)
@@ -141,7 +150,11 @@ class SplitEncoder:
             raise WorkerError(f"assignment names executors that are not connected: {sorted(unknown)}")
         audit = FrameAudit(frame=frame_index, assignment=assignment)
         x = await self._on_edge(self._prologue, image)
-        for step in self.plan.steps:
+        if self.execution == "offload":
+            from .offload import encode_offload
+
+            x = await encode_offload(self, frame_index, x, assignment, audit)
+        for step in self.plan.steps if self.execution == "default" else ():
             if isinstance(step, GlobalStep):
                 x = await self._on_edge(self._global_block, step.block, x)
             else:

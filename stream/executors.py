@@ -11,11 +11,13 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 from concurrent.futures import Executor
+from functools import partial
 from typing import Protocol
 
 import torch
 
 from partitioner.assignment import EDGE
+from partitioner.offload import OffloadStage
 from workers.segment import Extent, SegmentRunner
 
 
@@ -29,6 +31,22 @@ class SegmentExecutor(Protocol):
         self, frame_id: int, segment: int, tokens: torch.Tensor, extents: Sequence[Extent]
     ) -> torch.Tensor:
         """(N, C) float32 valid tokens of a batch of windows -> the same after ``segment``."""
+        ...
+
+    async def run_stage(
+        self,
+        frame_id: int,
+        stage: OffloadStage,
+        tokens: torch.Tensor,
+        mixed: torch.Tensor | None,
+        extents: Sequence[Extent],
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The offload plan's work on a batch of windows (see :mod:`partitioner.offload`).
+
+        ``tokens`` (N, C) float32, and with ``stage.finish`` the block's attention output
+        ``mixed`` (N, C) float32 -> (N, C) float32 tokens after the stage, and with
+        ``stage.start`` the (N, 3C) float32 qkv of those tokens (else None).
+        """
         ...
 
     async def close(self) -> None: ...
@@ -51,6 +69,21 @@ class LocalExecutor:
     ) -> torch.Tensor:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._pool, self._runner.run, segment, tokens, extents)
+
+    async def run_stage(
+        self,
+        frame_id: int,
+        stage: OffloadStage,
+        tokens: torch.Tensor,
+        mixed: torch.Tensor | None,
+        extents: Sequence[Extent],
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        loop = asyncio.get_running_loop()
+        run = partial(
+            self._runner.run_stage, stage.segment, tokens, extents,
+            finish=stage.finish, mixed=mixed, start=stage.start,
+        )
+        return await loop.run_in_executor(self._pool, run)
 
     async def close(self) -> None:
         return None

@@ -21,6 +21,7 @@ import torch
 from protos import pedsam_pb2 as pb
 from protos import pedsam_pb2_grpc as pb_grpc
 from workers import codec as wire
+from partitioner.offload import OffloadStage
 from workers.segment import Extent
 
 from .errors import WorkerError
@@ -39,6 +40,13 @@ def channel_options(max_message_bytes: int) -> list[tuple[str, int]]:
         ("grpc.keepalive_time_ms", 30_000),
         ("grpc.keepalive_timeout_ms", 10_000),
     ]
+
+
+def _payload(tensor: pb.Tensor) -> int:
+    """Bytes of a tensor's values on the wire (data and int8 scales), from its shape and codec."""
+    if not tensor.shape:
+        return 0
+    return wire.payload_bytes(tensor.codec, int(tensor.shape[0]), int(tensor.shape[1]))
 
 
 @dataclass
@@ -138,6 +146,62 @@ class RemoteWorker:
             extents=[pb.WindowExtent(height=h, width=w) for h, w in extents],
             tokens=tensor,
         )
+        result = await self._exchange(request, frame_id, segment, len(extents))
+        return await asyncio.to_thread(wire.decode, result.tokens)
+
+    async def run_stage(
+        self,
+        frame_id: int,
+        stage: OffloadStage,
+        tokens: torch.Tensor,
+        mixed: torch.Tensor | None,
+        extents: Sequence[Extent],
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        if self._call is None:
+            raise WorkerError(f"worker {self.address} is not connected")
+        if self._failure is not None:
+            raise self._failure
+        if self.info is not None and not {b for b in (stage.finish, stage.start) if b is not None} <= set(
+            self.info.global_blocks
+        ):
+            raise WorkerError(f"worker {self.address} does not run global blocks (offload plan); update it")
+        request = await asyncio.to_thread(self._stage_request, frame_id, stage, tokens, mixed, extents)
+        result = await self._exchange(request, frame_id, stage.segment, len(extents))
+        out = await asyncio.to_thread(wire.decode, result.tokens)
+        qkv = await asyncio.to_thread(wire.decode, result.qkv) if stage.start is not None else None
+        return out, qkv
+
+    def _stage_request(
+        self,
+        frame_id: int,
+        stage: OffloadStage,
+        tokens: torch.Tensor,
+        mixed: torch.Tensor | None,
+        extents: Sequence[Extent],
+    ) -> pb.SegmentRequest:
+        request = pb.SegmentRequest(
+            request_id=next(self._ids),
+            frame_id=frame_id,
+            segment=stage.segment,
+            model_fingerprint=self._fingerprint,
+            extents=[pb.WindowExtent(height=h, width=w) for h, w in extents],
+            tokens=wire.encode(tokens, self._codec),
+        )
+        if stage.finish is not None:
+            if mixed is None:
+                raise ValueError("finishing a global block needs its attention output")
+            request.finish_block = stage.finish
+            request.mixed.CopyFrom(wire.encode(mixed, self._codec))
+        if stage.start is not None:
+            request.start_block = stage.start
+        return request
+
+    async def _exchange(
+        self, request: pb.SegmentRequest, frame_id: int, segment: int, windows: int
+    ) -> pb.SegmentResult:
+        """Send one request on the session stream and wait for its result."""
+        assert self._call is not None
+        request_id = request.request_id
         future: asyncio.Future[pb.SegmentResult] = asyncio.get_running_loop().create_future()
         self._pending[request_id] = future
         started = time.perf_counter()
@@ -148,7 +212,7 @@ class RemoteWorker:
             self._pending.pop(request_id, None)
             raise self._fail(exc) from None
         self.stats.requests += 1
-        self.stats.payload_sent += len(tensor.data) + len(tensor.scales)
+        self.stats.payload_sent += _payload(request.tokens) + _payload(request.mixed)
         self.stats.message_sent += request.ByteSize()
         try:
             result = await asyncio.wait_for(asyncio.shield(future), self._request_timeout)
@@ -162,14 +226,14 @@ class RemoteWorker:
             )
             self._abandon(error)
             raise error from None
-        self.stats.payload_received += len(result.tokens.data) + len(result.tokens.scales)
+        self.stats.payload_received += _payload(result.tokens) + _payload(result.qkv)
         self.stats.message_received += result.ByteSize()
         log.debug(
             "frame %d segment %d: %d windows on %s in %.3f s (worker compute %.3f s)",
-            frame_id, segment, len(extents), self.address,
+            frame_id, segment, windows, self.address,
             time.perf_counter() - started, result.compute_seconds,
         )
-        return await asyncio.to_thread(wire.decode, result.tokens)
+        return result
 
     async def _read_results(self) -> None:
         assert self._call is not None

@@ -24,6 +24,7 @@ import torch
 from partitioner.assignment import EDGE, Assignment, fixed_assignment
 from partitioner.errors import PartitionerError
 from partitioner.geometry import WindowGrid
+from partitioner.offload import PLANS
 from partitioner.schemes import partition
 from workers.models import ModelSource, fingerprint, get_preset
 from workers.segment import SegmentRunner
@@ -58,8 +59,11 @@ class EdgeConfig:
     request_timeout: float | None = 60.0
     security: ClientSecurity | None = None
     rotation: RotationSettings = RotationSettings()
+    plan: str = "default"  # "offload": workers also run the global blocks' per-token parts
 
     def __post_init__(self) -> None:
+        if self.plan not in PLANS:
+            raise ConfigError(f"unknown plan {self.plan!r}; choose one of {', '.join(PLANS)}")
         if self.workers and self.local_workers:
             raise ConfigError("give either --workers or --local-workers, not both")
         if not self.workers and self.local_workers < 1:
@@ -153,6 +157,7 @@ class EdgeSession:
                 {e.name: e for e in self._executors} | {EDGE: self.local_executor()},
                 self._policy(),
                 self._pool,
+                execution=config.plan,
             )
             self.scheduler = self.new_scheduler()
         except BaseException:

@@ -248,7 +248,9 @@ def load_checkpoint(sam: Sam, path: str | os.PathLike[str], *, preset_name: str 
 
 
 def fingerprint(sam: Sam, preset: ModelPreset) -> str:
-    """SHA-256 (hex) over the preset's encoder geometry and the windowed blocks' weights.
+    """SHA-256 (hex) over the preset's encoder geometry and the weights a worker computes with:
+    the windowed blocks whole, and the per-token layers of the global blocks (everything but
+    their relative-position tables), which the offload plan runs on workers.
 
     It covers exactly what a worker computes with, so edge and worker agree on it when and only
     when a worker's results are valid for the edge.
@@ -261,11 +263,15 @@ def fingerprint(sam: Sam, preset: ModelPreset) -> str:
         "num_heads": preset.num_heads,
         "window_size": preset.window_size,
         "segments": preset.segments(),
+        "global_blocks": preset.global_attn_indexes,
     }
     digest.update(json.dumps(geometry, sort_keys=True).encode())
     blocks = sam.image_encoder.blocks
-    for index in preset.windowed_blocks:
+    for index in range(preset.depth):
+        windowed = index in preset.windowed_blocks
         for name, tensor in sorted(blocks[index].state_dict().items()):
+            if not windowed and "rel_pos" in name:
+                continue
             array = tensor.detach().to(torch.float32).contiguous().numpy()
             digest.update(f"{index}.{name}:{tuple(array.shape)}".encode())
             digest.update(memoryview(array).cast("B"))

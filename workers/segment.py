@@ -16,14 +16,18 @@ import torch
 from segment_anything.modeling import Sam
 from segment_anything.modeling.image_encoder import Block
 
-from .kernels import Extent, WindowBatch, windowed_block
+from .kernels import Extent, WindowBatch, post_attention, pre_attention, windowed_block
 from .models import ModelPreset
 
 __all__ = ["Extent", "SegmentRunner"]
 
 
 class SegmentRunner:
-    """Holds the windowed blocks of one model and runs a named segment on windows."""
+    """Holds the windowed blocks of one model and runs a named segment on windows.
+
+    It also holds the global blocks, whose per-token parts (before and after their attention
+    mixing) it runs for the offload plan (see :mod:`partitioner.offload`).
+    """
 
     def __init__(self, sam: Sam, preset: ModelPreset) -> None:
         self.preset = preset
@@ -33,6 +37,7 @@ class SegmentRunner:
         self.segments: tuple[tuple[Block, ...], ...] = tuple(
             tuple(blocks[i] for i in run) for run in preset.segments()
         )
+        self.global_blocks: dict[int, Block] = {i: blocks[i] for i in preset.global_attn_indexes}
 
     @property
     def num_segments(self) -> int:
@@ -56,3 +61,39 @@ class SegmentRunner:
         for block in self.segments[segment]:
             tokens = windowed_block(block, tokens, batch)
         return tokens
+
+    @torch.inference_mode()
+    def run_stage(
+        self,
+        segment: int | None,
+        tokens: torch.Tensor,
+        extents: Sequence[Extent],
+        *,
+        finish: int | None = None,
+        mixed: torch.Tensor | None = None,
+        start: int | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """One offload-plan request: finish a global block, run a segment, start a global block.
+
+        Args:
+            segment: segment index, or None to run no windowed blocks.
+            tokens: (N, C) float32 valid tokens as for :meth:`run`; with ``finish``, the
+                input (residual) of global block ``finish`` at these tokens. Read only.
+            extents: per window, its valid (height, width) in tokens.
+            finish: a global block number whose post part runs first, or None.
+            mixed: (N, C) float32, with ``finish``: that block's attention output at these
+                tokens (heads merged, before its output projection).
+            start: a global block number whose pre part runs last, or None.
+
+        Returns:
+            (N, C) float32 tokens after all of it, and with ``start`` the (N, 3C) float32
+            ``qkv(norm1(x))`` of those tokens (else None).
+        """
+        if finish is not None:
+            if mixed is None:
+                raise ValueError("finishing a global block needs its attention output")
+            tokens = post_attention(self.global_blocks[finish], tokens, mixed)
+        if segment is not None:
+            tokens = self.run(segment, tokens, extents)
+        qkv = pre_attention(self.global_blocks[start], tokens) if start is not None else None
+        return tokens, qkv

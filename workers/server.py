@@ -56,7 +56,8 @@ class WorkerLimits:
 
 
 class WorkerModel:
-    """The part of a SAM model a worker holds: its windowed blocks, and their fingerprint."""
+    """The part of a SAM model a worker holds: its encoder blocks (windowed blocks, and the global
+    blocks for the offload plan), and their fingerprint."""
 
     def __init__(self, source: ModelSource) -> None:
         self.source = source
@@ -64,7 +65,8 @@ class WorkerModel:
         sam = source.build()
         self.fingerprint = fingerprint(sam, self.preset)
         self.runner = SegmentRunner(sam, self.preset)
-        # Only the windowed blocks are kept; the runner holds references to them.
+        self.global_blocks: tuple[int, ...] = tuple(sorted(self.runner.global_blocks))
+        # Only the encoder's blocks are kept; the runner holds references to them.
         del sam
 
 
@@ -95,6 +97,7 @@ class WindowWorkerService(pb_grpc.WindowWorkerServicer):
             codecs=list(wire.CODECS.values()),
             max_windows_per_request=self._limits.max_windows_per_request,
             max_message_bytes=self._limits.max_message_bytes,
+            global_blocks=model.global_blocks,
         )
 
     async def drain(self, grace: float) -> None:
@@ -203,7 +206,8 @@ class WindowWorkerService(pb_grpc.WindowWorkerServicer):
                 f"model fingerprint mismatch: this worker serves {model.preset.name} "
                 f"{model.fingerprint[:12]}, the request expects {request.model_fingerprint[:12] or 'none'}",
             )
-        if request.segment >= model.runner.num_segments:
+        self._validate_offload(request)
+        if not request.skip_segment and request.segment >= model.runner.num_segments:
             raise RequestError(
                 invalid,
                 f"unknown segment {request.segment}; the model has {model.runner.num_segments}",
@@ -224,27 +228,28 @@ class WindowWorkerService(pb_grpc.WindowWorkerServicer):
                     invalid,
                     f"window extent {extent.height}x{extent.width} outside 1..{ws} tokens",
                 )
-        tensor = request.tokens
-        if tensor.codec not in wire.CODEC_NAMES:
-            raise RequestError(invalid, f"unsupported codec {tensor.codec}")
         rows = sum(e.height * e.width for e in request.extents)
-        shape = tuple(tensor.shape)
-        if shape != (rows, model.preset.embed_dim):
-            raise RequestError(
-                invalid,
-                f"tokens have shape {shape}, expected ({rows}, {model.preset.embed_dim}) for "
-                "these extents",
-            )
-        want = wire.payload_bytes(tensor.codec, rows, model.preset.embed_dim)
-        got = len(tensor.data) + len(tensor.scales)
-        if got != want:
-            raise RequestError(
-                invalid, f"tokens carry {got} bytes, expected {want} for shape {shape}"
-            )
-        if tensor.codec == pb.CODEC_INT8 and len(tensor.scales) != 4 * rows:
-            raise RequestError(invalid, "int8 tokens need one float32 scale per token")
+        check_tensor("tokens", request.tokens, rows, model.preset.embed_dim)
+        if request.HasField("finish_block"):
+            check_tensor("mixed", request.mixed, rows, model.preset.embed_dim)
         if request.result_codec not in (pb.CODEC_UNSPECIFIED, *wire.CODEC_NAMES):
             raise RequestError(invalid, f"unsupported result codec {request.result_codec}")
+
+    def _validate_offload(self, request: pb.SegmentRequest) -> None:
+        """The offload plan's fields: known global blocks, and something to do."""
+        invalid = grpc.StatusCode.INVALID_ARGUMENT
+        known = self._model.global_blocks
+        for field in ("finish_block", "start_block"):
+            if request.HasField(field) and getattr(request, field) not in known:
+                raise RequestError(
+                    invalid,
+                    f"{field} {getattr(request, field)} is not a global block of this model "
+                    f"({', '.join(map(str, sorted(known)))})",
+                )
+        if request.HasField("mixed") and not request.HasField("finish_block"):
+            raise RequestError(invalid, "mixed tokens are only taken with finish_block")
+        if request.skip_segment and not (request.HasField("finish_block") or request.HasField("start_block")):
+            raise RequestError(invalid, "request skips its segment and asks for nothing else")
 
     def _compute(self, request: pb.SegmentRequest) -> pb.SegmentResult:
         started = time.perf_counter()
@@ -252,15 +257,48 @@ class WindowWorkerService(pb_grpc.WindowWorkerServicer):
         if not torch.isfinite(tokens).all():
             raise RequestError(grpc.StatusCode.INVALID_ARGUMENT, "tokens contain NaN or infinity")
         extents = [(e.height, e.width) for e in request.extents]
-        out = self._model.runner.run(request.segment, tokens, extents)
         codec = request.result_codec or request.tokens.codec
+        qkv: torch.Tensor | None = None
+        if request.HasField("finish_block") or request.HasField("start_block") or request.skip_segment:
+            mixed = wire.decode(request.mixed) if request.HasField("finish_block") else None
+            if mixed is not None and not torch.isfinite(mixed).all():
+                raise RequestError(grpc.StatusCode.INVALID_ARGUMENT, "mixed contains NaN or infinity")
+            out, qkv = self._model.runner.run_stage(
+                None if request.skip_segment else request.segment,
+                tokens,
+                extents,
+                finish=request.finish_block if request.HasField("finish_block") else None,
+                mixed=mixed,
+                start=request.start_block if request.HasField("start_block") else None,
+            )
+        else:
+            out = self._model.runner.run(request.segment, tokens, extents)
         return pb.SegmentResult(
             request_id=request.request_id,
             frame_id=request.frame_id,
             segment=request.segment,
             tokens=wire.encode(out, codec),
             compute_seconds=time.perf_counter() - started,
+            qkv=wire.encode(qkv, codec) if qkv is not None else None,
         )
+
+
+def check_tensor(name: str, tensor: pb.Tensor, rows: int, cols: int) -> None:
+    """A (rows, cols) tensor's codec, shape and byte counts; :class:`RequestError` if wrong."""
+    invalid = grpc.StatusCode.INVALID_ARGUMENT
+    if tensor.codec not in wire.CODEC_NAMES:
+        raise RequestError(invalid, f"unsupported codec {tensor.codec}")
+    shape = tuple(tensor.shape)
+    if shape != (rows, cols):
+        raise RequestError(
+            invalid, f"{name} have shape {shape}, expected ({rows}, {cols}) for these extents"
+        )
+    want = wire.payload_bytes(tensor.codec, rows, cols)
+    got = len(tensor.data) + len(tensor.scales)
+    if got != want:
+        raise RequestError(invalid, f"{name} carry {got} bytes, expected {want} for shape {shape}")
+    if tensor.codec == pb.CODEC_INT8 and len(tensor.scales) != 4 * rows:
+        raise RequestError(invalid, f"int8 {name} need one float32 scale per token")
 
 
 class WorkerServer:

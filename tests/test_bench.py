@@ -1,0 +1,67 @@
+"""``pedsam bench`` runs every mode in its own process and reports figures that hang together.
+
+Timings on a shared machine are not asserted; what is checked is that the command works end to
+end and that its JSON is consistent: every mode measured, exact fp32 embeddings, codecs within
+their error bounds, fp32 wire bytes equal to the raw tensor bytes (plus framing), the offload
+plan moving more bytes than the default, and per-process memory and CPU recorded.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from stream.bench import format_table, raw_bytes_per_frame
+
+
+def test_raw_bytes_of_vit_b_plans() -> None:
+    matrix = 64 * 64 * 768 * 4  # one (N, C) float32 over the 64x64 token grid
+    assert raw_bytes_per_frame("vit_b", "default") == 8 * matrix  # 4 segments, out and back
+    # out: 1 + 2 + 2 + 2 matrices; back: 4 per stage (tokens and qkv)
+    assert raw_bytes_per_frame("vit_b", "offload") == (7 + 16) * matrix
+
+
+def test_tiny_bench_runs_and_reports_consistent_figures(tmp_path: Path) -> None:
+    out = tmp_path / "bench.json"
+    command = [
+        sys.executable, "-m", "stream", "bench", "--model", "tiny", "--frames", "2", "--warmup", "1",
+        "--workers", "2", "--codecs", "fp32,int8", "--plans", "default,offload", "--json", str(out),
+    ]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    report = json.loads(out.read_text())
+    modes = {m["name"]: m for m in report["modes"]}
+    assert list(modes) == ["stock", "local", "split-2", "split-2-int8", "split-2-offload"]
+    for mode in modes.values():
+        assert len(mode["wall_s"]) == len(mode["cpu_s"]) == 2
+        assert all(t > 0 for t in mode["wall_s"]) and all(t >= 0 for t in mode["cpu_s"])
+        assert mode["peak_rss_bytes"] > 50 * 2**20  # a process that imported torch
+    assert modes["stock"]["relative_error"] == 0.0
+    for name in ("local", "split-2", "split-2-offload"):
+        assert modes[name]["relative_error"] <= 1e-4
+    assert modes["split-2-int8"]["relative_error"] <= 5e-2
+    assert modes["split-2"]["wire_vs_raw"] == pytest.approx(1.0, abs=0.01)
+    assert modes["split-2-offload"]["wire_vs_raw"] == pytest.approx(1.0, abs=0.01)
+    assert modes["split-2-int8"]["wire_vs_raw"] < 0.3
+    assert modes["split-2-offload"]["wire_vs_default_plan"] > 2
+    assert modes["split-2"]["raw_bytes_per_frame"] == raw_bytes_per_frame("tiny", "default")
+    assert report["settings"]["model"] == "tiny" and report["machine"]["cores"] >= 1
+    targets = {(t["target"], t["mode"]) for t in report["targets"]}
+    assert ("edge_cpu_vs_stock", "split-2") in targets and ("error_int8", "split-2-int8") in targets
+    # The table printed is the one the JSON describes.
+    assert format_table(report["modes"]) in done.stdout
+
+
+def test_bad_bench_options_are_one_line_errors() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "stream", "bench", "--model", "tiny", "--workers", "1"],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [
+        "pedsam: error: --workers counts must be at least 2 (one worker would see whole frames)"
+    ]
