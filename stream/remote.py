@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 import grpc
 import torch
+from google.protobuf.message import DecodeError
 
 from protos import pedsam_pb2 as pb
 from protos import pedsam_pb2_grpc as pb_grpc
@@ -28,6 +29,8 @@ from .errors import WorkerError
 from .transport import ClientSecurity, open_channel
 
 log = logging.getLogger(__name__)
+
+PROCESS_METHOD = f"/{pb.DESCRIPTOR.services_by_name['WindowWorker'].full_name}/Process"
 
 DEFAULT_MAX_MESSAGE_BYTES = 256 * 1024 * 1024
 
@@ -47,6 +50,19 @@ def _payload(tensor: pb.Tensor) -> int:
     if not tensor.shape:
         return 0
     return wire.payload_bytes(tensor.codec, int(tensor.shape[0]), int(tensor.shape[1]))
+
+
+@dataclass(frozen=True, slots=True)
+class _Outgoing:
+    """A serialized ``SegmentRequest``: its id, its bytes, and the tensor bytes among them."""
+
+    request_id: int
+    data: bytes
+    payload: int
+
+    @classmethod
+    def of(cls, request: pb.SegmentRequest) -> _Outgoing:
+        return cls(request.request_id, request.SerializeToString(), _payload(request.tokens) + _payload(request.mixed))
 
 
 @dataclass
@@ -87,7 +103,7 @@ class RemoteWorker:
         self._channel: grpc.aio.Channel | None = None
         self._call: grpc.aio.StreamStreamCall | None = None
         self._reader: asyncio.Task[None] | None = None
-        self._pending: dict[int, asyncio.Future[pb.SegmentResult]] = {}
+        self._pending: dict[int, asyncio.Future[tuple[pb.SegmentResult, int]]] = {}  # result, its bytes
         self._ids = itertools.count(1)
         self._write_lock = asyncio.Lock()
         self._failure: WorkerError | None = None
@@ -124,7 +140,9 @@ class RemoteWorker:
                 "the same --model, --checkpoint and --seed"
             )
         self.info = info
-        self._call = stub.Process(metadata=self._metadata)
+        # No (de)serializers on the session stream: messages are built and parsed on threads,
+        # so the event loop never copies multi-megabyte payloads.
+        self._call = self._channel.stream_stream(PROCESS_METHOD)(metadata=self._metadata)
         self._reader = asyncio.create_task(self._read_results(), name=f"read {self.address}")
         log.info("connected to worker %s (%s)", self.address, info.preset)
         return info
@@ -136,17 +154,8 @@ class RemoteWorker:
             raise WorkerError(f"worker {self.address} is not connected")
         if self._failure is not None:
             raise self._failure
-        request_id = next(self._ids)
-        tensor = await asyncio.to_thread(wire.encode, tokens, self._codec)
-        request = pb.SegmentRequest(
-            request_id=request_id,
-            frame_id=frame_id,
-            segment=segment,
-            model_fingerprint=self._fingerprint,
-            extents=[pb.WindowExtent(height=h, width=w) for h, w in extents],
-            tokens=tensor,
-        )
-        result = await self._exchange(request, frame_id, segment, len(extents))
+        outgoing = await asyncio.to_thread(self._segment_request, frame_id, segment, tokens, extents)
+        result = await self._exchange(outgoing, frame_id, segment, len(extents))
         return await asyncio.to_thread(wire.decode, result.tokens)
 
     async def run_stage(
@@ -165,11 +174,24 @@ class RemoteWorker:
             self.info.global_blocks
         ):
             raise WorkerError(f"worker {self.address} does not run global blocks (offload plan); update it")
-        request = await asyncio.to_thread(self._stage_request, frame_id, stage, tokens, mixed, extents)
-        result = await self._exchange(request, frame_id, stage.segment, len(extents))
+        outgoing = await asyncio.to_thread(self._stage_request, frame_id, stage, tokens, mixed, extents)
+        result = await self._exchange(outgoing, frame_id, stage.segment, len(extents))
         out = await asyncio.to_thread(wire.decode, result.tokens)
         qkv = await asyncio.to_thread(wire.decode, result.qkv) if stage.start is not None else None
         return out, qkv
+
+    def _segment_request(
+        self, frame_id: int, segment: int, tokens: torch.Tensor, extents: Sequence[Extent]
+    ) -> _Outgoing:
+        request = pb.SegmentRequest(
+            request_id=next(self._ids),
+            frame_id=frame_id,
+            segment=segment,
+            model_fingerprint=self._fingerprint,
+            extents=[pb.WindowExtent(height=h, width=w) for h, w in extents],
+            tokens=wire.encode(tokens, self._codec),
+        )
+        return _Outgoing.of(request)
 
     def _stage_request(
         self,
@@ -178,7 +200,7 @@ class RemoteWorker:
         tokens: torch.Tensor,
         mixed: torch.Tensor | None,
         extents: Sequence[Extent],
-    ) -> pb.SegmentRequest:
+    ) -> _Outgoing:
         request = pb.SegmentRequest(
             request_id=next(self._ids),
             frame_id=frame_id,
@@ -194,28 +216,26 @@ class RemoteWorker:
             request.mixed.CopyFrom(wire.encode(mixed, self._codec))
         if stage.start is not None:
             request.start_block = stage.start
-        return request
+        return _Outgoing.of(request)
 
-    async def _exchange(
-        self, request: pb.SegmentRequest, frame_id: int, segment: int, windows: int
-    ) -> pb.SegmentResult:
-        """Send one request on the session stream and wait for its result."""
+    async def _exchange(self, outgoing: _Outgoing, frame_id: int, segment: int, windows: int) -> pb.SegmentResult:
+        """Send one serialized request on the session stream and wait for its result."""
         assert self._call is not None
-        request_id = request.request_id
-        future: asyncio.Future[pb.SegmentResult] = asyncio.get_running_loop().create_future()
+        request_id = outgoing.request_id
+        future: asyncio.Future[tuple[pb.SegmentResult, int]] = asyncio.get_running_loop().create_future()
         self._pending[request_id] = future
         started = time.perf_counter()
         try:
             async with self._write_lock:
-                await self._call.write(request)
+                await self._call.write(outgoing.data)
         except (grpc.aio.AioRpcError, asyncio.InvalidStateError) as exc:
             self._pending.pop(request_id, None)
             raise self._fail(exc) from None
         self.stats.requests += 1
-        self.stats.payload_sent += _payload(request.tokens) + _payload(request.mixed)
-        self.stats.message_sent += request.ByteSize()
+        self.stats.payload_sent += outgoing.payload
+        self.stats.message_sent += len(outgoing.data)
         try:
-            result = await asyncio.wait_for(asyncio.shield(future), self._request_timeout)
+            result, size = await asyncio.wait_for(asyncio.shield(future), self._request_timeout)
         except TimeoutError:
             self._pending.pop(request_id, None)
             error = self._fail(
@@ -227,7 +247,7 @@ class RemoteWorker:
             self._abandon(error)
             raise error from None
         self.stats.payload_received += _payload(result.tokens) + _payload(result.qkv)
-        self.stats.message_received += result.ByteSize()
+        self.stats.message_received += size
         log.debug(
             "frame %d segment %d: %d windows on %s in %.3f s (worker compute %.3f s)",
             frame_id, segment, windows, self.address,
@@ -239,12 +259,16 @@ class RemoteWorker:
         assert self._call is not None
         try:
             while True:
-                result = await self._call.read()
-                if result is grpc.aio.EOF:
+                data = await self._call.read()
+                if data is grpc.aio.EOF:
                     raise WorkerError(f"worker {self.address} closed the stream")
+                try:
+                    result = await asyncio.to_thread(pb.SegmentResult.FromString, data)
+                except DecodeError:
+                    raise WorkerError(f"worker {self.address} sent a malformed result") from None
                 future = self._pending.pop(result.request_id, None)
                 if future is not None and not future.done():
-                    future.set_result(result)
+                    future.set_result((result, len(data)))
         except asyncio.CancelledError:
             raise
         except (grpc.aio.AioRpcError, WorkerError) as exc:
