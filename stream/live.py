@@ -180,8 +180,11 @@ class LiveStats:
         rank = max(0, min(len(values) - 1, math.ceil(q / 100 * len(values)) - 1))
         return values[rank]
 
-    def to_json(self) -> dict[str, Any]:
-        p50, p95 = self.percentile(50), self.percentile(95)
+    def to_json(self, *, last: int | None = None) -> dict[str, Any]:
+        """The run's figures; with ``last``, latency over the last ``last`` segmented frames
+        (what a live display shows, and cheap however long the run)."""
+        p50, p95 = self.percentile(50, last), self.percentile(95, last)
+        latencies = self.latencies[-last:] if last else self.latencies
         return {
             "frames_processed": self.processed,
             "frames_segmented": self.segmented,
@@ -190,7 +193,7 @@ class LiveStats:
             "fps": round(self.fps, 3),
             "latency_p50_s": round(p50, 4) if p50 is not None else None,
             "latency_p95_s": round(p95, 4) if p95 is not None else None,
-            "latency_mean_s": round(statistics.fmean(self.latencies), 4) if self.latencies else None,
+            "latency_mean_s": round(statistics.fmean(latencies), 4) if latencies else None,
         }
 
     def line(self) -> str:

@@ -17,6 +17,7 @@ import fractions
 import json
 import signal
 import sys
+import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -64,13 +65,16 @@ def make_source(args: argparse.Namespace) -> FrameSource:
 class Recorder:
     """Writes a live run's outputs into a folder; every method runs off the event loop.
 
+    Thread-safe: a write still running on its thread when the run is stopped finishes before
+    :meth:`close` flushes the files, and writes after that are ignored.
+
     The overlay video has one frame per processed frame at the source's nominal rate (30 fps
     when it has none), so where frames were dropped it plays faster than real time;
     ``masks.jsonl`` carries each frame's capture time and latency.
     """
 
     def __init__(self, out: Path, *, rate: fractions.Fraction | None, num_windows: int, cap: int,
-                 banner: str | None, random_weights: bool) -> None:
+                 random_weights: bool) -> None:
         try:
             out.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -78,14 +82,20 @@ class Recorder:
         self.out = out
         (out / "summary.json").unlink(missing_ok=True)  # a summary marks a finished run
         self._rate = rate or DEFAULT_RECORD_RATE
-        self._banner = banner
         self._random = random_weights
+        self._lock = threading.Lock()
+        self._closed = False
         self._overlay: OverlayWriter | None = None
         self._records = MaskRecordWriter(out / "masks.jsonl")
         self.audit = AuditWriter(out / "audit.jsonl", num_windows=num_windows, cap=cap)
 
     def write(self, result: FrameResult, image: np.ndarray) -> None:
         """Record one processed frame; ``image`` is its overlay, ``(H, W, 3)`` uint8 RGB."""
+        with self._lock:
+            if not self._closed:
+                self._write(result, image)
+
+    def _write(self, result: FrameResult, image: np.ndarray) -> None:
         if self._overlay is None:
             height, width = image.shape[:2]
             self._overlay = OverlayWriter(self.out / "overlay.mp4", width, height, self._rate)
@@ -100,12 +110,17 @@ class Recorder:
         self._records.write(record)
 
     def close(self, summary: dict[str, Any] | None) -> None:
-        try:
-            if self._overlay is not None:
-                self._overlay.close()
-        finally:
-            self._records.close()
-            self.audit.close()
+        """Flush and close the files; write ``summary.json`` when given a summary."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            try:
+                if self._overlay is not None:
+                    self._overlay.close()
+            finally:
+                self._records.close()
+                self.audit.close()
         if summary is not None:
             (self.out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
 
@@ -216,7 +231,7 @@ async def _stream(
         recorder = Recorder(
             Path(args.record), rate=source.rate, num_windows=grid.num_windows,
             cap=session.scheduler.window_cap,
-            banner=banner, random_weights=session.random_weights,
+            random_weights=session.random_weights,
         )
 
     async def consume() -> None:
@@ -225,20 +240,29 @@ async def _stream(
         results = run_live(session, source, board, in_flight=args.in_flight, stats=stats)
         async with contextlib.aclosing(results):
             async for result in results:
-                masks = [obj.mask for obj in result.objects]
-                labels = [f"#{obj.id} {obj.score:.2f}" for obj in result.objects]
-                if recorder is not None or display is not None:
-                    image = await asyncio.to_thread(
-                        draw_overlay, result.frame.image, masks, labels=labels, banner=banner
-                    )
-                    if recorder is not None:
-                        await asyncio.to_thread(recorder.write, result, image)
-                    if display is not None and not display.show(image):
-                        return
+                # A frame handed out is counted in the figures: record it even if the run is
+                # being stopped, so the outputs agree with the summary.
+                sink = asyncio.ensure_future(record(result))
+                try:
+                    keep_going = await asyncio.shield(sink)
+                except asyncio.CancelledError:
+                    await sink
+                    raise
                 if status is not None:
                     status.update(f"{stats.line()}, {len(board)} objects")
-                if args.max_frames is not None and stats.processed >= args.max_frames:
+                if not keep_going or (args.max_frames is not None and stats.processed >= args.max_frames):
                     return
+
+    async def record(result: FrameResult) -> bool:
+        """Draw, record and show one frame; False when the display asked to stop."""
+        if recorder is None and display is None:
+            return True
+        masks = [obj.mask for obj in result.objects]
+        labels = [f"#{obj.id} {obj.score:.2f}" for obj in result.objects]
+        image = await asyncio.to_thread(draw_overlay, result.frame.image, masks, labels=labels, banner=banner)
+        if recorder is not None:
+            await asyncio.to_thread(recorder.write, result, image)
+        return display is None or display.show(image)
 
     finished = False
     try:

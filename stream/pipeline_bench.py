@@ -105,12 +105,15 @@ def pin_process(cores: set[int]) -> None:
 async def pin_workers(pids: list[int], core: int) -> None:
     """Pin every thread of each worker process to ``core`` with ``taskset -a -p``."""
     for pid in pids:
-        process = await asyncio.create_subprocess_exec(
-            "taskset", "-a", "-p", "-c", str(core), str(pid),
-            stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
-        )
-        _, err = await process.communicate()
-        if process.returncode != 0:
+        for attempt in range(3):  # a thread ending while taskset walks the list makes it fail
+            process = await asyncio.create_subprocess_exec(
+                "taskset", "-a", "-p", "-c", str(core), str(pid),
+                stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
+            )
+            _, err = await process.communicate()
+            if process.returncode == 0:
+                break
+        else:
             raise ConfigError(f"taskset could not pin worker {pid}: {err.decode().strip()}")
 
 

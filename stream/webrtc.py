@@ -56,6 +56,7 @@ log = logging.getLogger(__name__)
 VIDEO_CLOCK = 90_000  # RTP video clock rate, Hz
 MAX_MESSAGE_CHARS = 4096
 STATE_INTERVAL = 0.25  # seconds between unprompted state messages
+STATS_FRAMES = 300  # the page's latency figures are over this many recent frames
 
 
 class OverlayTrack(MediaStreamTrack):
@@ -227,7 +228,7 @@ class PeerSession:
             "type": "state",
             "peer": self.peer_id,
             "objects": self.board.describe(),
-            "stats": {**self.stats.to_json(), "recent_fps": round(self.stats.recent_fps, 2)},
+            "stats": {**self.stats.to_json(last=STATS_FRAMES), "recent_fps": round(self.stats.recent_fps, 2)},
             "frame_size": list(self.frame_size) if self.frame_size else None,
         }
 

@@ -191,3 +191,6 @@ def test_live_stats_figures() -> None:
     assert figures["latency_p50_s"] == pytest.approx(0.09)
     assert figures["latency_p95_s"] == pytest.approx(0.19)
     assert stats.line().startswith("20 frames, 7 dropped, 10.0 fps, latency p50 0.090 s p95 0.190 s")
+    recent = stats.to_json(last=4)  # the last four segmented frames: 0.13 .. 0.19
+    assert recent["latency_p50_s"] == pytest.approx(0.15) and recent["latency_mean_s"] == pytest.approx(0.16)
+    assert recent["frames_processed"] == 20
