@@ -237,6 +237,7 @@ async def run_live(
         raise ValueError("in_flight must be at least 1")
     order: asyncio.Queue[_Entry | None] = asyncio.Queue(maxsize=in_flight)
     slots = asyncio.Semaphore(in_flight)
+    embedding: set[asyncio.Task[Embedding]] = set()  # every frame still being embedded
 
     async def embed(item: SourceFrame) -> Embedding:
         try:
@@ -255,11 +256,13 @@ async def run_live(
             if len(board):
                 height, width = item.frame.image.shape[:2]
                 board.check_frame(width, height)
-                task: asyncio.Task[Embedding] | None = asyncio.create_task(embed(item))
+                task = asyncio.create_task(embed(item))
+                embedding.add(task)
+                task.add_done_callback(embedding.discard)
+                await order.put(_Entry(item, task))
             else:
-                task = None
                 slots.release()
-            await order.put(_Entry(item, task))
+                await order.put(_Entry(item, None))
         await order.put(None)
 
     producer = asyncio.create_task(produce(), name=f"read {source.name}")
@@ -280,13 +283,13 @@ async def run_live(
             audit = None
             if entry.task is not None:
                 try:
-                    embedding = await entry.task
+                    frame_embedding = await entry.task
                 except BaseExceptionGroup as group:  # the encoder's task group: say what failed
                     raise _first_pedsam_error(group) from group
-                audit = embedding.audit
+                audit = frame_embedding.audit
                 for track in board.tracks():
                     prompt, mask_input = track.next_prompt()
-                    prediction = await session.decode(embedding, prompt, mask_input=mask_input)
+                    prediction = await session.decode(frame_embedding, prompt, mask_input=mask_input)
                     if track.id not in board:  # removed while its mask was being decoded
                         continue
                     box = track.update(prediction)
@@ -306,9 +309,9 @@ async def run_live(
         producer.cancel()
         with contextlib.suppress(asyncio.CancelledError, PedsamError):
             await producer
-        while not order.empty():
-            entry = order.get_nowait()
-            if entry is not None and entry.task is not None:
-                entry.task.cancel()
-                with contextlib.suppress(BaseException):
-                    await entry.task
+        # Frames still in flight (queued, or made by a producer stopped before queueing them)
+        # stop here, before the caller can close the session under them.
+        for task in list(embedding):
+            task.cancel()
+            with contextlib.suppress(BaseException):
+                await task

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -77,6 +78,19 @@ async def test_one_frame_in_flight_means_one_at_a_time(session: EdgeSession, tmp
     async with FileSource(clip.path) as source:
         results = [r async for r in run_live(session, source, board, in_flight=1)]
     assert len(results) == 4 and seen == {"now": 0, "max": 1, "calls": 4}
+
+
+async def test_closing_a_live_run_stops_every_frame_in_flight(session: EdgeSession, tmp_path: Path) -> None:
+    clip = make_clip(tmp_path / "clip.mp4", frames=10, width=96, height=64)
+    seen = count_concurrent_embeds(session)
+    board = ObjectBoard([ObjectPrompt(points=((40.0, 30.0),), labels=(1,))])
+    async with FileSource(clip.path) as source:
+        results = run_live(session, source, board, in_flight=3)
+        async with contextlib.aclosing(results):
+            async for _ in results:
+                break
+        assert seen["calls"] >= 2  # more frames had been started ...
+        assert seen["now"] == 0  # ... and none is still being embedded once the run is closed
 
 
 async def test_a_live_camera_that_outruns_the_pipeline_stays_current(session: EdgeSession) -> None:
