@@ -14,7 +14,7 @@ import grpc
 import torch
 from grpc_health.v1 import health_pb2_grpc
 
-from .errors import WorkerSideError
+from .errors import ModelError, WorkerSideError
 from .models import DEFAULT_SEED, PRESETS, ModelSource
 from .metrics import WorkerCollector, serve_metrics
 from .security import ServerSecurity
@@ -31,6 +31,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=DEFAULT_SEED, help="seed of random weights")
     parser.add_argument("--threads", type=int, default=1, help="torch threads for compute (default 1)")
     parser.add_argument("--max-message-mb", type=int, default=256, help="largest gRPC message, MiB")
+    defaults = WorkerLimits()
+    parser.add_argument("--max-streams", type=int, default=defaults.max_streams,
+                        help=f"edge sessions served at once; more are refused (default {defaults.max_streams})")
+    parser.add_argument("--stream-window-mb", type=float, default=defaults.stream_window_bytes / 2**20,
+                        help="HTTP/2 read-ahead per session, MiB: higher helps long links, costs memory "
+                             f"(default {defaults.stream_window_bytes / 2**20:g})")
+    parser.add_argument("--max-queued", type=int, default=defaults.max_queued_requests,
+                        help="requests held for compute across all sessions; beyond it, senders wait "
+                             f"(default {defaults.max_queued_requests})")
     parser.add_argument("--grace", type=float, default=5.0, help="seconds to drain on shutdown")
     parser.add_argument("--health-port", type=int, metavar="PORT",
                         help="also serve grpc.health.v1 alone, in plain text, on this port (for probes)")
@@ -72,7 +81,15 @@ async def serve(args: argparse.Namespace) -> int:
     security = server_security(args)
     source = ModelSource(preset=args.model, checkpoint=args.checkpoint, seed=args.seed)
     model = await asyncio.to_thread(WorkerModel, source)
-    limits = WorkerLimits(max_message_bytes=args.max_message_mb * 1024 * 1024)
+    if min(args.max_streams, args.max_queued, args.max_message_mb, args.threads) < 1 or args.stream_window_mb <= 0:
+        raise ModelError("--max-streams, --max-queued, --max-message-mb, --threads and --stream-window-mb "
+                         "must be positive")
+    limits = WorkerLimits(
+        max_message_bytes=args.max_message_mb * 1024 * 1024,
+        max_streams=args.max_streams,
+        max_queued_requests=args.max_queued,
+        stream_window_bytes=int(args.stream_window_mb * 2**20),
+    )
     server = WorkerServer(model, limits, security)
     address = await server.start(args.host, args.port)
     extras = []

@@ -5,10 +5,11 @@ counts, batch size); a bad one ends its stream with the matching gRPC status and
 goes on serving every other stream. Compute runs on a small thread pool shared by all streams.
 
 Memory is bounded: at most ``max_streams`` streams at once (more are refused with
-RESOURCE_EXHAUSTED), each holding at most ``max_inflight_per_stream`` requests, and at most
-``max_queued_requests`` requests decoded and waiting for compute across all streams; a stream
-over its share simply stops being read, and gRPC flow control pushes back on its sender. So the
-payload held is at most about ``(max_streams + max_queued_requests) * max_message_bytes``.
+RESOURCE_EXHAUSTED), each holding at most ``max_inflight_per_stream`` requests, of which at most
+``max_queued_requests`` across all streams wait for or run compute; a stream over its share
+simply stops being read, and HTTP/2 flow control pushes back on its sender. So the
+payload held is bounded by ``max_streams * (stream_window_bytes + max_inflight_per_stream *
+message size)`` (the window is a fixed HTTP/2 read-ahead per stream).
 
 Shutdown drains: health goes NOT_SERVING, new requests are refused with UNAVAILABLE, requests
 already accepted are finished and answered, then every stream ends with UNAVAILABLE so edges
@@ -52,6 +53,7 @@ class WorkerLimits:
     max_inflight_per_stream: int = 4
     max_queued_requests: int = 8
     max_streams: int = 64
+    stream_window_bytes: int = 4 * 1024 * 1024
     compute_threads: int = 1
 
 
@@ -327,6 +329,10 @@ class WorkerServer:
                 ("grpc.keepalive_permit_without_calls", 1),
                 ("grpc.http2.min_ping_interval_without_data_ms", 5_000),
                 ("grpc.http2.max_pings_without_data", 0),
+                # A fixed read-ahead per stream instead of one that grows with the measured
+                # bandwidth-delay product: the bound on what a stream can buffer here.
+                ("grpc.http2.bdp_probe", 0),
+                ("grpc.http2.lookahead_bytes", limits.stream_window_bytes),
             ],
         )
         self._service = WindowWorkerService(model, limits, self._pool)
