@@ -46,10 +46,10 @@ __all__ = ["add_arguments", "run"]
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--video", help="video file to run (default: a generated clip)")
-    parser.add_argument("--frames", type=int, default=40, help="length of the generated clip (default 40)")
+    parser.add_argument("--frames", type=int, default=60, help="length of the generated clip (default 60)")
     parser.add_argument("--size", default="640x480", help="WxH of the generated clip (default 640x480)")
     parser.add_argument("--in-flight", type=int, default=3, help="N, frames in flight to compare with 1 (default 3)")
-    parser.add_argument("--repeat", type=int, default=3, help="runs of each setting, alternating (default 3)")
+    parser.add_argument("--repeat", type=int, default=5, help="runs of each setting, alternating (default 5)")
     parser.add_argument("--model", default="tiny", choices=sorted(PRESETS), help="model preset (default tiny)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random weights (default 0)")
     parser.add_argument("--local-workers", type=int, default=3, help="workers to start (default 3)")
