@@ -5,8 +5,10 @@
     PartitionerError (Exception)
     ├── PartitionError (ValueError)   bad geometry, scheme, k or plan request
     ├── AssignmentError (ValueError)  an assignment breaks a privacy or coverage invariant
-    └── BudgetError                   a server would exceed its exposure budget and the
-                                      settings say stop rather than compute on the edge
+    ├── BudgetError                   a server would exceed its exposure budget and the
+    │                                 settings say stop rather than compute on the edge
+    └── FailoverError                 a worker is down and the settings leave its windows
+                                      no safe place (stop rather than fail over)
 
 The first two are ``ValueError``\\ s: they come from input a person can fix, and their message is
 one readable line that says what to change.
@@ -14,7 +16,7 @@ one readable line that says what to change.
 
 from __future__ import annotations
 
-__all__ = ["AssignmentError", "BudgetError", "PartitionError", "PartitionerError"]
+__all__ = ["AssignmentError", "BudgetError", "FailoverError", "PartitionError", "PartitionerError"]
 
 
 class PartitionerError(Exception):
@@ -31,3 +33,7 @@ class AssignmentError(PartitionerError, ValueError):
 
 class BudgetError(PartitionerError):
     """Sending a frame as planned would exceed a server's exposure budget (``on_exceed="stop"``)."""
+
+
+class FailoverError(PartitionerError):
+    """A down worker's windows have no place the settings allow (``failover="stop"``)."""

@@ -18,24 +18,31 @@ with ``on_exceed="edge"`` it moves them to :data:`~partitioner.assignment.EDGE` 
 computes them itself), with ``on_exceed="stop"`` it raises :class:`BudgetError` and nothing of
 the frame is sent. Within one server's proposed windows, the ones that add the fewest new scene
 cells are admitted first (windows showing nothing new are always admitted).
+
+Failover: servers the caller reports *down* get nothing. What the policy proposed for them goes,
+per ``failover``, to the edge (``"edge"``); to *standby* servers, which the policy never proposes,
+each taking at most the per-frame window cap and only what its own budget admits, the rest to
+the edge (``"standby"``); or nowhere, raising :class:`FailoverError` (``"stop"``). An active
+server never takes a down server's windows: it would exceed the per-frame cap.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
 from .assignment import EDGE, Assignment, check_assignment
-from .errors import BudgetError, PartitionError
+from .errors import BudgetError, FailoverError, PartitionError
 from .exposure import ExposureLedger, FrameCells, FrameExposure
 from .geometry import WindowGrid
 from .rotation import RotationPolicy, TokenOffset
 
-__all__ = ["ON_EXCEED", "Budget", "ScheduledFrame", "Scheduler"]
+__all__ = ["FAILOVER", "ON_EXCEED", "Budget", "ScheduledFrame", "Scheduler"]
 
 ON_EXCEED: tuple[str, ...] = ("edge", "stop")
+FAILOVER: tuple[str, ...] = ("edge", "standby", "stop")
 
 _EPS = 1e-9
 
@@ -85,6 +92,7 @@ class ScheduledFrame:
         assignment: what is sent: servers' windows plus :data:`EDGE`'s, if any.
         proposed: what the rotation policy asked for.
         to_edge: server -> its proposed windows that a budget moved to the edge.
+        failover: down server -> {executor (a standby or :data:`EDGE`) -> its windows taken over}.
         exposure: every server's exposure once this frame is sent.
         offset: the camera offset used, tokens ``(dy, dx)``.
     """
@@ -94,24 +102,49 @@ class ScheduledFrame:
     to_edge: Mapping[str, tuple[int, ...]]
     exposure: FrameExposure
     offset: TokenOffset
+    failover: Mapping[str, Mapping[str, tuple[int, ...]]] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         """The frame's exposure record for the audit log."""
-        return {
+        record = {
             **self.exposure.to_json(),
             "offset": [round(float(v), 3) for v in self.offset],
             "to_edge": {name: list(ids) for name, ids in self.to_edge.items()},
         }
+        if self.failover:
+            record["failover"] = {
+                down: {target: list(ids) for target, ids in moved.items()} for down, moved in self.failover.items()
+            }
+        return record
 
 
 class Scheduler:
     """Schedules frames with ``policy`` under ``budget``, keeping an :class:`ExposureLedger`."""
 
-    def __init__(self, policy: RotationPolicy, grid: WindowGrid, budget: Budget | None = None) -> None:
+    def __init__(
+        self,
+        policy: RotationPolicy,
+        grid: WindowGrid,
+        budget: Budget | None = None,
+        *,
+        standby: Sequence[str] = (),
+        failover: str = "edge",
+    ) -> None:
+        """``standby``: servers the policy never proposes, kept for failover (see the module
+        docstring); ``failover``: one of :data:`FAILOVER`."""
+        if failover not in FAILOVER:
+            raise PartitionError(f"failover must be one of {', '.join(FAILOVER)}, got {failover!r}")
+        clash = (set(standby) & set(policy.servers)) | ({EDGE} & set(standby))
+        if clash or len(set(standby)) != len(standby):
+            raise PartitionError(
+                f"standby servers must be listed once, be none of the active servers and not {EDGE!r}: {sorted(clash)}"
+            )
         self.policy = policy
         self.grid = grid
         self.budget = budget or Budget()
-        self.ledger = ExposureLedger(grid, policy.servers, self.budget.horizon)
+        self.standby = tuple(standby)
+        self.failover = failover
+        self.ledger = ExposureLedger(grid, (*policy.servers, *self.standby), self.budget.horizon)
 
     @property
     def window_cap(self) -> int:
@@ -124,6 +157,7 @@ class Scheduler:
         *,
         offset: TokenOffset = (0.0, 0.0),
         content: tuple[int, int] | None = None,
+        down: Collection[str] = (),
     ) -> ScheduledFrame:
         """Schedule the next frame to send.
 
@@ -131,10 +165,12 @@ class Scheduler:
             frame_index: the frame's index (recorded; the policy's input).
             offset: camera offset ``(dy, dx)`` in tokens (scene position of the top-left token).
             content: ``(rows, cols)`` tokens covering the real image; default the whole grid.
+            down: servers (active or standby) that cannot take work now.
 
         Raises:
             BudgetError: a budget would be exceeded and ``on_exceed == "stop"``; the ledger is
                 unchanged and nothing of this frame may be sent.
+            FailoverError: a proposed server is down and ``failover == "stop"``; likewise.
         """
         n = self.grid.num_windows
         proposed = self.policy.propose(frame_index, offset, content)
@@ -142,7 +178,16 @@ class Scheduler:
         cells = self.ledger.frame_cells(offset, content)
         shares: dict[str, tuple[int, ...]] = {}
         to_edge: dict[str, tuple[int, ...]] = {}
+        displaced: dict[str, tuple[int, ...]] = {}
         for server, ids in proposed.shares.items():
+            if server in down:
+                if ids and self.failover == "stop":
+                    raise FailoverError(
+                        f"frame {frame_index}: worker {server} is down and the settings say stop; "
+                        "bring it back, or fail over to the edge or standby workers (--on-failure)"
+                    )
+                displaced[server] = tuple(ids)
+                continue
             admitted, rejected, why = self._admit(server, ids, cells)
             if rejected and self.budget.on_exceed == "stop":
                 raise BudgetError(
@@ -152,9 +197,11 @@ class Scheduler:
             shares[server] = admitted
             if rejected:
                 to_edge[server] = rejected
+        failover = self._fail_over(displaced, shares, cells, down)
         edge = tuple(sorted(w for ids in to_edge.values() for w in ids))
+        edge += tuple(w for moved in failover.values() for w in moved.get(EDGE, ()))
         if edge:
-            shares[EDGE] = edge
+            shares[EDGE] = tuple(sorted(edge))
         assignment = Assignment(frame_index=frame_index, shares=shares)
         check_assignment(assignment, n, self.window_cap)
         exposure = self.ledger.record(frame_index, shares, cells)
@@ -165,7 +212,37 @@ class Scheduler:
             to_edge=MappingProxyType(to_edge),
             exposure=exposure,
             offset=(float(offset[0]), float(offset[1])),
+            failover=MappingProxyType({k: MappingProxyType(v) for k, v in failover.items()}),
         )
+
+    def _fail_over(
+        self,
+        displaced: Mapping[str, tuple[int, ...]],
+        shares: dict[str, tuple[int, ...]],
+        cells: FrameCells,
+        down: Collection[str],
+    ) -> dict[str, dict[str, tuple[int, ...]]]:
+        """Place down servers' windows on standbys (adding to ``shares``) or the edge."""
+        moved: dict[str, dict[str, tuple[int, ...]]] = {server: {} for server, ids in displaced.items() if ids}
+        owner = {w: server for server, ids in displaced.items() for w in ids}
+        remaining = sorted(owner)
+        if self.failover == "standby":
+            for standby in self.standby:
+                if not remaining:
+                    break
+                if standby in down or standby in shares:
+                    continue
+                admitted, _, _ = self._admit(standby, tuple(remaining), cells)
+                taken = admitted[: self.window_cap]
+                if not taken:
+                    continue
+                shares[standby] = taken
+                for w in taken:
+                    moved[owner[w]][standby] = (*moved[owner[w]].get(standby, ()), w)
+                remaining = [w for w in remaining if w not in set(taken)]
+        for w in remaining:
+            moved[owner[w]][EDGE] = (*moved[owner[w]].get(EDGE, ()), w)
+        return moved
 
     def summary(self) -> dict[str, Any]:
         """The run's exposure summary: policy, slots, budget and the ledger's per-server maxima."""
