@@ -33,6 +33,7 @@ from .encoder import FrameAudit, SplitEncoder
 from .errors import ConfigError, MediaError, WorkerError
 from .executors import LocalExecutor, SegmentExecutor
 from .local_workers import LocalWorkers
+from .memory import release_large_blocks
 from .predictor import MaskDecoder, MaskPrediction, PreparedImage, prepare_image
 from .prompts import ObjectPrompt
 from .remote import RemoteWorker
@@ -123,6 +124,7 @@ class EdgeSession:
         config = self.config
         if config.edge_threads:
             torch.set_num_threads(config.edge_threads)
+        release_large_blocks()  # see stream.memory: freed temporaries go back to the system
         self.preset = get_preset(config.model.preset)
         self.sam = await asyncio.to_thread(config.model.build)
         self.fingerprint = await asyncio.to_thread(fingerprint, self.sam, self.preset)

@@ -15,7 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from stream.bench import format_table, raw_bytes_per_frame
+from stream.bench import format_table
+from stream.bench_modes import raw_bytes_per_frame
 
 
 def test_raw_bytes_of_vit_b_plans() -> None:

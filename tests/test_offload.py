@@ -13,7 +13,7 @@ from partitioner.offload import OffloadStage, offload_stages
 from partitioner.plan import model_plan
 from protos import pedsam_pb2 as pb
 from protos import pedsam_pb2_grpc as pb_grpc
-from stream.bench import raw_bytes_per_frame
+from stream.bench_modes import raw_bytes_per_frame
 from stream.remote import RemoteWorker, channel_options
 from stream.session import EdgeConfig, EdgeSession
 from workers import codec as wire
