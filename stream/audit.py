@@ -7,6 +7,10 @@ scheduler's record for the frame (rotation policy, budget caps, camera offset in
 a budget moved to the edge, and per server its windows, frame share, distinct windows, scene
 share, scene frames and run; see :mod:`partitioner.exposure`), so invariant 3 (budgets are never
 exceeded silently) can be checked from the file too.
+
+``shares`` says who computed which windows (each window exactly once). When a worker failed,
+``failover`` names it with the windows the edge computed in its place, ``sent`` (whether the
+worker had received them before failing: they count as seen) and the reason.
 """
 
 from __future__ import annotations
@@ -40,6 +44,8 @@ class AuditWriter:
                 "cap": self.cap,
                 "shares": segment.shares,
             }
+            if segment.failover:
+                record["failover"] = segment.failover
             if index == 0 and audit.exposure is not None:
                 record["exposure"] = audit.exposure
             self._writer.write(record)

@@ -162,6 +162,7 @@ async def run_video(
         "max_windows_per_server": audit.max_share,
         "windows_per_frame": grid.num_windows,
         "exposure": session.exposure_summary(),
+        "fleet": session.fleet_summary(),
     }
     summary_path.write_text(json.dumps(summary.to_json(), indent=2) + "\n")
     return summary

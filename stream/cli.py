@@ -19,6 +19,7 @@ import numpy as np
 
 from partitioner.errors import PartitionerError
 from partitioner.offload import PLANS
+from partitioner.scheduler import FAILOVER
 from partitioner.schemes import SCHEMES
 from workers.codec import CODECS
 from workers.errors import WorkerSideError
@@ -100,6 +101,14 @@ def _add_workers(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--connect-timeout", type=float, default=10.0, help="seconds to reach a worker")
     group.add_argument("--request-timeout", type=float, default=60.0,
                        help="seconds a worker may take for one segment before it counts as failed (default 60)")
+    spare = group.add_mutually_exclusive_group()
+    spare.add_argument("--standby", metavar="HOST:PORT,...", help="standby workers, used only when one fails")
+    spare.add_argument("--local-standby", type=int, metavar="N", help="start N standby workers on loopback")
+    group.add_argument("--on-failure", default="edge", choices=FAILOVER,
+                       help="where a failed worker's windows go: edge (default), standby (within its budget, "
+                            "else the edge) or stop")
+    group.add_argument("--reconnect-interval", type=float, default=5.0,
+                       help="seconds between attempts to reconnect a failed worker (default 5)")
     tls = parser.add_argument_group("transport security (for --workers)")
     tls.add_argument("--tls-ca", metavar="PEM", help="CA bundle worker certificates must chain to")
     tls.add_argument("--tls-cert", metavar="PEM", help="client certificate, for workers that require mutual TLS")
@@ -231,6 +240,10 @@ def _edge_config(args: argparse.Namespace) -> EdgeConfig:
             token_file=args.token_file, server_name=args.tls_server_name,
         ),
         rotation=rotation_settings(args),
+        standby=tuple(w.strip() for w in (args.standby or "").split(",") if w.strip()),
+        local_standby=args.local_standby or 0,
+        on_failure=args.on_failure,
+        reconnect_interval=args.reconnect_interval,
     )
 
 

@@ -11,13 +11,19 @@ Per frame::
 
 Torch work on the edge runs on one dedicated thread, so while the edge runs a global block
 of one frame the event loop keeps other frames' segments moving on the workers.
+
+Failover: when a worker's request fails (broken stream, refusal, missed deadline) the worker is
+reported down (:class:`WorkerHealth`) and, unless the settings say stop, its windows of this
+segment are computed on the edge, as are its windows of every later segment while it stays down.
+The edge is trusted, so this never widens what any server sees; the result stays exact (the
+same segment runner). The audit records each case under ``failover``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
@@ -25,7 +31,7 @@ from typing import Any, Protocol, TypeVar
 import torch
 from segment_anything.modeling import Sam
 
-from partitioner.assignment import Assignment, check_assignment
+from partitioner.assignment import EDGE, Assignment, check_assignment
 from partitioner.geometry import Window, WindowGrid
 from partitioner.offload import PLANS
 from partitioner.plan import GlobalStep, ModelPlan, SegmentStep, model_plan
@@ -34,6 +40,7 @@ from workers.models import ModelPreset
 
 from .errors import WorkerError
 from .executors import SegmentExecutor
+from .fleet import NeverDown, WorkerHealth
 
 T = TypeVar("T")
 
@@ -46,9 +53,14 @@ class AssignmentPolicy(Protocol):
 
 @dataclass
 class SegmentAudit:
+    """One segment of one frame: ``shares`` is who computed which windows (each window once);
+    ``failover`` names workers whose windows the edge computed instead, with ``sent`` telling
+    whether the worker had received them before it failed, and why."""
+
     segment: int
     shares: dict[str, list[int]]
     seconds: float
+    failover: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 @dataclass
@@ -64,7 +76,8 @@ class FrameAudit:
         return {
             "frame": self.frame,
             "segments": [
-                {"segment": s.segment, "shares": s.shares, "seconds": round(s.seconds, 4)}
+                {"segment": s.segment, "shares": s.shares, "seconds": round(s.seconds, 4),
+                 **({"failover": s.failover} if s.failover else {})}
                 for s in self.segments
             ],
         }
@@ -106,6 +119,9 @@ class SplitEncoder:
         policy: AssignmentPolicy,
         edge_pool: Executor,
         execution: str = "default",
+        *,
+        health: WorkerHealth | None = None,
+        on_failure: str = "edge",
     ) -> None:
         """``execution``: ``"default"`` runs global blocks whole on the edge; ``"offload"`` runs
         their per-token parts on the executors too (see :mod:`stream.offload`)."""
@@ -119,6 +135,8 @@ class SplitEncoder:
         self.executors = dict(executors)
         self.policy = policy
         self._pool = edge_pool
+        self.health: WorkerHealth = health or NeverDown()
+        self.on_failure = on_failure  # "stop": a failed worker fails the frame
         if tuple(s.blocks for s in self.plan.segments) != preset.segments():
             raise AssertionError("partitioner plan and worker segments disagree")
 
@@ -191,22 +209,76 @@ class SplitEncoder:
         grid_tokens = x[0]  # (H, W, C)
         out = torch.empty_like(grid_tokens)
 
+        failover: dict[str, dict[str, Any]] = {}
+
         async def one(name: str, window_ids: Sequence[int]) -> None:
             windows = [self.grid.window(wid) for wid in window_ids]
             tokens = gather_windows(grid_tokens, windows)
             extents = [(w.height, w.width) for w in windows]
-            result = await self.executors[name].run(frame_index, step.index, tokens, extents)
+
+            async def call(executor: SegmentExecutor) -> torch.Tensor:
+                return await executor.run(frame_index, step.index, tokens, extents)
+
+            result = await self.run_share(name, window_ids, call, failover)
             scatter_windows(out, windows, result)
 
         shares = {name: ids for name, ids in assignment.shares.items() if ids}
-        async with asyncio.TaskGroup() as group:
-            for name, ids in shares.items():
-                group.create_task(one(name, ids))
+        await run_all(one(name, ids) for name, ids in shares.items())
         audit.segments.append(
             SegmentAudit(
                 segment=step.index,
-                shares={name: list(ids) for name, ids in shares.items()},
+                shares=computed_shares(shares, failover),
                 seconds=time.perf_counter() - started,
+                failover=failover,
             )
         )
         return out.unsqueeze(0)
+
+    async def run_share(
+        self,
+        name: str,
+        window_ids: Sequence[int],
+        call: Callable[[SegmentExecutor], Awaitable[T]],
+        failover: dict[str, dict[str, Any]],
+    ) -> T:
+        """``call`` on executor ``name``, or on the edge if ``name`` is a worker that is down or
+        fails now (then recorded in ``failover``); a failure is re-raised when settings say stop."""
+        edge = self.executors[EDGE]
+        if name != EDGE and self.health.is_down(name):
+            if self.on_failure == "stop":
+                raise WorkerError(f"worker {name} is down and the settings say stop (--on-failure stop)")
+            failover[name] = {"edge": list(window_ids), "sent": False, "reason": "down"}
+            return await call(edge)
+        try:
+            return await call(self.executors[name])
+        except WorkerError as exc:
+            if name == EDGE:
+                raise
+            self.health.mark_down(name, str(exc))
+            if self.on_failure == "stop":
+                raise
+            failover[name] = {"edge": list(window_ids), "sent": True, "reason": str(exc)}
+            return await call(edge)
+
+
+async def run_all(coroutines: Iterable[Coroutine[Any, Any, None]]) -> None:
+    """Run the shares of a segment concurrently; if any fails, cancel the rest and raise the
+    first failure itself (a :class:`WorkerError` the caller can catch), not an exception group."""
+    try:
+        async with asyncio.TaskGroup() as group:
+            for coroutine in coroutines:
+                group.create_task(coroutine)
+    except BaseExceptionGroup as failures:
+        first = failures.exceptions[0]
+        while isinstance(first, BaseExceptionGroup):
+            first = first.exceptions[0]
+        raise first from None
+
+
+def computed_shares(shares: Mapping[str, Sequence[int]], failover: Mapping[str, Any]) -> dict[str, list[int]]:
+    """Who computed which windows: ``shares`` with failed-over workers' windows under the edge."""
+    computed: dict[str, list[int]] = {}
+    for name, ids in shares.items():
+        target = EDGE if name in failover else name
+        computed.setdefault(target, []).extend(ids)
+    return {name: sorted(ids) for name, ids in computed.items()}

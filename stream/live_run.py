@@ -297,6 +297,7 @@ async def _stream(
             "objects": [o.to_json() for o in objects],
             "windows_per_frame": grid.num_windows,
             "exposure": session.exposure_summary(),
+            "fleet": session.fleet_summary(),
         }
         if recorder is not None:
             summary["max_windows_per_server"] = recorder.audit.max_share

@@ -20,10 +20,9 @@ cross the wire (ViT-B: 23 instead of 8 (N, C) float32 matrices per frame).
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -34,6 +33,7 @@ from workers import kernels
 
 if TYPE_CHECKING:
     from .encoder import FrameAudit, SplitEncoder
+    from .executors import SegmentExecutor
 
 
 @torch.inference_mode()
@@ -115,34 +115,37 @@ async def _run_stage(
     audit: FrameAudit,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """One stage on every executor's share; returns the (H, W, C) tokens and (H, W, 3C) qkv."""
-    from .encoder import SegmentAudit, gather_windows, scatter_windows
+    from .encoder import SegmentAudit, computed_shares, gather_windows, run_all, scatter_windows
 
     started = time.perf_counter()
     height, width, channels = tokens.shape
     out = torch.empty_like(tokens)
     qkv = torch.empty(height, width, 3 * channels) if stage.start is not None else None
 
+    failover: dict[str, dict[str, Any]] = {}
+
     async def one(name: str, window_ids: Sequence[int]) -> None:
         windows = [encoder.grid.window(wid) for wid in window_ids]
         share = gather_windows(tokens, windows)
         share_mixed = gather_windows(mixed, windows) if mixed is not None else None
         extents = [(w.height, w.width) for w in windows]
-        result, result_qkv = await encoder.executors[name].run_stage(
-            frame_index, stage, share, share_mixed, extents
-        )
+
+        async def call(executor: SegmentExecutor) -> tuple[torch.Tensor, torch.Tensor | None]:
+            return await executor.run_stage(frame_index, stage, share, share_mixed, extents)
+
+        result, result_qkv = await encoder.run_share(name, window_ids, call, failover)
         scatter_windows(out, windows, result)
         if qkv is not None and result_qkv is not None:
             scatter_windows(qkv, windows, result_qkv)
 
     shares = {name: ids for name, ids in assignment.shares.items() if ids}
-    async with asyncio.TaskGroup() as group:
-        for name, ids in shares.items():
-            group.create_task(one(name, ids))
+    await run_all(one(name, ids) for name, ids in shares.items())
     audit.segments.append(
         SegmentAudit(
             segment=stage.segment,
-            shares={name: list(ids) for name, ids in shares.items()},
+            shares=computed_shares(shares, failover),
             seconds=time.perf_counter() - started,
+            failover=failover,
         )
     )
     return out, qkv

@@ -300,11 +300,18 @@ class RemoteWorker:
                 self._failure = WorkerError(f"worker {self.address} failed: {exc}")
         return self._failure
 
+    async def reconnect(self) -> pb.ModelInfo:
+        """Drop the broken stream and channel, then :meth:`connect` afresh, with the same checks."""
+        await self.close()
+        self._failure = None
+        return await self.connect()
+
     async def close(self) -> None:
         if self._call is not None:
             try:
-                await self._call.done_writing()
-            except (grpc.aio.AioRpcError, asyncio.InvalidStateError):
+                # A stalled worker may never take the end of the stream: do not wait for it.
+                await asyncio.wait_for(self._call.done_writing(), 1.0)
+            except (grpc.aio.AioRpcError, asyncio.InvalidStateError, TimeoutError):
                 pass
             self._call.cancel()
         if self._reader is not None:

@@ -22,13 +22,14 @@ from typing import Any
 
 import numpy as np
 
-from partitioner.errors import BudgetError, PartitionerError
+from partitioner.errors import BudgetError, FailoverError, PartitionerError
 from partitioner.geometry import WindowGrid
 from partitioner.rotation import make_rotation
 from partitioner.scheduler import Budget, ScheduledFrame, Scheduler
 from workers.models import ModelPreset
 
-from .errors import ConfigError, ExposureBudgetError
+from .errors import ConfigError, ExposureBudgetError, WorkerError
+from .fleet import WorkerHealth
 from .motion import MotionEstimator, content_tokens, token_offset
 
 __all__ = ["EdgeScheduler", "RotationSettings"]
@@ -81,6 +82,7 @@ class EdgeScheduler:
     scheduler: Scheduler
     preset: ModelPreset
     motion: MotionEstimator | None
+    health: WorkerHealth | None = None
     last: ScheduledFrame | None = field(default=None, init=False)
     _frame_size: tuple[int, int] | None = field(default=None, init=False)
 
@@ -94,8 +96,14 @@ class EdgeScheduler:
         scheme: str,
         secret: bytes | None,
         allow_single: bool,
+        standby: Sequence[str] = (),
+        failover: str = "edge",
+        health: WorkerHealth | None = None,
     ) -> EdgeScheduler:
-        """A scheduler for ``servers``; a fresh secret is drawn when the policy needs one and none is given."""
+        """A scheduler for ``servers``; a fresh secret is drawn when the policy needs one and none is given.
+
+        ``standby``, ``failover``: see :class:`partitioner.scheduler.Scheduler`; ``health`` says
+        which workers are down when a frame is scheduled."""
         grid = WindowGrid.for_encoder(preset.img_size, preset.patch_size, preset.window_size)
         if secret is None and (settings.policy == "keyed-random" or scheme == "random"):
             secret = secrets.token_bytes(32)
@@ -107,7 +115,11 @@ class EdgeScheduler:
         except PartitionerError as exc:
             raise ConfigError(str(exc)) from None
         motion = MotionEstimator() if settings.motion else None
-        return cls(scheduler=Scheduler(policy, grid, settings.budget), preset=preset, motion=motion)
+        try:
+            scheduler = Scheduler(policy, grid, settings.budget, standby=standby, failover=failover)
+        except PartitionerError as exc:
+            raise ConfigError(str(exc)) from None
+        return cls(scheduler=scheduler, preset=preset, motion=motion, health=health)
 
     @property
     def window_cap(self) -> int:
@@ -139,9 +151,12 @@ class EdgeScheduler:
         offset = token_offset(offset_px, frame_size, preset.img_size, preset.patch_size)
         content = content_tokens(frame_size, preset.img_size, preset.patch_size)
         try:
-            scheduled = self.scheduler.schedule(frame_index, offset=offset, content=content)
+            down = [name for name in self.scheduler.ledger.servers if self.health is not None and self.health.is_down(name)]
+            scheduled = self.scheduler.schedule(frame_index, offset=offset, content=content, down=down)
         except BudgetError as exc:
             raise ExposureBudgetError(str(exc)) from None
+        except FailoverError as exc:
+            raise WorkerError(str(exc)) from None
         if scheduled.to_edge:
             log.info("frame %d: budget moved %d windows to the edge", frame_index,
                      len(scheduled.assignment.shares.get("edge", ())))

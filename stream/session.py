@@ -25,6 +25,7 @@ from partitioner.assignment import EDGE, Assignment, fixed_assignment
 from partitioner.errors import PartitionerError
 from partitioner.geometry import WindowGrid
 from partitioner.offload import PLANS
+from partitioner.scheduler import FAILOVER
 from partitioner.schemes import partition
 from workers.models import ModelSource, fingerprint, get_preset
 from workers.segment import SegmentRunner
@@ -36,6 +37,7 @@ from .local_workers import LocalWorkers
 from .memory import release_large_blocks
 from .predictor import MaskDecoder, MaskPrediction, PreparedImage, prepare_image
 from .prompts import ObjectPrompt
+from .fleet import Fleet
 from .remote import RemoteWorker
 from .transport import ANY_WORKER, ClientSecurity
 from .scheduling import EdgeScheduler, RotationSettings
@@ -61,6 +63,10 @@ class EdgeConfig:
     security: ClientSecurity | None = None
     rotation: RotationSettings = RotationSettings()
     plan: str = "default"  # "offload": workers also run the global blocks' per-token parts
+    standby: tuple[str, ...] = ()  # workers kept for failover, never given work otherwise
+    local_standby: int = 0
+    on_failure: str = "edge"  # where a failed worker's windows go: edge, standby (else edge), stop
+    reconnect_interval: float = 5.0
 
     def __post_init__(self) -> None:
         if self.plan not in PLANS:
@@ -74,8 +80,17 @@ class EdgeConfig:
                 "one worker would see every window of every frame; give 2 or more workers, "
                 "or --allow-single-server to accept that"
             )
+        if self.on_failure not in FAILOVER:
+            raise ConfigError(f"unknown --on-failure {self.on_failure!r}; choose one of {', '.join(FAILOVER)}")
+        if self.standby and self.local_workers or self.local_standby and self.workers:
+            raise ConfigError("standby workers come the same way as the others: --standby with --workers, "
+                              "--local-standby with --local-workers")
+        if self.on_failure == "standby" and not (self.standby or self.local_standby):
+            raise ConfigError("--on-failure standby needs standby workers: give --standby or --local-standby")
+        if self.reconnect_interval <= 0:
+            raise ConfigError("--reconnect-interval must be positive")
         if self.workers:  # plain text only on loopback or with an explicit insecure
-            (self.security or ClientSecurity()).check(self.workers)
+            (self.security or ClientSecurity()).check((*self.workers, *self.standby))
         self.rotation.check(max(len(self.workers), self.local_workers))
 
 
@@ -110,6 +125,8 @@ class EdgeSession:
     config: EdgeConfig
     _local: LocalWorkers | None = field(default=None, init=False)
     _executors: list[SegmentExecutor] = field(default_factory=list, init=False)
+    _standby: list[RemoteWorker] = field(default_factory=list, init=False)
+    fleet: Fleet | None = field(default=None, init=False)
     _pool: ThreadPoolExecutor | None = field(default=None, init=False)
     _frames: int = field(default=0, init=False)
 
@@ -131,6 +148,7 @@ class EdgeSession:
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="edge")
         try:
             addresses: Sequence[str] = config.workers
+            standby: Sequence[str] = config.standby
             security = config.security or ClientSecurity()
             if config.local_workers:
                 # Loopback children of this process: plain text, but a fresh token per session
@@ -138,10 +156,13 @@ class EdgeSession:
                 token = secrets.token_urlsafe(24)
                 security = ClientSecurity(insecure=True, tokens={ANY_WORKER: token})
                 self._local = LocalWorkers(
-                    config.local_workers, config.model, threads=config.worker_threads, token=token
+                    config.local_workers + config.local_standby, config.model, threads=config.worker_threads,
+                    token=token,
                 )
-                addresses = await self._local.start()
-            for address in addresses:
+                started = await self._local.start()
+                addresses, standby = started[: config.local_workers], started[config.local_workers :]
+            remotes: list[RemoteWorker] = []
+            for address in (*addresses, *standby):
                 worker = RemoteWorker(
                     address,
                     fingerprint=self.fingerprint,
@@ -151,15 +172,20 @@ class EdgeSession:
                     security=security,
                 )
                 await worker.connect()
-                self._executors.append(worker)
+                remotes.append(worker)
+            self._executors.extend(remotes[: len(addresses)])
+            self._standby = remotes[len(addresses) :]
+            self.fleet = Fleet({w.name: w for w in remotes}, reconnect_interval=config.reconnect_interval)
             # The edge is an executor too: a budget may keep windows on it (exactly, same runner).
             self.encoder = SplitEncoder(
                 self.sam,
                 self.preset,
-                {e.name: e for e in self._executors} | {EDGE: self.local_executor()},
+                {e.name: e for e in (*self._executors, *self._standby)} | {EDGE: self.local_executor()},
                 self._policy(),
                 self._pool,
                 execution=config.plan,
+                health=self.fleet,
+                on_failure=config.on_failure,
             )
             self.scheduler = self.new_scheduler()
         except BaseException:
@@ -194,11 +220,25 @@ class EdgeSession:
             scheme=config.scheme,
             secret=config.secret,
             allow_single=config.allow_single_server,
+            standby=self.standby_names,
+            failover=config.on_failure,
+            health=self.fleet,
         )
 
     @property
     def executor_names(self) -> list[str]:
+        """The active workers' names (addresses), in the order given."""
         return [e.name for e in self._executors]
+
+    @property
+    def standby_names(self) -> list[str]:
+        """The standby workers' names: used only when an active one fails."""
+        return [w.name for w in self._standby]
+
+    def fleet_summary(self) -> dict[str, object]:
+        """Workers down now, every down/up event, and the failover settings (JSON-ready)."""
+        fleet = self.fleet.summary() if self.fleet is not None else {"down": [], "events": []}
+        return {"on_failure": self.config.on_failure, "standby": self.standby_names, **fleet}
 
     @property
     def random_weights(self) -> bool:
@@ -273,7 +313,10 @@ class EdgeSession:
         return [await self.decode(embedding, prompt) for prompt in objects]
 
     async def close(self) -> None:
-        executors, self._executors = self._executors, []
+        if self.fleet is not None:
+            await self.fleet.close()
+        executors, self._executors = [*self._executors, *self._standby], []
+        self._standby = []
         for executor in executors:
             try:
                 await executor.close()

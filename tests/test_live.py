@@ -168,24 +168,40 @@ async def test_a_prompt_outside_the_frame_stops_the_run_with_a_clear_error(
         ObjectBoard().add(ObjectPrompt(points=((64.0, 1.0),), labels=(1,)), frame_size=(64, 48))
 
 
-async def test_a_worker_lost_mid_run_stops_a_live_run(tiny_worker_model: WorkerModel, tmp_path: Path) -> None:
+@pytest.mark.parametrize("on_failure", ["stop", "edge"])
+async def test_a_worker_lost_mid_run(tiny_worker_model: WorkerModel, tmp_path: Path, on_failure: str) -> None:
+    """With --on-failure stop a lost worker ends the live run with an error; by default the edge
+    takes over its windows and the run goes on to the end of the source."""
     servers = [WorkerServer(tiny_worker_model, WorkerLimits()) for _ in range(2)]
     addresses = [await s.start("127.0.0.1", 0) for s in servers]
     clip = make_clip(tmp_path / "clip.mp4", frames=30, width=96, height=64)
     got = 0
     try:
-        async with EdgeSession(EdgeConfig(model=TINY, workers=tuple(addresses))) as edge:
+        config = EdgeConfig(model=TINY, workers=tuple(addresses), on_failure=on_failure, reconnect_interval=60)
+        async with EdgeSession(config) as edge:
             board = ObjectBoard([ObjectPrompt(points=((40.0, 30.0),), labels=(1,))])
-            with pytest.raises(WorkerError):
+
+            async def play() -> None:
+                nonlocal got
                 async with FileSource(clip.path) as source:
                     async for _ in run_live(edge, source, board):
                         got += 1
                         if got == 2:
                             await servers[1].stop(0)
+
+            if on_failure == "stop":
+                with pytest.raises(WorkerError):
+                    await play()
+            else:
+                await play()
+                assert edge.fleet_summary()["down"] == [addresses[1]]
     finally:
         for server in servers:
             await server.stop(0)
-    assert 2 <= got < 30
+    if on_failure == "stop":
+        assert 2 <= got < 30
+    else:
+        assert got == 30
 
 
 def test_live_stats_figures() -> None:
