@@ -30,6 +30,7 @@ from typing import Any
 
 import torch
 
+from partitioner.offload import PLANS
 from workers.models import PRESETS, ModelSource
 
 from .errors import ConfigError
@@ -53,6 +54,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default="tiny", choices=sorted(PRESETS), help="model preset (default tiny)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random weights (default 0)")
     parser.add_argument("--local-workers", type=int, default=3, help="workers to start (default 3)")
+    parser.add_argument("--plan", default="default", choices=PLANS,
+                        help="default, or offload: workers also run the global blocks' per-token parts")
     parser.add_argument("--edge-core", type=int, default=0, help="core for the edge (default 0)")
     parser.add_argument("--worker-core", type=int, default=1, help="core for all workers (default 1)")
     parser.add_argument("--no-pin", action="store_true", help="do not pin edge and workers to cores")
@@ -175,11 +178,11 @@ async def run(args: argparse.Namespace) -> int:
             prompt = ObjectPrompt(points=(clip.objects[0].centres[0],), labels=(1,))
         source = ModelSource(preset=args.model, seed=args.seed)
         where = f"edge on core {args.edge_core}, workers on core {args.worker_core}" if pin else "unpinned"
-        print(f"bench-pipeline: {video}, {source.describe()}, {args.local_workers} local workers, {where}",
-              flush=True)
+        print(f"bench-pipeline: {video}, {source.describe()}, {args.local_workers} local workers, "
+              f"{args.plan} plan, {where}", flush=True)
         result = BenchResult()
         async with LocalWorkers(args.local_workers, source, threads=1) as workers:
-            config = EdgeConfig(model=source, workers=tuple(workers.addresses), edge_threads=1)
+            config = EdgeConfig(model=source, workers=tuple(workers.addresses), edge_threads=1, plan=args.plan)
             pids = [w.process.pid for w in workers.workers]
             if pin:
                 await pin_workers(pids, args.worker_core)
@@ -208,6 +211,7 @@ async def run(args: argparse.Namespace) -> int:
             "video": video if args.video else f"generated {args.size} x {args.frames} frames",
             "model": source.describe(),
             "workers": args.local_workers,
+            "plan": args.plan,
             "pinned": pin,
             "edge_core": args.edge_core if pin else None,
             "worker_core": args.worker_core if pin else None,
