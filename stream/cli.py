@@ -12,6 +12,7 @@ import json
 import logging
 import sys
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,8 @@ from workers.models import DEFAULT_SEED, PRESETS, RANDOM_WEIGHTS_NOTICE, ModelSo
 from .errors import ConfigError, PedsamError, PromptError
 from .prompts import ObjectPrompt, objects_from_items
 from .scheduling import RotationSettings
+from .logs import FORMATS
+from .logs import configure as configure_logs
 from .session import EdgeConfig, EdgeSession
 from .transport import ClientSecurity
 
@@ -109,6 +112,10 @@ def _add_workers(parser: argparse.ArgumentParser) -> None:
                             "else the edge) or stop")
     group.add_argument("--reconnect-interval", type=float, default=5.0,
                        help="seconds between attempts to reconnect a failed worker (default 5)")
+    group.add_argument("--config", metavar="FILE.toml",
+                       help="read these settings from a TOML file; flags given here win (see pedsam config check)")
+    group.add_argument("--metrics-port", type=int, metavar="PORT",
+                       help="serve Prometheus metrics at http://127.0.0.1:PORT/metrics while running")
     tls = parser.add_argument_group("transport security (for --workers)")
     tls.add_argument("--tls-ca", metavar="PEM", help="CA bundle worker certificates must chain to")
     tls.add_argument("--tls-cert", metavar="PEM", help="client certificate, for workers that require mutual TLS")
@@ -133,6 +140,8 @@ def _add_prompts(parser: argparse.ArgumentParser) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="pedsam", description="Privacy-split Segment Anything for video.")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv for debug)")
+    parser.add_argument("--log-format", choices=FORMATS, default="text",
+                        help="log lines as text (default) or one JSON object per line")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     from workers.cli import add_arguments as add_worker_arguments
@@ -187,6 +196,11 @@ def build_parser() -> argparse.ArgumentParser:
     health = sub.add_parser("health", help="ask a worker's grpc.health.v1 service whether it serves (exit 0 if so)")
     add_health_arguments(health)
 
+    config = sub.add_parser("config", help="check an edge configuration file")
+    config_actions = config.add_subparsers(dest="config_command", required=True, metavar="ACTION")
+    check = config_actions.add_parser("check", help="validate FILE and print what would run")
+    check.add_argument("file", metavar="FILE.toml")
+
     certs = sub.add_parser("certs", help="a throwaway CA, worker certificates and tokens for a demo fleet")
     certs.add_argument("out", metavar="DIR", help="folder to write into")
     certs.add_argument("--hosts", default="localhost,localhost,localhost",
@@ -224,6 +238,13 @@ def _edge_config(args: argparse.Namespace) -> EdgeConfig:
     workers = tuple(w.strip() for w in (args.workers or "").split(",") if w.strip())
     if getattr(args, "local_workers", None) is not None and args.local_workers < 1:
         raise ConfigError("--local-workers must be at least 1")
+    security = ClientSecurity.from_files(
+        insecure=args.insecure, ca=args.tls_ca, cert=args.tls_cert, key=args.tls_key,
+        token_file=args.token_file, server_name=args.tls_server_name,
+    )
+    tokens = getattr(args, "config_tokens", None)
+    if tokens:  # per-worker tokens from the config file; a --token-file line wins
+        security = replace(security, tokens={**tokens, **security.tokens})
     return EdgeConfig(
         model=ModelSource(preset=args.model, checkpoint=args.checkpoint, seed=args.seed),
         workers=workers,
@@ -235,16 +256,49 @@ def _edge_config(args: argparse.Namespace) -> EdgeConfig:
         allow_single_server=args.allow_single_server,
         connect_timeout=args.connect_timeout,
         request_timeout=args.request_timeout if args.request_timeout > 0 else None,
-        security=ClientSecurity.from_files(
-            insecure=args.insecure, ca=args.tls_ca, cert=args.tls_cert, key=args.tls_key,
-            token_file=args.token_file, server_name=args.tls_server_name,
-        ),
+        security=security,
         rotation=rotation_settings(args),
         standby=tuple(w.strip() for w in (args.standby or "").split(",") if w.strip()),
         local_standby=args.local_standby or 0,
         on_failure=args.on_failure,
         reconnect_interval=args.reconnect_interval,
+        metrics_port=args.metrics_port,
     )
+
+
+def _subparser(parser: argparse.ArgumentParser, name: str) -> argparse.ArgumentParser:
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            found: argparse.ArgumentParser = action.choices[name]
+            return found
+    raise KeyError(name)
+
+
+def parse(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argparse.Namespace:
+    """Parse the command line; with ``--config FILE`` the file's values become the command's
+    defaults, so flags given on the command line win over it."""
+    args = parser.parse_args(argv)
+    path = getattr(args, "config", None)
+    if not path:
+        return args
+    from .config import apply, check_providers, load, worker_tokens
+
+    command = _subparser(parser, args.command)
+    config = load(path, command)
+    check_providers(config)
+    given_local = args.local_workers is not None and "local_workers" not in config.flags
+    args = apply(config, command, parser, argv)
+    if given_local:  # --local-workers on the command line replaces the file's workers
+        args.workers = args.standby = None
+    else:
+        args.config_tokens = dict(worker_tokens(config))
+    return args
+
+
+def edge_config_from(parser: argparse.ArgumentParser, argv: Sequence[str]) -> tuple[argparse.Namespace, EdgeConfig]:
+    """The arguments and :class:`EdgeConfig` a command line (with its config file) makes."""
+    args = parse(parser, argv)
+    return args, _edge_config(args)
 
 
 def _objects(args: argparse.Namespace) -> list[ObjectPrompt]:
@@ -396,9 +450,15 @@ COMMANDS = {"embed": cmd_embed, "segment": cmd_segment, "run": cmd_run, "demo": 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parse(parser, argv)
+    except PedsamError as exc:
+        print(f"pedsam: error: {exc}", file=sys.stderr)
+        return 2
     level = logging.WARNING if args.verbose == 0 else logging.INFO if args.verbose == 1 else logging.DEBUG
-    logging.basicConfig(level=level, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    configure_logs(level, args.log_format)
+    if args.command == "config":
+        return _guard(lambda: cmd_config_check(parser, args.file))
     if args.command == "health":
         from workers.health import main as health_main
 
@@ -414,6 +474,51 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return _guard(lambda: asyncio.run(serve(args)))
     return _guard(lambda: asyncio.run(COMMANDS[args.command](args)))
+
+
+def cmd_config_check(parser: argparse.ArgumentParser, path: str) -> int:
+    """Validate an edge configuration file as ``pedsam run`` would read it; print what would run."""
+    args, config = edge_config_from(parser, ["run", "VIDEO", "--out", "OUT", "--config", path])
+    from .config import load
+
+    entries = {w.address: w for w in load(path, _subparser(parser, "run")).workers}
+    security = config.security or ClientSecurity()
+
+    def worker(address: str) -> str:
+        entry = entries.get(address)
+        notes = [entry.provider] if entry is not None and entry.provider else []
+        notes.append("token" if security.token_for(address) else "no token")
+        return f"{address} ({', '.join(notes)})"
+
+    if config.local_workers:
+        fleet = f"{config.local_workers} local" + (f", {config.local_standby} local standby" if config.local_standby else "")
+    else:
+        fleet = ", ".join(map(worker, config.workers))
+        if config.standby:
+            fleet += "; standby " + ", ".join(map(worker, config.standby))
+    if security.insecure:
+        transport = "plain text (--insecure)"
+    elif security.cert is not None:
+        transport = "mutual TLS (client certificate)"
+    elif security.ca is not None:
+        transport = "TLS"
+    else:
+        transport = "TLS with the system's CAs (plain text on loopback)"
+    budget = config.rotation.budget
+    lines = [
+        f"config ok: {path}",
+        f"model      {config.model.describe()}",
+        f"workers    {fleet}",
+        f"transport  {transport}",
+        f"split      scheme {config.scheme}, codec {config.codec}, plan {config.plan}, {args.in_flight} frames in flight",
+        f"rotation   {config.rotation.policy}; budgets: frame {budget.frame_cap}, scene {budget.scene_cap} over "
+        f"{budget.horizon} frames, on budget: {budget.on_exceed}",
+        f"failover   on failure: {config.on_failure}, reconnect every {config.reconnect_interval:g} s, "
+        f"request timeout {config.request_timeout} s",
+        f"metrics    {'metrics on port ' + str(config.metrics_port) if config.metrics_port is not None else 'off'}",
+    ]
+    print("\n".join(lines))
+    return 0
 
 
 def cmd_certs(args: argparse.Namespace) -> int:

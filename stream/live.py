@@ -238,6 +238,7 @@ async def run_live(
     order: asyncio.Queue[_Entry | None] = asyncio.Queue(maxsize=in_flight)
     slots = asyncio.Semaphore(in_flight)
     embedding: set[asyncio.Task[Embedding]] = set()  # every frame still being embedded
+    counted_drops = 0  # of the source's drops, those already added to the session's figures
 
     async def embed(item: SourceFrame) -> Embedding:
         try:
@@ -297,6 +298,8 @@ async def run_live(
                     board.record(result)
                     results.append(result)
             latency = time.monotonic() - item.captured
+            session.stats.dropped += source.dropped - counted_drops
+            counted_drops = source.dropped
             if stats is not None:
                 stats.dropped = source.dropped
                 stats.add(latency, segmented=entry.task is not None)

@@ -13,7 +13,7 @@ import itertools
 import logging
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import grpc
 import torch
@@ -23,6 +23,7 @@ from protos import pedsam_pb2 as pb
 from protos import pedsam_pb2_grpc as pb_grpc
 from workers import codec as wire
 from partitioner.offload import OffloadStage
+from workers.metrics import Histogram
 from workers.segment import Extent
 
 from .errors import WorkerError
@@ -74,6 +75,7 @@ class WireStats:
     payload_received: int = 0
     message_sent: int = 0
     message_received: int = 0
+    seconds: Histogram = field(default_factory=Histogram)  # round trip of each request
 
 
 class RemoteWorker:
@@ -248,6 +250,7 @@ class RemoteWorker:
             raise error from None
         self.stats.payload_received += _payload(result.tokens) + _payload(result.qkv)
         self.stats.message_received += size
+        self.stats.seconds.observe(time.perf_counter() - started)
         log.debug(
             "frame %d segment %d: %d windows on %s in %.3f s (worker compute %.3f s)",
             frame_id, segment, windows, self.address,

@@ -14,12 +14,15 @@ import asyncio
 import logging
 import os
 import secrets
+import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
+from prometheus_client import CollectorRegistry, start_http_server
 
 from partitioner.assignment import EDGE, Assignment, fixed_assignment
 from partitioner.errors import PartitionerError
@@ -38,6 +41,7 @@ from .memory import release_large_blocks
 from .predictor import MaskDecoder, MaskPrediction, PreparedImage, prepare_image
 from .prompts import ObjectPrompt
 from .fleet import Fleet
+from .metrics import EdgeCollector, EdgeStats
 from .remote import RemoteWorker
 from .transport import ANY_WORKER, ClientSecurity
 from .scheduling import EdgeScheduler, RotationSettings
@@ -67,6 +71,7 @@ class EdgeConfig:
     local_standby: int = 0
     on_failure: str = "edge"  # where a failed worker's windows go: edge, standby (else edge), stop
     reconnect_interval: float = 5.0
+    metrics_port: int | None = None  # serve Prometheus metrics on 127.0.0.1:PORT (0: any free port)
 
     def __post_init__(self) -> None:
         if self.plan not in PLANS:
@@ -127,6 +132,9 @@ class EdgeSession:
     _executors: list[SegmentExecutor] = field(default_factory=list, init=False)
     _standby: list[RemoteWorker] = field(default_factory=list, init=False)
     fleet: Fleet | None = field(default=None, init=False)
+    stats: EdgeStats = field(default_factory=EdgeStats, init=False)
+    metrics_port: int | None = field(default=None, init=False)
+    _metrics_server: Any = field(default=None, init=False)
     _pool: ThreadPoolExecutor | None = field(default=None, init=False)
     _frames: int = field(default=0, init=False)
 
@@ -188,6 +196,8 @@ class EdgeSession:
                 on_failure=config.on_failure,
             )
             self.scheduler = self.new_scheduler()
+            if config.metrics_port is not None:
+                self._serve_metrics(config.metrics_port)
         except BaseException:
             await self.close()
             raise
@@ -282,9 +292,32 @@ class EdgeSession:
     async def _encode(
         self, prepared: PreparedImage, frame_index: int, assignment: Assignment, exposure: dict[str, object]
     ) -> Embedding:
+        started = time.perf_counter()
         tensor, audit = await self.encoder.encode(frame_index, prepared.tensor, assignment=assignment)
         audit.exposure = exposure
+        self.stats.frames += 1
+        self.stats.frame_seconds.observe(time.perf_counter() - started)
+        for segment in audit.segments:
+            for name in segment.failover:
+                self.stats.failovers[name] = self.stats.failovers.get(name, 0) + 1
         return Embedding(tensor=tensor, prepared=prepared, audit=audit)
+
+    def _serve_metrics(self, port: int) -> None:
+        """Prometheus metrics of this session at http://127.0.0.1:PORT/metrics, on a thread."""
+        collector = EdgeCollector(
+            self.stats,
+            {w.name: w.stats for w in (*self._executors, *self._standby) if isinstance(w, RemoteWorker)},
+            exposure=self.exposure_summary,
+            down=lambda: set(self.fleet.down) if self.fleet is not None else set(),
+        )
+        registry = CollectorRegistry(auto_describe=False)
+        registry.register(collector)
+        try:
+            self._metrics_server, _ = start_http_server(port, addr="127.0.0.1", registry=registry)
+        except OSError as exc:
+            raise ConfigError(f"cannot serve metrics on 127.0.0.1:{port}: {exc.strerror}") from None
+        self.metrics_port = int(self._metrics_server.server_address[1])
+        log.info("edge metrics on http://127.0.0.1:%d/metrics", self.metrics_port)
 
     def exposure_summary(self) -> dict[str, object]:
         """What each server has seen so far (:meth:`stream.scheduling.EdgeScheduler.summary`)."""
@@ -313,6 +346,9 @@ class EdgeSession:
         return [await self.decode(embedding, prompt) for prompt in objects]
 
     async def close(self) -> None:
+        if self._metrics_server is not None:
+            await asyncio.to_thread(self._metrics_server.shutdown)
+            self._metrics_server = None
         if self.fleet is not None:
             await self.fleet.close()
         executors, self._executors = [*self._executors, *self._standby], []
