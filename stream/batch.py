@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from tqdm import tqdm
 
 from workers.models import RANDOM_WEIGHTS_NOTICE
@@ -126,7 +127,8 @@ async def run_video(
     ):
         # Closed here, not whenever the loop finalises it: frames still encoding must stop
         # before the session (and its workers) go away, on errors and Ctrl-C too.
-        frames = run_frames(session, read_frames(video), objects, in_flight=in_flight)
+        blank = np.zeros((info.height, info.width, 3), np.uint8)
+        frames = run_frames(session, read_frames(video, skip_corrupt=True), objects, in_flight=in_flight)
         async with contextlib.aclosing(frames) as results:
             async for result in results:
                 summary.frames += 1
@@ -140,8 +142,9 @@ async def run_video(
                 else:
                     summary.frames_failed += 1
                     summary.first_error = summary.first_error or result.error
-                    if result.frame.image.size:
-                        overlay.write(draw_overlay(result.frame.image, [], banner=f"ERROR: {result.error}"))
+                    # A frame that did not decode is a black frame, so the overlay keeps every index.
+                    image = result.frame.image if result.frame.image.size else blank
+                    overlay.write(draw_overlay(image, [], banner=f"ERROR: {result.error}"))
                 if result.audit is not None:
                     audit.write(result.audit)
                 bar.update(1)

@@ -313,8 +313,14 @@ async def run_live(
         with contextlib.suppress(asyncio.CancelledError, PedsamError):
             await producer
         # Frames still in flight (queued, or made by a producer stopped before queueing them)
-        # stop here, before the caller can close the session under them.
-        for task in list(embedding):
+        # stop here, before the caller can close the session under them; queued frames that
+        # already failed have their errors collected, so none is left unretrieved.
+        queued = []
+        while not order.empty():
+            entry = order.get_nowait()
+            if entry is not None and entry.task is not None:
+                queued.append(entry.task)
+        for task in {*embedding, *queued}:
             task.cancel()
             with contextlib.suppress(BaseException):
                 await task

@@ -71,9 +71,11 @@ async def run_frames(
 ) -> AsyncGenerator[FrameResult, None]:
     """Segment and follow ``objects`` through ``frames`` (prompts refer to the first frame).
 
-    Yields one :class:`FrameResult` per frame in frame order. A decoding failure yields an
-    error result for the frame that failed and ends the run; a worker failure yields error
-    results for that frame and every later one (they are still decoded and passed through).
+    Yields one :class:`FrameResult` per frame in frame order. A frame that could not be decoded
+    (``Frame.error``, from ``read_frames(..., skip_corrupt=True)``) yields an error result and the
+    run goes on; a decoding failure raised by ``frames`` yields an error result and ends the run;
+    a worker failure that failover could not absorb yields error results for that frame and
+    every later one (they are still decoded and passed through).
     """
     if in_flight < 1:
         raise ValueError("in_flight must be at least 1")
@@ -96,7 +98,7 @@ async def run_frames(
         first = True
         async for item in _frames_async(frames):
             started = time.perf_counter()
-            if isinstance(item, MediaError) or failure:
+            if isinstance(item, MediaError) or item.error is not None or failure:
                 await pending.put((item, started, None))
                 continue
             if first:
@@ -134,7 +136,8 @@ async def run_frames(
                 continue
             next_index = item.index + 1
             if task is None:
-                yield FrameResult(frame=item, objects=(), error=failure[0], audit=None, latency=0.0)
+                error = item.error if item.error is not None else failure[0]
+                yield FrameResult(frame=item, objects=(), error=error, audit=None, latency=0.0)
                 continue
             try:
                 embedding = await task

@@ -68,13 +68,17 @@ class Frame:
             file carries none.
         time: presentation time in seconds, ``pts * time_base``; ``index / rate`` when
             ``pts`` is missing.
-        image: ``(H, W, 3)`` uint8 RGB, C-contiguous, owned by this frame.
+        image: ``(H, W, 3)`` uint8 RGB, C-contiguous, owned by this frame; ``(0, 0, 3)`` when
+            the frame could not be decoded.
+        error: why the frame could not be decoded (``read_frames(..., skip_corrupt=True)``),
+            or None for a good frame.
     """
 
     index: int
     pts: int | None
     time: float
     image: np.ndarray
+    error: str | None = None
 
 
 def probe_video(path: _MediaPath) -> VideoInfo:
@@ -93,7 +97,7 @@ def probe_video(path: _MediaPath) -> VideoInfo:
         container.close()
 
 
-def read_frames(path: _MediaPath) -> Iterator[Frame]:
+def read_frames(path: _MediaPath, *, skip_corrupt: bool = False) -> Iterator[Frame]:
     """Yield every frame of the first video stream of ``path``, in presentation order.
 
     A generator: the file is opened when iteration starts, so opening errors surface at
@@ -103,7 +107,10 @@ def read_frames(path: _MediaPath) -> Iterator[Frame]:
 
     Frames that decode before a corrupt packet are yielded; at the corrupt packet the
     generator raises :class:`MediaError` whose message carries the index of the first
-    frame that could not be decoded, so a caller can record an error for the rest.
+    frame that could not be decoded, so a caller can record an error for the rest. With
+    ``skip_corrupt`` it instead yields a frame with an empty image and ``error`` set in place
+    of the packet that failed, and goes on decoding the packets after it (so a batch run keeps
+    one record per frame of the file).
 
     Raises:
         MediaError: as for :func:`probe_video`, or on a decoding failure mid-stream.
@@ -114,27 +121,37 @@ def read_frames(path: _MediaPath) -> Iterator[Frame]:
         stream = _video_stream(container, name)
         info = _describe(stream, name)
         time_base = stream.time_base
-        decoded = container.decode(stream)
         index = 0
+        packets = container.demux(stream)
         while True:
-            # Only the decoder call sits in the try: exceptions thrown into the generator
+            # Only library calls sit in the try blocks: exceptions thrown into the generator
             # at ``yield`` (GeneratorExit) must pass through untouched.
             try:
-                av_frame = next(decoded)
+                packet = next(packets)
             except StopIteration:
                 return
+            except (av.error.FFmpegError, OSError) as exc:  # the container itself is broken
+                raise MediaError(f"{name}: reading failed at frame {index}: {_reason(exc)}") from exc
+            try:
+                av_frames = packet.decode()
             except (av.error.FFmpegError, OSError) as exc:
-                raise MediaError(
-                    f"{name}: decoding failed at frame {index}: {_reason(exc)}"
-                ) from exc
-            pts = av_frame.pts
-            if pts is not None and time_base is not None:
-                seconds = float(pts * time_base)
-            else:
-                seconds = float(index / info.rate)
-            image = np.ascontiguousarray(av_frame.to_ndarray(format="rgb24"))
-            yield Frame(index=index, pts=pts, time=seconds, image=image)
-            index += 1
+                message = f"{name}: decoding failed at frame {index}: {_reason(exc)}"
+                if not skip_corrupt:
+                    raise MediaError(message) from exc
+                seconds = float(packet.pts * time_base) if packet.pts is not None and time_base else index / info.rate
+                yield Frame(index=index, pts=packet.pts, time=float(seconds),
+                            image=np.zeros((0, 0, 3), np.uint8), error=message)
+                index += 1
+                continue
+            for av_frame in av_frames:
+                pts = av_frame.pts
+                if pts is not None and time_base is not None:
+                    seconds = float(pts * time_base)
+                else:
+                    seconds = float(index / info.rate)
+                image = np.ascontiguousarray(av_frame.to_ndarray(format="rgb24"))
+                yield Frame(index=index, pts=pts, time=seconds, image=image)
+                index += 1
     finally:
         container.close()
 

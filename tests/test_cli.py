@@ -268,3 +268,23 @@ async def test_bad_inputs_get_one_readable_line(tmp_path: Path) -> None:
     for (args, words), done in zip(cases, results):
         assert_one_line_error(done, *words)
     assert not (out / "summary.json").exists()
+
+
+async def test_run_over_a_corrupt_packet_keeps_a_record_for_every_frame(tmp_path: Path) -> None:
+    from .test_video import corrupt_clip
+
+    clip = corrupt_clip(tmp_path / "corrupt.mp4")  # 30 frames, one packet overwritten mid-file
+    out = tmp_path / "out"
+    done = await pedsam("run", str(clip), "--local-workers", "2", "--point", "10,10", "--no-progress",
+                        "--out", str(out))
+    assert done.code == 1  # not everything decoded, and the exit status says so
+    assert "30 frames (29 ok, 1 failed)" in done.out
+    assert "pedsam: error: 1 frames failed; first: " in done.err and "decoding failed" in done.err
+    records = read_records(out / "masks.jsonl")
+    assert [r["frame"] for r in records] == list(range(30))
+    [bad] = [r for r in records if "error" in r]
+    assert "decoding failed" in bad["error"] and 0 < bad["frame"] < 29
+    with av.open(str(out / "overlay.mp4")) as container:
+        assert sum(1 for _ in container.decode(video=0)) == 30
+    summary = json.loads((out / "summary.json").read_text())
+    assert (summary["frames"], summary["frames_ok"], summary["frames_failed"]) == (30, 29, 1)
