@@ -496,7 +496,9 @@ def cmd_config_check(parser: argparse.ArgumentParser, path: str) -> int:
         fleet = ", ".join(map(worker, config.workers))
         if config.standby:
             fleet += "; standby " + ", ".join(map(worker, config.standby))
-    if security.insecure:
+    if config.local_workers:
+        transport = "plain text on loopback, a fresh token per session"
+    elif security.insecure:
         transport = "plain text (--insecure)"
     elif security.cert is not None:
         transport = "mutual TLS (client certificate)"

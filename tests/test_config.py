@@ -133,3 +133,9 @@ def test_json_logs_are_one_object_per_line_without_values(tmp_path: Path) -> Non
     assert records and all({"time", "level", "logger", "message"} <= set(r) for r in records)
     assert any("edge session open" in r["message"] for r in records)
     assert not any(line for line in done.stderr.splitlines() if line.strip() and not line.startswith(("{", "note:")))
+
+
+def test_the_sample_config_checks_out() -> None:
+    done = pedsam("config", "check", str(Path(__file__).resolve().parents[1] / "samples" / "edge.toml"))
+    assert done.returncode == 0, done.stderr
+    assert "3 local" in done.stdout and "keyed-random" in done.stdout and "frame 0.5" in done.stdout
