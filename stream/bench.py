@@ -13,8 +13,9 @@ Reported per mode, as medians over the measured frames and as ratios to ``stock`
 run: wall seconds per frame; the child's own CPU seconds per frame (every thread of the edge
 process, none of its workers'); its peak resident memory; the gRPC message bytes it sent and
 received per frame against the raw float32 bytes of the tensors that must cross; and the
-max-abs error of its embedding against stock's, relative to stock's max abs value. Then each
-target of the performance issue, met or not. The table goes to stdout; every figure, the
+max-abs error of its embedding against stock's, relative to stock's max abs value; and the
+machine's 1-minute load average as the measured frames began and ended (above the core count,
+other work was sharing the cores). Then each target of the performance issue, met or not. The table goes to stdout; every figure, the
 settings, the machine and its load average to ``--json``.
 """
 
@@ -58,6 +59,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=DEFAULT_SEED, help="seed of the random weights and image")
     parser.add_argument("--frames", type=int, default=3, help="measured frames per mode (default 3)")
     parser.add_argument("--warmup", type=int, default=1, help="unmeasured frames first (default 1)")
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="measure every mode this many times, in turn, so that load from other work "
+                             "falls on all of them alike (default 1)")
     parser.add_argument("--workers", default="2,3", metavar="K,...", help="split modes: worker counts (default 2,3)")
     parser.add_argument("--codecs", default="fp32,fp16,int8", metavar="C,...",
                         help="wire codecs, each measured with the first worker count (default fp32,fp16,int8)")
@@ -82,8 +86,8 @@ def plan_modes(args: argparse.Namespace) -> list[ModeSpec]:
     """The modes of one run, in the order they are measured."""
     from partitioner.schemes import SCHEMES
 
-    if args.frames < 1 or args.warmup < 0:
-        raise ConfigError("--frames must be at least 1 and --warmup at least 0")
+    if args.frames < 1 or args.warmup < 0 or args.rounds < 1:
+        raise ConfigError("--frames and --rounds must be at least 1, --warmup at least 0")
     if args.scheme not in SCHEMES:
         raise ConfigError(f"unknown scheme {args.scheme!r}; choose one of {', '.join(SCHEMES)}")
     try:
@@ -109,11 +113,12 @@ def plan_modes(args: argparse.Namespace) -> list[ModeSpec]:
     return modes
 
 
-async def _run_mode(spec: ModeSpec, settings: BenchSettings, out_dir: Path) -> dict[str, Any]:
-    """Run one mode in a child process; its record (see :class:`stream.bench_modes.ModeRecord`)."""
+async def _run_mode(spec: ModeSpec, settings: BenchSettings, out_dir: Path, stem: str) -> dict[str, Any]:
+    """Run one mode in a child process; its record (see :class:`stream.bench_modes.ModeRecord`),
+    with its embedding in ``out_dir/<stem>.npy``."""
     process = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "stream.bench_modes",
-        json.dumps(asdict(spec)), json.dumps(asdict(settings)), str(out_dir),
+        json.dumps(asdict(spec)), json.dumps(asdict(settings)), str(out_dir), stem,
         stdin=asyncio.subprocess.DEVNULL,
     )
     try:
@@ -122,11 +127,28 @@ async def _run_mode(spec: ModeSpec, settings: BenchSettings, out_dir: Path) -> d
         if process.returncode is None:  # cancelled: do not leave a child (and its workers) behind
             process.terminate()
             await process.wait()
-    record_file = out_dir / f"{spec.name}.json"
+    record_file = out_dir / f"{stem}.json"
     if code != 0 or not record_file.exists():
         raise PedsamError(f"bench mode {spec.name} failed (exit status {code})")
     record: dict[str, Any] = json.loads(record_file.read_text())
+    record["embeddings"] = [f"{stem}.npy"]
     return record
+
+
+def merge_rounds(rounds: list[dict[str, Any]]) -> dict[str, Any]:
+    """One mode's records from several rounds as one: every frame's times, the highest peak
+    memory, the median wire bytes, the lowest and highest load average."""
+    merged = dict(rounds[0])
+    merged["wall_s"] = [t for r in rounds for t in r["wall_s"]]
+    merged["cpu_s"] = [t for r in rounds for t in r["cpu_s"]]
+    merged["peak_rss_bytes"] = max(r["peak_rss_bytes"] for r in rounds)
+    loads = [v for r in rounds for v in r["load_average"]]
+    merged["load_average"] = [min(loads), max(loads)]
+    if merged.get("wire_bytes_per_frame") is not None:
+        merged["wire_bytes_per_frame"] = statistics.median(r["wire_bytes_per_frame"] for r in rounds)
+    merged["embeddings"] = [e for r in rounds for e in r["embeddings"]]
+    merged["rounds"] = len(rounds)
+    return merged
 
 
 def summarise(records: list[dict[str, Any]], out_dir: Path) -> None:
@@ -134,11 +156,12 @@ def summarise(records: list[dict[str, Any]], out_dir: Path) -> None:
     errors to each mode's record, in place."""
     by_name = {r["name"]: r for r in records}
     stock, local = by_name["stock"], by_name.get("local")
-    want = np.load(out_dir / "stock.npy")
-    scale = float(np.abs(want).max())
-    for r in records:
-        got = np.load(out_dir / f"{r['name']}.npy")
-        r["relative_error"] = float(np.abs(got - want).max() / scale) if scale else 0.0
+    want = np.load(out_dir / stock["embeddings"][0])
+    scale = float(np.abs(want).max()) or 1.0
+    for r in records:  # the worst of its rounds
+        r["relative_error"] = max(
+            float(np.abs(np.load(out_dir / name) - want).max() / scale) for name in r["embeddings"]
+        )
         r["wall_median_s"] = statistics.median(r["wall_s"])
         r["cpu_median_s"] = statistics.median(r["cpu_s"])
     for r in records:
@@ -180,7 +203,7 @@ def check_targets(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
 def format_table(records: list[dict[str, Any]]) -> str:
     """The per-mode table, as GitHub markdown (it reads as plain text too)."""
     head = ("mode", "wall s/frame", "x stock", "x local", "edge CPU s/frame", "x stock", "peak RSS MiB",
-            "x stock", "wire MB/frame", "x raw", "rel. error")
+            "x stock", "wire MB/frame", "x raw", "rel. error", "load")
     rows = [head, tuple("---" for _ in head)]
     for r in records:
         wire = r.get("wire_bytes_per_frame")
@@ -196,6 +219,7 @@ def format_table(records: list[dict[str, Any]]) -> str:
             f"{wire / 1e6:.1f}" if wire is not None else "-",
             f"{r['wire_vs_raw']:.4f}" if "wire_vs_raw" in r else "-",
             f"{r['relative_error']:.1e}",
+            "{:.1f}-{:.1f}".format(*r["load_average"]),
         ))
     widths = [max(len(row[i]) for row in rows) for i in range(len(head))]
     return "\n".join("| " + " | ".join(c.ljust(w) for c, w in zip(row, widths)) + " |" for row in rows)
@@ -227,16 +251,21 @@ async def run(args: argparse.Namespace) -> int:
     )
     started = time.time()
     load_before = [round(v, 2) for v in os.getloadavg()]
-    records = []
+    rounds: dict[str, list[dict[str, Any]]] = {spec.name: [] for spec in modes}
     with tempfile.TemporaryDirectory(prefix="pedsam-bench-") as tmp:
         out_dir = Path(tmp)
-        for spec in modes:
-            print(f"bench: {spec.name} ({settings.model}, {settings.warmup}+{settings.frames} frames)",
-                  file=sys.stderr, flush=True)
-            record = await _run_mode(spec, settings, out_dir)
-            print(f"bench: {spec.name}: {statistics.median(record['wall_s']):.3f} s/frame", file=sys.stderr, flush=True)
-            records.append(record)
+        for round_index in range(args.rounds):
+            for spec in modes:
+                print(f"bench: round {round_index + 1}/{args.rounds} {spec.name} ({settings.model}, "
+                      f"{settings.warmup}+{settings.frames} frames)", file=sys.stderr, flush=True)
+                record = await _run_mode(spec, settings, out_dir, f"{spec.name}.{round_index}")
+                print(f"bench: {spec.name}: {statistics.median(record['wall_s']):.3f} s/frame",
+                      file=sys.stderr, flush=True)
+                rounds[spec.name].append(record)
+        records = [merge_rounds(rounds[spec.name]) for spec in modes]
         summarise(records, out_dir)
+    for r in records:
+        del r["embeddings"]  # files of the temporary folder, gone now
     checks = check_targets(records)
     machine = _machine()
     load_after = [round(v, 2) for v in os.getloadavg()]
@@ -254,7 +283,7 @@ async def run(args: argparse.Namespace) -> int:
         report = {
             "model": settings.model,
             "weights": f"seeded random (seed {settings.seed})",
-            "settings": asdict(settings),
+            "settings": {**asdict(settings), "rounds": args.rounds},
             "machine": machine,
             "load_average_before": load_before,
             "load_average_after": load_after,

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import resource
 import sys
 import time
@@ -66,7 +67,9 @@ class ModeRecord:
 
     ``cpu_s`` is this process's CPU time (every thread, no children). ``wire_bytes_per_frame``
     counts whole gRPC messages both ways (with their 5-byte prefixes, without HTTP/2 framing);
-    ``raw_bytes_per_frame`` the float32 bytes of the tensors that must cross.
+    ``raw_bytes_per_frame`` the float32 bytes of the tensors that must cross. ``load_average``
+    is the machine's 1-minute load average when the measured frames began and when they ended
+    (over several rounds: the lowest and the highest reading).
     """
 
     name: str
@@ -78,6 +81,7 @@ class ModeRecord:
     wall_s: list[float]
     cpu_s: list[float]
     peak_rss_bytes: int
+    load_average: tuple[float, float]
     wire_bytes_per_frame: float | None = None
     raw_bytes_per_frame: int | None = None
 
@@ -132,9 +136,11 @@ async def _measure(
     cpus: list[float] = []
     embedding = torch.empty(0)
     moved = 0
+    load_start = 0.0
     for i in range(settings.warmup + settings.frames):
-        if i == settings.warmup and wire is not None:
-            moved = wire()
+        if i == settings.warmup:
+            moved = wire() if wire is not None else 0
+            load_start = os.getloadavg()[0]
         wall, cpu = time.perf_counter(), time.process_time()
         embedding = await encode(i)
         wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
@@ -145,6 +151,7 @@ async def _measure(
         name=spec.name, kind=spec.kind, workers=spec.workers, codec=spec.codec, plan=spec.plan,
         torch_threads=torch.get_num_threads(), wall_s=walls, cpu_s=cpus,
         peak_rss_bytes=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+        load_average=(round(load_start, 2), round(os.getloadavg()[0], 2)),
     )
     if wire is not None:
         record.wire_bytes_per_frame = (wire() - moved) / settings.frames
@@ -230,12 +237,15 @@ async def _measure_split(
 
 
 def main(argv: Sequence[str]) -> int:
+    """``SPEC_JSON SETTINGS_JSON OUT_DIR [STEM]``: write ``OUT_DIR/STEM.json`` and ``.npy``
+    (``STEM`` defaults to the mode's name)."""
     spec = ModeSpec(**json.loads(argv[0]))
     settings = BenchSettings(**json.loads(argv[1]))
     out_dir = Path(argv[2])
+    stem = argv[3] if len(argv) > 3 else spec.name
     record, embedding = asyncio.run(measure_mode(spec, settings))
-    np.save(out_dir / f"{spec.name}.npy", embedding.numpy())
-    (out_dir / f"{spec.name}.json").write_text(json.dumps(asdict(record)))
+    np.save(out_dir / f"{stem}.npy", embedding.numpy())
+    (out_dir / f"{stem}.json").write_text(json.dumps(asdict(record)))
     return 0
 
 

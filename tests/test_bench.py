@@ -66,3 +66,17 @@ def test_bad_bench_options_are_one_line_errors() -> None:
     assert done.stderr.strip().splitlines() == [
         "pedsam: error: --workers counts must be at least 2 (one worker would see whole frames)"
     ]
+
+
+def test_rounds_merge_into_one_record_per_mode() -> None:
+    from stream.bench import merge_rounds
+
+    first = {"name": "split-2", "wall_s": [2.0, 2.2], "cpu_s": [1.0, 1.1], "peak_rss_bytes": 100,
+             "load_average": [0.5, 0.7], "wire_bytes_per_frame": 10.0, "embeddings": ["a.npy"]}
+    second = {**first, "wall_s": [3.0], "cpu_s": [1.5], "peak_rss_bytes": 120, "load_average": [1.5, 2.5],
+              "wire_bytes_per_frame": 12.0, "embeddings": ["b.npy"]}
+    merged = merge_rounds([first, second])
+    assert merged["wall_s"] == [2.0, 2.2, 3.0] and merged["cpu_s"] == [1.0, 1.1, 1.5]
+    assert merged["peak_rss_bytes"] == 120 and merged["load_average"] == [0.5, 2.5]
+    assert merged["wire_bytes_per_frame"] == 11.0 and merged["embeddings"] == ["a.npy", "b.npy"]
+    assert merged["rounds"] == 2

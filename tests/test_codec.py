@@ -32,3 +32,16 @@ def test_int8_handles_all_zero_rows() -> None:
 def test_unknown_codec_name() -> None:
     with pytest.raises(ValueError, match="choose one of"):
         wire.codec_id("bf16")
+
+
+def test_fp32_decode_is_exact_and_warns_nothing() -> None:
+    """fp32 tensors decode as views of read-only message bytes; torch must not warn about it."""
+    import warnings
+
+    tokens = torch.randn(196, 64, generator=torch.Generator().manual_seed(2))
+    tensor = wire.encode(tokens, pb.CODEC_FP32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        back = wire.decode(tensor)
+        again = back + 0  # using it is fine too
+    assert torch.equal(back, tokens) and torch.equal(again, tokens)

@@ -84,16 +84,32 @@ def test_vit_b_shape_blocks_equal_segment_anything() -> None:
     check_block_pair(768, 12, 64)
 
 
-def test_chunked_mask_is_exact_for_any_chunk(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Queries are processed in chunks bounded by the mask budget; the result must not depend on
-    where the chunks fall (here 5 queries per chunk, the last one partial)."""
+@pytest.mark.parametrize(
+    ("budget", "chunks"),
+    [
+        (10 * 4 * 32 * 32, (1, 10)),  # 10 queries of one head a call, the last chunk partial
+        (4 * 1024 * 1024, (1, 1024)),  # every query of one head a call
+        (8 * 1024 * 1024, (2, 1024)),  # both heads at once
+    ],
+)
+def test_chunked_mask_is_exact_for_any_chunk(
+    monkeypatch: pytest.MonkeyPatch, budget: int, chunks: tuple[int, int]
+) -> None:
+    """Attention runs in (heads, queries) chunks bounded by the mask budget; the result must not
+    depend on where the chunks fall."""
     block = sam_block(64, 2, window_size=0, grid=32, seed=3)
     x = torch.randn(1, 32, 32, 64, generator=torch.Generator().manual_seed(4))
+    monkeypatch.setattr(kernels, "MASK_BUDGET_BYTES", budget)
+    assert kernels.mask_chunks(1, 2, 32 * 32) == chunks
     with torch.inference_mode():
         want = block(x)
-        monkeypatch.setattr(kernels, "MASK_BUDGET_BYTES", 5 * 4 * 2 * 32 * 32)
         got = kernels.global_block(block, x)
     assert relative_error(got, want) <= 1e-4
+
+
+def test_vit_b_chunks_hold_one_head_of_a_frame_or_every_head_of_a_window_batch() -> None:
+    assert kernels.mask_chunks(1, 12, 64 * 64) == (1, 4096)
+    assert kernels.mask_chunks(25, 12, 14 * 14) == (12, 196)
 
 
 def test_whole_windows_skip_padding_and_match_sam() -> None:
