@@ -189,16 +189,13 @@ async def measure_mode(spec: ModeSpec, settings: BenchSettings) -> tuple[ModeRec
         raise ValueError(f"unknown bench mode kind {spec.kind!r}")
     release_large_blocks()  # as an edge session does (stock stays untouched)
 
-    class EdgeOnly:
-        def assign(self, frame_index: int) -> Assignment:
-            return Assignment(frame_index=frame_index, shares={EDGE: tuple(range(encoder.grid.num_windows))})
-
     with ThreadPoolExecutor(1, thread_name_prefix="edge") as pool:
         executor = LocalExecutor(SegmentRunner(sam, preset), pool)
-        encoder = SplitEncoder(sam, preset, {EDGE: executor}, EdgeOnly(), pool)
+        encoder = SplitEncoder(sam, preset, {EDGE: executor}, pool)
+        everything = tuple(range(encoder.grid.num_windows))
 
         async def local(i: int) -> torch.Tensor:
-            embedding, _ = await encoder.encode(i, prepared.tensor)
+            embedding, _ = await encoder.encode(i, prepared.tensor, Assignment(frame_index=i, shares={EDGE: everything}))
             return embedding
 
         return await _measure(spec, settings, local)

@@ -26,7 +26,7 @@ import time
 from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
-from typing import Any, Protocol, TypeVar
+from typing import Any, TypeVar
 
 import torch
 from segment_anything.modeling import Sam
@@ -43,12 +43,6 @@ from .executors import SegmentExecutor
 from .fleet import NeverDown, WorkerHealth
 
 T = TypeVar("T")
-
-
-class AssignmentPolicy(Protocol):
-    """Chooses, per frame, which executor computes which windows."""
-
-    def assign(self, frame_index: int) -> Assignment: ...
 
 
 @dataclass
@@ -116,7 +110,6 @@ class SplitEncoder:
         sam: Sam,
         preset: ModelPreset,
         executors: Mapping[str, SegmentExecutor],
-        policy: AssignmentPolicy,
         edge_pool: Executor,
         execution: str = "default",
         *,
@@ -133,7 +126,6 @@ class SplitEncoder:
         self.plan: ModelPlan = model_plan(preset.depth, preset.global_attn_indexes)
         self.grid = WindowGrid.for_encoder(preset.img_size, preset.patch_size, preset.window_size)
         self.executors = dict(executors)
-        self.policy = policy
         self._pool = edge_pool
         self.health: WorkerHealth = health or NeverDown()
         self.on_failure = on_failure  # "stop": a failed worker fails the frame
@@ -145,23 +137,20 @@ class SplitEncoder:
         return await loop.run_in_executor(self._pool, fn, *args)
 
     async def encode(
-        self, frame_index: int, image: torch.Tensor, *, assignment: Assignment | None = None
+        self, frame_index: int, image: torch.Tensor, assignment: Assignment
     ) -> tuple[torch.Tensor, FrameAudit]:
         """One preprocessed image -> (its embedding, the frame's audit record).
 
         Args:
-            frame_index: the frame's sequence number in this session (tags requests; drives
-                the assignment policy).
+            frame_index: the frame's sequence number in this session (tags requests).
             image: (1, 3, S, S) float32, as ``Sam.preprocess`` returns it (S = img_size).
-            assignment: the frame's assignment when the caller scheduled it already (the
-                session's scheduler); default ``policy.assign(frame_index)``.
+            assignment: which executor computes which windows of this frame (the session's
+                scheduler decides it; every window exactly once).
 
         Returns:
             (1, out_chans, S/16, S/16) float32, equal to ``sam.image_encoder(image)`` up to float
             rounding, and the :class:`FrameAudit`.
         """
-        if assignment is None:
-            assignment = self.policy.assign(frame_index)
         check_assignment(assignment, self.grid.num_windows)
         unknown = set(assignment.shares) - set(self.executors)
         if unknown:

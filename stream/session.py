@@ -24,12 +24,9 @@ import numpy as np
 import torch
 from prometheus_client import CollectorRegistry, start_http_server
 
-from partitioner.assignment import EDGE, Assignment, fixed_assignment
-from partitioner.errors import PartitionerError
-from partitioner.geometry import WindowGrid
+from partitioner.assignment import EDGE, Assignment
 from partitioner.offload import PLANS
 from partitioner.scheduler import FAILOVER
-from partitioner.schemes import partition
 from workers.models import ModelSource, fingerprint, get_preset
 from workers.segment import SegmentRunner
 
@@ -97,17 +94,6 @@ class EdgeConfig:
         if self.workers:  # plain text only on loopback or with an explicit insecure
             (self.security or ClientSecurity()).check((*self.workers, *self.standby))
         self.rotation.check(max(len(self.workers), self.local_workers))
-
-
-@dataclass(frozen=True, slots=True)
-class FixedPolicy:
-    """Server ``s`` gets share ``s`` on every frame."""
-
-    shares: tuple[tuple[int, ...], ...]
-    servers: tuple[str, ...]
-
-    def assign(self, frame_index: int) -> Assignment:
-        return fixed_assignment(frame_index, self.shares, self.servers)
 
 
 @dataclass(frozen=True, slots=True)
@@ -181,6 +167,9 @@ class EdgeSession:
                 )
                 await worker.connect()
                 remotes.append(worker)
+            names = [w.name for w in remotes]
+            if len(set(names)) != len(names):
+                raise ConfigError(f"the same worker is listed twice: {', '.join(names)}")
             self._executors.extend(remotes[: len(addresses)])
             self._standby = remotes[len(addresses) :]
             self.fleet = Fleet({w.name: w for w in remotes}, reconnect_interval=config.reconnect_interval)
@@ -189,7 +178,6 @@ class EdgeSession:
                 self.sam,
                 self.preset,
                 {e.name: e for e in (*self._executors, *self._standby)} | {EDGE: self.local_executor()},
-                self._policy(),
                 self._pool,
                 execution=config.plan,
                 health=self.fleet,
@@ -203,21 +191,6 @@ class EdgeSession:
             raise
         self.decoder = MaskDecoder(self.sam)
         log.info("edge session open: %s over %d workers", config.model.describe(), len(self._executors))
-
-    def _policy(self) -> FixedPolicy:
-        config = self.config
-        names = tuple(e.name for e in self._executors)
-        if len(set(names)) != len(names):
-            raise ConfigError(f"the same worker is listed twice: {', '.join(names)}")
-        secret = config.secret or (secrets.token_bytes(32) if config.scheme == "random" else None)
-        grid = WindowGrid.for_encoder(self.preset.img_size, self.preset.patch_size, self.preset.window_size)
-        try:
-            shares = partition(
-                grid, len(names), config.scheme, secret=secret, allow_single=config.allow_single_server
-            )
-        except PartitionerError as exc:
-            raise ConfigError(str(exc)) from None
-        return FixedPolicy(shares=shares, servers=names)
 
     def new_scheduler(self) -> EdgeScheduler:
         """A scheduler for one more video stream sharing this session (a browser call of
@@ -293,7 +266,7 @@ class EdgeSession:
         self, prepared: PreparedImage, frame_index: int, assignment: Assignment, exposure: dict[str, object]
     ) -> Embedding:
         started = time.perf_counter()
-        tensor, audit = await self.encoder.encode(frame_index, prepared.tensor, assignment=assignment)
+        tensor, audit = await self.encoder.encode(frame_index, prepared.tensor, assignment)
         audit.exposure = exposure
         self.stats.frames += 1
         self.stats.frame_seconds.observe(time.perf_counter() - started)

@@ -184,15 +184,11 @@ async def test_edge_keeps_global_blocks_that_have_no_segment_beside_them() -> No
     preset = replace(get_preset("tiny"), name="odd", global_attn_indexes=(0, 3, 4))
     sam = build_sam(preset, seed=1)
 
-    class EdgeOnly:
-        def assign(self, frame_index: int) -> Assignment:
-            return Assignment(frame_index=frame_index, shares={EDGE: tuple(range(9))})
-
     image = torch.randn(1, 3, 512, 512, generator=torch.Generator().manual_seed(3))
     with ThreadPoolExecutor(1) as pool:
         executor = LocalExecutor(SegmentRunner(sam, preset), pool)
-        encoder = SplitEncoder(sam, preset, {EDGE: executor}, EdgeOnly(), pool, execution="offload")
-        embedding, audit = await encoder.encode(0, image)
+        encoder = SplitEncoder(sam, preset, {EDGE: executor}, pool, execution="offload")
+        embedding, audit = await encoder.encode(0, image, Assignment(frame_index=0, shares={EDGE: tuple(range(9))}))
     with torch.inference_mode():
         reference = sam.image_encoder(image)
     assert relative_error(embedding, reference) <= 1e-4
