@@ -24,27 +24,27 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x13protos/pedsam.proto\x12\tpedsam.v1\"V\n\x06Tensor\x12\x1f\n\x05\x63odec\x18\x01 \x01(\x0e\x32\x10.pedsam.v1.Codec\x12\r\n\x05shape\x18\x02 \x03(\x03\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\x0c\x12\x0e\n\x06scales\x18\x04 \x01(\x0c\"-\n\x0cWindowExtent\x12\x0e\n\x06height\x18\x01 \x01(\r\x12\r\n\x05width\x18\x02 \x01(\r\"\xe5\x02\n\x0eSegmentRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\x04\x12\x10\n\x08\x66rame_id\x18\x02 \x01(\x04\x12\x0f\n\x07segment\x18\x03 \x01(\r\x12\x19\n\x11model_fingerprint\x18\x04 \x01(\t\x12(\n\x07\x65xtents\x18\x05 \x03(\x0b\x32\x17.pedsam.v1.WindowExtent\x12!\n\x06tokens\x18\x06 \x01(\x0b\x32\x11.pedsam.v1.Tensor\x12&\n\x0cresult_codec\x18\x07 \x01(\x0e\x32\x10.pedsam.v1.Codec\x12\x19\n\x0c\x66inish_block\x18\x08 \x01(\rH\x00\x88\x01\x01\x12 \n\x05mixed\x18\t \x01(\x0b\x32\x11.pedsam.v1.Tensor\x12\x14\n\x0cskip_segment\x18\n \x01(\x08\x12\x18\n\x0bstart_block\x18\x0b \x01(\rH\x01\x88\x01\x01\x42\x0f\n\r_finish_blockB\x0e\n\x0c_start_block\"\xa2\x01\n\rSegmentResult\x12\x12\n\nrequest_id\x18\x01 \x01(\x04\x12\x10\n\x08\x66rame_id\x18\x02 \x01(\x04\x12\x0f\n\x07segment\x18\x03 \x01(\r\x12!\n\x06tokens\x18\x04 \x01(\x0b\x32\x11.pedsam.v1.Tensor\x12\x17\n\x0f\x63ompute_seconds\x18\x05 \x01(\x01\x12\x1e\n\x03qkv\x18\x06 \x01(\x0b\x32\x11.pedsam.v1.Tensor\"\x11\n\x0f\x44\x65scribeRequest\"\xfb\x01\n\tModelInfo\x12\x0e\n\x06preset\x18\x01 \x01(\t\x12\x13\n\x0b\x66ingerprint\x18\x02 \x01(\t\x12\x13\n\x0bwindow_size\x18\x03 \x01(\r\x12\x11\n\tembed_dim\x18\x04 \x01(\r\x12\x14\n\x0cnum_segments\x18\x05 \x01(\r\x12\x16\n\x0erandom_weights\x18\x06 \x01(\x08\x12 \n\x06\x63odecs\x18\x07 \x03(\x0e\x32\x10.pedsam.v1.Codec\x12\x1f\n\x17max_windows_per_request\x18\x08 \x01(\r\x12\x19\n\x11max_message_bytes\x18\t \x01(\x04\x12\x15\n\rglobal_blocks\x18\n \x03(\r*N\n\x05\x43odec\x12\x15\n\x11\x43ODEC_UNSPECIFIED\x10\x00\x12\x0e\n\nCODEC_FP32\x10\x01\x12\x0e\n\nCODEC_FP16\x10\x02\x12\x0e\n\nCODEC_INT8\x10\x03\x32\x90\x01\n\x0cWindowWorker\x12<\n\x08\x44\x65scribe\x12\x1a.pedsam.v1.DescribeRequest\x1a\x14.pedsam.v1.ModelInfo\x12\x42\n\x07Process\x12\x19.pedsam.v1.SegmentRequest\x1a\x18.pedsam.v1.SegmentResult(\x01\x30\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x13protos/pedsam.proto\x12\tpedsam.v1\"V\n\x06Tensor\x12\x1f\n\x05\x63odec\x18\x01 \x01(\x0e\x32\x10.pedsam.v1.Codec\x12\r\n\x05shape\x18\x02 \x03(\x03\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\x0c\x12\x0e\n\x06scales\x18\x04 \x01(\x0c\"-\n\x0cWindowExtent\x12\x0e\n\x06height\x18\x01 \x01(\r\x12\r\n\x05width\x18\x02 \x01(\r\"\xfe\x02\n\x0eSegmentRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\x04\x12\x10\n\x08\x66rame_id\x18\x02 \x01(\x04\x12\x0f\n\x07segment\x18\x03 \x01(\r\x12\x19\n\x11model_fingerprint\x18\x04 \x01(\t\x12(\n\x07\x65xtents\x18\x05 \x03(\x0b\x32\x17.pedsam.v1.WindowExtent\x12!\n\x06tokens\x18\x06 \x01(\x0b\x32\x11.pedsam.v1.Tensor\x12&\n\x0cresult_codec\x18\x07 \x01(\x0e\x32\x10.pedsam.v1.Codec\x12\x19\n\x0c\x66inish_block\x18\x08 \x01(\rH\x00\x88\x01\x01\x12 \n\x05mixed\x18\t \x01(\x0b\x32\x11.pedsam.v1.Tensor\x12\x14\n\x0cskip_segment\x18\n \x01(\x08\x12\x18\n\x0bstart_block\x18\x0b \x01(\rH\x01\x88\x01\x01\x12\x17\n\x0fresidual_result\x18\x0c \x01(\x08\x42\x0f\n\r_finish_blockB\x0e\n\x0c_start_block\"\xb4\x01\n\rSegmentResult\x12\x12\n\nrequest_id\x18\x01 \x01(\x04\x12\x10\n\x08\x66rame_id\x18\x02 \x01(\x04\x12\x0f\n\x07segment\x18\x03 \x01(\r\x12!\n\x06tokens\x18\x04 \x01(\x0b\x32\x11.pedsam.v1.Tensor\x12\x17\n\x0f\x63ompute_seconds\x18\x05 \x01(\x01\x12\x1e\n\x03qkv\x18\x06 \x01(\x0b\x32\x11.pedsam.v1.Tensor\x12\x10\n\x08residual\x18\x07 \x01(\x08\"\x11\n\x0f\x44\x65scribeRequest\"\xfb\x01\n\tModelInfo\x12\x0e\n\x06preset\x18\x01 \x01(\t\x12\x13\n\x0b\x66ingerprint\x18\x02 \x01(\t\x12\x13\n\x0bwindow_size\x18\x03 \x01(\r\x12\x11\n\tembed_dim\x18\x04 \x01(\r\x12\x14\n\x0cnum_segments\x18\x05 \x01(\r\x12\x16\n\x0erandom_weights\x18\x06 \x01(\x08\x12 \n\x06\x63odecs\x18\x07 \x03(\x0e\x32\x10.pedsam.v1.Codec\x12\x1f\n\x17max_windows_per_request\x18\x08 \x01(\r\x12\x19\n\x11max_message_bytes\x18\t \x01(\x04\x12\x15\n\rglobal_blocks\x18\n \x03(\r*N\n\x05\x43odec\x12\x15\n\x11\x43ODEC_UNSPECIFIED\x10\x00\x12\x0e\n\nCODEC_FP32\x10\x01\x12\x0e\n\nCODEC_FP16\x10\x02\x12\x0e\n\nCODEC_INT8\x10\x03\x32\x90\x01\n\x0cWindowWorker\x12<\n\x08\x44\x65scribe\x12\x1a.pedsam.v1.DescribeRequest\x1a\x14.pedsam.v1.ModelInfo\x12\x42\n\x07Process\x12\x19.pedsam.v1.SegmentRequest\x1a\x18.pedsam.v1.SegmentResult(\x01\x30\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'protos.pedsam_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_CODEC']._serialized_start=967
-  _globals['_CODEC']._serialized_end=1045
+  _globals['_CODEC']._serialized_start=1010
+  _globals['_CODEC']._serialized_end=1088
   _globals['_TENSOR']._serialized_start=34
   _globals['_TENSOR']._serialized_end=120
   _globals['_WINDOWEXTENT']._serialized_start=122
   _globals['_WINDOWEXTENT']._serialized_end=167
   _globals['_SEGMENTREQUEST']._serialized_start=170
-  _globals['_SEGMENTREQUEST']._serialized_end=527
-  _globals['_SEGMENTRESULT']._serialized_start=530
-  _globals['_SEGMENTRESULT']._serialized_end=692
-  _globals['_DESCRIBEREQUEST']._serialized_start=694
-  _globals['_DESCRIBEREQUEST']._serialized_end=711
-  _globals['_MODELINFO']._serialized_start=714
-  _globals['_MODELINFO']._serialized_end=965
-  _globals['_WINDOWWORKER']._serialized_start=1048
-  _globals['_WINDOWWORKER']._serialized_end=1192
+  _globals['_SEGMENTREQUEST']._serialized_end=552
+  _globals['_SEGMENTRESULT']._serialized_start=555
+  _globals['_SEGMENTRESULT']._serialized_end=735
+  _globals['_DESCRIBEREQUEST']._serialized_start=737
+  _globals['_DESCRIBEREQUEST']._serialized_end=754
+  _globals['_MODELINFO']._serialized_start=757
+  _globals['_MODELINFO']._serialized_end=1008
+  _globals['_WINDOWWORKER']._serialized_start=1091
+  _globals['_WINDOWWORKER']._serialized_end=1235
 # @@protoc_insertion_point(module_scope)

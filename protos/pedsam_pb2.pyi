@@ -39,7 +39,7 @@ class WindowExtent(_message.Message):
     def __init__(self, height: _Optional[int] = ..., width: _Optional[int] = ...) -> None: ...
 
 class SegmentRequest(_message.Message):
-    __slots__ = ("request_id", "frame_id", "segment", "model_fingerprint", "extents", "tokens", "result_codec", "finish_block", "mixed", "skip_segment", "start_block")
+    __slots__ = ("request_id", "frame_id", "segment", "model_fingerprint", "extents", "tokens", "result_codec", "finish_block", "mixed", "skip_segment", "start_block", "residual_result")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     FRAME_ID_FIELD_NUMBER: _ClassVar[int]
     SEGMENT_FIELD_NUMBER: _ClassVar[int]
@@ -51,6 +51,7 @@ class SegmentRequest(_message.Message):
     MIXED_FIELD_NUMBER: _ClassVar[int]
     SKIP_SEGMENT_FIELD_NUMBER: _ClassVar[int]
     START_BLOCK_FIELD_NUMBER: _ClassVar[int]
+    RESIDUAL_RESULT_FIELD_NUMBER: _ClassVar[int]
     request_id: int
     frame_id: int
     segment: int
@@ -62,23 +63,26 @@ class SegmentRequest(_message.Message):
     mixed: Tensor
     skip_segment: bool
     start_block: int
-    def __init__(self, request_id: _Optional[int] = ..., frame_id: _Optional[int] = ..., segment: _Optional[int] = ..., model_fingerprint: _Optional[str] = ..., extents: _Optional[_Iterable[_Union[WindowExtent, _Mapping]]] = ..., tokens: _Optional[_Union[Tensor, _Mapping]] = ..., result_codec: _Optional[_Union[Codec, str]] = ..., finish_block: _Optional[int] = ..., mixed: _Optional[_Union[Tensor, _Mapping]] = ..., skip_segment: _Optional[bool] = ..., start_block: _Optional[int] = ...) -> None: ...
+    residual_result: bool
+    def __init__(self, request_id: _Optional[int] = ..., frame_id: _Optional[int] = ..., segment: _Optional[int] = ..., model_fingerprint: _Optional[str] = ..., extents: _Optional[_Iterable[_Union[WindowExtent, _Mapping]]] = ..., tokens: _Optional[_Union[Tensor, _Mapping]] = ..., result_codec: _Optional[_Union[Codec, str]] = ..., finish_block: _Optional[int] = ..., mixed: _Optional[_Union[Tensor, _Mapping]] = ..., skip_segment: _Optional[bool] = ..., start_block: _Optional[int] = ..., residual_result: _Optional[bool] = ...) -> None: ...
 
 class SegmentResult(_message.Message):
-    __slots__ = ("request_id", "frame_id", "segment", "tokens", "compute_seconds", "qkv")
+    __slots__ = ("request_id", "frame_id", "segment", "tokens", "compute_seconds", "qkv", "residual")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     FRAME_ID_FIELD_NUMBER: _ClassVar[int]
     SEGMENT_FIELD_NUMBER: _ClassVar[int]
     TOKENS_FIELD_NUMBER: _ClassVar[int]
     COMPUTE_SECONDS_FIELD_NUMBER: _ClassVar[int]
     QKV_FIELD_NUMBER: _ClassVar[int]
+    RESIDUAL_FIELD_NUMBER: _ClassVar[int]
     request_id: int
     frame_id: int
     segment: int
     tokens: Tensor
     compute_seconds: float
     qkv: Tensor
-    def __init__(self, request_id: _Optional[int] = ..., frame_id: _Optional[int] = ..., segment: _Optional[int] = ..., tokens: _Optional[_Union[Tensor, _Mapping]] = ..., compute_seconds: _Optional[float] = ..., qkv: _Optional[_Union[Tensor, _Mapping]] = ...) -> None: ...
+    residual: bool
+    def __init__(self, request_id: _Optional[int] = ..., frame_id: _Optional[int] = ..., segment: _Optional[int] = ..., tokens: _Optional[_Union[Tensor, _Mapping]] = ..., compute_seconds: _Optional[float] = ..., qkv: _Optional[_Union[Tensor, _Mapping]] = ..., residual: _Optional[bool] = ...) -> None: ...
 
 class DescribeRequest(_message.Message):
     __slots__ = ()

@@ -158,7 +158,7 @@ class RemoteWorker:
             raise self._failure
         outgoing = await asyncio.to_thread(self._segment_request, frame_id, segment, tokens, extents)
         result = await self._exchange(outgoing, frame_id, segment, len(extents))
-        return await asyncio.to_thread(wire.decode, result.tokens)
+        return await asyncio.to_thread(self._result_tokens, result, tokens)
 
     async def run_stage(
         self,
@@ -178,9 +178,16 @@ class RemoteWorker:
             raise WorkerError(f"worker {self.address} does not run global blocks (offload plan); update it")
         outgoing = await asyncio.to_thread(self._stage_request, frame_id, stage, tokens, mixed, extents)
         result = await self._exchange(outgoing, frame_id, stage.segment, len(extents))
-        out = await asyncio.to_thread(wire.decode, result.tokens)
+        out = await asyncio.to_thread(self._result_tokens, result, tokens)
         qkv = await asyncio.to_thread(wire.decode, result.qkv) if stage.start is not None else None
         return out, qkv
+
+    def _result_tokens(self, result: pb.SegmentResult, sent: torch.Tensor) -> torch.Tensor:
+        """A result's tokens, with a residual added back to the exact tokens that were sent."""
+        try:
+            return wire.decode_result(result.tokens, result.residual, sent)
+        except ValueError as exc:
+            raise self._fail(WorkerError(f"worker {self.address} sent a malformed result: {exc}")) from None
 
     def _segment_request(
         self, frame_id: int, segment: int, tokens: torch.Tensor, extents: Sequence[Extent]
@@ -192,6 +199,7 @@ class RemoteWorker:
             model_fingerprint=self._fingerprint,
             extents=[pb.WindowExtent(height=h, width=w) for h, w in extents],
             tokens=wire.encode(tokens, self._codec),
+            residual_result=self._codec in wire.LOSSY,
         )
         return _Outgoing.of(request)
 
@@ -210,6 +218,7 @@ class RemoteWorker:
             model_fingerprint=self._fingerprint,
             extents=[pb.WindowExtent(height=h, width=w) for h, w in extents],
             tokens=wire.encode(tokens, self._codec),
+            residual_result=self._codec in wire.LOSSY,
         )
         if stage.finish is not None:
             if mixed is None:

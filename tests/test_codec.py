@@ -45,3 +45,15 @@ def test_fp32_decode_is_exact_and_warns_nothing() -> None:
         back = wire.decode(tensor)
         again = back + 0  # using it is fine too
     assert torch.equal(back, tokens) and torch.equal(again, tokens)
+
+
+def test_decode_result_adds_residuals_back_and_checks_their_shape() -> None:
+    sent = torch.randn(20, 8, generator=torch.Generator().manual_seed(3))
+    delta = torch.randn(20, 8, generator=torch.Generator().manual_seed(4)) * 0.1
+    for codec in (pb.CODEC_FP32, pb.CODEC_INT8):
+        tensor = wire.encode(delta, codec)
+        plain = wire.decode_result(tensor, False, sent)
+        torch.testing.assert_close(plain, wire.decode(tensor))
+        torch.testing.assert_close(wire.decode_result(tensor, True, sent), sent + wire.decode(tensor))
+    with pytest.raises(ValueError, match="residual of shape"):
+        wire.decode_result(wire.encode(delta[:5], pb.CODEC_INT8), True, sent)

@@ -38,6 +38,21 @@ async def test_tiny_split_embedding_equals_monolithic(tiny_workers: list[str], s
         assert len(segment.shares) == 3
 
 
+@pytest.mark.parametrize("plan", ["default", "offload"])
+@pytest.mark.parametrize(("codec", "bound"), [("fp16", 1e-3), ("int8", 1e-2)])
+async def test_lossy_codecs_stay_within_their_error_bound(
+    tiny_workers: list[str], codec: str, bound: float, plan: str
+) -> None:
+    """fp16 and int8 on the wire keep the embedding within their stated error of SAM's own."""
+    image = scene(300, 400)
+    config = EdgeConfig(model=TINY, workers=tuple(tiny_workers), codec=codec, plan=plan)
+    async with EdgeSession(config) as session:
+        embedding = await session.embed(image)
+        with torch.inference_mode():
+            reference = session.sam.image_encoder(embedding.prepared.tensor)
+    assert 0 < relative_error(embedding.tensor, reference) <= bound
+
+
 async def test_masks_identical_to_sam_predictor(tiny_workers: list[str]) -> None:
     image = scene(240, 320, seed=3)
     prompts = [

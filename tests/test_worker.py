@@ -81,6 +81,21 @@ async def test_stream_round_trip_matches_local_runner(server) -> None:
         torch.testing.assert_close(wire.decode(result.tokens), expected, rtol=0, atol=0)
 
 
+async def test_residual_result_is_what_the_blocks_added(server) -> None:
+    """Asked for a residual, the worker returns result minus the tokens it received, and says so."""
+    _, stub, model = server
+    req, tokens = request(model, 1, [WHOLE, BORDER], segment=1, seed=4)
+    req.residual_result = True
+    call = stub.Process()
+    await call.write(req)
+    await call.done_writing()
+    [result] = [r async for r in call]
+    assert result.residual
+    expected = model.runner.run(1, tokens, [WHOLE, BORDER])
+    torch.testing.assert_close(wire.decode(result.tokens), expected - tokens, rtol=0, atol=0)
+    torch.testing.assert_close(wire.decode_result(result.tokens, result.residual, tokens), expected)
+
+
 @pytest.mark.parametrize(
     ("mutate", "code", "words"),
     [

@@ -275,6 +275,8 @@ class WindowWorkerService(pb_grpc.WindowWorkerServicer):
             )
         else:
             out = self._model.runner.run(request.segment, tokens, extents)
+        if request.residual_result:
+            out = out - tokens
         return pb.SegmentResult(
             request_id=request.request_id,
             frame_id=request.frame_id,
@@ -282,6 +284,7 @@ class WindowWorkerService(pb_grpc.WindowWorkerServicer):
             tokens=wire.encode(out, codec),
             compute_seconds=time.perf_counter() - started,
             qkv=wire.encode(qkv, codec) if qkv is not None else None,
+            residual=request.residual_result,
         )
 
 
