@@ -22,6 +22,7 @@ same segment runner). The audit records each case under ``failover``.
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping, Sequence
 from concurrent.futures import Executor
@@ -79,7 +80,13 @@ class FrameAudit:
 
 def window_token_index(windows: Sequence[Window], grid_width: int) -> torch.Tensor:
     """(N,) int64: for the valid tokens of ``windows`` (row-major, one window after another),
-    their row-major positions in an (H, ``grid_width``) token grid."""
+    their row-major positions in an (H, ``grid_width``) token grid. Read only: it is shared."""
+    return _token_index(tuple(windows), grid_width)
+
+
+@functools.lru_cache(maxsize=512)
+def _token_index(windows: tuple[Window, ...], grid_width: int) -> torch.Tensor:
+    # Cached: a frame cuts the same shares in every segment, and shares recur across frames.
     parts = [
         ((w.top + torch.arange(w.height)) * grid_width).view(-1, 1) + (w.left + torch.arange(w.width))
         for w in windows

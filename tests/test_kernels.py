@@ -107,6 +107,35 @@ def test_chunked_mask_is_exact_for_any_chunk(
     assert relative_error(got, want) <= 1e-4
 
 
+def test_reused_mask_buffer_never_leaks_between_calls_of_other_shapes() -> None:
+    """The mask buffer is kept per thread: a frame, then a small window batch, then the frame
+    again, then other threads, each must come out as SAM computes it."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    glob = sam_block(64, 2, window_size=0, grid=32, seed=5)
+    windowed = sam_block(64, 2, window_size=14, grid=32, seed=6)
+    x = torch.randn(1, 32, 32, 64, generator=torch.Generator().manual_seed(8))
+    with torch.inference_mode():
+        want_global = glob(x)
+        want_windows, _ = valid_window_tokens(windowed(x), 14)
+    tokens, extents = valid_window_tokens(x, 14)
+    first = extents[0][0] * extents[0][1]
+
+    def run() -> None:
+        with torch.inference_mode():
+            assert relative_error(kernels.global_block(glob, x), want_global) <= 1e-4
+            one = kernels.windowed_block(windowed, tokens[:first], kernels.WindowBatch.of(extents[:1], 14))
+            assert relative_error(one, want_windows[:first]) <= 1e-4
+            assert relative_error(kernels.global_block(glob, x), want_global) <= 1e-4
+            every = kernels.windowed_block(windowed, tokens, kernels.WindowBatch.of(extents, 14))
+            assert relative_error(every, want_windows) <= 1e-4
+
+    run()
+    with ThreadPoolExecutor(3) as pool:
+        for future in [pool.submit(run) for _ in range(6)]:
+            future.result()
+
+
 def test_vit_b_chunks_hold_one_head_of_a_frame_or_every_head_of_a_window_batch() -> None:
     assert kernels.mask_chunks(1, 12, 64 * 64) == (1, 4096)
     assert kernels.mask_chunks(25, 12, 14 * 14) == (12, 196)

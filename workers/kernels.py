@@ -29,6 +29,8 @@ out, as in SAM. The per-token parts of a global block can run anywhere that hold
 
 from __future__ import annotations
 
+import math
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -94,7 +96,7 @@ def mix(attn: Attention, qkv: torch.Tensor, size: tuple[int, int]) -> torch.Tens
         return out.view(batch, length, channels)
     rel_h, rel_w = _rel_pos_terms(attn, q, size)  # (B, heads, L, H), (B, heads, L, W)
     head_chunk, query_chunk = mask_chunks(batch, heads, length)
-    scratch = torch.empty(batch, head_chunk, query_chunk, height, width, dtype=qkv.dtype)
+    scratch = _mask_scratch((batch, head_chunk, query_chunk, height, width), qkv.dtype)
     for h0 in range(0, heads, head_chunk):
         h1 = min(h0 + head_chunk, heads)
         for start in range(0, length, query_chunk):
@@ -110,6 +112,24 @@ def mix(attn: Attention, qkv: torch.Tensor, size: tuple[int, int]) -> torch.Tens
             )  # (B, h, c, d)
             out[:, start:stop, h0:h1] = part.transpose(1, 2)
     return out.view(batch, length, channels)
+
+
+_scratch = threading.local()
+
+
+def _mask_scratch(shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
+    """A buffer for attention-mask chunks, kept per thread and reused while it is large enough.
+
+    A fresh one per call would cost more than the masking itself where large blocks come
+    straight from ``mmap`` (the edge, :mod:`stream.memory`): every call faults its megabytes of
+    pages in anew. One buffer of at most :data:`MASK_BUDGET_BYTES` stays alive per thread.
+    """
+    numel = math.prod(shape)
+    buffer: torch.Tensor | None = getattr(_scratch, "buffer", None)
+    if buffer is None or buffer.dtype != dtype or buffer.numel() < numel:
+        _scratch.buffer = None  # free the old one before allocating its successor
+        buffer = _scratch.buffer = torch.empty(numel, dtype=dtype)
+    return buffer[:numel].view(shape)
 
 
 def mask_chunks(batch: int, heads: int, length: int) -> tuple[int, int]:
