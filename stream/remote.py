@@ -12,8 +12,9 @@ import asyncio
 import itertools
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
 import grpc
 import torch
@@ -76,6 +77,21 @@ class WireStats:
     message_sent: int = 0
     message_received: int = 0
     seconds: Histogram = field(default_factory=Histogram)  # round trip of each request
+
+
+INLINE_BYTES = 512 * 1024
+"""Messages up to this size are built and parsed on the event loop: handing them to a thread
+costs more than the copy (the tiny preset's shares are about 150 KB); larger ones go to a
+thread so the loop never stalls on a multi-megabyte copy (a ViT-B share is about 6 MB)."""
+
+_T = TypeVar("_T")
+
+
+async def _off_loop(size: int, fn: Callable[..., _T], *args: Any) -> _T:
+    """``fn(*args)``: on a thread when it handles ``size`` bytes or more, else right here."""
+    if size < INLINE_BYTES:
+        return fn(*args)
+    return await asyncio.to_thread(fn, *args)
 
 
 class RemoteWorker:
@@ -156,9 +172,9 @@ class RemoteWorker:
             raise WorkerError(f"worker {self.address} is not connected")
         if self._failure is not None:
             raise self._failure
-        outgoing = await asyncio.to_thread(self._segment_request, frame_id, segment, tokens, extents)
+        outgoing = await _off_loop(tokens.numel() * 4, self._segment_request, frame_id, segment, tokens, extents)
         result = await self._exchange(outgoing, frame_id, segment, len(extents))
-        return await asyncio.to_thread(self._result_tokens, result, tokens)
+        return await _off_loop(tokens.numel() * 4, self._result_tokens, result, tokens)
 
     async def run_stage(
         self,
@@ -176,10 +192,10 @@ class RemoteWorker:
             self.info.global_blocks
         ):
             raise WorkerError(f"worker {self.address} does not run global blocks (offload plan); update it")
-        outgoing = await asyncio.to_thread(self._stage_request, frame_id, stage, tokens, mixed, extents)
+        outgoing = await _off_loop(tokens.numel() * 8, self._stage_request, frame_id, stage, tokens, mixed, extents)
         result = await self._exchange(outgoing, frame_id, stage.segment, len(extents))
-        out = await asyncio.to_thread(self._result_tokens, result, tokens)
-        qkv = await asyncio.to_thread(wire.decode, result.qkv) if stage.start is not None else None
+        out = await _off_loop(tokens.numel() * 4, self._result_tokens, result, tokens)
+        qkv = await _off_loop(len(result.qkv.data), wire.decode, result.qkv) if stage.start is not None else None
         return out, qkv
 
     def _result_tokens(self, result: pb.SegmentResult, sent: torch.Tensor) -> torch.Tensor:
@@ -275,7 +291,7 @@ class RemoteWorker:
                 if data is grpc.aio.EOF:
                     raise WorkerError(f"worker {self.address} closed the stream")
                 try:
-                    result = await asyncio.to_thread(pb.SegmentResult.FromString, data)
+                    result = await _off_loop(len(data), pb.SegmentResult.FromString, data)
                 except DecodeError:
                     raise WorkerError(f"worker {self.address} sent a malformed result") from None
                 future = self._pending.pop(result.request_id, None)
