@@ -3,7 +3,7 @@
 One long-lived bidirectional ``Process`` stream per worker per session carries every request;
 each request has an id and its result is matched by that id, so many requests (of several
 frames) can be in flight on one stream and come back in any order. Encoding and decoding of
-the multi-megabyte token payloads run on a thread, not on the event loop.
+multi-megabyte token payloads run on a thread, not on the event loop (see :data:`INLINE_BYTES`).
 """
 
 from __future__ import annotations
@@ -158,7 +158,7 @@ class RemoteWorker:
                 "the same --model, --checkpoint and --seed"
             )
         self.info = info
-        # No (de)serializers on the session stream: messages are built and parsed on threads,
+        # No (de)serializers on the session stream: messages are built and parsed by _off_loop,
         # so the event loop never copies multi-megabyte payloads.
         self._call = self._channel.stream_stream(PROCESS_METHOD)(metadata=self._metadata)
         self._reader = asyncio.create_task(self._read_results(), name=f"read {self.address}")
