@@ -168,10 +168,7 @@ class RemoteWorker:
     async def run(
         self, frame_id: int, segment: int, tokens: torch.Tensor, extents: Sequence[Extent]
     ) -> torch.Tensor:
-        if self._call is None:
-            raise WorkerError(f"worker {self.address} is not connected")
-        if self._failure is not None:
-            raise self._failure
+        self._check_usable()
         outgoing = await _off_loop(tokens.numel() * 4, self._segment_request, frame_id, segment, tokens, extents)
         result = await self._exchange(outgoing, frame_id, segment, len(extents))
         return await _off_loop(tokens.numel() * 4, self._result_tokens, result, tokens)
@@ -184,10 +181,7 @@ class RemoteWorker:
         mixed: torch.Tensor | None,
         extents: Sequence[Extent],
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        if self._call is None:
-            raise WorkerError(f"worker {self.address} is not connected")
-        if self._failure is not None:
-            raise self._failure
+        self._check_usable()
         if self.info is not None and not {b for b in (stage.finish, stage.start) if b is not None} <= set(
             self.info.global_blocks
         ):
@@ -197,6 +191,13 @@ class RemoteWorker:
         out = await _off_loop(tokens.numel() * 4, self._result_tokens, result, tokens)
         qkv = await _off_loop(len(result.qkv.data), wire.decode, result.qkv) if stage.start is not None else None
         return out, qkv
+
+    def _check_usable(self) -> None:
+        """Raise the reason this worker cannot take a request now: not connected, or failed."""
+        if self._call is None:
+            raise WorkerError(f"worker {self.address} is not connected")
+        if self._failure is not None:
+            raise self._failure
 
     def _result_tokens(self, result: pb.SegmentResult, sent: torch.Tensor) -> torch.Tensor:
         """A result's tokens, with a residual added back to the exact tokens that were sent."""
