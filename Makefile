@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed-stamp
 # Extra pytest arguments, e.g. PYTEST_ARGS=tests/test_cli.py; empty runs everything.
 PYTEST_ARGS ?=
 
-.PHONY: demo test install clean
+.PHONY: demo test typecheck install clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -28,8 +28,17 @@ $(CHROMIUM):
 	$(SUDO) apt-get update -qq
 	DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium
 
-test: $(STAMP) $(CHROMIUM)
-	$(VENV)/bin/mypy partitioner workers stream
+# mypy resolves modules by folder, and the folders map to pedsam.* only through the install's
+# package-dir: it reads them through a tree of links named as installed.
+TYPECHECK := $(VENV)/typecheck
+PACKAGES := partitioner protos workers stream
+
+typecheck: $(STAMP)
+	mkdir -p $(TYPECHECK)/pedsam
+	for p in $(PACKAGES); do ln -sfn "$(CURDIR)/$$p" $(TYPECHECK)/pedsam/$$p; done
+	MYPYPATH=$(TYPECHECK) $(VENV)/bin/mypy -p pedsam
+
+test: typecheck $(CHROMIUM)
 	$(VENV)/bin/python -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
 
 clean:

@@ -1,12 +1,12 @@
 """pedsam partitioner: pure logic deciding which windows of a frame go where.
 
-Modules: :mod:`~partitioner.geometry` (the token grid cut into windows),
-:mod:`~partitioner.schemes` (balanced shares of windows), :mod:`~partitioner.contiguous` (the
-path behind the ``contiguous`` scheme), :mod:`~partitioner.plan` (which encoder blocks run on
-workers, which on the edge), :mod:`~partitioner.assignment` (per-frame window -> executor maps
-and their privacy checks), :mod:`~partitioner.rotation` (per-frame rotation policies over a
-video), :mod:`~partitioner.exposure` (the exposure ledger: what each server has seen over time),
-:mod:`~partitioner.scheduler` (a policy checked against exposure budgets). No network, no torch.
+Modules: :mod:`~pedsam.partitioner.geometry` (the token grid cut into windows),
+:mod:`~pedsam.partitioner.schemes` (balanced shares of windows), :mod:`~pedsam.partitioner.contiguous` (the
+path behind the ``contiguous`` scheme), :mod:`~pedsam.partitioner.plan` (which encoder blocks run on
+workers, which on the edge), :mod:`~pedsam.partitioner.assignment` (per-frame window -> executor maps
+and their privacy checks), :mod:`~pedsam.partitioner.rotation` (per-frame rotation policies over a
+video), :mod:`~pedsam.partitioner.exposure` (the exposure ledger: what each server has seen over time),
+:mod:`~pedsam.partitioner.scheduler` (a policy checked against exposure budgets). No network, no torch.
 
 Exceptions::
 
@@ -18,14 +18,14 @@ Exceptions::
 Messages are one readable line that says what to change.
 """
 
-from .assignment import EDGE, Assignment, check_assignment, default_cap, fixed_assignment
-from .errors import AssignmentError, BudgetError, PartitionError, PartitionerError
-from .exposure import ExposureLedger, FrameExposure, ServerExposure
-from .geometry import Window, WindowGrid
-from .plan import GlobalStep, ModelPlan, SegmentStep, Step, model_plan
-from .rotation import ROTATIONS, RotationPolicy, make_rotation
-from .scheduler import ON_EXCEED, Budget, ScheduledFrame, Scheduler
-from .schemes import SCHEMES, Share, partition
+from pedsam.partitioner.assignment import EDGE, Assignment, check_assignment, default_cap, fixed_assignment
+from pedsam.partitioner.errors import AssignmentError, BudgetError, PartitionerError, PartitionError
+from pedsam.partitioner.exposure import ExposureLedger, FrameExposure, ServerExposure
+from pedsam.partitioner.geometry import Window, WindowGrid
+from pedsam.partitioner.plan import GlobalStep, ModelPlan, SegmentStep, Step, model_plan
+from pedsam.partitioner.rotation import ROTATIONS, RotationPolicy, make_rotation
+from pedsam.partitioner.scheduler import ON_EXCEED, Budget, ScheduledFrame, Scheduler
+from pedsam.partitioner.schemes import SCHEMES, Share, partition
 
 __all__ = [
     "EDGE",

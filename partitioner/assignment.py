@@ -3,7 +3,7 @@
 An *executor* is a worker server (named by its address, e.g. ``"10.0.0.7:50051"``) or the edge
 itself (:data:`EDGE`). An :class:`Assignment` says which window ids each executor computes for
 one frame; the same assignment holds for every segment of that frame. Windows are the
-row-major ids of :mod:`partitioner.geometry`.
+row-major ids of :mod:`pedsam.partitioner.geometry`.
 
 Invariant 2 of the design (no server sees a whole frame), as :func:`check_assignment` enforces
 it: every window goes to exactly one executor; no server (non-edge executor) gets more than the
@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any
 
-from .errors import AssignmentError
+from pedsam.partitioner.errors import AssignmentError
 
 __all__ = ["EDGE", "Assignment", "check_assignment", "default_cap", "fixed_assignment"]
 

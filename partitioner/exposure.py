@@ -7,7 +7,7 @@ Units and frames of reference:
   from the top-left token; tokens outside it carry no pixels, so receiving them exposes nothing.
 - *Image coordinates* are token positions ``(y, x)`` in the frame's grid.
 - *Scene coordinates* are image coordinates plus the frame's camera offset ``(dy, dx)`` in
-  tokens, rounded to whole tokens (see :mod:`partitioner.rotation`); a static point of the world
+  tokens, rounded to whole tokens (see :mod:`pedsam.partitioner.rotation`); a static point of the world
   keeps its scene coordinates while the camera moves.
 - The *horizon* is the last ``T`` recorded frames, the current one included.
 
@@ -38,9 +38,9 @@ from typing import Any
 
 import numpy as np
 
-from .assignment import EDGE
-from .errors import PartitionError
-from .geometry import WindowGrid
+from pedsam.partitioner.assignment import EDGE
+from pedsam.partitioner.errors import PartitionError
+from pedsam.partitioner.geometry import WindowGrid
 
 __all__ = ["ExposureLedger", "FrameCells", "FrameExposure", "ServerExposure"]
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .errors import PartitionError
+from pedsam.partitioner.errors import PartitionError
 
 __all__ = ["Window", "WindowGrid"]
 

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .plan import GlobalStep, ModelPlan, SegmentStep
+from pedsam.partitioner.plan import GlobalStep, ModelPlan, SegmentStep
 
 __all__ = ["PLANS", "OffloadStage", "offload_stages"]
 

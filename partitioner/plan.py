@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from .errors import PartitionError
+from pedsam.partitioner.errors import PartitionError
 
 __all__ = ["GlobalStep", "ModelPlan", "SegmentStep", "Step", "model_plan"]
 

@@ -1,8 +1,8 @@
 """Rotation policies: which server gets which share of windows on each frame of a video.
 
 A policy turns (frame index, the edge's secret, the camera's motion so far) into an
-:class:`~partitioner.assignment.Assignment` of one frame. The shares themselves come from a
-partition scheme (:mod:`partitioner.schemes`), so every policy composes with every scheme. With
+:class:`~pedsam.partitioner.assignment.Assignment` of one frame. The shares themselves come from a
+partition scheme (:mod:`pedsam.partitioner.schemes`), so every policy composes with every scheme. With
 ``M`` servers and ``k`` shares (*slots*) per frame:
 
 - ``fixed``: server ``s`` gets share ``s`` on every frame (``k = M``). A server sees the same
@@ -30,7 +30,7 @@ at ``(0, 0)``; a camera panning right makes ``dx`` grow. ``content`` is ``(rows,
 tokens covering the real image from the top-left (the rest is SAM's padding; default the whole
 grid). Only ``scene-anchored`` reads the offset; no policy needs ``content`` today.
 Assignments list only the servers that get windows this frame (``pooled`` and a
-``keyed-random`` with ``k < M`` leave some idle), so :func:`~partitioner.assignment.check_assignment`'s
+``keyed-random`` with ``k < M`` leave some idle), so :func:`~pedsam.partitioner.assignment.check_assignment`'s
 default cap is ``ceil(windows / k)``.
 """
 
@@ -44,10 +44,10 @@ from typing import Protocol
 
 import numpy as np
 
-from .assignment import EDGE, Assignment
-from .errors import PartitionError
-from .geometry import WindowGrid
-from .schemes import Share, partition
+from pedsam.partitioner.assignment import EDGE, Assignment
+from pedsam.partitioner.errors import PartitionError
+from pedsam.partitioner.geometry import WindowGrid
+from pedsam.partitioner.schemes import Share, partition
 
 __all__ = [
     "ROTATIONS",
@@ -257,7 +257,7 @@ def make_rotation(
         name: one of :data:`ROTATIONS`.
         grid: the encoder's window grid.
         servers: server names (addresses), each once, none named :data:`EDGE`.
-        scheme: partition scheme of the shares (:data:`partitioner.schemes.SCHEMES`).
+        scheme: partition scheme of the shares (:data:`pedsam.partitioner.schemes.SCHEMES`).
         secret: the edge's secret; needed by ``keyed-random`` and by the ``random`` scheme.
         slots: shares per frame ``k``. ``pooled``: default ``max(2, M // 2)``, at most ``M``;
             ``keyed-random``: default ``M``, at most ``M``; the others use ``k = M`` and accept

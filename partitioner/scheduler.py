@@ -10,11 +10,11 @@ A :class:`Budget` caps, per server, the share of a frame's content it may receiv
 (``frame_cap``) and how much of the scene it may have seen over the last ``horizon`` frames
 (``scene_cap``), in frames' worth of scene area (the ledger's ``scene_frames``: 0.4 means
 distinct scene cells amounting to 40% of one frame; scene coordinates are motion-compensated,
-see :mod:`partitioner.exposure`). That unit makes the cap hold on every later frame, not just
+see :mod:`pedsam.partitioner.exposure`). That unit makes the cap hold on every later frame, not just
 when windows are sent, and it also bounds the share of the scene shown over the horizon
 (``scene_share <= scene_frames``).
 When a proposal would exceed a cap the scheduler never hands the windows to another server:
-with ``on_exceed="edge"`` it moves them to :data:`~partitioner.assignment.EDGE` (the edge
+with ``on_exceed="edge"`` it moves them to :data:`~pedsam.partitioner.assignment.EDGE` (the edge
 computes them itself), with ``on_exceed="stop"`` it raises :class:`BudgetError` and nothing of
 the frame is sent. Within one server's proposed windows, the ones that add the fewest new scene
 cells are admitted first (windows showing nothing new are always admitted).
@@ -33,11 +33,11 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
-from .assignment import EDGE, Assignment, check_assignment
-from .errors import BudgetError, FailoverError, PartitionError
-from .exposure import ExposureLedger, FrameCells, FrameExposure
-from .geometry import WindowGrid
-from .rotation import RotationPolicy, TokenOffset
+from pedsam.partitioner.assignment import EDGE, Assignment, check_assignment
+from pedsam.partitioner.errors import BudgetError, FailoverError, PartitionError
+from pedsam.partitioner.exposure import ExposureLedger, FrameCells, FrameExposure
+from pedsam.partitioner.geometry import WindowGrid
+from pedsam.partitioner.rotation import RotationPolicy, TokenOffset
 
 __all__ = ["FAILOVER", "ON_EXCEED", "Budget", "ScheduledFrame", "Scheduler"]
 

@@ -3,11 +3,11 @@
 Every scheme returns exactly ``k`` shares that together hold every window of the grid exactly
 once, and is *balanced*: with ``n`` windows, each share holds ``floor(n / k)`` or
 ``ceil(n / k)`` windows (the default per-frame privacy cap is ``ceil(n / k)``). A share is a
-sorted tuple of row-major window ids (see :mod:`partitioner.geometry`).
+sorted tuple of row-major window ids (see :mod:`pedsam.partitioner.geometry`).
 
 - ``rows``: horizontal bands; row-major window order cut into ``k`` consecutive runs.
 - ``columns``: vertical bands; column-major order cut into ``k`` consecutive runs.
-- ``contiguous``: compact, 4-connected, near-square blocks (see :mod:`partitioner.contiguous`).
+- ``contiguous``: compact, 4-connected, near-square blocks (see :mod:`pedsam.partitioner.contiguous`).
 - ``interleaved``: no two 4-neighbouring windows share a server (``k >= 2``), so no server
   sees two adjacent windows; ``k = 2`` is a checkerboard.
 - ``random``: a keyed pseudo-random permutation of the windows cut into ``k`` runs; needs a
@@ -29,9 +29,9 @@ import hmac
 
 import numpy as np
 
-from .contiguous import balanced_sizes, contiguous_order
-from .errors import PartitionError
-from .geometry import WindowGrid
+from pedsam.partitioner.contiguous import balanced_sizes, contiguous_order
+from pedsam.partitioner.errors import PartitionError
+from pedsam.partitioner.geometry import WindowGrid
 
 __all__ = ["SCHEMES", "Share", "partition"]
 

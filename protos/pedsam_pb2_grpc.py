@@ -3,7 +3,7 @@
 import grpc
 import warnings
 
-from protos import pedsam_pb2 as protos_dot_pedsam__pb2
+from pedsam.protos import pedsam_pb2 as pedsam_dot_protos_dot_pedsam__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
 GRPC_VERSION = grpc.__version__
@@ -18,7 +18,7 @@ except ImportError:
 if _version_not_supported:
     raise RuntimeError(
         f'The grpc package installed is at version {GRPC_VERSION},'
-        + ' but the generated code in protos/pedsam_pb2_grpc.py depends on'
+        + ' but the generated code in pedsam/protos/pedsam_pb2_grpc.py depends on'
         + f' grpcio>={GRPC_GENERATED_VERSION}.'
         + f' Please upgrade your grpc module to grpcio>={GRPC_GENERATED_VERSION}'
         + f' or downgrade your generated code using grpcio-tools<={GRPC_VERSION}.'
@@ -36,13 +36,13 @@ class WindowWorkerStub:
         """
         self.Describe = channel.unary_unary(
                 '/pedsam.v1.WindowWorker/Describe',
-                request_serializer=protos_dot_pedsam__pb2.DescribeRequest.SerializeToString,
-                response_deserializer=protos_dot_pedsam__pb2.ModelInfo.FromString,
+                request_serializer=pedsam_dot_protos_dot_pedsam__pb2.DescribeRequest.SerializeToString,
+                response_deserializer=pedsam_dot_protos_dot_pedsam__pb2.ModelInfo.FromString,
                 _registered_method=True)
         self.Process = channel.stream_stream(
                 '/pedsam.v1.WindowWorker/Process',
-                request_serializer=protos_dot_pedsam__pb2.SegmentRequest.SerializeToString,
-                response_deserializer=protos_dot_pedsam__pb2.SegmentResult.FromString,
+                request_serializer=pedsam_dot_protos_dot_pedsam__pb2.SegmentRequest.SerializeToString,
+                response_deserializer=pedsam_dot_protos_dot_pedsam__pb2.SegmentResult.FromString,
                 _registered_method=True)
 
 
@@ -68,13 +68,13 @@ def add_WindowWorkerServicer_to_server(servicer, server):
     rpc_method_handlers = {
             'Describe': grpc.unary_unary_rpc_method_handler(
                     servicer.Describe,
-                    request_deserializer=protos_dot_pedsam__pb2.DescribeRequest.FromString,
-                    response_serializer=protos_dot_pedsam__pb2.ModelInfo.SerializeToString,
+                    request_deserializer=pedsam_dot_protos_dot_pedsam__pb2.DescribeRequest.FromString,
+                    response_serializer=pedsam_dot_protos_dot_pedsam__pb2.ModelInfo.SerializeToString,
             ),
             'Process': grpc.stream_stream_rpc_method_handler(
                     servicer.Process,
-                    request_deserializer=protos_dot_pedsam__pb2.SegmentRequest.FromString,
-                    response_serializer=protos_dot_pedsam__pb2.SegmentResult.SerializeToString,
+                    request_deserializer=pedsam_dot_protos_dot_pedsam__pb2.SegmentRequest.FromString,
+                    response_serializer=pedsam_dot_protos_dot_pedsam__pb2.SegmentResult.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -102,8 +102,8 @@ class WindowWorker:
             request,
             target,
             '/pedsam.v1.WindowWorker/Describe',
-            protos_dot_pedsam__pb2.DescribeRequest.SerializeToString,
-            protos_dot_pedsam__pb2.ModelInfo.FromString,
+            pedsam_dot_protos_dot_pedsam__pb2.DescribeRequest.SerializeToString,
+            pedsam_dot_protos_dot_pedsam__pb2.ModelInfo.FromString,
             options,
             channel_credentials,
             insecure,
@@ -129,8 +129,8 @@ class WindowWorker:
             request_iterator,
             target,
             '/pedsam.v1.WindowWorker/Process',
-            protos_dot_pedsam__pb2.SegmentRequest.SerializeToString,
-            protos_dot_pedsam__pb2.SegmentResult.FromString,
+            pedsam_dot_protos_dot_pedsam__pb2.SegmentRequest.SerializeToString,
+            pedsam_dot_protos_dot_pedsam__pb2.SegmentResult.FromString,
             options,
             channel_credentials,
             insecure,

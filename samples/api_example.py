@@ -14,12 +14,12 @@ import sys
 import tempfile
 from pathlib import Path
 
-from stream.pipeline import run_frames
-from stream.prompts import ObjectPrompt
-from stream.session import EdgeConfig, EdgeSession
-from stream.synthetic import make_clip
-from stream.video import read_frames
-from workers.models import ModelSource
+from pedsam.stream.core.prompts import ObjectPrompt
+from pedsam.stream.core.session import EdgeConfig, EdgeSession
+from pedsam.stream.media.synthetic import make_clip
+from pedsam.stream.media.video import read_frames
+from pedsam.stream.runs.pipeline import run_frames
+from pedsam.workers.models import ModelSource
 
 
 async def main(out_dir: Path) -> int:

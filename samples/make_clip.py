@@ -3,7 +3,7 @@
     python samples/make_clip.py OUT.mp4 [--frames N] [--size WxH] [--fps F] [--seed S]
                                         [--truth TRUTH.json]
 
-The generator lives in :mod:`stream.synthetic` (``pedsam demo`` uses it too); this is its
+The generator lives in :mod:`pedsam.stream.media.synthetic` (``pedsam demo`` uses it too); this is its
 command line. Run it with the project's environment (``.venv/bin/python``).
 """
 
@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import sys
 
-from stream.synthetic import ClipTruth, ObjectTruth, main, make_clip
+from pedsam.stream.media.synthetic import ClipTruth, ObjectTruth, main, make_clip
 
 __all__ = ["ClipTruth", "ObjectTruth", "main", "make_clip"]
 

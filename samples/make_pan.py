@@ -3,7 +3,7 @@
     python samples/make_pan.py OUT.mp4 [--frames N] [--size WxH] [--velocity VY,VX] [--seed S]
 
 The camera moves ``VX`` pixels right and ``VY`` down per frame over a wide textured scene
-(see :mod:`stream.panning`), so a run covers ``N * VX`` pixels of scene sideways: the case in
+(see :mod:`pedsam.stream.media.panning`), so a run covers ``N * VX`` pixels of scene sideways: the case in
 which a fixed assignment sweeps the scene through each worker's region. Run it with the
 project's environment (``.venv/bin/python``).
 """
@@ -14,7 +14,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from stream.panning import make_pan_clip
+from pedsam.stream.media.panning import make_pan_clip
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from workers.models import ModelSource
-from workers.server import WorkerLimits, WorkerModel, WorkerServer
+from pedsam.workers.models import ModelSource
+from pedsam.workers.server import WorkerLimits, WorkerModel, WorkerServer
 
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from stream.bench import format_table
-from stream.bench_modes import raw_bytes_per_frame
+from pedsam.stream.bench.encoder import format_table
+from pedsam.stream.bench.modes import raw_bytes_per_frame
 
 
 def test_raw_bytes_of_vit_b_plans() -> None:
@@ -29,7 +29,7 @@ def test_raw_bytes_of_vit_b_plans() -> None:
 def test_tiny_bench_runs_and_reports_consistent_figures(tmp_path: Path) -> None:
     out = tmp_path / "bench.json"
     command = [
-        sys.executable, "-m", "stream", "bench", "--model", "tiny", "--frames", "2", "--warmup", "1",
+        sys.executable, "-m", "pedsam.stream", "bench", "--model", "tiny", "--frames", "2", "--warmup", "1",
         "--workers", "2", "--codecs", "fp32,int8", "--plans", "default,offload", "--json", str(out),
     ]
     done = subprocess.run(command, capture_output=True, text=True, timeout=600)
@@ -59,7 +59,7 @@ def test_tiny_bench_runs_and_reports_consistent_figures(tmp_path: Path) -> None:
 
 def test_bad_bench_options_are_one_line_errors() -> None:
     done = subprocess.run(
-        [sys.executable, "-m", "stream", "bench", "--model", "tiny", "--workers", "1"],
+        [sys.executable, "-m", "pedsam.stream", "bench", "--model", "tiny", "--workers", "1"],
         capture_output=True, text=True, timeout=120,
     )
     assert done.returncode == 2
@@ -69,7 +69,7 @@ def test_bad_bench_options_are_one_line_errors() -> None:
 
 
 def test_rounds_merge_into_one_record_per_mode() -> None:
-    from stream.bench import merge_rounds
+    from pedsam.stream.bench.encoder import merge_rounds
 
     first = {"name": "split-2", "wall_s": [2.0, 2.2], "cpu_s": [1.0, 1.1], "peak_rss_bytes": 100,
              "load_average": [0.5, 0.7], "wire_bytes_per_frame": 10.0, "embeddings": ["a.npy"]}

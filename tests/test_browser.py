@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from stream.serve import LiveServer, ServeConfig
-from stream.session import EdgeConfig, EdgeSession
+from pedsam.stream.core.session import EdgeConfig, EdgeSession
+from pedsam.stream.web.server import LiveServer, ServeConfig
 
 from .conftest import TINY
 

@@ -19,12 +19,12 @@ import torch
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from segment_anything import SamPredictor
 
-from protos import pedsam_pb2 as pb
-from protos import pedsam_pb2_grpc as pb_grpc
-from stream.masks_io import decode_rle, read_records
-from stream.synthetic import make_clip
-from stream.video import read_frames
-from workers.models import build_sam
+from pedsam.protos import pedsam_pb2 as pb
+from pedsam.protos import pedsam_pb2_grpc as pb_grpc
+from pedsam.stream.media.masks_io import decode_rle, read_records
+from pedsam.stream.media.synthetic import make_clip
+from pedsam.stream.media.video import read_frames
+from pedsam.workers.models import build_sam
 
 from .conftest import scene
 
@@ -39,7 +39,7 @@ class Done:
 async def pedsam(*args: str, timeout: float = 240) -> Done:
     """Run ``python -m stream ARGS`` (the ``pedsam`` command) to completion."""
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "stream", *args,
+        sys.executable, "-m", "pedsam.stream", *args,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, stdin=asyncio.subprocess.DEVNULL,
     )
     try:
@@ -173,7 +173,7 @@ async def test_demo_runs_the_whole_pipeline(tmp_path: Path) -> None:
 
 async def test_worker_prints_its_address_serves_and_stops_on_sigterm() -> None:
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "stream", "worker", "--port", "0", "--model", "tiny", "--seed", "3",
+        sys.executable, "-m", "pedsam.stream", "worker", "--port", "0", "--model", "tiny", "--seed", "3",
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )
     try:
@@ -211,7 +211,7 @@ def children_of(pid: int) -> list[int]:
 async def test_ctrl_c_stops_the_local_workers(tmp_path: Path) -> None:
     clip = make_clip(tmp_path / "clip.mp4", frames=200, width=160, height=128)
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "stream", "run", clip.path, "--local-workers", "2", "--point", "40,40",
+        sys.executable, "-m", "pedsam.stream", "run", clip.path, "--local-workers", "2", "--point", "40,40",
         "--out", str(tmp_path / "out"), "--no-progress",
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from protos import pedsam_pb2 as pb
-from workers import codec as wire
+from pedsam.protos import pedsam_pb2 as pb
+from pedsam.workers import codec as wire
 
 
 @pytest.mark.parametrize(("name", "bound", "ratio"), [("fp32", 0.0, 1.0), ("fp16", 1e-3, 0.5), ("int8", 1e-2, 0.25)])

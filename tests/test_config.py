@@ -9,13 +9,13 @@ from pathlib import Path
 
 import pytest
 
-from stream.cli import build_parser, edge_config_from
-from stream.errors import ConfigError
-from workers.certs import make_demo_pki
+from pedsam.stream.cli.main import build_parser, edge_config_from
+from pedsam.stream.errors import ConfigError
+from pedsam.workers.certs import make_demo_pki
 
 
 def pedsam(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "stream", *args], capture_output=True, text=True, timeout=300,
+    return subprocess.run([sys.executable, "-m", "pedsam.stream", *args], capture_output=True, text=True, timeout=300,
                           cwd=cwd)
 
 

@@ -18,11 +18,11 @@ import torch
 import yaml
 from dockerfile_parse import DockerfileParser
 
-from stream.cli import build_parser
-from stream.remote import RemoteWorker
-from stream.transport import ClientSecurity
-from workers.certs import make_demo_pki
-from workers.models import build_sam, fingerprint, get_preset
+from pedsam.stream.cli.main import build_parser
+from pedsam.stream.fleet.remote import RemoteWorker
+from pedsam.stream.fleet.transport import ClientSecurity
+from pedsam.workers.certs import make_demo_pki
+from pedsam.workers.models import build_sam, fingerprint, get_preset
 
 ROOT = Path(__file__).resolve().parents[1]
 K8S_VERSION = "1.31"
@@ -98,7 +98,7 @@ def test_worker_image_command_runs_as_written(tmp_path: Path) -> None:
 
 async def _run_worker(argv: list[str], ports: dict[str, str], pki: Any, token: Path, expected: str) -> None:
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "stream", "worker", *argv,
+        sys.executable, "-m", "pedsam.stream", "worker", *argv,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )
     try:
@@ -107,7 +107,7 @@ async def _run_worker(argv: list[str], ports: dict[str, str], pki: Any, token: P
         assert "mutual TLS, bearer token required" in line, line
         # The image's HEALTHCHECK command, against the health port.
         health = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "stream", "health", f"127.0.0.1:{ports['8081']}", stdout=asyncio.subprocess.PIPE)
+            sys.executable, "-m", "pedsam.stream", "health", f"127.0.0.1:{ports['8081']}", stdout=asyncio.subprocess.PIPE)
         out, _ = await health.communicate()
         assert health.returncode == 0 and b"SERVING" in out
         client = RemoteWorker(

@@ -7,7 +7,7 @@ import urllib.request
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from stream.session import EdgeConfig, EdgeSession
+from pedsam.stream.core.session import EdgeConfig, EdgeSession
 
 from .conftest import TINY, scene
 

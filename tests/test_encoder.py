@@ -9,10 +9,10 @@ import pytest
 import torch
 from segment_anything import SamPredictor
 
-from partitioner.schemes import SCHEMES
-from stream.prompts import ObjectPrompt
-from stream.session import EdgeConfig, EdgeSession
-from workers.models import ModelSource
+from pedsam.partitioner.schemes import SCHEMES
+from pedsam.stream.core.prompts import ObjectPrompt
+from pedsam.stream.core.session import EdgeConfig, EdgeSession
+from pedsam.workers.models import ModelSource
 
 from .conftest import TINY, scene
 
@@ -79,7 +79,7 @@ async def test_masks_identical_to_sam_predictor(tiny_workers: list[str]) -> None
 @pytest.mark.vit_b
 async def test_vit_b_split_embedding_equals_monolithic() -> None:
     """ViT-B shape (1024 px, 64x64 tokens padded to 70x70, 25 windows, 4 segments)."""
-    from workers.server import WorkerLimits, WorkerModel, WorkerServer
+    from pedsam.workers.server import WorkerLimits, WorkerModel, WorkerServer
 
     source = ModelSource(preset="vit_b", seed=1)
     model = WorkerModel(source)

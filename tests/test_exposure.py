@@ -12,13 +12,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from partitioner.assignment import EDGE, Assignment
-from partitioner.errors import BudgetError, PartitionError
-from partitioner.exposure import ExposureLedger
-from partitioner.geometry import WindowGrid
-from partitioner.rotation import ROTATIONS, make_rotation
-from partitioner.scheduler import Budget, Scheduler
-from partitioner.schemes import SCHEMES
+from pedsam.partitioner.assignment import EDGE, Assignment
+from pedsam.partitioner.errors import BudgetError, PartitionError
+from pedsam.partitioner.exposure import ExposureLedger
+from pedsam.partitioner.geometry import WindowGrid
+from pedsam.partitioner.rotation import ROTATIONS, make_rotation
+from pedsam.partitioner.scheduler import Budget, Scheduler
+from pedsam.partitioner.schemes import SCHEMES
 
 VIT_B = WindowGrid.for_encoder(1024, 16, 14)
 SERVERS = ("a:1", "b:1", "c:1", "d:1")

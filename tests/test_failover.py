@@ -20,15 +20,15 @@ import numpy as np
 import pytest
 import torch
 
-from partitioner import EDGE, Budget
-from stream.batch import run_video
-from stream.errors import WorkerError
-from stream.masks_io import read_records
-from stream.predictor import prepare_image
-from stream.prompts import ObjectPrompt
-from stream.scheduling import RotationSettings
-from stream.session import EdgeConfig, EdgeSession, Embedding
-from stream.synthetic import make_clip
+from pedsam.partitioner import EDGE, Budget
+from pedsam.stream.core.predictor import prepare_image
+from pedsam.stream.core.prompts import ObjectPrompt
+from pedsam.stream.core.scheduling import RotationSettings
+from pedsam.stream.core.session import EdgeConfig, EdgeSession, Embedding
+from pedsam.stream.errors import WorkerError
+from pedsam.stream.media.masks_io import read_records
+from pedsam.stream.media.synthetic import make_clip
+from pedsam.stream.runs.batch import run_video
 
 from .conftest import TINY, scene
 
@@ -145,7 +145,7 @@ async def test_a_restarted_worker_is_reconnected_and_used_again() -> None:
             worker_process(session, 1).kill()
             await worker_process(session, 1).wait()
             restarted.append(await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "workers", "--port", port, "--model", "tiny", "--token-file", token_file,
+                sys.executable, "-m", "pedsam.workers", "--port", port, "--model", "tiny", "--token-file", token_file,
                 stdout=asyncio.subprocess.PIPE,
             ))
 

@@ -7,9 +7,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from partitioner import EDGE, Budget, Scheduler, WindowGrid, check_assignment
-from partitioner.errors import FailoverError, PartitionError
-from partitioner.rotation import ROTATIONS, make_rotation
+from pedsam.partitioner import EDGE, Budget, Scheduler, WindowGrid, check_assignment
+from pedsam.partitioner.errors import FailoverError, PartitionError
+from pedsam.partitioner.rotation import ROTATIONS, make_rotation
 
 VIT_B = WindowGrid.for_encoder(1024, 16, 14)  # 25 windows
 ACTIVE = ("a:1", "b:1", "c:1")

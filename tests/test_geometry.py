@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from partitioner import PartitionError, Window, WindowGrid
+from pedsam.partitioner import PartitionError, Window, WindowGrid
 
 grids = st.builds(
     WindowGrid,

@@ -8,8 +8,8 @@ import pytest
 import torch
 from segment_anything.modeling.image_encoder import Block
 
-from workers import kernels
-from workers.models import build_sam
+from pedsam.workers import kernels
+from pedsam.workers.models import build_sam
 
 
 def relative_error(got: torch.Tensor, want: torch.Tensor) -> float:

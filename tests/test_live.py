@@ -1,4 +1,4 @@
-"""stream.live: the live pipeline on real tiny workers, a real file and a real loopback camera stream."""
+"""pedsam.stream.runs.live: the live pipeline on real tiny workers, a real file and a real loopback camera stream."""
 
 from __future__ import annotations
 
@@ -12,15 +12,15 @@ from typing import Any
 import numpy as np
 import pytest
 
-from stream.errors import PromptError, WorkerError
-from stream.live import LiveStats, ObjectBoard, run_live
-from stream.pipeline import FrameResult, run_frames
-from stream.prompts import ObjectPrompt
-from stream.session import EdgeConfig, EdgeSession
-from stream.sources import CameraSource, FileSource
-from stream.synthetic import make_clip
-from stream.video import read_frames
-from workers.server import WorkerLimits, WorkerModel, WorkerServer
+from pedsam.stream.core.prompts import ObjectPrompt
+from pedsam.stream.core.session import EdgeConfig, EdgeSession
+from pedsam.stream.errors import PromptError, WorkerError
+from pedsam.stream.media.sources import CameraSource, FileSource
+from pedsam.stream.media.synthetic import make_clip
+from pedsam.stream.media.video import read_frames
+from pedsam.stream.runs.live import LiveStats, ObjectBoard, run_live
+from pedsam.stream.runs.pipeline import FrameResult, run_frames
+from pedsam.workers.server import WorkerLimits, WorkerModel, WorkerServer
 
 from .conftest import TINY
 from .mjpeg_server import PERIOD, MjpegServer, read_mark

@@ -17,16 +17,16 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from stream.masks_io import decode_rle, read_records
-from stream.synthetic import make_clip
-from stream.video import probe_video, read_frames
+from pedsam.stream.media.masks_io import decode_rle, read_records
+from pedsam.stream.media.synthetic import make_clip
+from pedsam.stream.media.video import probe_video, read_frames
 
 from .mjpeg_server import HEIGHT, WIDTH, MjpegServer
 
 
 async def start(*args: str) -> asyncio.subprocess.Process:
     return await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "stream", *args,
+        sys.executable, "-m", "pedsam.stream", *args,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, stdin=asyncio.subprocess.DEVNULL,
     )
 

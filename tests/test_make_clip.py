@@ -1,4 +1,4 @@
-"""stream.synthetic and samples/make_clip.py: the synthetic clip decodes as declared and its ground truth is right."""
+"""pedsam.stream.media.synthetic and samples/make_clip.py: the synthetic clip decodes as declared and its ground truth is right."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ import cv2
 import numpy as np
 import pytest
 
-from stream import synthetic
-from stream.video import probe_video, read_frames
+from pedsam.stream.media import synthetic
+from pedsam.stream.media.video import probe_video, read_frames
 
 SCRIPT = Path(__file__).resolve().parents[1] / "samples" / "make_clip.py"
 

@@ -1,4 +1,4 @@
-"""stream.masks_io: COCO RLE round trips and the JSON Lines record file."""
+"""pedsam.stream.media.masks_io: COCO RLE round trips and the JSON Lines record file."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from stream.errors import ConfigError, MediaError
-from stream.masks_io import MaskRecordWriter, decode_rle, encode_rle, read_records
+from pedsam.stream.errors import ConfigError, MediaError
+from pedsam.stream.media.masks_io import MaskRecordWriter, decode_rle, encode_rle, read_records
 
 masks = st.tuples(st.integers(0, 40), st.integers(0, 40)).flatmap(
     lambda hw: arrays(np.bool_, hw)

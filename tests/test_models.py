@@ -8,8 +8,8 @@ import pytest
 import torch
 from segment_anything.modeling import Sam
 
-from workers.errors import CheckpointError, ModelError
-from workers.models import PRESETS, build_sam, fingerprint, get_preset
+from pedsam.workers.errors import CheckpointError, ModelError
+from pedsam.workers.models import PRESETS, build_sam, fingerprint, get_preset
 
 
 def test_presets_match_sam_configs() -> None:

@@ -7,9 +7,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from stream.motion import MotionEstimator, content_tokens, token_offset
-from stream.panning import make_pan_clip, pan_scene
-from stream.video import read_frames
+from pedsam.stream.core.motion import MotionEstimator, content_tokens, token_offset
+from pedsam.stream.media.panning import make_pan_clip, pan_scene
+from pedsam.stream.media.video import read_frames
 
 
 def test_a_known_pan_is_recovered_from_the_video(tmp_path: Path) -> None:

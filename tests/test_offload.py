@@ -9,15 +9,15 @@ import numpy as np
 import pytest
 import torch
 
-from partitioner.offload import OffloadStage, offload_stages
-from partitioner.plan import model_plan
-from protos import pedsam_pb2 as pb
-from protos import pedsam_pb2_grpc as pb_grpc
-from stream.bench_modes import raw_bytes_per_frame
-from stream.remote import RemoteWorker, channel_options
-from stream.session import EdgeConfig, EdgeSession
-from workers import codec as wire
-from workers.server import WorkerLimits, WorkerModel, WorkerServer
+from pedsam.partitioner.offload import OffloadStage, offload_stages
+from pedsam.partitioner.plan import model_plan
+from pedsam.protos import pedsam_pb2 as pb
+from pedsam.protos import pedsam_pb2_grpc as pb_grpc
+from pedsam.stream.bench.modes import raw_bytes_per_frame
+from pedsam.stream.core.session import EdgeConfig, EdgeSession
+from pedsam.stream.fleet.remote import RemoteWorker, channel_options
+from pedsam.workers import codec as wire
+from pedsam.workers.server import WorkerLimits, WorkerModel, WorkerServer
 
 from .conftest import TINY, scene
 
@@ -154,7 +154,7 @@ async def test_bad_stage_request_gets_invalid_argument_and_worker_keeps_serving(
 async def test_cli_plan_offload_writes_the_same_embedding(tiny_workers: list[str], tmp_path) -> None:
     from PIL import Image
 
-    from stream.cli import main
+    from pedsam.stream.cli.main import main
 
     image = tmp_path / "frame.png"
     Image.fromarray(scene(240, 320, seed=6)).save(image)
@@ -175,11 +175,11 @@ async def test_edge_keeps_global_blocks_that_have_no_segment_beside_them() -> No
     from concurrent.futures import ThreadPoolExecutor
     from dataclasses import replace
 
-    from partitioner.assignment import EDGE, Assignment
-    from stream.encoder import SplitEncoder
-    from stream.executors import LocalExecutor
-    from workers.models import build_sam, get_preset
-    from workers.segment import SegmentRunner
+    from pedsam.partitioner.assignment import EDGE, Assignment
+    from pedsam.stream.core.encoder import SplitEncoder
+    from pedsam.stream.core.executors import LocalExecutor
+    from pedsam.workers.models import build_sam, get_preset
+    from pedsam.workers.segment import SegmentRunner
 
     preset = replace(get_preset("tiny"), name="odd", global_attn_indexes=(0, 3, 4))
     sam = build_sam(preset, seed=1)

@@ -1,4 +1,4 @@
-"""stream.overlay: drawing masks on frames and writing overlay videos that read back exactly."""
+"""pedsam.stream.media.overlay: drawing masks on frames and writing overlay videos that read back exactly."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from stream.errors import ConfigError
-from stream.overlay import PALETTE, OverlayWriter, draw_overlay
-from stream.video import probe_video, read_frames
+from pedsam.stream.errors import ConfigError
+from pedsam.stream.media.overlay import PALETTE, OverlayWriter, draw_overlay
+from pedsam.stream.media.video import probe_video, read_frames
 
 H, W = 120, 160
 

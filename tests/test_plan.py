@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from partitioner import GlobalStep, ModelPlan, PartitionError, SegmentStep, model_plan
+from pedsam.partitioner import GlobalStep, ModelPlan, PartitionError, SegmentStep, model_plan
 
 
 def test_vit_b_plan() -> None:

@@ -8,14 +8,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from partitioner.scheduler import Budget
-from stream.cli import main
-from stream.panning import make_pan_clip
-from stream.privacy.detection import Detectors, iou, matched
-from stream.privacy.inversion import TokenInverter, prologue
-from stream.privacy.mosaic import Mosaic, psnr, ssim
-from stream.privacy.report import BASELINE, ReportConfig, run_report
-from workers.models import build_sam
+from pedsam.partitioner.scheduler import Budget
+from pedsam.stream.cli.main import main
+from pedsam.stream.media.panning import make_pan_clip
+from pedsam.stream.privacy.detection import Detectors, iou, matched
+from pedsam.stream.privacy.inversion import TokenInverter, prologue
+from pedsam.stream.privacy.mosaic import Mosaic, psnr, ssim
+from pedsam.stream.privacy.report import BASELINE, ReportConfig, run_report
+from pedsam.workers.models import build_sam
 
 from .conftest import TINY, scene
 from .test_cli import pedsam

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from protos import pedsam_pb2 as pb
-from protos.generate import ROOT, generate
+from pedsam.protos import pedsam_pb2 as pb
+from pedsam.protos.generate import ROOT, generate
 
 GENERATED = ("pedsam_pb2.py", "pedsam_pb2.pyi", "pedsam_pb2_grpc.py")
 

@@ -32,7 +32,7 @@ def test_readme_opens_with_two_commands_and_ci_runs_the_second() -> None:
     assert commands[1] in ci
     # The README's test command runs the type checks and every test, with nothing filtered out.
     dry = subprocess.run(["make", "-n", "test"], cwd=ROOT, capture_output=True, text=True, check=True).stdout
-    assert "mypy partitioner workers stream" in dry
+    assert "mypy -p pedsam" in dry
     pytest_line = next(line for line in dry.splitlines() if "-m pytest" in line)
     assert pytest_line.split("-m pytest", 1)[1].split() == ["-q", "-p", "no:cacheprovider"]
 

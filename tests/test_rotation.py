@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from partitioner.assignment import check_assignment, default_cap
-from partitioner.errors import PartitionError
-from partitioner.geometry import WindowGrid
-from partitioner.rotation import ROTATIONS, SceneAnchoredRotation, make_rotation
-from partitioner.schemes import SCHEMES, partition
+from pedsam.partitioner.assignment import check_assignment, default_cap
+from pedsam.partitioner.errors import PartitionError
+from pedsam.partitioner.geometry import WindowGrid
+from pedsam.partitioner.rotation import ROTATIONS, SceneAnchoredRotation, make_rotation
+from pedsam.partitioner.schemes import SCHEMES, partition
 
 VIT_B = WindowGrid.for_encoder(1024, 16, 14)  # 5x5 windows, last row/column partly padding
 TINY = WindowGrid.for_encoder(512, 16, 14)  # 3x3 windows

@@ -9,14 +9,14 @@ import PIL.Image
 import pytest
 import torch
 
-from partitioner.assignment import EDGE
-from partitioner.scheduler import Budget
-from stream.cli import main
-from stream.errors import ExposureBudgetError
-from stream.masks_io import read_records
-from stream.panning import make_pan_clip
-from stream.scheduling import RotationSettings
-from stream.session import EdgeConfig, EdgeSession
+from pedsam.partitioner.assignment import EDGE
+from pedsam.partitioner.scheduler import Budget
+from pedsam.stream.cli.main import main
+from pedsam.stream.core.scheduling import RotationSettings
+from pedsam.stream.core.session import EdgeConfig, EdgeSession
+from pedsam.stream.errors import ExposureBudgetError
+from pedsam.stream.media.masks_io import read_records
+from pedsam.stream.media.panning import make_pan_clip
 
 from .conftest import TINY, scene
 from .test_cli import assert_one_line_error, check_audit, pedsam

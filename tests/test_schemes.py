@@ -11,8 +11,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from partitioner import SCHEMES, PartitionError, WindowGrid, partition
-from partitioner.contiguous import cut_edges
+from pedsam.partitioner import SCHEMES, PartitionError, WindowGrid, partition
+from pedsam.partitioner.contiguous import cut_edges
 
 VIT_B = WindowGrid.for_encoder(1024, 16, 14)
 SECRET = b"edge-only secret"

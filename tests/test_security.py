@@ -14,16 +14,16 @@ import pytest
 import torch
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from protos import pedsam_pb2 as pb
-from protos import pedsam_pb2_grpc as pb_grpc
-from stream.errors import ConfigError, WorkerError
-from stream.remote import RemoteWorker
-from stream.session import EdgeConfig
-from stream.transport import ANY_WORKER, ClientSecurity
-from workers import codec as wire
-from workers.certs import DemoPki, make_demo_pki
-from workers.security import SecurityError, ServerSecurity
-from workers.server import WorkerLimits, WorkerModel, WorkerServer
+from pedsam.protos import pedsam_pb2 as pb
+from pedsam.protos import pedsam_pb2_grpc as pb_grpc
+from pedsam.stream.core.session import EdgeConfig
+from pedsam.stream.errors import ConfigError, WorkerError
+from pedsam.stream.fleet.remote import RemoteWorker
+from pedsam.stream.fleet.transport import ANY_WORKER, ClientSecurity
+from pedsam.workers import codec as wire
+from pedsam.workers.certs import DemoPki, make_demo_pki
+from pedsam.workers.security import SecurityError, ServerSecurity
+from pedsam.workers.server import WorkerLimits, WorkerModel, WorkerServer
 
 from .conftest import TINY
 
@@ -133,7 +133,7 @@ def test_plain_text_off_this_machine_needs_an_explicit_insecure() -> None:
 
 async def test_worker_cli_refuses_plain_text_on_a_public_address(pki: DemoPki) -> None:
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "stream", "worker", "--host", "0.0.0.0", "--port", "0",
+        sys.executable, "-m", "pedsam.stream", "worker", "--host", "0.0.0.0", "--port", "0",
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )
     _, err = await asyncio.wait_for(process.communicate(), 120)
@@ -142,7 +142,7 @@ async def test_worker_cli_refuses_plain_text_on_a_public_address(pki: DemoPki) -
     assert line.startswith("pedsam: error: no TLS certificate") and "--insecure" in line
     cert, key, token = pki.workers[0]
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "stream", "worker", "--host", "127.0.0.1", "--port", "0",
+        sys.executable, "-m", "pedsam.stream", "worker", "--host", "127.0.0.1", "--port", "0",
         "--tls-cert", str(cert), "--tls-key", str(key), "--tls-client-ca", str(pki.ca), "--token-file", str(token),
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )

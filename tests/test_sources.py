@@ -1,4 +1,4 @@
-"""stream.sources: file, camera (MJPEG over loopback HTTP, and an injected capture) and WebRTC."""
+"""pedsam.stream.media.sources: file, camera (MJPEG over loopback HTTP, and an injected capture) and WebRTC."""
 
 from __future__ import annotations
 
@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 from aiortc.mediastreams import MediaStreamError
 
-from stream.errors import MediaError
-from stream.sources import CameraSource, FileSource, LatestSlot, WebRTCSource, parse_camera
-from stream.synthetic import make_clip
-from stream.video import read_frames
+from pedsam.stream.errors import MediaError
+from pedsam.stream.media.sources import CameraSource, FileSource, LatestSlot, WebRTCSource, parse_camera
+from pedsam.stream.media.synthetic import make_clip
+from pedsam.stream.media.video import read_frames
 
 from .mjpeg_server import HEIGHT, PERIOD, WIDTH, MjpegServer, read_mark
 

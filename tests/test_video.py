@@ -1,4 +1,4 @@
-"""stream.video: probing and decoding real files written by the tests themselves."""
+"""pedsam.stream.media.video: probing and decoding real files written by the tests themselves."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ import numpy as np
 import PIL.Image
 import pytest
 
-from stream.errors import MediaError, PedsamError
-from stream.video import Frame, probe_video, read_frames, read_image
+from pedsam.stream.errors import MediaError, PedsamError
+from pedsam.stream.media.video import Frame, probe_video, read_frames, read_image
 
 RED, GREEN, BLUE = (255, 0, 0), (0, 255, 0), (0, 0, 255)
 
@@ -249,7 +249,7 @@ def test_read_image_errors(tmp_path: Path) -> None:
 
 
 def test_importing_silences_ffmpeg_log(tmp_path: Path) -> None:
-    """Even if FFmpeg logging was switched on before, importing stream.video turns it off.
+    """Even if FFmpeg logging was switched on before, importing pedsam.stream.media.video turns it off.
 
     (With logging on, the h264 decoder prints several lines about the corrupt packet.)
     """
@@ -257,8 +257,8 @@ def test_importing_silences_ffmpeg_log(tmp_path: Path) -> None:
     script = (
         "import sys, av.logging\n"
         "av.logging.set_level(av.logging.VERBOSE)\n"
-        "from stream.video import read_frames\n"
-        "from stream.errors import MediaError\n"
+        "from pedsam.stream.media.video import read_frames\n"
+        "from pedsam.stream.errors import MediaError\n"
         "try:\n"
         "    for _ in read_frames(sys.argv[1]): pass\n"
         "except MediaError as exc:\n"

@@ -1,4 +1,4 @@
-"""stream.serve + stream.webrtc: real aiortc peers calling a real server on loopback, in one process."""
+"""pedsam.stream.web.server + pedsam.stream.web.peer: real aiortc peers calling a real server on loopback, in one process."""
 
 from __future__ import annotations
 
@@ -15,10 +15,10 @@ import numpy as np
 import pytest
 from aiortc import MediaStreamTrack, RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 
-from stream.errors import PromptError
-from stream.serve import LiveServer, ServeConfig
-from stream.session import EdgeConfig, EdgeSession
-from stream.webrtc import parse_message
+from pedsam.stream.core.session import EdgeConfig, EdgeSession
+from pedsam.stream.errors import PromptError
+from pedsam.stream.web.peer import parse_message
+from pedsam.stream.web.server import LiveServer, ServeConfig
 
 from .conftest import TINY
 from .mjpeg_server import HEIGHT, WIDTH, frame_image

@@ -15,13 +15,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from workers.errors import CheckpointError
-from workers.models import build_sam
-from workers.weights import OFFICIAL, download, verify
+from pedsam.workers.errors import CheckpointError
+from pedsam.workers.models import build_sam
+from pedsam.workers.weights import OFFICIAL, download, verify
 
 
 def pedsam(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "stream", "weights", *args],
+    return subprocess.run([sys.executable, "-m", "pedsam.stream", "weights", *args],
                           capture_output=True, text=True, timeout=300)
 
 

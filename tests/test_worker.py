@@ -9,13 +9,13 @@ import pytest
 import torch
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from protos import pedsam_pb2 as pb
-from protos import pedsam_pb2_grpc as pb_grpc
-from stream.local_workers import LocalWorkers
-from stream.remote import RemoteWorker, channel_options
-from workers import codec as wire
-from workers.models import ModelSource
-from workers.server import WorkerLimits, WorkerModel, WorkerServer
+from pedsam.protos import pedsam_pb2 as pb
+from pedsam.protos import pedsam_pb2_grpc as pb_grpc
+from pedsam.stream.fleet.local import LocalWorkers
+from pedsam.stream.fleet.remote import RemoteWorker, channel_options
+from pedsam.workers import codec as wire
+from pedsam.workers.models import ModelSource
+from pedsam.workers.server import WorkerLimits, WorkerModel, WorkerServer
 
 from .conftest import TINY
 
@@ -130,7 +130,7 @@ async def test_bad_request_gets_status_and_worker_keeps_serving(server, mutate, 
 
 async def test_edge_refuses_worker_with_other_weights(server) -> None:
     address, _, model = server
-    from stream.errors import WorkerError
+    from pedsam.stream.errors import WorkerError
 
     client = RemoteWorker(address, fingerprint="f" * 64)
     with pytest.raises(WorkerError, match="other weights"):
@@ -138,7 +138,7 @@ async def test_edge_refuses_worker_with_other_weights(server) -> None:
 
 
 async def test_unreachable_worker_is_a_clear_error() -> None:
-    from stream.errors import WorkerError
+    from pedsam.stream.errors import WorkerError
 
     client = RemoteWorker("127.0.0.1:9", fingerprint="x", connect_timeout=0.5)
     with pytest.raises(WorkerError, match="unreachable"):
@@ -165,7 +165,7 @@ async def test_real_worker_processes_round_trip(tiny_worker_model: WorkerModel) 
 
 
 async def test_worker_process_with_other_seed_is_refused() -> None:
-    from stream.errors import WorkerError
+    from pedsam.stream.errors import WorkerError
 
     async with LocalWorkers(1, ModelSource(preset="tiny", seed=5)) as local:
         model = await asyncio.to_thread(WorkerModel, TINY)

@@ -16,10 +16,10 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from protos import pedsam_pb2 as pb
-from protos import pedsam_pb2_grpc as pb_grpc
-from workers import codec as wire
-from workers.server import WorkerLimits, WorkerModel, WorkerServer
+from pedsam.protos import pedsam_pb2 as pb
+from pedsam.protos import pedsam_pb2_grpc as pb_grpc
+from pedsam.workers import codec as wire
+from pedsam.workers.server import WorkerLimits, WorkerModel, WorkerServer
 
 REFUSALS = {
     grpc.StatusCode.INVALID_ARGUMENT,
@@ -175,7 +175,7 @@ async def test_memory_stays_bounded_under_many_sessions(tiny_worker_model: Worke
     process limited to 32 streams: every result is exact, a 33rd session is refused, and the
     worker's peak resident memory grows by less than the designed bound over its idle size."""
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "workers", "--port", "0", "--model", "tiny", "--max-streams", str(SESSIONS),
+        sys.executable, "-m", "pedsam.workers", "--port", "0", "--model", "tiny", "--max-streams", str(SESSIONS),
         "--max-queued", "4", "--stream-window-mb", "1", stdout=asyncio.subprocess.PIPE,
     )
     try:

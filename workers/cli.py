@@ -14,11 +14,11 @@ import grpc
 import torch
 from grpc_health.v1 import health_pb2_grpc
 
-from .errors import ModelError, WorkerSideError
-from .models import DEFAULT_SEED, PRESETS, ModelSource
-from .metrics import WorkerCollector, serve_metrics
-from .security import ServerSecurity
-from .server import WorkerLimits, WorkerModel, WorkerServer
+from pedsam.workers.errors import ModelError, WorkerSideError
+from pedsam.workers.metrics import WorkerCollector, serve_metrics
+from pedsam.workers.models import DEFAULT_SEED, PRESETS, ModelSource
+from pedsam.workers.security import ServerSecurity
+from pedsam.workers.server import WorkerLimits, WorkerModel, WorkerServer
 
 log = logging.getLogger("pedsam.worker")
 

@@ -13,7 +13,7 @@ import warnings
 import numpy as np
 import torch
 
-from protos import pedsam_pb2 as pb
+from pedsam.protos import pedsam_pb2 as pb
 
 CODECS: dict[str, pb.Codec] = {"fp32": pb.CODEC_FP32, "fp16": pb.CODEC_FP16, "int8": pb.CODEC_INT8}
 CODEC_NAMES: dict[int, str] = {v: k for k, v in CODECS.items()}

@@ -11,9 +11,33 @@ import asyncio
 from typing import Any
 
 import grpc
-from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1 import health_pb2
 
-__all__ = ["add_arguments", "check", "main"]
+__all__ = ["add_arguments", "ask", "check", "main"]
+
+_CHECK = "/grpc.health.v1.Health/Check"
+
+
+async def ask(
+    channel: grpc.aio.Channel, *, service: str = "", timeout: float = 5.0, wait_for_ready: bool = False
+) -> int:
+    """One ``grpc.health.v1.Health/Check`` on ``channel``: the ``ServingStatus`` number.
+
+    Raises:
+        grpc.aio.AioRpcError: unreachable within ``timeout``, or ``service`` unknown.
+    """
+    call = channel.unary_unary(
+        _CHECK,
+        request_serializer=health_pb2.HealthCheckRequest.SerializeToString,
+        response_deserializer=health_pb2.HealthCheckResponse.FromString,
+    )
+    reply = await call(health_pb2.HealthCheckRequest(service=service), timeout=timeout, wait_for_ready=wait_for_ready)
+    return int(reply.status)
+
+
+def status_name(status: int) -> str:
+    """``ServingStatus`` number -> its name, e.g. ``"SERVING"``."""
+    return str(health_pb2.HealthCheckResponse.ServingStatus.Name(status))
 
 
 async def check(address: str, *, service: str = "", timeout: float = 5.0, credentials: Any = None) -> str:
@@ -27,9 +51,7 @@ async def check(address: str, *, service: str = "", timeout: float = 5.0, creden
     else:
         channel = grpc.aio.secure_channel(address, credentials)
     async with channel:
-        stub = health_pb2_grpc.HealthStub(channel)
-        reply = await stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=timeout)
-    return str(health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status))
+        return status_name(await ask(channel, service=service, timeout=timeout))
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -121,7 +121,7 @@ def _mask_scratch(shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
     """A buffer for attention-mask chunks, kept per thread and reused while it is large enough.
 
     A fresh one per call would cost more than the masking itself where large blocks come
-    straight from ``mmap`` (the edge, :mod:`stream.memory`): every call faults its megabytes of
+    straight from ``mmap`` (the edge, :mod:`pedsam.stream.core.memory`): every call faults its megabytes of
     pages in anew. One buffer of at most :data:`MASK_BUDGET_BYTES` stays alive per thread.
     """
     numel = math.prod(shape)

@@ -25,7 +25,7 @@ from segment_anything.modeling import (
     TwoWayTransformer,
 )
 
-from .errors import CheckpointError, ModelError
+from pedsam.workers.errors import CheckpointError, ModelError
 
 DEFAULT_SEED = 0
 

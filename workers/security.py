@@ -21,7 +21,7 @@ from typing import Any
 
 import grpc
 
-from .errors import ModelError
+from pedsam.workers.errors import ModelError
 
 __all__ = ["HEALTH_PREFIX", "ServerSecurity", "TokenInterceptor", "read_secret"]
 
@@ -126,7 +126,7 @@ class ServerSecurity:
 Handler = Any  # grpc.RpcMethodHandler; grpc ships no type information
 
 
-class TokenInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
+class TokenInterceptor(grpc.aio.ServerInterceptor):
     """Refuses every RPC but health checks without a valid ``authorization: Bearer`` token."""
 
     def __init__(self, tokens: Iterable[str]) -> None:
@@ -163,10 +163,10 @@ def _refusal(handler: Handler) -> Handler:
     """A handler of the same shape as ``handler`` that answers UNAUTHENTICATED."""
     message = "missing or invalid bearer token: send 'authorization: Bearer <token>' for this worker"
 
-    async def unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
+    async def unary(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
         await context.abort(grpc.StatusCode.UNAUTHENTICATED, message)
 
-    async def streaming(request: Any, context: grpc.aio.ServicerContext) -> Any:
+    async def streaming(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
         await context.abort(grpc.StatusCode.UNAUTHENTICATED, message)
         yield  # pragma: no cover (abort raises); makes this an async generator
 

@@ -4,7 +4,7 @@ This is the whole of a worker's computation, and also what the edge runs when it
 windows itself. A window arrives as its valid tokens only; the blocks' per-token parts run on
 those tokens alone, and the attention mixing rebuilds SAM's padding the way SAM's
 ``Block.forward`` builds it: zeros inserted *after* ``norm1``, attended to by the real tokens,
-never masked out of attention (see :mod:`workers.kernels`). Padding before the block would not
+never masked out of attention (see :mod:`pedsam.workers.kernels`). Padding before the block would not
 be the same.
 """
 
@@ -16,8 +16,8 @@ import torch
 from segment_anything.modeling import Sam
 from segment_anything.modeling.image_encoder import Block
 
-from .kernels import Extent, WindowBatch, post_attention, pre_attention, windowed_block
-from .models import ModelPreset
+from pedsam.workers.kernels import Extent, WindowBatch, post_attention, pre_attention, windowed_block
+from pedsam.workers.models import ModelPreset
 
 __all__ = ["Extent", "SegmentRunner"]
 
@@ -26,7 +26,7 @@ class SegmentRunner:
     """Holds the windowed blocks of one model and runs a named segment on windows.
 
     It also holds the global blocks, whose per-token parts (before and after their attention
-    mixing) it runs for the offload plan (see :mod:`partitioner.offload`).
+    mixing) it runs for the offload plan (see :mod:`pedsam.partitioner.offload`).
     """
 
     def __init__(self, sam: Sam, preset: ModelPreset) -> None:

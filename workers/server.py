@@ -1,4 +1,4 @@
-"""The gRPC window worker: a thin servicer over :class:`workers.segment.SegmentRunner`.
+"""The gRPC window worker: a thin servicer over :class:`pedsam.workers.segment.SegmentRunner`.
 
 Every request is validated before any work (segment, fingerprint, codec, extents, shape, byte
 counts, batch size); a bad one ends its stream with the matching gRPC status and the worker
@@ -24,20 +24,20 @@ import time
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Any
 
 import grpc
 import torch
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
-from protos import pedsam_pb2 as pb
-from protos import pedsam_pb2_grpc as pb_grpc
-
-from . import codec as wire
-from .errors import RequestError
-from .models import ModelSource, fingerprint, get_preset
-from .metrics import WorkerStats
-from .security import ServerSecurity
-from .segment import SegmentRunner
+from pedsam.protos import pedsam_pb2 as pb
+from pedsam.protos import pedsam_pb2_grpc as pb_grpc
+from pedsam.workers import codec as wire
+from pedsam.workers.errors import RequestError
+from pedsam.workers.metrics import WorkerStats
+from pedsam.workers.models import ModelSource, fingerprint, get_preset
+from pedsam.workers.security import ServerSecurity
+from pedsam.workers.segment import SegmentRunner
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +86,7 @@ class WindowWorkerService(pb_grpc.WindowWorkerServicer):
         self.stats = WorkerStats()
 
     async def Describe(
-        self, request: pb.DescribeRequest, context: grpc.aio.ServicerContext
+        self, request: pb.DescribeRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.ModelInfo:
         model = self._model
         return pb.ModelInfo(
@@ -112,7 +112,7 @@ class WindowWorkerService(pb_grpc.WindowWorkerServicer):
                 wait.cancel()
 
     async def Process(
-        self, request_iterator: AsyncIterator[pb.SegmentRequest], context: grpc.aio.ServicerContext
+        self, request_iterator: AsyncIterator[pb.SegmentRequest], context: grpc.aio.ServicerContext[Any, Any]
     ) -> AsyncIterator[pb.SegmentResult]:
         if self._draining.is_set():
             await context.abort(grpc.StatusCode.UNAVAILABLE, _SHUTDOWN)

@@ -18,8 +18,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import CheckpointError, ModelError
-from .models import build_sam, get_preset, load_checkpoint
+from pedsam.workers.errors import CheckpointError, ModelError
+from pedsam.workers.models import build_sam, get_preset, load_checkpoint
 
 __all__ = ["OFFICIAL", "Check", "OfficialCheckpoint", "download", "official_for", "verify"]
 

@@ -5,14 +5,14 @@ receives on a frame is a function of the frame's *prologue* (``patch_embed + pos
 first segment's input tokens) and of the schedule, so the evaluation runs the prologue on the
 edge model and the rotation policies over the frames, without workers:
 
-- :mod:`~stream.privacy.inversion`: token inversion. The patch embedding is linear and public,
+- :mod:`~pedsam.stream.privacy.inversion`: token inversion. The patch embedding is linear and public,
   so a server inverts it and gets the pixels of its windows back.
-- :mod:`~stream.privacy.mosaic`: cross-frame mosaic. Everything one server recovered, placed in
+- :mod:`~pedsam.stream.privacy.mosaic`: cross-frame mosaic. Everything one server recovered, placed in
   scene coordinates with the camera motion (the edge's estimate, an upper bound on what the
   server could register itself), compared with each true frame: coverage, PSNR, SSIM.
-- :mod:`~stream.privacy.detection`: OpenCV's HOG people detector and Haar face detector on the
+- :mod:`~pedsam.stream.privacy.detection`: OpenCV's HOG people detector and Haar face detector on the
   server's reconstruction, as recall relative to the true frame.
-- :mod:`~stream.privacy.report`: every policy over real videos, against the monolithic-cloud
-  baseline (one server sees everything); :mod:`~stream.privacy.html` draws the page;
-  :mod:`~stream.privacy.cli` is ``pedsam privacy-report``.
+- :mod:`~pedsam.stream.privacy.report`: every policy over real videos, against the monolithic-cloud
+  baseline (one server sees everything); :mod:`~pedsam.stream.privacy.html` draws the page;
+  :mod:`~pedsam.stream.cli.privacy` is ``pedsam privacy-report``.
 """

@@ -16,7 +16,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from ..errors import ConfigError
+from pedsam.stream.errors import ConfigError
 
 __all__ = ["Detectors", "iou", "matched"]
 

@@ -1,7 +1,7 @@
 """The privacy report as a self-contained HTML page: tables, matplotlib plots, thumbnails.
 
 Every image is a PNG embedded as a ``data:`` URI, so the page is one file. Plots compare the
-policies (and the ``monolithic`` baseline) on every metric of :mod:`stream.privacy.report`.
+policies (and the ``monolithic`` baseline) on every metric of :mod:`pedsam.stream.privacy.report`.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from .report import VideoResult  # noqa: E402
+from pedsam.stream.privacy.report import VideoResult  # noqa: E402
 
 __all__ = ["METRICS", "render_html"]
 

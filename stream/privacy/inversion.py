@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from segment_anything.modeling import Sam
 
-from ..predictor import PreparedImage, prepare_image
+from pedsam.stream.core.predictor import PreparedImage, prepare_image
 
 __all__ = ["TokenInverter", "prologue"]
 

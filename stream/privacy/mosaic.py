@@ -1,7 +1,7 @@
 """Cross-frame mosaic: everything one server recovered, stitched in scene coordinates.
 
 Pixels are the frame's own (``H x W``); a frame at camera offset ``(dy, dx)`` pixels (see
-:mod:`stream.motion`) puts its pixel ``(y, x)`` at scene pixel ``(y + dy, x + dx)``, rounded.
+:mod:`pedsam.stream.core.motion`) puts its pixel ``(y, x)`` at scene pixel ``(y + dy, x + dx)``, rounded.
 The mosaic keeps the latest pixel the server received at each scene pixel, as an online
 attacker would. :meth:`Mosaic.view` cuts the mosaic back out at a frame's offset: the
 server's best reconstruction of that frame and the pixels it covers.

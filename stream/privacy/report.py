@@ -2,11 +2,11 @@
 
 For each video (frames ``0, s, 2s, ...`` up to ``max_frames`` of them) the edge model's
 prologue gives each frame's first-segment tokens; the camera offset comes from
-:class:`stream.motion.MotionEstimator`. Every policy schedules the frames through a
-:class:`partitioner.scheduler.Scheduler` (with the report's budget), and for every server:
+:class:`pedsam.stream.core.motion.MotionEstimator`. Every policy schedules the frames through a
+:class:`pedsam.partitioner.scheduler.Scheduler` (with the report's budget), and for every server:
 
 - *token inversion*: its windows' pixels, recovered from their tokens
-  (:mod:`stream.privacy.inversion`); the frame-level PSNR of that recovery is reported once per
+  (:mod:`pedsam.stream.privacy.inversion`); the frame-level PSNR of that recovery is reported once per
   video (it does not depend on the policy);
 - *mosaic*: those pixels laid into a motion-compensated scene mosaic; every ``eval_every``
   frames the mosaic is cut out at the current frame and compared with it (coverage, PSNR and
@@ -32,18 +32,17 @@ from typing import Any
 
 import numpy as np
 
-from partitioner.assignment import EDGE
-from partitioner.geometry import WindowGrid
-from partitioner.rotation import ROTATIONS, make_rotation
-from partitioner.scheduler import Budget, Scheduler
-from workers.models import ModelSource, get_preset
-
-from ..errors import ConfigError
-from ..motion import MotionEstimator, content_tokens, input_scale, token_offset
-from ..video import probe_video, read_frames
-from .detection import Detectors, matched
-from .inversion import TokenInverter, prologue
-from .mosaic import Mosaic, psnr, ssim
+from pedsam.partitioner.assignment import EDGE
+from pedsam.partitioner.geometry import WindowGrid
+from pedsam.partitioner.rotation import ROTATIONS, make_rotation
+from pedsam.partitioner.scheduler import Budget, Scheduler
+from pedsam.stream.core.motion import MotionEstimator, content_tokens, input_scale, token_offset
+from pedsam.stream.errors import ConfigError
+from pedsam.stream.media.video import probe_video, read_frames
+from pedsam.stream.privacy.detection import Detectors, matched
+from pedsam.stream.privacy.inversion import TokenInverter, prologue
+from pedsam.stream.privacy.mosaic import Mosaic, psnr, ssim
+from pedsam.workers.models import ModelSource, get_preset
 
 __all__ = ["BASELINE", "PolicyResult", "ReportConfig", "VideoResult", "run_report"]
 

@@ -1,0 +1,246 @@
+"""The edge's TOML configuration file (``--config FILE``), and ``pedsam config check``.
+
+Every key stands for a command-line flag; flags given on the command line win over the file.
+Paths in the file are relative to the file's folder. Example::
+
+    local_workers = 3                   # or [[workers]] below; --local-workers
+    [model]
+    preset = "vit_b"                    # --model
+    checkpoint = "sam_vit_b_01ec64.pth" # --checkpoint
+    seed = 0                            # --seed
+    [split]
+    scheme = "interleaved"              # --scheme
+    codec = "fp32"                      # --codec
+    plan = "default"                    # --plan
+    in_flight = 3                       # --in-flight (run, stream)
+    [rotation]
+    policy = "keyed-random"             # --rotation; also slots, frame_cap, scene_cap,
+    horizon = 50                        #   horizon, on_budget, motion (false: --no-motion)
+    [failover]
+    on_failure = "standby"              # --on-failure; also reconnect_interval,
+    request_timeout = 60                #   request_timeout, connect_timeout
+    [tls]
+    ca = "pki/ca.pem"                   # --tls-ca; also cert, key, server_name, insecure
+    [metrics]
+    port = 9101                         # --metrics-port
+    [[workers]]
+    address = "a.example:50051"
+    provider = "provider-a"             # who runs it: workers must be at different providers
+    token_file = "pki/a.token"          # that worker's bearer token
+    standby = false                     # true: only used when an active worker fails
+
+Errors name the key that is wrong and say what it should be.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tomllib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pedsam.stream.errors import ConfigError
+
+__all__ = ["KEYS", "EdgeFile", "WorkerEntry", "apply", "check_providers", "load", "worker_tokens"]
+
+# (section, key) -> the flag it stands for; section "" is the top level.
+KEYS: dict[tuple[str, str], str] = {
+    ("", "local_workers"): "--local-workers",
+    ("", "local_standby"): "--local-standby",
+    ("", "allow_single_server"): "--allow-single-server",
+    ("model", "preset"): "--model",
+    ("model", "checkpoint"): "--checkpoint",
+    ("model", "seed"): "--seed",
+    ("split", "scheme"): "--scheme",
+    ("split", "secret"): "--secret",
+    ("split", "codec"): "--codec",
+    ("split", "plan"): "--plan",
+    ("split", "in_flight"): "--in-flight",
+    ("rotation", "policy"): "--rotation",
+    ("rotation", "slots"): "--slots",
+    ("rotation", "frame_cap"): "--frame-cap",
+    ("rotation", "scene_cap"): "--scene-cap",
+    ("rotation", "horizon"): "--horizon",
+    ("rotation", "on_budget"): "--on-budget",
+    ("rotation", "motion"): "--no-motion",
+    ("failover", "on_failure"): "--on-failure",
+    ("failover", "reconnect_interval"): "--reconnect-interval",
+    ("failover", "request_timeout"): "--request-timeout",
+    ("failover", "connect_timeout"): "--connect-timeout",
+    ("tls", "ca"): "--tls-ca",
+    ("tls", "cert"): "--tls-cert",
+    ("tls", "key"): "--tls-key",
+    ("tls", "server_name"): "--tls-server-name",
+    ("tls", "insecure"): "--insecure",
+    ("metrics", "port"): "--metrics-port",
+}
+_PATHS = {"--checkpoint", "--tls-ca", "--tls-cert", "--tls-key"}
+_INVERTED = {"--no-motion"}  # the key says the opposite of the flag
+_WORKER_KEYS = {"address", "provider", "token_file", "standby"}
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerEntry:
+    """One ``[[workers]]`` table."""
+
+    address: str
+    provider: str | None
+    token: str | None
+    standby: bool
+
+
+@dataclass(frozen=True, slots=True)
+class EdgeFile:
+    """A loaded configuration: flag values, and the workers with their providers and tokens."""
+
+    path: Path
+    flags: dict[str, Any] = field(default_factory=dict)  # argparse dest -> value
+    workers: tuple[WorkerEntry, ...] = ()
+
+
+def _where(path: Path, section: str, key: str) -> str:
+    return f"{path}: [{section}] {key}" if section else f"{path}: {key}"
+
+
+def _actions(parser: argparse.ArgumentParser) -> dict[str, argparse.Action]:
+    return {option: action for action in parser._actions for option in action.option_strings}
+
+
+def _check(value: Any, action: argparse.Action, where: str, flag: str) -> Any:
+    """``value`` from the file, checked as argparse would check ``flag``; returns what to store."""
+    if isinstance(action, (argparse._StoreTrueAction, argparse._StoreFalseAction)):
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where} = {value!r}: give true or false")
+        return (not value) if flag in _INVERTED else value
+    if action.type in (int, float):
+        number_types = (int,) if action.type is int else (int, float)
+        if isinstance(value, bool) or not isinstance(value, number_types):
+            kind = "a whole number" if action.type is int else "a number"
+            raise ConfigError(f"{where} = {value!r}: give {kind}")
+        value = action.type(value)
+    elif not isinstance(value, str):
+        raise ConfigError(f"{where} = {value!r}: give a string")
+    if action.choices is not None and value not in action.choices:
+        raise ConfigError(f"{where} = {value!r}: choose one of {', '.join(map(str, action.choices))}")
+    return value
+
+
+def load(path: str | os.PathLike[str], parser: argparse.ArgumentParser) -> EdgeFile:
+    """Read and check ``path`` against the flags of ``parser`` (one command's parser).
+
+    Raises:
+        ConfigError: unreadable file, bad TOML, an unknown key, a value of the wrong kind, a key
+            for a flag this command does not take, or a broken ``[[workers]]`` entry.
+    """
+    file = Path(path)
+    try:
+        data = tomllib.loads(file.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(f"cannot read config {str(file)!r}: {exc.strerror}") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{file}: not valid TOML: {exc}") from None
+    actions = _actions(parser)
+    flags: dict[str, Any] = {}
+    known_sections = {section for section, _ in KEYS if section} | {"workers"}
+    for name, value in data.items():
+        if isinstance(value, dict):
+            if name not in known_sections:
+                raise ConfigError(f"{file}: unknown section [{name}]; sections are {', '.join(sorted(known_sections))}")
+            items = [(name, key, v) for key, v in value.items()]
+        elif name == "workers":
+            continue
+        else:
+            items = [("", name, value)]
+        for section, key, item in items:
+            flag = KEYS.get((section, key))
+            where = _where(file, section, key)
+            if flag is None:
+                keys = sorted(k for s, k in KEYS if s == section)
+                raise ConfigError(f"{where}: unknown key; [{section or 'top level'}] takes {', '.join(keys)}")
+            action = actions.get(flag)
+            if action is None:
+                raise ConfigError(f"{where}: this command takes no {flag}")
+            item = _check(item, action, where, flag)
+            if flag in _PATHS:
+                item = str((file.parent / item).resolve())
+            flags[action.dest] = item
+    workers = _workers(file, data.get("workers", []))
+    if workers and "--workers" not in actions:
+        raise ConfigError(f"{file}: [[workers]]: this command takes no workers")
+    return EdgeFile(path=file, flags=flags, workers=workers)
+
+
+def _workers(file: Path, entries: Any) -> tuple[WorkerEntry, ...]:
+    if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
+        raise ConfigError(f"{file}: workers must be [[workers]] tables")
+    found: list[WorkerEntry] = []
+    for index, entry in enumerate(entries):
+        where = f"{file}: [[workers]] #{index + 1}"
+        unknown = set(entry) - _WORKER_KEYS
+        if unknown:
+            raise ConfigError(f"{where}: unknown key {sorted(unknown)[0]}; a worker takes {', '.join(sorted(_WORKER_KEYS))}")
+        address = entry.get("address")
+        if not isinstance(address, str) or ":" not in address:
+            raise ConfigError(f"{where} address = {address!r}: give HOST:PORT")
+        provider = entry.get("provider")
+        if provider is not None and not isinstance(provider, str):
+            raise ConfigError(f"{where} provider = {provider!r}: give a string")
+        standby = entry.get("standby", False)
+        if not isinstance(standby, bool):
+            raise ConfigError(f"{where} standby = {standby!r}: give true or false")
+        token = None
+        token_file = entry.get("token_file")
+        if token_file is not None:
+            if not isinstance(token_file, str):
+                raise ConfigError(f"{where} token_file = {token_file!r}: give a path")
+            token_path = file.parent / token_file
+            try:
+                token = token_path.read_text().strip()
+            except OSError as exc:
+                raise ConfigError(f"{where} token_file: cannot read {str(token_path)!r}: {exc.strerror}") from None
+            if not token or len(token.split()) != 1:
+                raise ConfigError(f"{where} token_file: {str(token_path)!r} must hold exactly one token")
+        found.append(WorkerEntry(address=address, provider=provider, token=token, standby=standby))
+    addresses = [w.address for w in found]
+    duplicate = next((a for a in addresses if addresses.count(a) > 1), None)
+    if duplicate:
+        raise ConfigError(f"{file}: worker {duplicate} is listed twice")
+    return tuple(found)
+
+
+def check_providers(config: EdgeFile) -> None:
+    """Refuse two workers at one provider: one party would see both their shares."""
+    seen: dict[str, str] = {}
+    for worker in config.workers:
+        if worker.provider is None:
+            continue
+        if worker.provider in seen:
+            raise ConfigError(
+                f"{config.path}: workers {seen[worker.provider]} and {worker.address} are both at provider "
+                f"{worker.provider!r}: one party would see both their shares; put them at different providers"
+            )
+        seen.setdefault(worker.provider, worker.address)
+
+
+def apply(
+    config: EdgeFile, command: argparse.ArgumentParser, parser: argparse.ArgumentParser, argv: Sequence[str] | None
+) -> argparse.Namespace:
+    """Parse ``argv`` with ``parser`` after making the file's values the defaults of ``command``
+    (the subcommand's parser), so flags on the command line win."""
+    defaults: dict[str, Any] = dict(config.flags)
+    active = [w.address for w in config.workers if not w.standby]
+    standby = [w.address for w in config.workers if w.standby]
+    if active:
+        defaults["workers"] = ",".join(active)
+    if standby:
+        defaults["standby"] = ",".join(standby)
+    command.set_defaults(**defaults)
+    return parser.parse_args(argv)
+
+
+def worker_tokens(config: EdgeFile) -> Mapping[str, str]:
+    """Address -> token of every worker whose entry names a token file."""
+    return {w.address: w.token for w in config.workers if w.token is not None}

@@ -1,0 +1,1 @@
+"""pedsam.stream.core."""

@@ -1,0 +1,338 @@
+"""An edge session: one model, a set of executors, and the split encoder over them.
+
+This is the library API the CLI is a thin layer over::
+
+    config = EdgeConfig(model=ModelSource(preset="tiny"), local_workers=3)
+    async with EdgeSession(config) as session:
+        embedding = await session.embed(image)              # HxWx3 uint8 RGB
+        masks = await session.segment(image, [ObjectPrompt(points=((120, 80),), labels=(1,))])
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import secrets
+import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from prometheus_client import CollectorRegistry, start_http_server
+
+from pedsam.partitioner.assignment import EDGE, Assignment
+from pedsam.partitioner.offload import PLANS
+from pedsam.partitioner.scheduler import FAILOVER
+from pedsam.stream.core.encoder import FrameAudit, SplitEncoder
+from pedsam.stream.core.executors import LocalExecutor, SegmentExecutor
+from pedsam.stream.core.memory import release_large_blocks
+from pedsam.stream.core.metrics import EdgeCollector, EdgeStats
+from pedsam.stream.core.predictor import MaskDecoder, MaskPrediction, PreparedImage, prepare_image
+from pedsam.stream.core.prompts import ObjectPrompt
+from pedsam.stream.core.scheduling import EdgeScheduler, RotationSettings
+from pedsam.stream.errors import ConfigError, MediaError, WorkerError
+from pedsam.stream.fleet.health import Fleet
+from pedsam.stream.fleet.local import LocalWorkers
+from pedsam.stream.fleet.remote import RemoteWorker
+from pedsam.stream.fleet.transport import ANY_WORKER, ClientSecurity
+from pedsam.workers.models import ModelSource, fingerprint, get_preset
+from pedsam.workers.segment import SegmentRunner
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class EdgeConfig:
+    """Everything an edge session needs; built once from flags (and later a config file)."""
+
+    model: ModelSource
+    workers: tuple[str, ...] = ()
+    local_workers: int = 0
+    scheme: str = "contiguous"
+    secret: bytes | None = None
+    codec: str = "fp32"
+    worker_threads: int = 1
+    edge_threads: int | None = None
+    allow_single_server: bool = False
+    connect_timeout: float = 10.0
+    request_timeout: float | None = 60.0
+    security: ClientSecurity | None = None
+    rotation: RotationSettings = RotationSettings()
+    plan: str = "default"  # "offload": workers also run the global blocks' per-token parts
+    standby: tuple[str, ...] = ()  # workers kept for failover, never given work otherwise
+    local_standby: int = 0
+    on_failure: str = "edge"  # where a failed worker's windows go: edge, standby (else edge), stop
+    reconnect_interval: float = 5.0
+    metrics_port: int | None = None  # serve Prometheus metrics on 127.0.0.1:PORT (0: any free port)
+
+    def __post_init__(self) -> None:
+        if self.plan not in PLANS:
+            raise ConfigError(f"unknown plan {self.plan!r}; choose one of {', '.join(PLANS)}")
+        if self.workers and self.local_workers:
+            raise ConfigError("give either --workers or --local-workers, not both")
+        if not self.workers and self.local_workers < 1:
+            raise ConfigError("no workers: give --workers HOST:PORT,... or --local-workers N")
+        if max(len(self.workers), self.local_workers) == 1 and not self.allow_single_server:
+            raise ConfigError(
+                "one worker would see every window of every frame; give 2 or more workers, "
+                "or --allow-single-server to accept that"
+            )
+        if self.on_failure not in FAILOVER:
+            raise ConfigError(f"unknown --on-failure {self.on_failure!r}; choose one of {', '.join(FAILOVER)}")
+        if self.standby and self.local_workers or self.local_standby and self.workers:
+            raise ConfigError("standby workers come the same way as the others: --standby with --workers, "
+                              "--local-standby with --local-workers")
+        if self.on_failure == "standby" and not (self.standby or self.local_standby):
+            raise ConfigError("--on-failure standby needs standby workers: give --standby or --local-standby")
+        if self.reconnect_interval <= 0:
+            raise ConfigError("--reconnect-interval must be positive")
+        if self.workers:  # plain text only on loopback or with an explicit insecure
+            (self.security or ClientSecurity()).check((*self.workers, *self.standby))
+        self.rotation.check(max(len(self.workers), self.local_workers))
+
+
+@dataclass(frozen=True, slots=True)
+class Embedding:
+    """A frame's image embedding and what it took to make it.
+
+    ``tensor`` is (1, out_chans, S/16, S/16) float32, the embedding SAM's predictor would
+    compute for the frame.
+    """
+
+    tensor: torch.Tensor
+    prepared: PreparedImage
+    audit: FrameAudit
+
+
+@dataclass
+class EdgeSession:
+    """Builds the model, connects (or starts) workers, and embeds and segments frames."""
+
+    config: EdgeConfig
+    _local: LocalWorkers | None = field(default=None, init=False)
+    _executors: list[SegmentExecutor] = field(default_factory=list, init=False)
+    _standby: list[RemoteWorker] = field(default_factory=list, init=False)
+    fleet: Fleet | None = field(default=None, init=False)
+    stats: EdgeStats = field(default_factory=EdgeStats, init=False)
+    metrics_port: int | None = field(default=None, init=False)
+    _metrics_server: Any = field(default=None, init=False)
+    _pool: ThreadPoolExecutor | None = field(default=None, init=False)
+    _frames: int = field(default=0, init=False)
+
+    async def __aenter__(self) -> EdgeSession:
+        await self.open()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def open(self) -> None:
+        config = self.config
+        if config.edge_threads:
+            torch.set_num_threads(config.edge_threads)
+        release_large_blocks()  # see pedsam.stream.core.memory: freed temporaries go back to the system
+        self.preset = get_preset(config.model.preset)
+        self.sam = await asyncio.to_thread(config.model.build)
+        self.fingerprint = await asyncio.to_thread(fingerprint, self.sam, self.preset)
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="edge")
+        try:
+            addresses: Sequence[str] = config.workers
+            standby: Sequence[str] = config.standby
+            security = config.security or ClientSecurity()
+            if config.local_workers:
+                # Loopback children of this process: plain text, but a fresh token per session
+                # so no other local process can use them.
+                token = secrets.token_urlsafe(24)
+                security = ClientSecurity(insecure=True, tokens={ANY_WORKER: token})
+                self._local = LocalWorkers(
+                    config.local_workers + config.local_standby, config.model, threads=config.worker_threads,
+                    token=token,
+                )
+                started = await self._local.start()
+                addresses, standby = started[: config.local_workers], started[config.local_workers :]
+            remotes: list[RemoteWorker] = []
+            for address in (*addresses, *standby):
+                worker = RemoteWorker(
+                    address,
+                    fingerprint=self.fingerprint,
+                    codec=config.codec,
+                    connect_timeout=config.connect_timeout,
+                    request_timeout=config.request_timeout,
+                    security=security,
+                )
+                await worker.connect()
+                remotes.append(worker)
+            names = [w.name for w in remotes]
+            if len(set(names)) != len(names):
+                raise ConfigError(f"the same worker is listed twice: {', '.join(names)}")
+            self._executors.extend(remotes[: len(addresses)])
+            self._standby = remotes[len(addresses) :]
+            self.fleet = Fleet({w.name: w for w in remotes}, reconnect_interval=config.reconnect_interval)
+            # The edge is an executor too: a budget may keep windows on it (exactly, same runner).
+            self.encoder = SplitEncoder(
+                self.sam,
+                self.preset,
+                {e.name: e for e in (*self._executors, *self._standby)} | {EDGE: self.local_executor()},
+                self._pool,
+                execution=config.plan,
+                health=self.fleet,
+                on_failure=config.on_failure,
+            )
+            self.scheduler = self.new_scheduler()
+            if config.metrics_port is not None:
+                self._serve_metrics(config.metrics_port)
+        except BaseException:
+            await self.close()
+            raise
+        self.decoder = MaskDecoder(self.sam)
+        log.info("edge session open: %s over %d workers", config.model.describe(), len(self._executors))
+
+    def new_scheduler(self) -> EdgeScheduler:
+        """A scheduler for one more video stream sharing this session (a browser call of
+        ``pedsam serve``): its own motion estimate and exposure ledger, the session's settings."""
+        config = self.config
+        return EdgeScheduler.build(
+            config.rotation,
+            self.preset,
+            self.executor_names,
+            scheme=config.scheme,
+            secret=config.secret,
+            allow_single=config.allow_single_server,
+            standby=self.standby_names,
+            failover=config.on_failure,
+            health=self.fleet,
+        )
+
+    @property
+    def executor_names(self) -> list[str]:
+        """The active workers' names (addresses), in the order given."""
+        return [e.name for e in self._executors]
+
+    @property
+    def standby_names(self) -> list[str]:
+        """The standby workers' names: used only when an active one fails."""
+        return [w.name for w in self._standby]
+
+    def fleet_summary(self) -> dict[str, object]:
+        """Workers down now, every down/up event, and the failover settings (JSON-ready)."""
+        fleet = self.fleet.summary() if self.fleet is not None else {"down": [], "events": []}
+        return {"on_failure": self.config.on_failure, "standby": self.standby_names, **fleet}
+
+    @property
+    def random_weights(self) -> bool:
+        return self.config.model.random_weights
+
+    def local_executor(self) -> LocalExecutor:
+        """An executor computing on the edge itself (for fallback and comparison)."""
+        assert self._pool is not None
+        return LocalExecutor(SegmentRunner(self.sam, self.preset), self._pool)
+
+    async def embed(
+        self, image: np.ndarray, *, frame_index: int | None = None, scheduler: EdgeScheduler | None = None
+    ) -> Embedding:
+        """HxWx3 uint8 RGB frame -> its :class:`Embedding`, computed through the split.
+
+        The frame is scheduled (rotation, motion, budgets) before the first ``await``, so
+        frames are scheduled in the order this is called, however many are in flight.
+        ``scheduler``: the stream's own (:meth:`new_scheduler`); default the session's.
+        """
+        scheduler = scheduler or self.scheduler
+        if not isinstance(image, np.ndarray) or image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+            raise MediaError(f"expected an HxWx3 uint8 RGB image, got {getattr(image, 'dtype', type(image))} "
+                             f"{getattr(image, 'shape', '')}")
+        frame_index = self._next_index(frame_index)
+        scheduled = scheduler.schedule(frame_index, image, (int(image.shape[0]), int(image.shape[1])))
+        prepared = await asyncio.to_thread(prepare_image, self.sam, image)
+        return await self._encode(prepared, frame_index, scheduled.assignment, scheduler.record(scheduled))
+
+    async def embed_prepared(self, prepared: PreparedImage, *, frame_index: int | None = None) -> Embedding:
+        """Like :meth:`embed` for an already prepared frame (no motion estimate for it)."""
+        frame_index = self._next_index(frame_index)
+        scheduled = self.scheduler.schedule(frame_index, None, prepared.original_size)
+        return await self._encode(prepared, frame_index, scheduled.assignment, self.scheduler.record(scheduled))
+
+    def _next_index(self, frame_index: int | None) -> int:
+        if frame_index is None:
+            frame_index = self._frames
+        self._frames = max(self._frames, frame_index + 1)
+        return frame_index
+
+    async def _encode(
+        self, prepared: PreparedImage, frame_index: int, assignment: Assignment, exposure: dict[str, object]
+    ) -> Embedding:
+        started = time.perf_counter()
+        tensor, audit = await self.encoder.encode(frame_index, prepared.tensor, assignment)
+        audit.exposure = exposure
+        self.stats.frames += 1
+        self.stats.frame_seconds.observe(time.perf_counter() - started)
+        for segment in audit.segments:
+            for name in segment.failover:
+                self.stats.failovers[name] = self.stats.failovers.get(name, 0) + 1
+        return Embedding(tensor=tensor, prepared=prepared, audit=audit)
+
+    def _serve_metrics(self, port: int) -> None:
+        """Prometheus metrics of this session at http://127.0.0.1:PORT/metrics, on a thread."""
+        collector = EdgeCollector(
+            self.stats,
+            {w.name: w.stats for w in (*self._executors, *self._standby) if isinstance(w, RemoteWorker)},
+            exposure=self.exposure_summary,
+            down=lambda: set(self.fleet.down) if self.fleet is not None else set(),
+        )
+        registry = CollectorRegistry(auto_describe=False)
+        registry.register(collector)
+        try:
+            self._metrics_server, _ = start_http_server(port, addr="127.0.0.1", registry=registry)
+        except OSError as exc:
+            raise ConfigError(f"cannot serve metrics on 127.0.0.1:{port}: {exc.strerror}") from None
+        self.metrics_port = int(self._metrics_server.server_address[1])
+        log.info("edge metrics on http://127.0.0.1:%d/metrics", self.metrics_port)
+
+    def exposure_summary(self) -> dict[str, object]:
+        """What each server has seen so far (:meth:`pedsam.stream.core.scheduling.EdgeScheduler.summary`)."""
+        return self.scheduler.summary()
+
+    async def decode(
+        self,
+        embedding: Embedding,
+        prompt: ObjectPrompt,
+        *,
+        mask_input: np.ndarray | None = None,
+    ) -> MaskPrediction:
+        """One object's mask from an embedding, on the edge's compute thread."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(
+            self._pool,
+            lambda: self.decoder.predict(embedding.tensor, embedding.prepared, prompt, mask_input=mask_input),
+        )
+
+    async def segment(self, image: np.ndarray, objects: Sequence[ObjectPrompt]) -> list[MaskPrediction]:
+        """Masks (at the frame's size) for each object in one frame."""
+        height, width = image.shape[:2]
+        for prompt in objects:
+            prompt.check_inside(width, height)
+        embedding = await self.embed(image)
+        return [await self.decode(embedding, prompt) for prompt in objects]
+
+    async def close(self) -> None:
+        if self._metrics_server is not None:
+            await asyncio.to_thread(self._metrics_server.shutdown)
+            self._metrics_server = None
+        if self.fleet is not None:
+            await self.fleet.close()
+        executors, self._executors = [*self._executors, *self._standby], []
+        self._standby = []
+        for executor in executors:
+            try:
+                await executor.close()
+            except Exception as exc:  # closing is best effort; say what happened
+                log.warning("closing %s: %s", executor.name, exc)
+        if self._local is not None:
+            await self._local.stop()
+            self._local = None
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None

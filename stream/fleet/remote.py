@@ -1,0 +1,356 @@
+"""The edge's client for one gRPC window worker.
+
+One long-lived bidirectional ``Process`` stream per worker per session carries every request;
+each request has an id and its result is matched by that id, so many requests (of several
+frames) can be in flight on one stream and come back in any order. Encoding and decoding of
+multi-megabyte token payloads run on a thread, not on the event loop (see :data:`INLINE_BYTES`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import grpc
+import torch
+from google.protobuf.message import DecodeError
+
+from pedsam.partitioner.offload import OffloadStage
+from pedsam.protos import pedsam_pb2 as pb
+from pedsam.protos import pedsam_pb2_grpc as pb_grpc
+from pedsam.stream.errors import WorkerError
+from pedsam.stream.fleet.transport import ClientSecurity, open_channel
+from pedsam.workers import codec as wire
+from pedsam.workers.metrics import Histogram
+from pedsam.workers.segment import Extent
+
+log = logging.getLogger(__name__)
+
+PROCESS_METHOD = f"/{pb.DESCRIPTOR.services_by_name['WindowWorker'].full_name}/Process"
+
+DEFAULT_MAX_MESSAGE_BYTES = 256 * 1024 * 1024
+
+
+def channel_options(max_message_bytes: int) -> list[tuple[str, int]]:
+    """gRPC channel options for multi-megabyte window batches (the default cap is 4 MiB)."""
+    return [
+        ("grpc.max_send_message_length", max_message_bytes),
+        ("grpc.max_receive_message_length", max_message_bytes),
+        ("grpc.keepalive_time_ms", 30_000),
+        ("grpc.keepalive_timeout_ms", 10_000),
+    ]
+
+
+def _payload(tensor: pb.Tensor) -> int:
+    """Bytes of a tensor's values on the wire (data and int8 scales), from its shape and codec."""
+    if not tensor.shape:
+        return 0
+    return wire.payload_bytes(tensor.codec, int(tensor.shape[0]), int(tensor.shape[1]))
+
+
+@dataclass(frozen=True, slots=True)
+class _Outgoing:
+    """A serialized ``SegmentRequest``: its id, its bytes, and the tensor bytes among them."""
+
+    request_id: int
+    data: bytes
+    payload: int
+
+    @classmethod
+    def of(cls, request: pb.SegmentRequest) -> _Outgoing:
+        return cls(request.request_id, request.SerializeToString(), _payload(request.tokens) + _payload(request.mixed))
+
+
+@dataclass
+class WireStats:
+    """Bytes moved by one executor: payload bytes (tensor data) and whole messages."""
+
+    requests: int = 0
+    payload_sent: int = 0
+    payload_received: int = 0
+    message_sent: int = 0
+    message_received: int = 0
+    seconds: Histogram = field(default_factory=Histogram)  # round trip of each request
+
+
+INLINE_BYTES = 512 * 1024
+"""Messages up to this size are built and parsed on the event loop: handing them to a thread
+costs more than the copy (the tiny preset's shares are about 150 KB); larger ones go to a
+thread so the loop never stalls on a multi-megabyte copy (a ViT-B share is about 6 MB)."""
+
+_T = TypeVar("_T")
+
+
+async def _off_loop(size: int, fn: Callable[..., _T], *args: Any) -> _T:
+    """``fn(*args)``: on a thread when it handles ``size`` bytes or more, else right here."""
+    if size < INLINE_BYTES:
+        return fn(*args)
+    return await asyncio.to_thread(fn, *args)
+
+
+class RemoteWorker:
+    """A :class:`pedsam.stream.core.executors.SegmentExecutor` backed by a worker at ``address``."""
+
+    def __init__(
+        self,
+        address: str,
+        *,
+        fingerprint: str,
+        codec: str = "fp32",
+        max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+        connect_timeout: float = 10.0,
+        request_timeout: float | None = None,
+        security: ClientSecurity = ClientSecurity(insecure=True),
+    ) -> None:
+        """``request_timeout``: seconds a segment request may take before the worker counts
+        as failed (it hangs or is overloaded); None waits as long as the stream lives."""
+        self.address = address
+        self._security = security
+        self._metadata = security.metadata(address)
+        self._request_timeout = request_timeout
+        self._fingerprint = fingerprint
+        self._codec = wire.codec_id(codec)
+        self._max_message_bytes = max_message_bytes
+        self._connect_timeout = connect_timeout
+        self._channel: grpc.aio.Channel | None = None
+        self._call: grpc.aio.StreamStreamCall[bytes, bytes] | None = None
+        self._reader: asyncio.Task[None] | None = None
+        self._pending: dict[int, asyncio.Future[tuple[pb.SegmentResult, int]]] = {}  # result, its bytes
+        self._ids = itertools.count(1)
+        self._write_lock = asyncio.Lock()
+        self._failure: WorkerError | None = None
+        self.info: pb.ModelInfo | None = None
+        self.stats = WireStats()
+
+    @property
+    def name(self) -> str:
+        return self.address
+
+    async def connect(self) -> pb.ModelInfo:
+        """Describe the worker, check it holds our model, and open the session stream."""
+        self._channel = open_channel(self.address, self._security, channel_options(self._max_message_bytes))
+        stub = pb_grpc.WindowWorkerStub(self._channel)  # type: ignore[no-untyped-call]
+        try:
+            info: pb.ModelInfo = await stub.Describe(
+                pb.DescribeRequest(), timeout=self._connect_timeout, metadata=self._metadata
+            )
+        except grpc.aio.AioRpcError as exc:
+            await self.close()
+            if exc.code() == grpc.StatusCode.UNAUTHENTICATED:
+                raise WorkerError(
+                    f"worker {self.address} refused this edge's token ({exc.details()}); "
+                    "give the worker's token with --token-file"
+                ) from None
+            raise WorkerError(
+                f"worker {self.address} is unreachable ({exc.code().name}: {exc.details()})"
+            ) from None
+        if info.fingerprint != self._fingerprint:
+            await self.close()
+            raise WorkerError(
+                f"worker {self.address} serves other weights ({info.preset}, fingerprint "
+                f"{info.fingerprint[:12]}) than this edge ({self._fingerprint[:12]}); start it with "
+                "the same --model, --checkpoint and --seed"
+            )
+        self.info = info
+        # No (de)serializers on the session stream: messages are built and parsed by _off_loop,
+        # so the event loop never copies multi-megabyte payloads.
+        self._call = self._channel.stream_stream(PROCESS_METHOD)(metadata=self._metadata)
+        self._reader = asyncio.create_task(self._read_results(), name=f"read {self.address}")
+        log.info("connected to worker %s (%s)", self.address, info.preset)
+        return info
+
+    async def run(
+        self, frame_id: int, segment: int, tokens: torch.Tensor, extents: Sequence[Extent]
+    ) -> torch.Tensor:
+        self._check_usable()
+        outgoing = await _off_loop(tokens.numel() * 4, self._segment_request, frame_id, segment, tokens, extents)
+        result = await self._exchange(outgoing, frame_id, segment, len(extents))
+        return await _off_loop(tokens.numel() * 4, self._result_tokens, result, tokens)
+
+    async def run_stage(
+        self,
+        frame_id: int,
+        stage: OffloadStage,
+        tokens: torch.Tensor,
+        mixed: torch.Tensor | None,
+        extents: Sequence[Extent],
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        self._check_usable()
+        if self.info is not None and not {b for b in (stage.finish, stage.start) if b is not None} <= set(
+            self.info.global_blocks
+        ):
+            raise WorkerError(f"worker {self.address} does not run global blocks (offload plan); update it")
+        outgoing = await _off_loop(tokens.numel() * 8, self._stage_request, frame_id, stage, tokens, mixed, extents)
+        result = await self._exchange(outgoing, frame_id, stage.segment, len(extents))
+        out = await _off_loop(tokens.numel() * 4, self._result_tokens, result, tokens)
+        qkv = await _off_loop(len(result.qkv.data), wire.decode, result.qkv) if stage.start is not None else None
+        return out, qkv
+
+    def _check_usable(self) -> None:
+        """Raise the reason this worker cannot take a request now: not connected, or failed."""
+        if self._call is None:
+            raise WorkerError(f"worker {self.address} is not connected")
+        if self._failure is not None:
+            raise self._failure
+
+    def _result_tokens(self, result: pb.SegmentResult, sent: torch.Tensor) -> torch.Tensor:
+        """A result's tokens, with a residual added back to the exact tokens that were sent."""
+        try:
+            return wire.decode_result(result.tokens, result.residual, sent)
+        except ValueError as exc:
+            raise self._fail(WorkerError(f"worker {self.address} sent a malformed result: {exc}")) from None
+
+    def _segment_request(
+        self, frame_id: int, segment: int, tokens: torch.Tensor, extents: Sequence[Extent]
+    ) -> _Outgoing:
+        request = pb.SegmentRequest(
+            request_id=next(self._ids),
+            frame_id=frame_id,
+            segment=segment,
+            model_fingerprint=self._fingerprint,
+            extents=[pb.WindowExtent(height=h, width=w) for h, w in extents],
+            tokens=wire.encode(tokens, self._codec),
+            residual_result=self._codec in wire.LOSSY,
+        )
+        return _Outgoing.of(request)
+
+    def _stage_request(
+        self,
+        frame_id: int,
+        stage: OffloadStage,
+        tokens: torch.Tensor,
+        mixed: torch.Tensor | None,
+        extents: Sequence[Extent],
+    ) -> _Outgoing:
+        request = pb.SegmentRequest(
+            request_id=next(self._ids),
+            frame_id=frame_id,
+            segment=stage.segment,
+            model_fingerprint=self._fingerprint,
+            extents=[pb.WindowExtent(height=h, width=w) for h, w in extents],
+            tokens=wire.encode(tokens, self._codec),
+            residual_result=self._codec in wire.LOSSY,
+        )
+        if stage.finish is not None:
+            if mixed is None:
+                raise ValueError("finishing a global block needs its attention output")
+            request.finish_block = stage.finish
+            request.mixed.CopyFrom(wire.encode(mixed, self._codec))
+        if stage.start is not None:
+            request.start_block = stage.start
+        return _Outgoing.of(request)
+
+    async def _exchange(self, outgoing: _Outgoing, frame_id: int, segment: int, windows: int) -> pb.SegmentResult:
+        """Send one serialized request on the session stream and wait for its result."""
+        assert self._call is not None
+        request_id = outgoing.request_id
+        future: asyncio.Future[tuple[pb.SegmentResult, int]] = asyncio.get_running_loop().create_future()
+        self._pending[request_id] = future
+        started = time.perf_counter()
+        try:
+            async with self._write_lock:
+                await self._call.write(outgoing.data)
+        except (grpc.aio.AioRpcError, asyncio.InvalidStateError) as exc:
+            self._pending.pop(request_id, None)
+            raise self._fail(exc) from None
+        self.stats.requests += 1
+        self.stats.payload_sent += outgoing.payload
+        self.stats.message_sent += len(outgoing.data)
+        try:
+            result, size = await asyncio.wait_for(asyncio.shield(future), self._request_timeout)
+        except TimeoutError:
+            self._pending.pop(request_id, None)
+            error = self._fail(
+                WorkerError(
+                    f"worker {self.address} missed its deadline: no result for frame {frame_id} "
+                    f"segment {segment} within {self._request_timeout:g} s"
+                )
+            )
+            self._abandon(error)
+            raise error from None
+        self.stats.payload_received += _payload(result.tokens) + _payload(result.qkv)
+        self.stats.message_received += size
+        self.stats.seconds.observe(time.perf_counter() - started)
+        log.debug(
+            "frame %d segment %d: %d windows on %s in %.3f s (worker compute %.3f s)",
+            frame_id, segment, windows, self.address,
+            time.perf_counter() - started, result.compute_seconds,
+        )
+        return result
+
+    async def _read_results(self) -> None:
+        assert self._call is not None
+        try:
+            while True:
+                data = await self._call.read()
+                if data is grpc.aio.EOF:
+                    raise WorkerError(f"worker {self.address} closed the stream")
+                assert isinstance(data, bytes)  # the channel has no deserializer: raw bytes
+                try:
+                    result = await _off_loop(len(data), pb.SegmentResult.FromString, data)
+                except DecodeError:
+                    raise WorkerError(f"worker {self.address} sent a malformed result") from None
+                future = self._pending.pop(result.request_id, None)
+                if future is not None and not future.done():
+                    future.set_result((result, len(data)))
+        except asyncio.CancelledError:
+            raise
+        except (grpc.aio.AioRpcError, WorkerError) as exc:
+            self._abandon(self._fail(exc))
+
+    def _abandon(self, error: WorkerError) -> None:
+        """Fail every request still waiting on this worker, and stop using its stream."""
+        for future in self._pending.values():
+            if not future.done():
+                future.set_exception(error)
+        self._pending.clear()
+        if self._call is not None:
+            self._call.cancel()
+
+    @property
+    def failed(self) -> WorkerError | None:
+        """Why this worker was given up on, or None while it is healthy."""
+        return self._failure
+
+    def _fail(self, exc: BaseException) -> WorkerError:
+        if self._failure is None:
+            if isinstance(exc, grpc.aio.AioRpcError):
+                self._failure = WorkerError(
+                    f"worker {self.address} failed: {exc.code().name}: {exc.details()}"
+                )
+            elif isinstance(exc, WorkerError):
+                self._failure = exc
+            else:
+                self._failure = WorkerError(f"worker {self.address} failed: {exc}")
+        return self._failure
+
+    async def reconnect(self) -> pb.ModelInfo:
+        """Drop the broken stream and channel, then :meth:`connect` afresh, with the same checks."""
+        await self.close()
+        self._failure = None
+        return await self.connect()
+
+    async def close(self) -> None:
+        if self._call is not None:
+            try:
+                # A stalled worker may never take the end of the stream: do not wait for it.
+                await asyncio.wait_for(self._call.done_writing(), 1.0)
+            except (grpc.aio.AioRpcError, asyncio.InvalidStateError, TimeoutError):
+                pass
+            self._call.cancel()
+        if self._reader is not None:
+            self._reader.cancel()
+            try:
+                await self._reader
+            except asyncio.CancelledError:
+                pass
+            self._reader = None
+        if self._channel is not None:
+            await self._channel.close()
+            self._channel = None
+        self._call = None

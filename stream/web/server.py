@@ -1,0 +1,217 @@
+"""``pedsam serve``: a web page that segments the browser's camera live, over WebRTC.
+
+The server is aiohttp. ``GET /`` is the page (``stream/web/``, shipped in the package); the
+page asks ``GET /config`` for the ICE servers, sends its camera with an SDP offer to
+``POST /offer`` and gets back a :class:`~pedsam.stream.web.peer.PeerSession`'s answer. ``GET /peers``
+lists every open call's objects and figures. All calls share one
+:class:`~pedsam.stream.core.session.EdgeSession`; each has its own objects, frames and stats.
+
+No STUN or TURN server is used unless given with ``--ice-server`` (repeatable), so by
+default the browser and the server must reach each other directly (loopback or a LAN).
+Browsers hand out the camera only to secure pages: ``http://127.0.0.1`` and
+``http://localhost`` count as secure; from another machine serve HTTPS (``--cert``/``--key``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib.resources
+import itertools
+import json
+import logging
+import signal
+import ssl
+import sys
+from dataclasses import dataclass
+from typing import Any
+
+from aiohttp import web
+
+from pedsam.stream.core.session import EdgeConfig, EdgeSession
+from pedsam.stream.errors import ConfigError
+from pedsam.stream.web.peer import PeerSession
+from pedsam.workers.models import RANDOM_WEIGHTS_NOTICE
+
+__all__ = ["LiveServer", "ServeConfig", "add_arguments", "run"]
+
+log = logging.getLogger(__name__)
+
+MAX_OFFER_BYTES = 256 * 1024
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class ServeConfig:
+    """Where to listen and how each call runs."""
+
+    host: str = "127.0.0.1"
+    port: int = 8080
+    in_flight: int = 2
+    ice_servers: tuple[str, ...] = ()
+    max_peers: int = 4
+    certfile: str | None = None
+    keyfile: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.in_flight < 1:
+            raise ConfigError("--in-flight must be at least 1")
+        if self.max_peers < 1:
+            raise ConfigError("--max-peers must be at least 1")
+        if not 0 <= self.port <= 65535:
+            raise ConfigError(f"--port {self.port} is not a TCP port")
+        if (self.certfile is None) != (self.keyfile is None):
+            raise ConfigError("give --cert and --key together")
+        for url in self.ice_servers:
+            if not url.startswith(("stun:", "stuns:", "turn:", "turns:")):
+                raise ConfigError(f"ICE server {url!r} must be a stun: or turn: URL")
+
+
+def _static(name: str) -> str:
+    return (importlib.resources.files("stream") / "web" / name).read_text(encoding="utf-8")
+
+
+class LiveServer:
+    """The HTTP side: page, signalling, and the open calls."""
+
+    def __init__(self, session: EdgeSession, config: ServeConfig) -> None:
+        self.session = session
+        self.config = config
+        self.peers: dict[str, PeerSession] = {}
+        self._ids = itertools.count(1)
+        self._runner: web.AppRunner | None = None
+        self.app = web.Application(client_max_size=MAX_OFFER_BYTES)
+        self.app.add_routes(
+            [
+                web.get("/", self._page),
+                web.get("/app.js", self._script),
+                web.get("/config", self._config),
+                web.get("/peers", self._peers),
+                web.post("/offer", self._offer),
+            ]
+        )
+
+    async def start(self) -> str:
+        """Listen; returns the page's URL (with the real port when ``port`` is 0)."""
+        context = None
+        if self.config.certfile and self.config.keyfile:
+            context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            try:
+                context.load_cert_chain(self.config.certfile, self.config.keyfile)
+            except (OSError, ssl.SSLError) as exc:
+                raise ConfigError(f"cannot load --cert/--key: {exc}") from None
+        self._runner = web.AppRunner(self.app, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self.config.host, self.config.port, ssl_context=context)
+        try:
+            await site.start()
+        except OSError as exc:
+            await self._runner.cleanup()
+            self._runner = None
+            raise ConfigError(f"cannot listen on {self.config.host}:{self.config.port}: {exc.strerror}") from None
+        host, port = self._runner.addresses[0][:2]
+        shown = f"[{host}]" if ":" in host else host
+        return f"{'https' if context else 'http'}://{shown}:{port}/"
+
+    async def stop(self) -> None:
+        """Close every call, then stop listening."""
+        await asyncio.gather(*(peer.close() for peer in list(self.peers.values())))
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    async def _page(self, request: web.Request) -> web.Response:
+        return web.Response(text=_static("index.html"), content_type="text/html")
+
+    async def _script(self, request: web.Request) -> web.Response:
+        return web.Response(text=_static("app.js"), content_type="application/javascript")
+
+    async def _config(self, request: web.Request) -> web.Response:
+        return web.json_response(
+            {
+                "iceServers": [{"urls": url} for url in self.config.ice_servers],
+                "model": self.session.config.model.describe(),
+                "notice": RANDOM_WEIGHTS_NOTICE if self.session.random_weights else None,
+                "workers": len(self.session.executor_names),
+            }
+        )
+
+    async def _peers(self, request: web.Request) -> web.Response:
+        """Every open call: its objects and figures, and what each server has seen of it."""
+        return web.json_response(
+            [{**peer.state(), "exposure": peer.scheduler.summary()} for peer in self.peers.values()]
+        )
+
+    async def _offer(self, request: web.Request) -> web.Response:
+        try:
+            body: Any = await request.json()
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            return _error(400, "the offer must be JSON: {\"sdp\": ..., \"type\": \"offer\"}")
+        if not isinstance(body, dict) or body.get("type") != "offer" or not isinstance(body.get("sdp"), str):
+            return _error(400, "the offer must be JSON: {\"sdp\": ..., \"type\": \"offer\"}")
+        if len(self.peers) >= self.config.max_peers:
+            return _error(503, f"this server takes {self.config.max_peers} calls at once; try again later")
+        peer_id = f"p{next(self._ids)}"
+        peer = PeerSession(
+            self.session,
+            peer_id=peer_id,
+            ice_servers=self.config.ice_servers,
+            in_flight=self.config.in_flight,
+            banner=RANDOM_WEIGHTS_NOTICE if self.session.random_weights else None,
+            on_closed=self._forget,
+        )
+        self.peers[peer_id] = peer
+        try:
+            answer = await peer.answer(body["sdp"], "offer")
+        except (ValueError, AttributeError) as exc:  # aiortc's complaints about a bad SDP
+            await peer.close()
+            return _error(400, f"cannot accept this offer: {exc}")
+        log.info("peer %s connected (%d open)", peer_id, len(self.peers))
+        return web.json_response({"sdp": answer.sdp, "type": answer.type, "peer": peer_id})
+
+
+    def _forget(self, peer: PeerSession) -> None:
+        self.peers.pop(peer.peer_id, None)
+
+
+def _error(status: int, message: str) -> web.Response:
+    return web.json_response({"error": message}, status=status)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=8080, help="port (default 8080; 0 picks a free one)")
+    parser.add_argument("--in-flight", type=int, default=2, help="frames in flight per call (default 2)")
+    parser.add_argument("--ice-server", action="append", default=[], metavar="URL",
+                        help="STUN/TURN server for both ends, e.g. stun:stun.example.org:3478 (default: none)")
+    parser.add_argument("--max-peers", type=int, default=4, help="calls at once (default 4)")
+    parser.add_argument("--cert", help="TLS certificate (PEM), to serve HTTPS")
+    parser.add_argument("--key", help="TLS private key (PEM)")
+
+
+async def run(args: argparse.Namespace, edge: EdgeConfig) -> int:
+    """The ``pedsam serve`` command: serve until Ctrl-C or SIGTERM."""
+    config = ServeConfig(
+        host=args.host, port=args.port, in_flight=args.in_flight, ice_servers=tuple(args.ice_server),
+        max_peers=args.max_peers, certfile=args.cert, keyfile=args.key,
+    )
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        async with EdgeSession(edge) as session:
+            if session.random_weights:
+                print(f"note: {RANDOM_WEIGHTS_NOTICE} (give --checkpoint for real masks)", file=sys.stderr)
+            server = LiveServer(session, config)
+            url = await server.start()
+            print(f"pedsam serve: open {url} in a browser ({len(session.executor_names)} workers); "
+                  "Ctrl-C stops", flush=True)
+            try:
+                await stop.wait()
+            finally:
+                await server.stop()
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+    print("pedsam serve: stopped")
+    return 0
