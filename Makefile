@@ -4,7 +4,7 @@
 VENV ?= .venv
 PYTHON ?= python3
 STAMP := $(VENV)/.installed-stamp
-# Extra pytest arguments, e.g. PYTEST_ARGS=tests/test_cli.py; empty runs everything.
+# Extra pytest arguments, e.g. PYTEST_ARGS=tests/e2e/test_cli.py; empty runs everything.
 PYTEST_ARGS ?=
 
 .PHONY: demo test typecheck install clean

@@ -4,7 +4,8 @@
 
 Starts three local workers with the ``tiny`` preset (seeded random weights, so the masks are
 not meaningful; pass a real preset and checkpoint through ``ModelSource`` for real masks),
-makes a synthetic clip, and prints what each step returns.
+makes a synthetic clip, and prints what each step returns. Everything used here is exported by
+``pedsam.stream``.
 """
 
 from __future__ import annotations
@@ -14,12 +15,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-from pedsam.stream.core.prompts import ObjectPrompt
-from pedsam.stream.core.session import EdgeConfig, EdgeSession
+from pedsam.stream import EdgeConfig, EdgeSession, FileSource, ModelSource, ObjectPrompt, read_frames, run_frames
 from pedsam.stream.media.synthetic import make_clip
-from pedsam.stream.media.video import read_frames
-from pedsam.stream.runs.pipeline import run_frames
-from pedsam.workers.models import ModelSource
 
 
 async def main(out_dir: Path) -> int:
@@ -30,7 +27,7 @@ async def main(out_dir: Path) -> int:
 
     config = EdgeConfig(model=ModelSource(preset="tiny", seed=0), local_workers=3, scheme="interleaved")
     async with EdgeSession(config) as session:
-        embedding = await session.embed(first)
+        embedding = await session.embed(first)  # an Embedding: .tensor (1, 64, 32, 32) float32, .audit
         print(f"embedding {tuple(embedding.tensor.shape)} via {', '.join(session.executor_names)}")
         for segment in embedding.audit.segments:
             print(f"  segment {segment.segment}: " + "; ".join(
@@ -39,7 +36,7 @@ async def main(out_dir: Path) -> int:
         [mask] = await session.segment(first, [disc])
         print(f"segment: mask {mask.mask.shape}, {int(mask.mask.sum())} pixels, score {mask.score:.3f}")
 
-        async for result in run_frames(session, read_frames(clip.path), [disc]):
+        async for result in run_frames(session, FileSource(clip.path), [disc]):
             if result.error is not None:
                 print(f"frame {result.frame.index}: error {result.error}")
                 continue

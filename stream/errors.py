@@ -10,6 +10,7 @@ only knows "bad value" still catches them::
         ├── MediaError   (also ValueError)  video or image missing, unreadable, undecodable
         ├── PromptError  (also ValueError)  point or box malformed or outside the frame
         ├── ConfigError  (also ValueError)  bad command-line option or setting
+        ├── SessionError                    an edge session used before it was opened
         ├── WorkerError                     worker unreachable, refusing, or failing
         └── ExposureBudgetError             sending a frame would exceed an exposure budget
                                             (with --on-budget stop)
@@ -20,7 +21,10 @@ family once, at the boundary where they occur, with the original chained as ``__
 
 from __future__ import annotations
 
-__all__ = ["ConfigError", "ExposureBudgetError", "MediaError", "PedsamError", "PromptError", "WorkerError"]
+__all__ = [
+    "ConfigError", "ExposureBudgetError", "MediaError", "PedsamError", "PromptError", "SessionError", "WorkerError",
+    "first_error",
+]
 
 
 class PedsamError(Exception):
@@ -35,6 +39,10 @@ class PromptError(PedsamError, ValueError):
     """A prompt that is malformed or outside the frame."""
 
 
+class SessionError(PedsamError):
+    """An :class:`~pedsam.stream.core.session.EdgeSession` used before it was opened (or after closing)."""
+
+
 class WorkerError(PedsamError):
     """A worker that is unreachable, refuses, or fails."""
 
@@ -45,3 +53,15 @@ class ConfigError(PedsamError, ValueError):
 
 class ExposureBudgetError(PedsamError):
     """A frame was not sent: a server would have exceeded its exposure budget (``--on-budget stop``)."""
+
+
+def first_error(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    """The error to report for a task group's failure: its first :class:`PedsamError`, looking
+    into nested groups, else its first exception of any kind."""
+    found: BaseException | None = None
+    for exc in group.exceptions:
+        inner = first_error(exc) if isinstance(exc, BaseExceptionGroup) else exc
+        if isinstance(inner, PedsamError):
+            return inner
+        found = found or inner
+    return found if found is not None else group

@@ -17,7 +17,7 @@ from contextlib import contextmanager
 import cv2
 import numpy as np
 
-from .conftest import scene
+from tests.support import scene
 
 WIDTH, HEIGHT = 320, 240
 MARK = 32  # side of the square that carries the frame number, pixels

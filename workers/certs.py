@@ -41,6 +41,7 @@ class DemoPki:
     folder: Path
     ca: Path
     workers: tuple[tuple[Path, Path, Path], ...]  # (cert, key, token) per worker
+    ports: tuple[int, ...]  # per worker, the port it is to listen on
     edge_cert: Path
     edge_key: Path
     edge_tokens: Path
@@ -109,7 +110,11 @@ def make_demo_pki(folder: str | os.PathLike[str], hosts: Sequence[str], *, port:
     Args:
         folder: created if missing; existing files of the same names are replaced.
         hosts: one worker host name or IP address per worker.
-        port: the port written next to each host in ``edge-tokens``.
+        port: the first worker port: workers on one host get ``port``, ``port + 1``, ... so
+            that no two share an address (``DemoPki.ports``); written in ``edge-tokens``.
+
+    The folder also gets a ``.gitignore`` of ``*``: it holds private keys (the CA's too) and
+    tokens, which belong in no repository.
     """
     if not hosts:
         raise ValueError("give at least one worker host")
@@ -119,9 +124,12 @@ def make_demo_pki(folder: str | os.PathLike[str], hosts: Sequence[str], *, port:
     ca = _sign("pedsam demo CA", ca_key, None, ca_key)
     ca_path = _write(out / "ca.pem", ca.public_bytes(serialization.Encoding.PEM), private=False)
     _write(out / "ca.key", _key_pem(ca_key), private=True)
+    (out / ".gitignore").write_text("# private keys and tokens: never commit\n*\n")
     workers = []
     lines = []
+    ports: list[int] = []
     for index, host in enumerate(hosts):
+        ports.append(port + sum(1 for h in hosts[:index] if h == host))
         key = ec.generate_private_key(ec.SECP256R1())
         names = list(dict.fromkeys([host, "localhost", "127.0.0.1"]))
         cert = _sign(f"pedsam worker {index}", key, ca, ca_key, hosts=names)
@@ -132,13 +140,14 @@ def make_demo_pki(folder: str | os.PathLike[str], hosts: Sequence[str], *, port:
             _write(out / f"worker-{index}.token", f"{token}\n".encode(), private=True),
         ))
         shown = f"[{host}]" if ":" in host else host
-        lines.append(f"{shown}:{port} {token}\n")
+        lines.append(f"{shown}:{ports[-1]} {token}\n")
     edge_key = ec.generate_private_key(ec.SECP256R1())
     edge = _sign("pedsam edge", edge_key, ca, ca_key, client=True)
     return DemoPki(
         folder=out,
         ca=ca_path,
         workers=tuple(workers),
+        ports=tuple(ports),
         edge_cert=_write(out / "edge.pem", edge.public_bytes(serialization.Encoding.PEM), private=False),
         edge_key=_write(out / "edge.key", _key_pem(edge_key), private=True),
         edge_tokens=_write(out / "edge-tokens", "".join(lines).encode(), private=True),

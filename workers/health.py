@@ -6,20 +6,24 @@ any gRPC health probe works as well. Exit status: 0 SERVING, 1 anything else, 2 
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 from typing import Any
 
 import grpc
 from grpc_health.v1 import health_pb2
 
-__all__ = ["add_arguments", "ask", "check", "main"]
+__all__ = ["ask", "check", "probe", "status_name"]
 
 _CHECK = "/grpc.health.v1.Health/Check"
 
 
 async def ask(
-    channel: grpc.aio.Channel, *, service: str = "", timeout: float = 5.0, wait_for_ready: bool = False
+    channel: grpc.aio.Channel,
+    *,
+    service: str = "",
+    timeout: float = 5.0,
+    wait_for_ready: bool = False,
+    metadata: tuple[tuple[str, str], ...] | None = None,
 ) -> int:
     """One ``grpc.health.v1.Health/Check`` on ``channel``: the ``ServingStatus`` number.
 
@@ -31,7 +35,8 @@ async def ask(
         request_serializer=health_pb2.HealthCheckRequest.SerializeToString,
         response_deserializer=health_pb2.HealthCheckResponse.FromString,
     )
-    reply = await call(health_pb2.HealthCheckRequest(service=service), timeout=timeout, wait_for_ready=wait_for_ready)
+    reply = await call(health_pb2.HealthCheckRequest(service=service), timeout=timeout, wait_for_ready=wait_for_ready,
+                       metadata=metadata)
     return int(reply.status)
 
 
@@ -40,7 +45,9 @@ def status_name(status: int) -> str:
     return str(health_pb2.HealthCheckResponse.ServingStatus.Name(status))
 
 
-async def check(address: str, *, service: str = "", timeout: float = 5.0, credentials: Any = None) -> str:
+async def check(
+    address: str, *, service: str = "", timeout: float = 5.0, credentials: Any = None, token: str | None = None
+) -> str:
     """The serving status name (``"SERVING"``, ``"NOT_SERVING"``, ...) ``address`` reports.
 
     Raises:
@@ -51,25 +58,43 @@ async def check(address: str, *, service: str = "", timeout: float = 5.0, creden
     else:
         channel = grpc.aio.secure_channel(address, credentials)
     async with channel:
-        return status_name(await ask(channel, service=service, timeout=timeout))
+        metadata = (("authorization", f"Bearer {token}"),) if token else None
+        return status_name(await ask(channel, service=service, timeout=timeout, metadata=metadata))
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("address", help="HOST:PORT of the worker's health service (its --health-port, or its port)")
-    parser.add_argument("--service", default="", help="service name to ask about (default: the whole server)")
-    parser.add_argument("--timeout", type=float, default=5.0, help="seconds (default 5)")
-    parser.add_argument("--tls-ca", metavar="PEM", help="check over TLS, trusting this CA")
+def probe(
+    address: str,
+    *,
+    service: str = "",
+    timeout: float = 5.0,
+    ca: str | None = None,
+    cert: str | None = None,
+    key: str | None = None,
+    token_file: str | None = None,
+) -> int:
+    """``pedsam health``: print the status; 0 SERVING, 1 anything else, 2 unreachable.
 
+    With ``ca`` the check goes over TLS, with ``cert``/``key`` as a mutual-TLS client; a worker
+    that requires tokens takes the one in ``token_file`` (its health service answers without
+    one, but a token does no harm).
+    """
+    from pedsam.workers.errors import ModelError
+    from pedsam.workers.security import read_secret
 
-def main(args: argparse.Namespace) -> int:
+    if (cert is None) != (key is None):
+        raise ModelError("give --tls-cert and --tls-key together")
     credentials = None
-    if args.tls_ca:
-        with open(args.tls_ca, "rb") as file:
-            credentials = grpc.ssl_channel_credentials(root_certificates=file.read())
+    if ca or cert:
+        credentials = grpc.ssl_channel_credentials(
+            root_certificates=read_secret(ca, "CA bundle") if ca else None,
+            private_key=read_secret(key, "client key") if key else None,
+            certificate_chain=read_secret(cert, "client certificate") if cert else None,
+        )
+    token = read_secret(token_file, "token file").decode().strip() if token_file else None
     try:
-        status = asyncio.run(check(args.address, service=args.service, timeout=args.timeout, credentials=credentials))
+        status = asyncio.run(check(address, service=service, timeout=timeout, credentials=credentials, token=token))
     except grpc.aio.AioRpcError as exc:
-        print(f"{args.address}: unreachable ({exc.code().name}: {exc.details()})")
+        print(f"{address}: unreachable ({exc.code().name}: {exc.details()})")
         return 2
-    print(f"{args.address}: {status}")
+    print(f"{address}: {status}")
     return 0 if status == "SERVING" else 1

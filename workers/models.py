@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import textwrap
 from dataclasses import asdict, dataclass
 from functools import partial
 from pathlib import Path
@@ -25,107 +26,28 @@ from segment_anything.modeling import (
     TwoWayTransformer,
 )
 
-from pedsam.workers.errors import CheckpointError, ModelError
+from pedsam.workers.errors import CheckpointError
+from pedsam.workers.presets import DEFAULT_SEED, PRESETS, RANDOM_WEIGHTS_NOTICE, ModelPreset, get_preset
 
-DEFAULT_SEED = 0
-
-
-@dataclass(frozen=True, kw_only=True, slots=True)
-class ModelPreset:
-    """The architecture of one SAM model: image encoder, prompt encoder and mask decoder."""
-
-    name: str
-    img_size: int = 1024
-    patch_size: int = 16
-    embed_dim: int
-    depth: int
-    num_heads: int
-    global_attn_indexes: tuple[int, ...]
-    window_size: int = 14
-    prompt_embed_dim: int = 256
-    decoder_mlp_dim: int = 2048
-    decoder_heads: int = 8
-    iou_head_hidden_dim: int = 256
-    official_checkpoint: str | None = None
-
-    @property
-    def grid_size(self) -> int:
-        """Token grid side (tokens per row and per column), e.g. 64 for SAM at 1024 px."""
-        return self.img_size // self.patch_size
-
-    @property
-    def windowed_blocks(self) -> tuple[int, ...]:
-        return tuple(i for i in range(self.depth) if i not in self.global_attn_indexes)
-
-    def segments(self) -> tuple[tuple[int, ...], ...]:
-        """Maximal runs of consecutive windowed blocks, in order; segment ``i`` is entry ``i``."""
-        runs: list[list[int]] = []
-        previous = -2
-        for block in self.windowed_blocks:
-            if block == previous + 1 and runs:
-                runs[-1].append(block)
-            else:
-                runs.append([block])
-            previous = block
-        return tuple(tuple(run) for run in runs)
-
-
-PRESETS: dict[str, ModelPreset] = {
-    "vit_b": ModelPreset(
-        name="vit_b",
-        embed_dim=768,
-        depth=12,
-        num_heads=12,
-        global_attn_indexes=(2, 5, 8, 11),
-        official_checkpoint="sam_vit_b_01ec64.pth",
-    ),
-    "vit_l": ModelPreset(
-        name="vit_l",
-        embed_dim=1024,
-        depth=24,
-        num_heads=16,
-        global_attn_indexes=(5, 11, 17, 23),
-        official_checkpoint="sam_vit_l_0b3195.pth",
-    ),
-    "vit_h": ModelPreset(
-        name="vit_h",
-        embed_dim=1280,
-        depth=32,
-        num_heads=16,
-        global_attn_indexes=(7, 15, 23, 31),
-        official_checkpoint="sam_vit_h_4b8939.pth",
-    ),
-    # SAM's architecture at a size tests can afford: a 32x32 token grid padded to 42x42 (9
-    # windows, the last row and column of windows partly padding, as in ViT-B), two segments
-    # of two windowed blocks and two global blocks.
-    "tiny": ModelPreset(
-        name="tiny",
-        img_size=512,
-        embed_dim=64,
-        depth=6,
-        num_heads=2,
-        global_attn_indexes=(2, 5),
-        prompt_embed_dim=64,
-        decoder_mlp_dim=256,
-        decoder_heads=4,
-        iou_head_hidden_dim=64,
-    ),
-}
-
-
-def get_preset(name: str) -> ModelPreset:
-    try:
-        return PRESETS[name]
-    except KeyError:
-        raise ModelError(
-            f"unknown model preset {name!r}; choose one of {', '.join(sorted(PRESETS))}"
-        ) from None
+__all__ = [
+    "DEFAULT_SEED", "PRESETS", "RANDOM_WEIGHTS_NOTICE", "ModelPreset", "ModelSource", "build_sam",
+    "fingerprint", "get_preset", "infer_preset", "load_checkpoint",
+]
 
 
 def _build_architecture(preset: ModelPreset) -> Sam:
+    """SAM's modules for ``preset`` with uninitialised weights, cheaply.
+
+    The image encoder and the mask decoder (nearly every weight) are built on the ``meta``
+    device, which allocates and initialises nothing, then given uninitialised CPU storage: their
+    weights come next from a checkpoint or the seeded generator, so the constructors' own
+    random initialisation would be thrown away (for ViT-B it took longer than loading the
+    checkpoint). The prompt encoder is built for real: its random Fourier features are a
+    buffer drawn at construction.
+    """
     grid = preset.grid_size
-    return Sam(
-        image_encoder=ImageEncoderViT(
+    with torch.device("meta"):
+        image_encoder = ImageEncoderViT(
             depth=preset.depth,
             embed_dim=preset.embed_dim,
             img_size=preset.img_size,
@@ -138,14 +60,8 @@ def _build_architecture(preset: ModelPreset) -> Sam:
             global_attn_indexes=preset.global_attn_indexes,
             window_size=preset.window_size,
             out_chans=preset.prompt_embed_dim,
-        ),
-        prompt_encoder=PromptEncoder(
-            embed_dim=preset.prompt_embed_dim,
-            image_embedding_size=(grid, grid),
-            input_image_size=(preset.img_size, preset.img_size),
-            mask_in_chans=16,
-        ),
-        mask_decoder=MaskDecoder(
+        )
+        mask_decoder = MaskDecoder(
             num_multimask_outputs=3,
             transformer=TwoWayTransformer(
                 depth=2,
@@ -156,7 +72,19 @@ def _build_architecture(preset: ModelPreset) -> Sam:
             transformer_dim=preset.prompt_embed_dim,
             iou_head_depth=3,
             iou_head_hidden_dim=preset.iou_head_hidden_dim,
-        ),
+        )
+    prompt_encoder = PromptEncoder(
+        embed_dim=preset.prompt_embed_dim,
+        image_embedding_size=(grid, grid),
+        input_image_size=(preset.img_size, preset.img_size),
+        mask_in_chans=16,
+    )
+    image_encoder.to_empty(device="cpu")
+    mask_decoder.to_empty(device="cpu")
+    return Sam(
+        image_encoder=image_encoder,
+        prompt_encoder=prompt_encoder,
+        mask_decoder=mask_decoder,
         pixel_mean=[123.675, 116.28, 103.53],
         pixel_std=[58.395, 57.12, 57.375],
     )
@@ -187,14 +115,14 @@ def build_sam(
 ) -> Sam:
     """Build a SAM model in eval mode on the CPU.
 
-    With ``checkpoint`` the weights come from that file (an official SAM ``.pth`` state dict);
-    otherwise from a generator seeded with ``seed``, identical across processes and machines
-    for the same torch version.
+    With ``checkpoint`` the weights come from that file (an official SAM ``.pth`` state dict,
+    memory-mapped: pages are read when first used); otherwise from a generator seeded with
+    ``seed``, identical across processes and machines for the same torch version.
     """
     spec = get_preset(preset) if isinstance(preset, str) else preset
-    # Some of SAM's state is drawn from torch's global generator at construction (the prompt
-    # encoder's random Fourier features are a buffer, not a parameter): seed it too, without
-    # disturbing the caller's generator, so edge, workers and references build the same model.
+    # The prompt encoder's random Fourier features are drawn from torch's global generator at
+    # construction: seed it, without disturbing the caller's, so edge, workers and references
+    # build the same model.
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         sam = _build_architecture(spec)
@@ -207,21 +135,65 @@ def build_sam(
     return sam
 
 
-def load_checkpoint(sam: Sam, path: str | os.PathLike[str], *, preset_name: str = "") -> None:
-    """Load a SAM state dict into ``sam``, naming what is wrong with a file that does not fit."""
+def read_state(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
+    """The state dict of a SAM checkpoint file, memory-mapped where the file allows it.
+
+    Raises:
+        CheckpointError: missing, unreadable, or not a state dict of tensors.
+    """
     file = Path(path)
     label = f"checkpoint {str(file)!r}"
     if not file.is_file():
         raise CheckpointError(f"{label} does not exist or is not a file")
     try:
-        state = torch.load(file, map_location="cpu", weights_only=True)
+        try:
+            state = torch.load(file, map_location="cpu", weights_only=True, mmap=True)
+        except RuntimeError as exc:  # an old-format (non-zip) file cannot be mapped
+            if "mmap" not in str(exc):
+                raise
+            state = torch.load(file, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for a bad file
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise CheckpointError(f"{label} is not a readable torch state dict ({reason[:120]})") from None
+        reason = textwrap.shorten(reason, 160, placeholder=" ...")  # whole words only
+        raise CheckpointError(f"{label} is not a readable torch state dict ({reason})") from None
     if isinstance(state, dict) and "model" in state and isinstance(state["model"], dict):
         state = state["model"]
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise CheckpointError(f"{label} does not hold a state dict of tensors")
+    return state
+
+
+def infer_preset(path: str | os.PathLike[str]) -> str:
+    """The preset whose architecture a checkpoint file has (from its tensors' shapes).
+
+    Raises:
+        CheckpointError: unreadable, or no preset has this architecture.
+    """
+    state = read_state(path)
+    embed = state.get("image_encoder.patch_embed.proj.weight")
+    depth = len({key.split(".")[2] for key in state if key.startswith("image_encoder.blocks.")})
+    for name, spec in PRESETS.items():
+        if embed is not None and tuple(embed.shape) == (spec.embed_dim, 3, spec.patch_size, spec.patch_size) \
+                and depth == spec.depth and _img_size(state) == spec.img_size:
+            return name
+    raise CheckpointError(
+        f"checkpoint {str(path)!r} fits none of the presets {', '.join(sorted(PRESETS))}; "
+        "is it a SAM checkpoint?"
+    )
+
+
+def _img_size(state: dict[str, torch.Tensor]) -> int | None:
+    pos = state.get("image_encoder.pos_embed")
+    embed = state.get("image_encoder.patch_embed.proj.weight")
+    if pos is None or embed is None or pos.dim() != 4:
+        return None
+    return int(pos.shape[1]) * int(embed.shape[-1])
+
+
+def load_checkpoint(sam: Sam, path: str | os.PathLike[str], *, preset_name: str = "") -> None:
+    """Load a SAM state dict into ``sam``, naming what is wrong with a file that does not fit."""
+    label = f"checkpoint {str(Path(path))!r}"
+    state = read_state(path)
     expected = sam.state_dict()
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))
@@ -244,7 +216,8 @@ def load_checkpoint(sam: Sam, path: str | os.PathLike[str], *, preset_name: str 
         if unexpected:
             parts.append(f"{len(unexpected)} unexpected (first: {unexpected[0]})")
         raise CheckpointError(f"{label} does not fit{for_preset}: keys {'; '.join(parts)}")
-    sam.load_state_dict(state)
+    # assign: the module takes the (memory-mapped) tensors themselves, no copy into fresh storage
+    sam.load_state_dict({k: v.to(expected[k].dtype) for k, v in state.items()}, assign=True)
 
 
 def fingerprint(sam: Sam, preset: ModelPreset) -> str:
@@ -302,5 +275,4 @@ class ModelSource:
         return asdict(self)
 
 
-RANDOM_WEIGHTS_NOTICE = "UNTRAINED random weights: masks are not meaningful"
 

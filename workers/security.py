@@ -52,6 +52,8 @@ class ServerSecurity:
         client_ca: PEM CA bundle; when set, clients must present a certificate it signed.
         tokens: bearer tokens accepted (any one of them); empty accepts every caller.
         insecure: serve plain text; required when no certificate is given.
+        plain_reason: why plain text is allowed, for :meth:`describe` (``"--insecure"``, or
+            ``"loopback only"`` when the address cannot be reached from another machine).
     """
 
     cert: bytes | None = None
@@ -59,6 +61,7 @@ class ServerSecurity:
     client_ca: bytes | None = None
     tokens: frozenset[str] = field(default_factory=frozenset)
     insecure: bool = False
+    plain_reason: str = "--insecure"
 
     def __post_init__(self) -> None:
         if (self.cert is None) != (self.key is None):
@@ -84,6 +87,7 @@ class ServerSecurity:
         client_ca: str | None = None,
         token_files: Iterable[str] = (),
         insecure: bool = False,
+        plain_reason: str = "--insecure",
     ) -> ServerSecurity:
         """Read the PEM and token files (one token per line, blank lines ignored)."""
         tokens: set[str] = set()
@@ -96,6 +100,7 @@ class ServerSecurity:
             client_ca=read_secret(client_ca, "client CA") if client_ca else None,
             tokens=frozenset(tokens),
             insecure=insecure,
+            plain_reason=plain_reason,
         )
 
     @property
@@ -117,7 +122,7 @@ class ServerSecurity:
 
     def describe(self) -> str:
         if self.cert is None:
-            transport = "plain text (--insecure)"
+            transport = f"plain text ({self.plain_reason})"
         else:
             transport = "mutual TLS" if self.mutual else "TLS"
         return f"{transport}, {'bearer token required' if self.tokens else 'no token'}"

@@ -326,6 +326,9 @@ class WorkerServer:
         self._server = grpc.aio.server(
             interceptors=security.interceptors(),
             options=[
+                # A busy port is refused, never shared: with SO_REUSEPORT a second worker on the
+                # same port would silently take half of the edge's connections.
+                ("grpc.so_reuseport", 0),
                 ("grpc.max_send_message_length", limits.max_message_bytes),
                 ("grpc.max_receive_message_length", limits.max_message_bytes),
                 # Edges keep one stream open for a whole session and ping to keep it alive.
@@ -350,12 +353,15 @@ class WorkerServer:
         """Bind, start, mark SERVING; return the address ``host:port`` actually bound."""
         credentials = self.security.credentials()
         where = f"{host}:{port}"
-        if credentials is None:
-            self.port = self._server.add_insecure_port(where)
-        else:
-            self.port = self._server.add_secure_port(where, credentials)
+        try:
+            if credentials is None:
+                self.port = self._server.add_insecure_port(where)
+            else:
+                self.port = self._server.add_secure_port(where, credentials)
+        except RuntimeError:  # grpc's "Failed to bind"
+            self.port = 0
         if self.port == 0:
-            raise OSError(f"cannot listen on {host}:{port}")
+            raise OSError(f"cannot listen on {host}:{port}: the port is in use or the address is not this machine's")
         await self._server.start()
         for service in ("", SERVICE_NAME):
             await self._health.set(service, health_pb2.HealthCheckResponse.SERVING)

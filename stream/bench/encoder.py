@@ -21,7 +21,6 @@ settings, the machine and its load average to ``--json``.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import json
 import os
@@ -30,7 +29,8 @@ import statistics
 import sys
 import tempfile
 import time
-from dataclasses import asdict
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +41,7 @@ from pedsam.partitioner.offload import PLANS
 from pedsam.stream.bench.modes import BenchSettings, ModeSpec
 from pedsam.stream.errors import ConfigError, PedsamError
 from pedsam.workers.codec import CODECS
-from pedsam.workers.models import DEFAULT_SEED, PRESETS
+from pedsam.workers.presets import DEFAULT_SEED
 
 TARGETS = {
     "split_wall_vs_stock": 0.70,
@@ -53,25 +53,26 @@ TARGETS = {
 ERROR_BOUNDS = {"fp32": 1e-4, "fp16": 1e-3, "int8": 1e-2}
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", default="vit_b", choices=sorted(PRESETS), help="model preset (default vit_b)")
-    parser.add_argument("--seed", type=int, default=DEFAULT_SEED, help="seed of the random weights and image")
-    parser.add_argument("--frames", type=int, default=3, help="measured frames per mode (default 3)")
-    parser.add_argument("--warmup", type=int, default=1, help="unmeasured frames first (default 1)")
-    parser.add_argument("--rounds", type=int, default=1,
-                        help="measure every mode this many times, in turn, so that load from other work "
-                             "falls on all of them alike (default 1)")
-    parser.add_argument("--workers", default="2,3", metavar="K,...", help="split modes: worker counts (default 2,3)")
-    parser.add_argument("--codecs", default="fp32,fp16,int8", metavar="C,...",
-                        help="wire codecs, each measured with the first worker count (default fp32,fp16,int8)")
-    parser.add_argument("--plans", default="default,offload", metavar="P,...",
-                        help="execution plans, each measured with the first worker count (default default,offload)")
-    parser.add_argument("--scheme", default="interleaved",
-                        help="partition scheme (default interleaved: the most even split of valid tokens)")
-    parser.add_argument("--edge-threads", type=int, default=os.cpu_count() or 1,
-                        help="torch threads of stock, local and the edge (default: all cores)")
-    parser.add_argument("--worker-threads", type=int, default=1, help="torch threads per worker (default 1)")
-    parser.add_argument("--json", metavar="OUT.json", help="write every figure here")
+@dataclass(frozen=True, kw_only=True, slots=True)
+class EncoderBench:
+    """The settings of one ``pedsam bench`` run (see the command's --help)."""
+
+    model: str = "vit_b"
+    seed: int = DEFAULT_SEED
+    frames: int = 3
+    warmup: int = 1
+    rounds: int = 1
+    worker_counts: str = "2,3"
+    codecs: str = "fp32,fp16,int8"
+    plans: str = "default,offload"
+    scheme: str = "interleaved"
+    edge_threads: int | None = None  # None: every core
+    worker_threads: int = 1
+    json: str | None = None
+
+    @classmethod
+    def of(cls, values: Mapping[str, Any]) -> EncoderBench:
+        return cls(**{f.name: values[f.name] for f in fields(cls) if f.name in values})
 
 
 def _names(text: str, option: str, allowed: tuple[str, ...] | list[str]) -> list[str]:
@@ -81,7 +82,7 @@ def _names(text: str, option: str, allowed: tuple[str, ...] | list[str]) -> list
     return names
 
 
-def plan_modes(args: argparse.Namespace) -> list[ModeSpec]:
+def plan_modes(args: EncoderBench) -> list[ModeSpec]:
     """The modes of one run, in the order they are measured."""
     from pedsam.partitioner.schemes import SCHEMES
 
@@ -90,9 +91,9 @@ def plan_modes(args: argparse.Namespace) -> list[ModeSpec]:
     if args.scheme not in SCHEMES:
         raise ConfigError(f"unknown scheme {args.scheme!r}; choose one of {', '.join(SCHEMES)}")
     try:
-        counts = [int(v) for v in args.workers.split(",") if v.strip()]
+        counts = [int(v) for v in args.worker_counts.split(",") if v.strip()]
     except ValueError:
-        raise ConfigError(f"--workers takes comma-separated worker counts, got {args.workers!r}") from None
+        raise ConfigError(f"--workers takes comma-separated worker counts, got {args.worker_counts!r}") from None
     if not counts or any(k < 2 for k in counts):
         raise ConfigError("--workers counts must be at least 2 (one worker would see whole frames)")
     codecs = _names(args.codecs, "--codecs", list(CODECS))
@@ -242,11 +243,11 @@ def _machine() -> dict[str, Any]:
     }
 
 
-async def run(args: argparse.Namespace) -> int:
+async def run(args: EncoderBench) -> int:
     modes = plan_modes(args)
     settings = BenchSettings(
         model=args.model, seed=args.seed, frames=args.frames, warmup=args.warmup, scheme=args.scheme,
-        edge_threads=max(1, args.edge_threads), worker_threads=max(1, args.worker_threads),
+        edge_threads=max(1, args.edge_threads or os.cpu_count() or 1), worker_threads=max(1, args.worker_threads),
     )
     started = time.time()
     load_before = [round(v, 2) for v in os.getloadavg()]

@@ -1,6 +1,6 @@
 """``pedsam bench-pipeline``: what keeping several frames in flight buys, measured in one run.
 
-A video file goes through the live pipeline (:func:`pedsam.stream.runs.live.run_live` over a
+A video file goes through the live pipeline (:func:`pedsam.stream.runs.engine.run_frames` over a
 :class:`~pedsam.stream.media.sources.FileSource`, so no frame is dropped) once with 1 frame in flight and
 once with N, alternating, ``--repeat`` times each; the command prints frames per second of
 each and their ratio. With one frame in flight the edge and the workers take turns; with N,
@@ -15,7 +15,6 @@ on each side.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import json
 import os
@@ -24,13 +23,13 @@ import statistics
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from pedsam.partitioner.offload import PLANS
 from pedsam.stream.core.prompts import ObjectPrompt
 from pedsam.stream.core.session import EdgeConfig, EdgeSession
 from pedsam.stream.errors import ConfigError
@@ -38,27 +37,35 @@ from pedsam.stream.fleet.local import LocalWorkers
 from pedsam.stream.media.sources import FileSource
 from pedsam.stream.media.synthetic import make_clip
 from pedsam.stream.media.video import probe_video
-from pedsam.stream.runs.live import LiveStats, ObjectBoard, run_live
-from pedsam.workers.models import PRESETS, ModelSource
+from pedsam.stream.runs.engine import run_frames
+from pedsam.stream.runs.stats import RunStats, percentile
+from pedsam.workers.models import ModelSource
 
-__all__ = ["add_arguments", "run"]
+__all__ = ["PipelineBench", "run"]
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--video", help="video file to run (default: a generated clip)")
-    parser.add_argument("--frames", type=int, default=60, help="length of the generated clip (default 60)")
-    parser.add_argument("--size", default="640x480", help="WxH of the generated clip (default 640x480)")
-    parser.add_argument("--in-flight", type=int, default=3, help="N, frames in flight to compare with 1 (default 3)")
-    parser.add_argument("--repeat", type=int, default=5, help="runs of each setting, alternating (default 5)")
-    parser.add_argument("--model", default="tiny", choices=sorted(PRESETS), help="model preset (default tiny)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the random weights (default 0)")
-    parser.add_argument("--local-workers", type=int, default=3, help="workers to start (default 3)")
-    parser.add_argument("--plan", default="default", choices=PLANS,
-                        help="default, or offload: workers also run the global blocks' per-token parts")
-    parser.add_argument("--edge-core", type=int, default=0, help="core for the edge (default 0)")
-    parser.add_argument("--worker-core", type=int, default=1, help="core for all workers (default 1)")
-    parser.add_argument("--no-pin", action="store_true", help="do not pin edge and workers to cores")
-    parser.add_argument("--json", metavar="FILE", help="also write the figures as JSON")
+@dataclass(frozen=True, kw_only=True, slots=True)
+class PipelineBench:
+    """The settings of one ``pedsam bench-pipeline`` run (see the command's --help)."""
+
+    video: str | None = None
+    frames: int = 60
+    size: str = "640x480"
+    in_flight: int = 3
+    repeat: int = 5
+    model: str = "tiny"
+    seed: int = 0
+    local_workers: int = 3
+    plan: str = "default"
+    edge_core: int = 0
+    worker_core: int = 1
+    no_pin: bool = False
+    json: str | None = None
+
+    @classmethod
+    def of(cls, values: Mapping[str, Any]) -> PipelineBench:
+        return cls(**{f.name: values[f.name] for f in fields(cls) if f.name in values})
+
 
 
 @dataclass
@@ -119,7 +126,7 @@ async def pin_workers(pids: list[int], core: int) -> None:
             raise ConfigError(f"taskset could not pin worker {pid}: {err.decode().strip()}")
 
 
-def _check(args: argparse.Namespace) -> bool:
+def _check(args: PipelineBench) -> bool:
     """Validate the flags; returns whether to pin."""
     if args.in_flight < 2:
         raise ConfigError("--in-flight must be at least 2 (it is compared with 1)")
@@ -141,22 +148,21 @@ def _check(args: argparse.Namespace) -> bool:
 async def _trial(
     session: EdgeSession, video: str, prompt: ObjectPrompt, in_flight: int, worker_pids: list[int]
 ) -> Trial:
-    stats = LiveStats()
+    stats = RunStats()
     frames = 0
     edge_cpu, worker_cpu = cpu_seconds(), sum(cpu_seconds(pid) for pid in worker_pids)
     started = time.perf_counter()
-    async with FileSource(video) as source:
-        async for _ in run_live(session, source, ObjectBoard([prompt]), in_flight=in_flight, stats=stats):
-            frames += 1
+    async for _ in run_frames(session, FileSource(video), [prompt], in_flight=in_flight, stats=stats):
+        frames += 1
     seconds = time.perf_counter() - started
     return Trial(
-        in_flight=in_flight, frames=frames, seconds=seconds, latency_p50=stats.percentile(50),
+        in_flight=in_flight, frames=frames, seconds=seconds, latency_p50=percentile(stats.latencies, 50),
         edge_cpu=cpu_seconds() - edge_cpu,
         worker_cpu=sum(cpu_seconds(pid) for pid in worker_pids) - worker_cpu,
     )
 
 
-async def run(args: argparse.Namespace) -> int:
+async def run(args: PipelineBench) -> int:
     """The ``pedsam bench-pipeline`` command."""
     pin = _check(args)
     if pin:

@@ -34,51 +34,18 @@ Errors name the key that is wrong and say what it should be.
 
 from __future__ import annotations
 
-import argparse
 import os
 import tomllib
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pedsam.stream.cli.options import Option
 from pedsam.stream.errors import ConfigError
 
-__all__ = ["KEYS", "EdgeFile", "WorkerEntry", "apply", "check_providers", "load", "worker_tokens"]
+__all__ = ["EdgeFile", "WorkerEntry", "check_providers", "load"]
 
-# (section, key) -> the flag it stands for; section "" is the top level.
-KEYS: dict[tuple[str, str], str] = {
-    ("", "local_workers"): "--local-workers",
-    ("", "local_standby"): "--local-standby",
-    ("", "allow_single_server"): "--allow-single-server",
-    ("model", "preset"): "--model",
-    ("model", "checkpoint"): "--checkpoint",
-    ("model", "seed"): "--seed",
-    ("split", "scheme"): "--scheme",
-    ("split", "secret"): "--secret",
-    ("split", "codec"): "--codec",
-    ("split", "plan"): "--plan",
-    ("split", "in_flight"): "--in-flight",
-    ("rotation", "policy"): "--rotation",
-    ("rotation", "slots"): "--slots",
-    ("rotation", "frame_cap"): "--frame-cap",
-    ("rotation", "scene_cap"): "--scene-cap",
-    ("rotation", "horizon"): "--horizon",
-    ("rotation", "on_budget"): "--on-budget",
-    ("rotation", "motion"): "--no-motion",
-    ("failover", "on_failure"): "--on-failure",
-    ("failover", "reconnect_interval"): "--reconnect-interval",
-    ("failover", "request_timeout"): "--request-timeout",
-    ("failover", "connect_timeout"): "--connect-timeout",
-    ("tls", "ca"): "--tls-ca",
-    ("tls", "cert"): "--tls-cert",
-    ("tls", "key"): "--tls-key",
-    ("tls", "server_name"): "--tls-server-name",
-    ("tls", "insecure"): "--insecure",
-    ("metrics", "port"): "--metrics-port",
-}
-_PATHS = {"--checkpoint", "--tls-ca", "--tls-cert", "--tls-key"}
-_INVERTED = {"--no-motion"}  # the key says the opposite of the flag
 _WORKER_KEYS = {"address", "provider", "token_file", "standby"}
 
 
@@ -94,42 +61,44 @@ class WorkerEntry:
 
 @dataclass(frozen=True, slots=True)
 class EdgeFile:
-    """A loaded configuration: flag values, and the workers with their providers and tokens."""
+    """A loaded configuration: option values by destination, and the workers."""
 
     path: Path
-    flags: dict[str, Any] = field(default_factory=dict)  # argparse dest -> value
+    values: dict[str, Any] = field(default_factory=dict)  # Option.dest -> value
     workers: tuple[WorkerEntry, ...] = ()
+
+    @property
+    def tokens(self) -> dict[str, str]:
+        """Address -> token of every worker whose entry names a token file."""
+        return {w.address: w.token for w in self.workers if w.token is not None}
 
 
 def _where(path: Path, section: str, key: str) -> str:
     return f"{path}: [{section}] {key}" if section else f"{path}: {key}"
 
 
-def _actions(parser: argparse.ArgumentParser) -> dict[str, argparse.Action]:
-    return {option: action for action in parser._actions for option in action.option_strings}
-
-
-def _check(value: Any, action: argparse.Action, where: str, flag: str) -> Any:
-    """``value`` from the file, checked as argparse would check ``flag``; returns what to store."""
-    if isinstance(action, (argparse._StoreTrueAction, argparse._StoreFalseAction)):
+def _check(value: Any, option: Option, where: str) -> Any:
+    """``value`` from the file, checked as the flag's own parsing would; returns what to store."""
+    if option.kind is bool:
         if not isinstance(value, bool):
             raise ConfigError(f"{where} = {value!r}: give true or false")
-        return (not value) if flag in _INVERTED else value
-    if action.type in (int, float):
-        number_types = (int,) if action.type is int else (int, float)
+        return (not value) if option.invert else value
+    if option.kind in (int, float):
+        number_types = (int,) if option.kind is int else (int, float)
         if isinstance(value, bool) or not isinstance(value, number_types):
-            kind = "a whole number" if action.type is int else "a number"
+            kind = "a whole number" if option.kind is int else "a number"
             raise ConfigError(f"{where} = {value!r}: give {kind}")
-        value = action.type(value)
+        value = option.kind(value)
     elif not isinstance(value, str):
         raise ConfigError(f"{where} = {value!r}: give a string")
-    if action.choices is not None and value not in action.choices:
-        raise ConfigError(f"{where} = {value!r}: choose one of {', '.join(map(str, action.choices))}")
+    if option.choices is not None and value not in option.choices:
+        raise ConfigError(f"{where} = {value!r}: choose one of {', '.join(map(str, option.choices))}")
     return value
 
 
-def load(path: str | os.PathLike[str], parser: argparse.ArgumentParser) -> EdgeFile:
-    """Read and check ``path`` against the flags of ``parser`` (one command's parser).
+def load(path: str | os.PathLike[str], accepted: Sequence[Option], every: Sequence[Option]) -> EdgeFile:
+    """Read and check ``path``: a key must be one of ``every`` option's keys, and one the
+    command takes (``accepted``).
 
     Raises:
         ConfigError: unreadable file, bad TOML, an unknown key, a value of the wrong kind, a key
@@ -142,9 +111,10 @@ def load(path: str | os.PathLike[str], parser: argparse.ArgumentParser) -> EdgeF
         raise ConfigError(f"cannot read config {str(file)!r}: {exc.strerror}") from None
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{file}: not valid TOML: {exc}") from None
-    actions = _actions(parser)
-    flags: dict[str, Any] = {}
-    known_sections = {section for section, _ in KEYS if section} | {"workers"}
+    keys = {option.key: option for option in every if option.key is not None}
+    takes = {option.dest for option in accepted}
+    values: dict[str, Any] = {}
+    known_sections = {section for section, _ in keys if section} | {"workers"}
     for name, value in data.items():
         if isinstance(value, dict):
             if name not in known_sections:
@@ -155,22 +125,21 @@ def load(path: str | os.PathLike[str], parser: argparse.ArgumentParser) -> EdgeF
         else:
             items = [("", name, value)]
         for section, key, item in items:
-            flag = KEYS.get((section, key))
+            option = keys.get((section, key))
             where = _where(file, section, key)
-            if flag is None:
-                keys = sorted(k for s, k in KEYS if s == section)
-                raise ConfigError(f"{where}: unknown key; [{section or 'top level'}] takes {', '.join(keys)}")
-            action = actions.get(flag)
-            if action is None:
-                raise ConfigError(f"{where}: this command takes no {flag}")
-            item = _check(item, action, where, flag)
-            if flag in _PATHS:
+            if option is None:
+                names = sorted(k for s, k in keys if s == section)
+                raise ConfigError(f"{where}: unknown key; [{section or 'top level'}] takes {', '.join(names)}")
+            if option.dest not in takes:
+                raise ConfigError(f"{where}: this command takes no {option.flags[-1]}")
+            item = _check(item, option, where)
+            if option.path:
                 item = str((file.parent / item).resolve())
-            flags[action.dest] = item
+            values[option.dest] = item
     workers = _workers(file, data.get("workers", []))
-    if workers and "--workers" not in actions:
+    if workers and "workers" not in takes:
         raise ConfigError(f"{file}: [[workers]]: this command takes no workers")
-    return EdgeFile(path=file, flags=flags, workers=workers)
+    return EdgeFile(path=file, values=values, workers=workers)
 
 
 def _workers(file: Path, entries: Any) -> tuple[WorkerEntry, ...]:
@@ -223,24 +192,3 @@ def check_providers(config: EdgeFile) -> None:
                 f"{worker.provider!r}: one party would see both their shares; put them at different providers"
             )
         seen.setdefault(worker.provider, worker.address)
-
-
-def apply(
-    config: EdgeFile, command: argparse.ArgumentParser, parser: argparse.ArgumentParser, argv: Sequence[str] | None
-) -> argparse.Namespace:
-    """Parse ``argv`` with ``parser`` after making the file's values the defaults of ``command``
-    (the subcommand's parser), so flags on the command line win."""
-    defaults: dict[str, Any] = dict(config.flags)
-    active = [w.address for w in config.workers if not w.standby]
-    standby = [w.address for w in config.workers if w.standby]
-    if active:
-        defaults["workers"] = ",".join(active)
-    if standby:
-        defaults["standby"] = ",".join(standby)
-    command.set_defaults(**defaults)
-    return parser.parse_args(argv)
-
-
-def worker_tokens(config: EdgeFile) -> Mapping[str, str]:
-    """Address -> token of every worker whose entry names a token file."""
-    return {w.address: w.token for w in config.workers if w.token is not None}

@@ -9,70 +9,42 @@ No workers are needed: what each server would receive is computed from the frame
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import json
 import sys
 from pathlib import Path
 
 from pedsam.partitioner.errors import PartitionerError
-from pedsam.partitioner.rotation import ROTATIONS
 from pedsam.partitioner.scheduler import Budget
-from pedsam.partitioner.schemes import SCHEMES
+from pedsam.stream.cli.settings import Values, model_source
 from pedsam.stream.errors import ConfigError
-from pedsam.workers.models import DEFAULT_SEED, PRESETS, ModelSource
 
-__all__ = ["add_arguments", "run"]
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("videos", nargs="+", metavar="VIDEO", help="videos to evaluate (e.g. samples/media/vtest.avi)")
-    parser.add_argument("--out", required=True, metavar="DIR", help="folder for report.json and report.html")
-    parser.add_argument("--model", default="vit_b", choices=sorted(PRESETS),
-                        help="edge model whose tokens servers receive (default vit_b: inverts exactly)")
-    parser.add_argument("--checkpoint", help="official SAM checkpoint .pth; default: seeded random weights")
-    parser.add_argument("--seed", type=int, default=DEFAULT_SEED, help="seed of random weights (default 0)")
-    parser.add_argument("--servers", type=int, default=3, help="shares per frame (default 3)")
-    parser.add_argument("--pool-size", type=int, default=2, help="servers per slot for pooled (default 2)")
-    parser.add_argument("--scheme", default="contiguous", choices=SCHEMES, help="partition scheme (default contiguous)")
-    parser.add_argument("--policies", default=",".join(ROTATIONS),
-                        help=f"comma-separated rotation policies (default all: {','.join(ROTATIONS)})")
-    parser.add_argument("--max-frames", type=int, default=200, help="frames per video at most (default 200)")
-    parser.add_argument("--stride", type=int, default=1, help="use every S-th frame (default 1)")
-    parser.add_argument("--horizon", type=int, default=50, help="exposure horizon T in frames (default 50)")
-    parser.add_argument("--frame-cap", type=float, help="per-frame cap applied to every policy (default none)")
-    parser.add_argument("--scene-cap", type=float, help="scene cap over the horizon, frames' worth (default none)")
-    parser.add_argument("--eval-every", type=int, default=5, help="compare mosaics every N frames (default 5)")
-    parser.add_argument("--detect-every", type=int, default=25, help="run the detectors every N frames (default 25)")
-    parser.add_argument("--no-motion", action="store_true",
-                        help="no camera motion estimate: every frame at offset 0 (for a camera known to be fixed)")
-    parser.add_argument("--secret", default="pedsam privacy report",
-                        help="edge secret for keyed-random and the random scheme (fixed default: reproducible)")
+__all__ = ["run"]
 
 
-async def run(args: argparse.Namespace) -> int:
+async def run(args: Values) -> int:
     from pedsam.stream.privacy.html import render_html
     from pedsam.stream.privacy.report import ReportConfig, run_report
 
     try:
-        budget = Budget(frame_cap=args.frame_cap, scene_cap=args.scene_cap, horizon=args.horizon)
+        budget = Budget(frame_cap=args["frame_cap"], scene_cap=args["scene_cap"], horizon=args["horizon"])
     except PartitionerError as exc:
         raise ConfigError(str(exc)) from None
     config = ReportConfig(
-        model=ModelSource(preset=args.model, checkpoint=args.checkpoint, seed=args.seed),
-        servers=args.servers,
-        pool_size=args.pool_size,
-        scheme=args.scheme,
-        policies=tuple(p.strip() for p in args.policies.split(",") if p.strip()),
+        model=model_source(args),
+        servers=args["servers"],
+        pool_size=args["pool_size"],
+        scheme=args["scheme"],
+        policies=tuple(p.strip() for p in args["policies"].split(",") if p.strip()),
         budget=budget,
-        max_frames=args.max_frames,
-        stride=args.stride,
-        eval_every=args.eval_every,
-        detect_every=args.detect_every,
-        secret=args.secret.encode(),
-        motion=not args.no_motion,
+        max_frames=args["max_frames"],
+        stride=args["stride"],
+        eval_every=args["eval_every"],
+        detect_every=args["detect_every"],
+        secret=args["secret"].encode(),
+        motion=not args["no_motion"],
     )
-    out = Path(args.out)
+    out = Path(args["out"])
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -81,7 +53,7 @@ async def run(args: argparse.Namespace) -> int:
     def progress(message: str) -> None:
         print(f"privacy-report: {message}", file=sys.stderr)
 
-    report, results = await asyncio.to_thread(run_report, args.videos, config, progress)
+    report, results = await asyncio.to_thread(run_report, args["videos"], config, progress)
     (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
     page = await asyncio.to_thread(render_html, report, results)
     (out / "report.html").write_text(page)

@@ -1,6 +1,6 @@
 """The split image encoder: SAM's ViT with its windowed segments computed elsewhere.
 
-Per frame::
+Per frame, under the default plan::
 
     edge:     patch_embed + pos_embed                          (1, H, W, C) tokens
     for each step of the model plan:
@@ -9,103 +9,32 @@ Per frame::
       global:  one global-attention block on the edge
     edge:     neck                                             (1, out_chans, H, W)
 
-Torch work on the edge runs on one dedicated thread, so while the edge runs a global block
-of one frame the event loop keeps other frames' segments moving on the workers.
-
-Failover: when a worker's request fails (broken stream, refusal, missed deadline) the worker is
-reported down (:class:`WorkerHealth`) and, unless the settings say stop, its windows of this
-segment are computed on the edge, as are its windows of every later segment while it stays down.
-The edge is trusted, so this never widens what any server sees; the result stays exact (the
-same segment runner). The audit records each case under ``failover``.
+Torch work on the edge runs on one dedicated thread (:class:`EdgeThread`). Sending shares out
+and failing over is :class:`~pedsam.stream.core.shares.ShareRunner`'s; the offload plan's loop
+is :mod:`pedsam.stream.core.offload`.
 """
 
 from __future__ import annotations
 
-import asyncio
-import functools
-import time
-from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping
 from concurrent.futures import Executor
-from dataclasses import dataclass, field
-from typing import Any, TypeVar
 
 import torch
 from segment_anything.modeling import Sam
 
-from pedsam.partitioner.assignment import EDGE, Assignment, check_assignment
+from pedsam.partitioner.assignment import Assignment, check_assignment
 from pedsam.partitioner.geometry import Window, WindowGrid
 from pedsam.partitioner.offload import PLANS
 from pedsam.partitioner.plan import GlobalStep, ModelPlan, SegmentStep, model_plan
+from pedsam.stream.core import offload
 from pedsam.stream.core.executors import SegmentExecutor
+from pedsam.stream.core.shares import EdgeThread, FrameAudit, SegmentAudit, ShareRunner, gather_windows, scatter_windows
 from pedsam.stream.errors import WorkerError
 from pedsam.stream.fleet.health import NeverDown, WorkerHealth
 from pedsam.workers import kernels
-from pedsam.workers.models import ModelPreset
+from pedsam.workers.presets import ModelPreset
 
-T = TypeVar("T")
-
-
-@dataclass
-class SegmentAudit:
-    """One segment of one frame: ``shares`` is who computed which windows (each window once);
-    ``failover`` names workers whose windows the edge computed instead, with ``sent`` telling
-    whether the worker had received them before it failed, and why."""
-
-    segment: int
-    shares: dict[str, list[int]]
-    seconds: float
-    failover: dict[str, dict[str, Any]] = field(default_factory=dict)
-
-
-@dataclass
-class FrameAudit:
-    """What left the edge for one frame: per segment, which executor got which window ids."""
-
-    frame: int
-    assignment: Assignment
-    segments: list[SegmentAudit] = field(default_factory=list)
-    exposure: dict[str, Any] | None = None  # the scheduler's per-server exposure record, if any
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "frame": self.frame,
-            "segments": [
-                {"segment": s.segment, "shares": s.shares, "seconds": round(s.seconds, 4),
-                 **({"failover": s.failover} if s.failover else {})}
-                for s in self.segments
-            ],
-        }
-
-
-def window_token_index(windows: Sequence[Window], grid_width: int) -> torch.Tensor:
-    """(N,) int64: for the valid tokens of ``windows`` (row-major, one window after another),
-    their row-major positions in an (H, ``grid_width``) token grid. Read only: it is shared."""
-    return _token_index(tuple(windows), grid_width)
-
-
-@functools.lru_cache(maxsize=512)
-def _token_index(windows: tuple[Window, ...], grid_width: int) -> torch.Tensor:
-    # Cached: a frame cuts the same shares in every segment, and shares recur across frames.
-    parts = [
-        ((w.top + torch.arange(w.height)) * grid_width).view(-1, 1) + (w.left + torch.arange(w.width))
-        for w in windows
-    ]
-    return torch.cat([p.reshape(-1) for p in parts])
-
-
-def gather_windows(grid_tokens: torch.Tensor, windows: Sequence[Window]) -> torch.Tensor:
-    """(H, W, C) token grid -> (N, C) valid tokens of ``windows``, row-major, one after another."""
-    height, width, channels = grid_tokens.shape
-    index = window_token_index(windows, width)
-    return grid_tokens.reshape(height * width, channels).index_select(0, index)
-
-
-def scatter_windows(grid_tokens: torch.Tensor, windows: Sequence[Window], tokens: torch.Tensor) -> None:
-    """Write (N, C) tokens laid out as :func:`gather_windows` makes them back into the (H, W, C)
-    grid, which must be contiguous."""
-    height, width, channels = grid_tokens.shape
-    index = window_token_index(windows, width)
-    grid_tokens.view(height * width, channels).index_copy_(0, index, tokens)
+__all__ = ["FrameAudit", "SegmentAudit", "SplitEncoder"]
 
 
 class SplitEncoder:
@@ -131,16 +60,14 @@ class SplitEncoder:
         self.preset = preset
         self.plan: ModelPlan = model_plan(preset.depth, preset.global_attn_indexes)
         self.grid = WindowGrid.for_encoder(preset.img_size, preset.patch_size, preset.window_size)
-        self.executors = dict(executors)
-        self._pool = edge_pool
-        self.health: WorkerHealth = health or NeverDown()
-        self.on_failure = on_failure  # "stop": a failed worker fails the frame
+        self.edge = EdgeThread(edge_pool)
+        self.shares = ShareRunner(self.grid, executors, health or NeverDown(), on_failure)
         if tuple(s.blocks for s in self.plan.segments) != preset.segments():
             raise AssertionError("partitioner plan and worker segments disagree")
 
-    async def _on_edge(self, fn: Callable[..., T], *args: Any) -> T:
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._pool, fn, *args)
+    @property
+    def executors(self) -> dict[str, SegmentExecutor]:
+        return self.shares.executors
 
     async def encode(
         self, frame_index: int, image: torch.Tensor, assignment: Assignment
@@ -162,17 +89,16 @@ class SplitEncoder:
         if unknown:
             raise WorkerError(f"assignment names executors that are not connected: {sorted(unknown)}")
         audit = FrameAudit(frame=frame_index, assignment=assignment)
-        x = await self._on_edge(self._prologue, image)
+        x = await self.edge.run(self._prologue, image)
         if self.execution == "offload":
-            from pedsam.stream.core.offload import encode_offload
-
-            x = await encode_offload(self, frame_index, x, assignment, audit)
-        for step in self.plan.steps if self.execution == "default" else ():
-            if isinstance(step, GlobalStep):
-                x = await self._on_edge(self._global_block, step.block, x)
-            else:
-                x = await self._segment(frame_index, step, x, assignment, audit)
-        embedding = await self._on_edge(self._neck, x)
+            x = await offload.encode(self.sam, self.plan, self.shares, self.edge, frame_index, x, assignment, audit)
+        else:
+            for step in self.plan.steps:
+                if isinstance(step, GlobalStep):
+                    x = await self.edge.run(self._global_block, step.block, x)
+                else:
+                    x = await self._segment(frame_index, step, x, assignment, audit)
+        embedding = await self.edge.run(self._neck, x)
         return embedding, audit
 
     @torch.inference_mode()
@@ -193,87 +119,19 @@ class SplitEncoder:
         return out
 
     async def _segment(
-        self,
-        frame_index: int,
-        step: SegmentStep,
-        x: torch.Tensor,
-        assignment: Assignment,
-        audit: FrameAudit,
+        self, frame_index: int, step: SegmentStep, x: torch.Tensor, assignment: Assignment, audit: FrameAudit
     ) -> torch.Tensor:
-        started = time.perf_counter()
+        """One windowed segment on every share: (1, H, W, C) -> (1, H, W, C)."""
         grid_tokens = x[0]  # (H, W, C)
         out = torch.empty_like(grid_tokens)
 
-        failover: dict[str, dict[str, Any]] = {}
-
-        async def one(name: str, window_ids: Sequence[int]) -> None:
-            windows = [self.grid.window(wid) for wid in window_ids]
+        def prepare(windows: list[Window]) -> Callable[[SegmentExecutor], Awaitable[torch.Tensor]]:
             tokens = gather_windows(grid_tokens, windows)
             extents = [(w.height, w.width) for w in windows]
+            return lambda executor: executor.run(frame_index, step.index, tokens, extents)
 
-            async def call(executor: SegmentExecutor) -> torch.Tensor:
-                return await executor.run(frame_index, step.index, tokens, extents)
-
-            result = await self.run_share(name, window_ids, call, failover)
+        def store(windows: list[Window], result: torch.Tensor) -> None:
             scatter_windows(out, windows, result)
 
-        shares = {name: ids for name, ids in assignment.shares.items() if ids}
-        await run_all(one(name, ids) for name, ids in shares.items())
-        audit.segments.append(
-            SegmentAudit(
-                segment=step.index,
-                shares=computed_shares(shares, failover),
-                seconds=time.perf_counter() - started,
-                failover=failover,
-            )
-        )
+        await self.shares.each_share(step.index, assignment, audit, prepare, store)
         return out.unsqueeze(0)
-
-    async def run_share(
-        self,
-        name: str,
-        window_ids: Sequence[int],
-        call: Callable[[SegmentExecutor], Awaitable[T]],
-        failover: dict[str, dict[str, Any]],
-    ) -> T:
-        """``call`` on executor ``name``, or on the edge if ``name`` is a worker that is down or
-        fails now (then recorded in ``failover``); a failure is re-raised when settings say stop."""
-        edge = self.executors[EDGE]
-        if name != EDGE and self.health.is_down(name):
-            if self.on_failure == "stop":
-                raise WorkerError(f"worker {name} is down and the settings say stop (--on-failure stop)")
-            failover[name] = {"edge": list(window_ids), "sent": False, "reason": "down"}
-            return await call(edge)
-        try:
-            return await call(self.executors[name])
-        except WorkerError as exc:
-            if name == EDGE:
-                raise
-            self.health.mark_down(name, str(exc))
-            if self.on_failure == "stop":
-                raise
-            failover[name] = {"edge": list(window_ids), "sent": True, "reason": str(exc)}
-            return await call(edge)
-
-
-async def run_all(coroutines: Iterable[Coroutine[Any, Any, None]]) -> None:
-    """Run the shares of a segment concurrently; if any fails, cancel the rest and raise the
-    first failure itself (a :class:`WorkerError` the caller can catch), not an exception group."""
-    try:
-        async with asyncio.TaskGroup() as group:
-            for coroutine in coroutines:
-                group.create_task(coroutine)
-    except BaseExceptionGroup as failures:
-        first = failures.exceptions[0]
-        while isinstance(first, BaseExceptionGroup):
-            first = first.exceptions[0]
-        raise first from None
-
-
-def computed_shares(shares: Mapping[str, Sequence[int]], failover: Mapping[str, Any]) -> dict[str, list[int]]:
-    """Who computed which windows: ``shares`` with failed-over workers' windows under the edge."""
-    computed: dict[str, list[int]] = {}
-    for name, ids in shares.items():
-        target = EDGE if name in failover else name
-        computed.setdefault(target, []).extend(ids)
-    return {name: sorted(ids) for name, ids in computed.items()}

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import secrets
 import time
 from collections.abc import Sequence
@@ -34,12 +33,13 @@ from pedsam.stream.core.metrics import EdgeCollector, EdgeStats
 from pedsam.stream.core.predictor import MaskDecoder, MaskPrediction, PreparedImage, prepare_image
 from pedsam.stream.core.prompts import ObjectPrompt
 from pedsam.stream.core.scheduling import EdgeScheduler, RotationSettings
-from pedsam.stream.errors import ConfigError, MediaError, WorkerError
+from pedsam.stream.errors import ConfigError, MediaError, SessionError
 from pedsam.stream.fleet.health import Fleet
 from pedsam.stream.fleet.local import LocalWorkers
 from pedsam.stream.fleet.remote import RemoteWorker
 from pedsam.stream.fleet.transport import ANY_WORKER, ClientSecurity
-from pedsam.workers.models import ModelSource, fingerprint, get_preset
+from pedsam.workers.errors import WorkerSideError
+from pedsam.workers.models import RANDOM_WEIGHTS_NOTICE, ModelSource, fingerprint, get_preset
 from pedsam.workers.segment import SegmentRunner
 
 log = logging.getLogger(__name__)
@@ -122,6 +122,7 @@ class EdgeSession:
     _metrics_server: Any = field(default=None, init=False)
     _pool: ThreadPoolExecutor | None = field(default=None, init=False)
     _frames: int = field(default=0, init=False)
+    _open: bool = field(default=False, init=False)
 
     async def __aenter__(self) -> EdgeSession:
         await self.open()
@@ -131,17 +132,21 @@ class EdgeSession:
         await self.close()
 
     async def open(self) -> None:
+        """Start (or connect) the workers and build the edge's model.
+
+        Local workers are started first and boot while the edge builds its own model.
+
+        Raises:
+            ConfigError: a checkpoint or preset that cannot be built.
+            WorkerError: a worker that cannot be reached, or holds another model.
+        """
         config = self.config
         if config.edge_threads:
             torch.set_num_threads(config.edge_threads)
         release_large_blocks()  # see pedsam.stream.core.memory: freed temporaries go back to the system
-        self.preset = get_preset(config.model.preset)
-        self.sam = await asyncio.to_thread(config.model.build)
-        self.fingerprint = await asyncio.to_thread(fingerprint, self.sam, self.preset)
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="edge")
+        booting: asyncio.Task[list[str]] | None = None
         try:
-            addresses: Sequence[str] = config.workers
-            standby: Sequence[str] = config.standby
             security = config.security or ClientSecurity()
             if config.local_workers:
                 # Loopback children of this process: plain text, but a fresh token per session
@@ -152,7 +157,17 @@ class EdgeSession:
                     config.local_workers + config.local_standby, config.model, threads=config.worker_threads,
                     token=token,
                 )
-                started = await self._local.start()
+                booting = asyncio.create_task(self._local.start())
+            try:
+                self.preset = get_preset(config.model.preset)
+                self.sam = await asyncio.to_thread(config.model.build)
+                self.fingerprint = await asyncio.to_thread(fingerprint, self.sam, self.preset)
+            except WorkerSideError as exc:  # a bad preset or checkpoint: the user's to fix
+                raise ConfigError(str(exc)) from None
+            addresses: Sequence[str] = config.workers
+            standby: Sequence[str] = config.standby
+            if booting is not None:
+                started, booting = await booting, None
                 addresses, standby = started[: config.local_workers], started[config.local_workers :]
             remotes: list[RemoteWorker] = []
             for address in (*addresses, *standby):
@@ -186,10 +201,19 @@ class EdgeSession:
             if config.metrics_port is not None:
                 self._serve_metrics(config.metrics_port)
         except BaseException:
+            if booting is not None:
+                booting.cancel()
+                await asyncio.wait({booting})
             await self.close()
             raise
         self.decoder = MaskDecoder(self.sam)
+        self._open = True
         log.info("edge session open: %s over %d workers", config.model.describe(), len(self._executors))
+
+    def _check_open(self) -> None:
+        if not self._open:
+            raise SessionError("the edge session is not open: use 'async with EdgeSession(config)' "
+                               "or 'await session.open()' first")
 
     def new_scheduler(self) -> EdgeScheduler:
         """A scheduler for one more video stream sharing this session (a browser call of
@@ -226,6 +250,12 @@ class EdgeSession:
     def random_weights(self) -> bool:
         return self.config.model.random_weights
 
+    @property
+    def weights_notice(self) -> str:
+        """What a person must be told about the weights' masks: the one line every output of
+        random weights carries (CLI note, overlay banner, web page)."""
+        return RANDOM_WEIGHTS_NOTICE if self.random_weights else self.config.model.describe()
+
     def local_executor(self) -> LocalExecutor:
         """An executor computing on the edge itself (for fallback and comparison)."""
         assert self._pool is not None
@@ -240,6 +270,7 @@ class EdgeSession:
         frames are scheduled in the order this is called, however many are in flight.
         ``scheduler``: the stream's own (:meth:`new_scheduler`); default the session's.
         """
+        self._check_open()
         scheduler = scheduler or self.scheduler
         if not isinstance(image, np.ndarray) or image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
             raise MediaError(f"expected an HxWx3 uint8 RGB image, got {getattr(image, 'dtype', type(image))} "
@@ -251,6 +282,7 @@ class EdgeSession:
 
     async def embed_prepared(self, prepared: PreparedImage, *, frame_index: int | None = None) -> Embedding:
         """Like :meth:`embed` for an already prepared frame (no motion estimate for it)."""
+        self._check_open()
         frame_index = self._next_index(frame_index)
         scheduled = self.scheduler.schedule(frame_index, None, prepared.original_size)
         return await self._encode(prepared, frame_index, scheduled.assignment, self.scheduler.record(scheduled))
@@ -303,6 +335,7 @@ class EdgeSession:
         mask_input: np.ndarray | None = None,
     ) -> MaskPrediction:
         """One object's mask from an embedding, on the edge's compute thread."""
+        self._check_open()
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(
             self._pool,
@@ -311,6 +344,7 @@ class EdgeSession:
 
     async def segment(self, image: np.ndarray, objects: Sequence[ObjectPrompt]) -> list[MaskPrediction]:
         """Masks (at the frame's size) for each object in one frame."""
+        self._check_open()
         height, width = image.shape[:2]
         for prompt in objects:
             prompt.check_inside(width, height)
@@ -318,6 +352,8 @@ class EdgeSession:
         return [await self.decode(embedding, prompt) for prompt in objects]
 
     async def close(self) -> None:
+        """Stop the workers this session started, close every connection. Idempotent."""
+        self._open = False
         if self._metrics_server is not None:
             await asyncio.to_thread(self._metrics_server.shutdown)
             self._metrics_server = None

@@ -80,7 +80,7 @@ class LocalWorkers:
 
     async def _start_one(self, index: int) -> LocalWorker:
         args = [
-            sys.executable, "-m", "pedsam.workers",
+            sys.executable, "-m", "pedsam.stream", "worker",
             "--host", "127.0.0.1", "--port", "0",
             "--model", self.source.preset,
             "--seed", str(self.source.seed),

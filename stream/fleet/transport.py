@@ -56,12 +56,13 @@ def read_tokens(path: str) -> dict[str, str]:
         parts = line.split()
         if not parts or parts[0].startswith("#"):
             continue
-        if len(parts) == 1:
-            tokens[ANY_WORKER] = parts[0]
-        elif len(parts) == 2:
-            tokens[parts[0]] = parts[1]
-        else:
+        if len(parts) > 2:
             raise ConfigError(f"{path}:{number}: expected 'TOKEN' or 'HOST:PORT TOKEN'")
+        address = parts[0] if len(parts) == 2 else ANY_WORKER
+        if address in tokens:
+            which = "a token for every worker" if address == ANY_WORKER else f"a token for {address}"
+            raise ConfigError(f"{path}:{number}: {which} is given twice; each worker needs its own line")
+        tokens[address] = parts[-1]
     if not tokens:
         raise ConfigError(f"token file {path!r} holds no token")
     return tokens
@@ -112,6 +113,16 @@ class ClientSecurity:
             tokens=read_tokens(token_file) if token_file else {},
             server_name=server_name,
         )
+
+    def describe(self) -> str:
+        """How channels to workers are secured, in a few words (for ``pedsam config check``)."""
+        if self.insecure:
+            return "plain text (--insecure)"
+        if self.cert is not None:
+            return "mutual TLS (client certificate)"
+        if self.ca is not None:
+            return "TLS"
+        return "TLS with the system's CAs (plain text on loopback)"
 
     def token_for(self, address: str) -> str | None:
         return self.tokens.get(address, self.tokens.get(ANY_WORKER))

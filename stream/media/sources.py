@@ -121,6 +121,7 @@ class FrameSource(abc.ABC):
 
     kind: str = "source"
     live: bool = False
+    _entered: bool = False
 
     @property
     @abc.abstractmethod
@@ -149,14 +150,20 @@ class FrameSource(abc.ABC):
         """Stop reading and release the device or file. Idempotent."""
 
     async def __aenter__(self) -> FrameSource:
+        """Open the source; entering an already open source again keeps it as it is (the run
+        that opened it first, before starting workers, and the frame engine both enter it)."""
+        if self._entered:
+            return self
         try:
             await self.open()
         except BaseException:
             await self.close()
             raise
+        self._entered = True
         return self
 
     async def __aexit__(self, *exc: object) -> None:
+        self._entered = False
         await self.close()
 
     def __aiter__(self) -> AsyncIterator[SourceFrame]:
@@ -168,13 +175,18 @@ class FrameSource(abc.ABC):
 
 
 class FileSource(FrameSource):
-    """Every frame of a video file (PyAV), decoded on a thread when asked for; never drops."""
+    """Every frame of a video file (PyAV), decoded on a thread when asked for; never drops.
+
+    ``skip_corrupt``: a packet that does not decode gives a frame with ``error`` set in its
+    place and reading goes on (a batch run keeps one record per frame of a damaged file).
+    """
 
     kind = "file"
     live = False
 
-    def __init__(self, path: str | os.PathLike[str]) -> None:
+    def __init__(self, path: str | os.PathLike[str], *, skip_corrupt: bool = False) -> None:
         self.path = os.fspath(path)
+        self.skip_corrupt = skip_corrupt
         self._frames: Iterator[Frame] | None = None
         self._busy: asyncio.Future[Frame | None] | None = None
         self._rate: fractions.Fraction | None = None
@@ -190,7 +202,7 @@ class FileSource(FrameSource):
     async def open(self) -> None:
         info = await asyncio.to_thread(probe_video, self.path)
         self._rate = info.rate
-        self._frames = read_frames(self.path)
+        self._frames = read_frames(self.path, skip_corrupt=self.skip_corrupt)
 
     async def next(self) -> SourceFrame | None:
         if self._frames is None:

@@ -41,7 +41,7 @@ function showState(state) {
   }));
   empty.hidden = state.objects.length > 0;
   const s = state.stats;
-  document.getElementById("stat-processed").textContent = s.frames_processed;
+  document.getElementById("stat-processed").textContent = s.frames;
   document.getElementById("stat-segmented").textContent = s.frames_segmented;
   document.getElementById("stat-dropped").textContent = s.frames_dropped;
   document.getElementById("stat-fps").textContent = s.recent_fps.toFixed(1);

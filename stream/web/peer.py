@@ -45,9 +45,11 @@ from aiortc.mediastreams import MediaStreamError
 from pedsam.stream.core.prompts import ObjectPrompt
 from pedsam.stream.core.session import EdgeSession
 from pedsam.stream.errors import PedsamError, PromptError
-from pedsam.stream.media.overlay import draw_overlay
 from pedsam.stream.media.sources import LatestSlot, WebRTCSource
-from pedsam.stream.runs.live import LiveStats, ObjectBoard, run_live
+from pedsam.stream.runs.board import ObjectBoard
+from pedsam.stream.runs.engine import run_frames
+from pedsam.stream.runs.recorder import render
+from pedsam.stream.runs.stats import RunStats
 
 __all__ = ["OverlayTrack", "PeerSession", "parse_message"]
 
@@ -132,7 +134,7 @@ class PeerSession:
         self.in_flight = in_flight
         self.banner = banner
         self.board = ObjectBoard()
-        self.stats = LiveStats()
+        self.stats = RunStats()
         self.scheduler = session.new_scheduler()  # this camera's motion and exposure, apart
         self.out = OverlayTrack()
         self.frame_size: tuple[int, int] | None = None  # (W, H) of the newest processed frame
@@ -201,19 +203,15 @@ class PeerSession:
 
     async def _run(self, source: WebRTCSource) -> None:
         try:
-            results = run_live(
-                self.session, source, self.board, in_flight=self.in_flight, stats=self.stats,
+            results = run_frames(
+                self.session, source, self.board, drops="latest", in_flight=self.in_flight, stats=self.stats,
                 scheduler=self.scheduler,
             )
             async with source, contextlib.aclosing(results):
                 async for result in results:
                     height, width = result.frame.image.shape[:2]
                     self.frame_size = (width, height)
-                    masks = [obj.mask for obj in result.objects]
-                    labels = [f"#{obj.id} {obj.score:.2f}" for obj in result.objects]
-                    image = await asyncio.to_thread(
-                        draw_overlay, result.frame.image, masks, labels=labels, banner=self.banner
-                    )
+                    image = await asyncio.to_thread(render, result, banner=self.banner)
                     self.out.put(image)
                     self.send_state()
         except PedsamError as exc:
@@ -260,6 +258,6 @@ class PeerSession:
         self.out.stop()
         await self._blackhole.stop()
         await self.pc.close()
-        log.info("peer %s closed after %d frames (%d dropped)", self.peer_id, self.stats.processed, self.stats.dropped)
+        log.info("peer %s closed after %d frames (%d dropped)", self.peer_id, self.stats.frames, self.stats.dropped)
         if self._on_closed is not None:
             self._on_closed(self)

@@ -14,26 +14,22 @@ Browsers hand out the camera only to secure pages: ``http://127.0.0.1`` and
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import importlib.resources
 import itertools
 import json
 import logging
-import signal
 import ssl
-import sys
 from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
 
-from pedsam.stream.core.session import EdgeConfig, EdgeSession
+from pedsam.stream.core.session import EdgeSession
 from pedsam.stream.errors import ConfigError
 from pedsam.stream.web.peer import PeerSession
-from pedsam.workers.models import RANDOM_WEIGHTS_NOTICE
 
-__all__ = ["LiveServer", "ServeConfig", "add_arguments", "run"]
+__all__ = ["LiveServer", "ServeConfig"]
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +63,7 @@ class ServeConfig:
 
 
 def _static(name: str) -> str:
-    return (importlib.resources.files("stream") / "web" / name).read_text(encoding="utf-8")
+    return (importlib.resources.files("pedsam.stream.web") / name).read_text(encoding="utf-8")
 
 
 class LiveServer:
@@ -130,7 +126,7 @@ class LiveServer:
             {
                 "iceServers": [{"urls": url} for url in self.config.ice_servers],
                 "model": self.session.config.model.describe(),
-                "notice": RANDOM_WEIGHTS_NOTICE if self.session.random_weights else None,
+                "notice": self.session.weights_notice if self.session.random_weights else None,
                 "workers": len(self.session.executor_names),
             }
         )
@@ -156,7 +152,7 @@ class LiveServer:
             peer_id=peer_id,
             ice_servers=self.config.ice_servers,
             in_flight=self.config.in_flight,
-            banner=RANDOM_WEIGHTS_NOTICE if self.session.random_weights else None,
+            banner=self.session.weights_notice if self.session.random_weights else None,
             on_closed=self._forget,
         )
         self.peers[peer_id] = peer
@@ -175,43 +171,3 @@ class LiveServer:
 
 def _error(status: int, message: str) -> web.Response:
     return web.json_response({"error": message}, status=status)
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
-    parser.add_argument("--port", type=int, default=8080, help="port (default 8080; 0 picks a free one)")
-    parser.add_argument("--in-flight", type=int, default=2, help="frames in flight per call (default 2)")
-    parser.add_argument("--ice-server", action="append", default=[], metavar="URL",
-                        help="STUN/TURN server for both ends, e.g. stun:stun.example.org:3478 (default: none)")
-    parser.add_argument("--max-peers", type=int, default=4, help="calls at once (default 4)")
-    parser.add_argument("--cert", help="TLS certificate (PEM), to serve HTTPS")
-    parser.add_argument("--key", help="TLS private key (PEM)")
-
-
-async def run(args: argparse.Namespace, edge: EdgeConfig) -> int:
-    """The ``pedsam serve`` command: serve until Ctrl-C or SIGTERM."""
-    config = ServeConfig(
-        host=args.host, port=args.port, in_flight=args.in_flight, ice_servers=tuple(args.ice_server),
-        max_peers=args.max_peers, certfile=args.cert, keyfile=args.key,
-    )
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    try:
-        async with EdgeSession(edge) as session:
-            if session.random_weights:
-                print(f"note: {RANDOM_WEIGHTS_NOTICE} (give --checkpoint for real masks)", file=sys.stderr)
-            server = LiveServer(session, config)
-            url = await server.start()
-            print(f"pedsam serve: open {url} in a browser ({len(session.executor_names)} workers); "
-                  "Ctrl-C stops", flush=True)
-            try:
-                await stop.wait()
-            finally:
-                await server.stop()
-    finally:
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.remove_signal_handler(sig)
-    print("pedsam serve: stopped")
-    return 0

@@ -1,0 +1,286 @@
+"""The commands: each turns resolved settings into library calls and prints what a person reads.
+
+Handlers take :class:`~pedsam.stream.cli.settings.Values` and return the exit status; the
+parser that fills them is :mod:`pedsam.stream.cli.main`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import sys
+from collections.abc import AsyncIterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pedsam.stream.cli.settings import Values, edge_config, prompts, run_settings
+from pedsam.stream.core.prompts import ObjectPrompt
+from pedsam.stream.core.session import EdgeSession
+from pedsam.stream.errors import ConfigError
+from pedsam.stream.runs.job import View, run_source
+from pedsam.stream.runs.recorder import Recorder
+
+__all__ = ["bench", "bench_pipeline", "config_check", "demo", "embed", "run", "segment", "serve", "stream"]
+
+
+def notice(session: EdgeSession) -> None:
+    """The one line a person gets about the weights, before any output made with them."""
+    if session.random_weights:
+        print(f"note: {session.weights_notice} (give --checkpoint for real masks)", file=sys.stderr)
+
+
+@contextlib.asynccontextmanager
+async def stop_on_signals() -> AsyncIterator[asyncio.Event]:
+    """An event set by Ctrl-C or SIGTERM while the block runs (a run then finishes its outputs)."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        yield stop
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+
+
+async def embed(values: Values) -> int:
+    from pedsam.stream.media.video import read_image
+    from pedsam.stream.runs.audit import AuditWriter
+
+    image = read_image(values["image"])
+    async with EdgeSession(edge_config(values)) as session:
+        notice(session)
+        embedding = await session.embed(image)
+        if values["audit"]:
+            with AuditWriter(values["audit"], num_windows=session.encoder.grid.num_windows,
+                             cap=session.scheduler.window_cap) as audit:
+                audit.write(embedding.audit)
+    array = embedding.tensor.numpy().astype(np.float32)
+    try:
+        np.save(values["save"], array)
+    except OSError as exc:
+        raise ConfigError(f"cannot write {values['save']!r}: {exc.strerror}") from None
+    print(f"embedding {tuple(array.shape)} float32 -> {values['save']}")
+    return 0
+
+
+async def segment(values: Values) -> int:
+    from PIL import Image
+
+    from pedsam.stream.media.video import read_image
+
+    image = read_image(values["image"])
+    objects = prompts(values)
+    for prompt in objects:
+        prompt.check_inside(image.shape[1], image.shape[0])
+    async with EdgeSession(edge_config(values)) as session:
+        notice(session)
+        predictions = await session.segment(image, objects)
+    out = Path(values["out"])
+    paths = [out] if len(predictions) == 1 else [out.with_name(f"{out.stem}-{i}{out.suffix}")
+                                                 for i in range(len(predictions))]
+    for path, prediction in zip(paths, predictions, strict=True):
+        try:
+            Image.fromarray(prediction.mask.astype(np.uint8) * 255).save(path)
+        except (OSError, ValueError) as exc:
+            raise ConfigError(f"cannot write {str(path)!r}: {exc}") from None
+    for i, (path, prediction) in enumerate(zip(paths, predictions, strict=True)):
+        print(f"object {i}: score {prediction.score:.3f}, {int(prediction.mask.sum())} pixels -> {path}")
+    return 0
+
+
+async def run(values: Values) -> int:
+    """``pedsam run``: every frame of a file, none dropped, each with a record."""
+    from pedsam.stream.media.video import probe_video
+
+    objects = prompts(values)
+    settings = run_settings(values, drops="never")
+    info = probe_video(values["video"])  # a bad video or prompt fails before any worker starts
+    for prompt in objects:
+        prompt.check_inside(info.width, info.height)
+    return await _run_file(values, values["video"], objects, settings, Path(values["out"]), info.frame_count)
+
+
+async def demo(values: Values) -> int:
+    """``pedsam demo``: a generated clip through the whole pipeline."""
+    from pedsam.stream.media.synthetic import make_clip
+
+    out = Path(values["out"])
+    settings = run_settings(values, drops="never")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"cannot create output folder {str(out)!r}: {exc.strerror}") from None
+    clip = make_clip(out / "input.mp4", frames=values["frames"])
+    x, y = clip.objects[0].centres[0]
+    objects = [ObjectPrompt(points=((x, y),), labels=(1,))]
+    print(f"demo: generated {clip.frame_count}-frame clip {clip.path}; prompting object at ({x:.0f}, {y:.0f})")
+    return await _run_file(values, clip.path, objects, settings, out, clip.frame_count)
+
+
+async def _run_file(
+    values: Values, video: Any, objects: Sequence[ObjectPrompt], settings: Any, out: Path, frames: int | None
+) -> int:
+    from pedsam.stream.cli.views import ProgressBar
+    from pedsam.stream.media.sources import FileSource
+    from pedsam.stream.media.video import probe_video
+
+    info = probe_video(video)
+    config = edge_config(values)
+    # Ctrl-C interrupts a file run (exit 130): the records so far are kept, and no summary.json
+    # passes the run off as complete.
+    async with EdgeSession(config) as session:
+        notice(session)
+        kind = "local " if config.local_workers else ""
+        print(f"{len(session.executor_names)} {kind}workers {', '.join(session.executor_names)}; "
+              f"model {config.model.describe()}")
+        recorder = _recorder(session, out, rate=info.rate, size=(info.width, info.height))
+        views: list[View] = [] if values["no_progress"] else [ProgressBar(frames)]
+        summary = await run_source(
+            session, FileSource(video, skip_corrupt=True), objects, settings, recorder=recorder, views=views,
+            extra={"video": str(video), "width": info.width, "height": info.height,
+                              "rate": str(info.rate), "objects": [o.to_json() for o in objects]},
+        )
+    return report(summary, recorder.paths)
+
+
+def _recorder(session: EdgeSession, out: Path, **kwargs: Any) -> Recorder:
+    return Recorder(
+        out, num_windows=session.encoder.grid.num_windows, cap=session.scheduler.window_cap,
+        banner=session.weights_notice if session.random_weights else None,
+        weights="random" if session.random_weights else None, **kwargs,
+    )
+
+
+def report(summary: dict[str, Any], paths: Sequence[Path] = ()) -> int:
+    """Print a finished run's figures; exit status 1 when some frames failed."""
+    print(f"{summary['frames']} frames ({summary['frames_ok']} ok, {summary['frames_failed']} failed, "
+          f"{summary['frames_dropped']} dropped) in {summary['seconds']:.1f} s, {summary['fps']:.3g} fps; "
+          f"latency p50 {summary['latency_p50_s']} s, p95 {summary['latency_p95_s']} s")
+    if "max_windows_per_server" in summary:
+        print(f"largest share any worker saw: {summary['max_windows_per_server']} of "
+              f"{summary['windows_per_frame']} windows per frame")
+    exposure = summary.get("exposure")
+    if exposure and exposure.get("exposure"):
+        servers = exposure["exposure"].values()
+        print(f"rotation {exposure['rotation']}: over any {exposure['horizon']} frames a worker saw at most "
+              f"{max(s['max_scene_share'] for s in servers):.0%} of the scene; longest run on one window "
+              f"{max(s['longest_run'] for s in servers)} frames; edge computed {exposure['edge_windows']} windows")
+    if paths:
+        print(f"outputs: {', '.join(map(str, paths))}")
+    if summary["frames_failed"]:
+        print(f"pedsam: error: {summary['frames_failed']} frames failed; first: {summary['first_error']}",
+              file=sys.stderr)
+        return 1
+    return 0
+
+
+async def stream(values: Values) -> int:
+    """``pedsam stream``: a camera (or a file) live, latest frame wins."""
+    from pedsam.stream.cli.views import Display, StatusLine
+    from pedsam.stream.media.sources import CameraSource, FileSource, FrameSource
+
+    objects = prompts(values)
+    settings = run_settings(values, drops="latest")
+    config = edge_config(values)
+    display = Display() if values["display"] else None
+    source: FrameSource = CameraSource(values["camera"]) if values["camera"] is not None else FileSource(values["file"])
+    async with stop_on_signals() as stop, source:  # a bad camera or file fails before workers start
+        async with EdgeSession(config) as session:
+            notice(session)
+            recorder = _recorder(session, Path(values["record"]), rate=source.rate) if values["record"] else None
+            views: list[View] = [] if values["no_progress"] else [StatusLine(objects=len(objects))]
+            if display is not None:
+                views.append(display)
+            summary = await run_source(
+                session, source, objects, settings, recorder=recorder, views=views, stop=stop,
+                banner=session.weights_notice if session.random_weights else None,
+                extra={"objects": [o.to_json() for o in objects]},
+            )
+    report(summary, recorder.paths if recorder is not None else ())
+    return 0
+
+
+async def serve(values: Values) -> int:
+    """``pedsam serve``: the web page, until Ctrl-C or SIGTERM."""
+    from pedsam.stream.web.server import LiveServer, ServeConfig
+
+    config = ServeConfig(
+        host=values["host"], port=values["port"], in_flight=values["in_flight"],
+        ice_servers=tuple(values["ice_servers"] or ()), max_peers=values["max_peers"],
+        certfile=values["cert"], keyfile=values["key"],
+    )
+    async with stop_on_signals() as stop, EdgeSession(edge_config(values)) as session:
+        notice(session)
+        server = LiveServer(session, config)
+        url = await server.start()
+        print(f"pedsam serve: open {url} in a browser ({len(session.executor_names)} workers); Ctrl-C stops",
+              flush=True)
+        try:
+            await stop.wait()
+        finally:
+            await server.stop()
+    print("pedsam serve: stopped")
+    return 0
+
+
+def config_check(values: Values) -> int:
+    """``pedsam config check FILE``: validate a file as ``pedsam run`` reads it; print what would run."""
+    from pedsam.stream.cli.main import parse
+    from pedsam.stream.fleet.transport import ClientSecurity
+
+    path = values["file"]
+    _, resolved = parse(["run", "VIDEO", "--out", "OUT", "--config", path])
+    config = edge_config(resolved)
+    assert resolved.file is not None
+    entries = {w.address: w for w in resolved.file.workers}
+    security = config.security or ClientSecurity()
+
+    def describe(address: str) -> str:
+        entry = entries.get(address)
+        notes = [entry.provider] if entry is not None and entry.provider else []
+        notes.append("token" if security.token_for(address) else "no token")
+        return f"{address} ({', '.join(notes)})"
+
+    if config.local_workers:
+        fleet = f"{config.local_workers} local" + (f", {config.local_standby} local standby"
+                                                   if config.local_standby else "")
+        transport = "plain text on loopback, a fresh token per session"
+    else:
+        fleet = ", ".join(map(describe, config.workers))
+        if config.standby:
+            fleet += "; standby " + ", ".join(map(describe, config.standby))
+        transport = security.describe()
+    budget = config.rotation.budget
+    lines = [
+        f"config ok: {path}",
+        f"model      {config.model.describe()}",
+        f"workers    {fleet}",
+        f"transport  {transport}",
+        f"split      scheme {config.scheme}, codec {config.codec}, plan {config.plan}, "
+        f"{resolved['in_flight']} frames in flight",
+        f"rotation   {config.rotation.policy}; budgets: frame {budget.frame_cap}, scene {budget.scene_cap} over "
+        f"{budget.horizon} frames, on budget: {budget.on_exceed}",
+        f"failover   on failure: {config.on_failure}, reconnect every {config.reconnect_interval:g} s, "
+        f"request timeout {config.request_timeout} s",
+        f"metrics    {'metrics on port ' + str(config.metrics_port) if config.metrics_port is not None else 'off'}",
+    ]
+    print("\n".join(lines))
+    return 0
+
+
+async def bench(values: Values) -> int:
+    from pedsam.stream.bench.encoder import EncoderBench
+    from pedsam.stream.bench.encoder import run as run_bench
+
+    return await run_bench(EncoderBench.of(values))
+
+
+async def bench_pipeline(values: Values) -> int:
+    from pedsam.stream.bench.pipeline import PipelineBench
+    from pedsam.stream.bench.pipeline import run as run_bench
+
+    return await run_bench(PipelineBench.of(values))

@@ -1,0 +1,341 @@
+"""Every command-line flag of pedsam, defined once, grouped, with its config-file key.
+
+A flag is an :class:`Option`: its spelling, its destination, its kind and default, its help, and
+the ``[section] key`` that sets it in an edge configuration file (``--config FILE.toml``). A
+command takes whole groups (:data:`GROUPS`); :func:`add_groups` puts them on its parser with
+argparse defaults *suppressed*, so the parsed namespace holds exactly the flags that were given.
+:mod:`pedsam.stream.cli.settings` then lays defaults, the file and the given flags over one
+another (flags win) and builds the typed configuration once.
+
+Nothing here imports torch, OpenCV or the edge: ``pedsam --help`` stays quick.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from pedsam.partitioner.offload import PLANS
+from pedsam.partitioner.rotation import ROTATIONS
+from pedsam.partitioner.scheduler import FAILOVER, ON_EXCEED
+from pedsam.partitioner.schemes import SCHEMES
+from pedsam.protos import pedsam_pb2 as pb
+from pedsam.workers.presets import DEFAULT_SEED, PRESETS
+
+# The wire's codecs by name, from the contract itself: CODEC_FP16 -> "fp16".
+CODEC_NAMES = tuple(n.removeprefix("CODEC_").lower() for n in pb.Codec.keys() if n != "CODEC_UNSPECIFIED")
+
+__all__ = ["EDGE", "GROUPS", "Option", "Section", "add_logging", "add_options", "pick", "sections"]
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Option:
+    """One flag.
+
+    ``kind`` is ``int``, ``float``, ``str`` or ``bool`` (a switch); ``key`` is its
+    ``(section, key)`` in a config file (section ``""``: top level), None when a file cannot
+    set it; ``invert``: the key means the opposite of the switch (``motion = false`` is
+    ``--no-motion``); ``path``: a file path, taken relative to the config file.
+    """
+
+    flags: tuple[str, ...]
+    dest: str
+    help: str
+    kind: type = str
+    default: Any = None
+    choices: Sequence[str] | None = None
+    metavar: str | None = None
+    key: tuple[str, str] | None = None
+    invert: bool = False
+    path: bool = False
+    repeat: bool = False  # may be given several times; the values form a list
+
+    def add_to(self, parser: argparse.ArgumentParser | Any, default: Any = None) -> None:
+        shown = self.default if default is None else default
+        text = self.help
+        if shown not in (None, False, []) and "default" not in text:
+            text += f" (default {shown})"
+        common: dict[str, Any] = {"dest": self.dest, "help": text, "default": argparse.SUPPRESS}
+        if self.kind is bool:
+            parser.add_argument(*self.flags, action="store_true", **common)
+            return
+        metavar = self.metavar or {int: "N", float: "X"}.get(self.kind)
+        if self.repeat:
+            parser.add_argument(*self.flags, action="append", type=self.kind, metavar=metavar, **common)
+        else:
+            parser.add_argument(*self.flags, type=self.kind, choices=self.choices, metavar=metavar, **common)
+
+
+def _o(flags: str, dest: str, help: str, **kw: Any) -> Option:
+    return Option(flags=tuple(flags.split()), dest=dest, help=help, **kw)
+
+
+class _PromptItem(argparse.Action):
+    """Keeps --point/--neg-point/--box/--mask/--object in command-line order in ``items``."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
+                 values: Any, option_string: str | None = None) -> None:
+        items = list(getattr(namespace, "items", None) or [])
+        items.append((self.const, values if values is not None else ""))
+        namespace.items = items
+
+
+def _prompts(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("prompts (pixels of the first frame; x right, y down)")
+    group.add_argument("--point", action=_PromptItem, const="point", metavar="X,Y", help="foreground point")
+    group.add_argument("--neg-point", action=_PromptItem, const="neg", metavar="X,Y", help="background point")
+    group.add_argument("--box", action=_PromptItem, const="box", metavar="X0,Y0,X1,Y1", help="box, XYXY")
+    group.add_argument("--object", action=_PromptItem, const="object", nargs=0,
+                       help="start a new object: later points and boxes belong to it")
+
+
+MODEL = (
+    _o("--model", "model", "model preset; default: the checkpoint's architecture, else tiny",
+       choices=sorted(PRESETS), key=("model", "preset")),
+    _o("--checkpoint", "checkpoint", "official SAM checkpoint .pth; default: seeded random weights",
+       metavar="PTH", key=("model", "checkpoint"), path=True),
+    _o("--seed", "seed", "seed of random weights", kind=int, default=DEFAULT_SEED, key=("model", "seed")),
+)
+
+WORKERS = (
+    _o("--workers", "workers", "comma-separated HOST:PORT of running workers", metavar="HOST:PORT,..."),
+    _o("--local-workers", "local_workers", "start N workers on loopback for this run", kind=int, metavar="N",
+       key=("", "local_workers")),
+    _o("--allow-single-server", "allow_single_server", "allow one worker, which then sees whole frames",
+       kind=bool, key=("", "allow_single_server")),
+    _o("--connect-timeout", "connect_timeout", "seconds to reach a worker", kind=float, default=10.0,
+       key=("failover", "connect_timeout")),
+    _o("--request-timeout", "request_timeout",
+       "seconds a worker may take for one segment before it counts as failed; 0: no limit",
+       kind=float, default=60.0, key=("failover", "request_timeout")),
+    _o("--standby", "standby", "standby workers, used only when one fails", metavar="HOST:PORT,..."),
+    _o("--local-standby", "local_standby", "start N standby workers on loopback", kind=int, metavar="N",
+       key=("", "local_standby")),
+    _o("--on-failure", "on_failure",
+       "where a failed worker's windows go: the edge, standby workers (within their budget, else the edge), "
+       "or stop", choices=FAILOVER, default="edge", key=("failover", "on_failure")),
+    _o("--reconnect-interval", "reconnect_interval", "seconds between attempts to reconnect a failed worker",
+       kind=float, default=5.0, key=("failover", "reconnect_interval")),
+)
+
+SPLIT = (
+    _o("--scheme", "scheme", "partition scheme: which windows form a share", choices=SCHEMES,
+       default="contiguous", key=("split", "scheme")),
+    _o("--secret", "secret", "edge secret for the random scheme and keyed rotation (default: fresh per run)",
+       key=("split", "secret")),
+    _o("--codec", "codec", "wire codec; fp32 is exact", choices=CODEC_NAMES, default="fp32",
+       key=("split", "codec")),
+    _o("--plan", "plan", "default: global blocks whole on the edge; offload: workers also run their per-token "
+       "parts, the edge only the attention mixing (less edge CPU, ~3x the bytes)", choices=PLANS,
+       default="default", key=("split", "plan")),
+)
+
+ROTATION = (
+    _o("--rotation", "rotation", "which server gets which share on each frame", choices=ROTATIONS,
+       default="fixed", key=("rotation", "policy")),
+    _o("--slots", "slots", "shares per frame for pooled (default workers/2) and keyed-random (default workers)",
+       kind=int, metavar="K", key=("rotation", "slots")),
+    _o("--frame-cap", "frame_cap", "most of one frame a server may get, 0-1 (default: ceil(windows/K))",
+       kind=float, metavar="F", key=("rotation", "frame_cap")),
+    _o("--scene-cap", "scene_cap", "most scene a server may see over the horizon, in frames' worth, 0-1 "
+       "(default none)", kind=float, metavar="F", key=("rotation", "scene_cap")),
+    _o("--horizon", "horizon", "frames in the sliding window of the exposure ledger and --scene-cap",
+       kind=int, default=50, metavar="T", key=("rotation", "horizon")),
+    _o("--on-budget", "on_budget", "over a cap: compute those windows on the edge, or stop", choices=ON_EXCEED,
+       default="edge", key=("rotation", "on_budget")),
+    _o("--no-motion", "no_motion", "do not estimate camera motion (scene coordinates = image coordinates)",
+       kind=bool, key=("rotation", "motion"), invert=True),
+)
+
+TLS = (
+    _o("--tls-ca", "tls_ca", "CA bundle worker certificates must chain to", metavar="PEM", key=("tls", "ca"),
+       path=True),
+    _o("--tls-cert", "tls_cert", "client certificate, for workers that require mutual TLS", metavar="PEM",
+       key=("tls", "cert"), path=True),
+    _o("--tls-key", "tls_key", "client private key", metavar="PEM", key=("tls", "key"), path=True),
+    _o("--tls-server-name", "tls_server_name", "name expected in worker certificates", metavar="NAME",
+       key=("tls", "server_name")),
+    _o("--token-file", "token_file", "bearer tokens: one TOKEN for every worker, or lines 'HOST:PORT TOKEN'",
+       metavar="FILE"),
+    _o("--insecure", "insecure", "plain text to workers off this machine (trusted networks only)", kind=bool,
+       key=("tls", "insecure")),
+)
+
+OBSERVE = (
+    _o("--config", "config", "read settings from a TOML file; flags given here win (see pedsam config check)",
+       metavar="FILE.toml"),
+    _o("--metrics-port", "metrics_port", "serve Prometheus metrics at http://127.0.0.1:PORT/metrics while running",
+       kind=int, metavar="PORT", key=("metrics", "port")),
+)
+
+RUN = (
+    _o("--in-flight", "in_flight", "frames in flight", kind=int, default=2, key=("split", "in_flight")),
+    _o("--max-frames", "max_frames", "stop after N frames", kind=int, metavar="N"),
+    _o("--no-progress", "no_progress", "no progress bar or status line", kind=bool),
+)
+
+LIVE = (
+    _o("--display", "display", "show the masked frames in a window", kind=bool),
+    _o("--record", "record", "write overlay.mp4, masks.jsonl, audit.jsonl and summary.json into DIR",
+       metavar="DIR"),
+    _o("--duration", "duration", "stop after this many seconds", kind=float, metavar="SECONDS"),
+)
+
+GROUPS: dict[str, tuple[Option, ...]] = {
+    "model": MODEL,
+    "workers": WORKERS,
+    "split": SPLIT,
+    "rotation and exposure budgets (per server, over video)": ROTATION,
+    "transport security (for --workers)": TLS,
+    "configuration and metrics": OBSERVE,
+    "run": RUN,
+    "live": LIVE,
+}
+EDGE_GROUPS = ("model", "workers", "split", "rotation and exposure budgets (per server, over video)",
+               "transport security (for --workers)", "configuration and metrics")
+EDGE = EDGE_GROUPS  # every command with an edge session takes these
+
+_EXCLUSIVE = (("workers", "local_workers"), ("standby", "local_standby"))
+
+Section = tuple[str, Sequence[Option]]
+
+
+def sections(*names: str) -> list[Section]:
+    """The named groups of :data:`GROUPS`, as sections of a command's help."""
+    return [(name, GROUPS[name]) for name in names]
+
+
+def add_options(
+    parser: argparse.ArgumentParser,
+    parts: Sequence[Section],
+    *,
+    defaults: Mapping[str, Any] | None = None,
+    prompts: bool = False,
+) -> None:
+    """Put each section's options on ``parser`` under its title; ``defaults`` overrides an
+    option's default for this command (and its help says so)."""
+    defaults = defaults or {}
+    exclusive: dict[str, Any] = {}
+    for title, options in parts:
+        group = parser.add_argument_group(title)
+        for option in options:
+            target: Any = group
+            for pair in _EXCLUSIVE:
+                if option.dest in pair:
+                    key = "/".join(pair)
+                    if key not in exclusive:
+                        exclusive[key] = group.add_mutually_exclusive_group()
+                    target = exclusive[key]
+            option.add_to(target, defaults.get(option.dest))
+    if prompts:
+        _prompts(parser)
+
+
+def add_logging(parser: argparse.ArgumentParser) -> None:
+    """``-v`` and ``--log-format``: taken before or after the command name."""
+    parser.add_argument("-v", "--verbose", action="count", dest="verbose", default=argparse.SUPPRESS,
+                        help="more logging (-vv for debug)")
+    parser.add_argument("--log-format", choices=("text", "json"), dest="log_format", default=argparse.SUPPRESS,
+                        help="log lines as text (default) or one JSON object per line")
+
+
+
+
+# ---- flags of single commands (not settable from a config file) --------------------------------
+
+WORKER = (
+    _o("--host", "host", "address to listen on", default="127.0.0.1"),
+    _o("--port", "port", "port; 0 picks a free one", kind=int, default=0),
+    _o("--threads", "threads", "torch threads for compute", kind=int, default=1),
+    _o("--max-message-mb", "max_message_mb", "largest gRPC message, MiB", kind=int, default=256),
+    _o("--max-streams", "max_streams", "edge sessions served at once; more are refused", kind=int, default=64),
+    _o("--stream-window-mb", "stream_window_mb",
+       "HTTP/2 read-ahead per session, MiB: higher helps long links, costs memory", kind=float, default=4.0),
+    _o("--max-queued", "max_queued", "requests held for compute across all sessions; beyond it, senders wait",
+       kind=int, default=8),
+    _o("--grace", "grace", "seconds to drain on shutdown", kind=float, default=5.0),
+    _o("--health-port", "health_port", "also serve grpc.health.v1 alone, in plain text, on this port (probes)",
+       kind=int, metavar="PORT"),
+    _o("--metrics-port", "metrics_port", "serve Prometheus metrics at http://HOST:PORT/metrics", kind=int,
+       metavar="PORT"),
+    _o("--tls-cert", "tls_cert", "server certificate (chain)", metavar="PEM"),
+    _o("--tls-key", "tls_key", "server private key", metavar="PEM"),
+    _o("--tls-client-ca", "tls_client_ca", "require client certificates signed by this CA (mutual TLS)",
+       metavar="PEM"),
+    _o("--token-file", "token_files", "accept only RPCs bearing a token listed in FILE (one per line; repeatable)",
+       metavar="FILE", repeat=True),
+    _o("--insecure", "insecure", "serve plain text; needed without --tls-cert unless --host is loopback",
+       kind=bool),
+)
+
+SERVE = (
+    _o("--host", "host", "address to listen on; off loopback it needs --cert/--key", default="127.0.0.1"),
+    _o("--port", "port", "port; 0 picks a free one", kind=int, default=8080),
+    _o("--ice-server", "ice_servers", "STUN/TURN server for both ends, e.g. stun:stun.example.org:3478 "
+       "(repeatable; default none)", metavar="URL", repeat=True),
+    _o("--max-peers", "max_peers", "calls at once", kind=int, default=4),
+    _o("--cert", "cert", "TLS certificate (PEM), to serve HTTPS", metavar="PEM"),
+    _o("--key", "key", "TLS private key (PEM)", metavar="PEM"),
+)
+
+BENCH = (
+    _o("--frames", "frames", "measured frames per mode", kind=int, default=3),
+    _o("--warmup", "warmup", "unmeasured frames first", kind=int, default=1),
+    _o("--rounds", "rounds", "measure every mode this many times, in turn, so that load from other work falls "
+       "on all of them alike", kind=int, default=1),
+    _o("--workers", "worker_counts", "split modes: worker counts", metavar="K,...", default="2,3"),
+    _o("--codecs", "codecs", "wire codecs, each measured with the first worker count", metavar="C,...",
+       default="fp32,fp16,int8"),
+    _o("--plans", "plans", "execution plans, each measured with the first worker count", metavar="P,...",
+       default="default,offload"),
+    _o("--edge-threads", "edge_threads", "torch threads of stock, local and the edge (default: all cores)",
+       kind=int),
+    _o("--worker-threads", "worker_threads", "torch threads per worker", kind=int, default=1),
+    _o("--json", "json", "write every figure here", metavar="OUT.json"),
+)
+
+PIPELINE_BENCH = (
+    _o("--video", "video", "video file to run (default: a generated clip)", metavar="VIDEO"),
+    _o("--frames", "frames", "length of the generated clip", kind=int, default=60),
+    _o("--size", "size", "WxH of the generated clip", default="640x480"),
+    _o("--repeat", "repeat", "runs of each setting, alternating", kind=int, default=5),
+    _o("--edge-core", "edge_core", "core for the edge", kind=int, default=0),
+    _o("--worker-core", "worker_core", "core for all workers", kind=int, default=1),
+    _o("--no-pin", "no_pin", "do not pin edge and workers to cores", kind=bool),
+    _o("--json", "json", "also write the figures as JSON", metavar="FILE"),
+)
+
+PRIVACY = (
+    _o("--servers", "servers", "shares per frame", kind=int, default=3),
+    _o("--pool-size", "pool_size", "servers per slot for pooled", kind=int, default=2),
+    _o("--policies", "policies", "comma-separated rotation policies", default=",".join(ROTATIONS)),
+    _o("--max-frames", "max_frames", "frames per video at most", kind=int, default=200),
+    _o("--stride", "stride", "use every S-th frame", kind=int, default=1),
+    _o("--eval-every", "eval_every", "compare mosaics every N frames", kind=int, default=5),
+    _o("--detect-every", "detect_every", "run the detectors every N frames", kind=int, default=25),
+)
+
+HEALTH = (
+    _o("--service", "service", "service name to ask about (default: the whole server)", default=""),
+    _o("--timeout", "timeout", "seconds", kind=float, default=5.0),
+    _o("--tls-ca", "tls_ca", "check over TLS, trusting this CA", metavar="PEM"),
+    _o("--tls-cert", "tls_cert", "client certificate, for a worker that requires mutual TLS", metavar="PEM"),
+    _o("--tls-key", "tls_key", "client private key", metavar="PEM"),
+)
+
+GROUPS.update({
+    "worker": WORKER,
+    "serve": SERVE,
+    "bench": BENCH,
+    "bench-pipeline": PIPELINE_BENCH,
+    "privacy report": PRIVACY,
+    "health": HEALTH,
+})
+
+
+def pick(*dests: str) -> tuple[Option, ...]:
+    """The options of the shared groups with these destinations (a command taking some of a group)."""
+    found = {o.dest: o for name in EDGE_GROUPS + ("run", "live") for o in GROUPS[name]}
+    return tuple(found[d] for d in dests)

@@ -1,0 +1,160 @@
+"""From a command line (and its ``--config`` file) to the typed configuration, once.
+
+:func:`resolve` lays three layers over one another, later ones winning: each option's default
+(or the command's own default for it), the values of the ``--config`` file, and the flags given
+on the command line. Nothing reads argparse's internals: the parser only records which flags
+were given (their defaults are suppressed, see :mod:`pedsam.stream.cli.options`).
+
+The builders turn the resolved values into the library's frozen configs (:class:`EdgeConfig`,
+:class:`RunSettings`, prompts); the configs validate themselves, so every check happens once.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any
+
+from pedsam.stream.cli.config_file import EdgeFile, check_providers, load
+from pedsam.stream.cli.options import GROUPS, Option
+from pedsam.stream.errors import ConfigError, PromptError
+
+if TYPE_CHECKING:  # the builders import these when called: the command line starts quickly
+    from pedsam.stream.core.prompts import ObjectPrompt
+    from pedsam.stream.core.session import EdgeConfig
+    from pedsam.stream.runs.engine import DropPolicy
+    from pedsam.stream.runs.job import RunSettings
+    from pedsam.workers.models import ModelSource
+
+__all__ = ["Values", "resolve"]
+
+
+@dataclass(frozen=True, slots=True)
+class Values(Mapping[str, Any]):
+    """The resolved settings of one command: ``values[dest]``, and the config file if any."""
+
+    command: str
+    data: Mapping[str, Any]
+    file: EdgeFile | None = None
+    given: frozenset[str] = field(default_factory=frozenset)  # dests set on the command line
+
+    def __getitem__(self, dest: str) -> Any:
+        return self.data[dest]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.data)
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+
+def resolve(
+    command: str,
+    args: argparse.Namespace,
+    accepted: Sequence[Option],
+    defaults: Mapping[str, Any] | None = None,
+) -> Values:
+    """Defaults, then the ``--config`` file, then the given flags; see the module docstring."""
+    given = {k: v for k, v in vars(args).items() if k not in ("command", "verbose", "log_format")}
+    values: dict[str, Any] = {option.dest: option.default for option in accepted}
+    values.update(defaults or {})
+    file = None
+    path = given.get("config")
+    if path:
+        every = [option for group in GROUPS.values() for option in group]
+        file = load(path, accepted, every)
+        check_providers(file)
+        values.update(file.values)
+        if "local_workers" in given and "workers" not in given:  # replaces the file's fleet
+            values["workers"] = values["standby"] = None
+        else:
+            active = [w.address for w in file.workers if not w.standby]
+            spare = [w.address for w in file.workers if w.standby]
+            if active:
+                values["workers"] = ",".join(active)
+            if spare:
+                values["standby"] = ",".join(spare)
+    values.update(given)
+    return Values(command=command, data=values, file=file, given=frozenset(given))
+
+
+def addresses(text: str | None) -> tuple[str, ...]:
+    return tuple(w.strip() for w in (text or "").split(",") if w.strip())
+
+
+def model_source(values: Mapping[str, Any]) -> ModelSource:
+    """The :class:`~pedsam.workers.models.ModelSource` of ``--model/--checkpoint/--seed``; the
+    preset is read from the checkpoint when ``--model`` is not given."""
+    from pedsam.workers.models import ModelSource, infer_preset
+
+    preset = values["model"]
+    checkpoint = values.get("checkpoint")
+    if preset is None:
+        preset = infer_preset(checkpoint) if checkpoint else "tiny"
+    return ModelSource(preset=preset, checkpoint=checkpoint, seed=values["seed"])
+
+
+def edge_config(values: Values) -> EdgeConfig:
+    """The :class:`~pedsam.stream.core.session.EdgeConfig` of an edge command's values."""
+    from pedsam.partitioner.errors import PartitionerError
+    from pedsam.partitioner.scheduler import Budget
+    from pedsam.stream.core.scheduling import RotationSettings
+    from pedsam.stream.core.session import EdgeConfig
+    from pedsam.stream.fleet.transport import ClientSecurity
+
+    local = values.get("local_workers")
+    if local is not None and local < 1:
+        raise ConfigError("--local-workers must be at least 1")
+    security = ClientSecurity.from_files(
+        insecure=values["insecure"], ca=values["tls_ca"], cert=values["tls_cert"], key=values["tls_key"],
+        token_file=values["token_file"], server_name=values["tls_server_name"],
+    )
+    if values.file is not None and values.file.tokens and values.get("workers"):
+        # per-worker tokens from the config file; a --token-file line wins
+        security = replace(security, tokens={**values.file.tokens, **security.tokens})
+    try:
+        budget = Budget(frame_cap=values["frame_cap"], scene_cap=values["scene_cap"], horizon=values["horizon"],
+                        on_exceed=values["on_budget"])
+    except PartitionerError as exc:
+        raise ConfigError(str(exc)) from None
+    rotation = RotationSettings(policy=values["rotation"], slots=values["slots"], budget=budget,
+                                motion=not values["no_motion"])
+    timeout = values["request_timeout"]
+    return EdgeConfig(
+        model=model_source(values),
+        workers=addresses(values.get("workers")),
+        local_workers=local or 0,
+        scheme=values["scheme"],
+        secret=values["secret"].encode() if values["secret"] else None,
+        codec=values["codec"],
+        plan=values["plan"],
+        allow_single_server=values["allow_single_server"],
+        connect_timeout=values["connect_timeout"],
+        request_timeout=timeout if timeout and timeout > 0 else None,
+        security=security,
+        rotation=rotation,
+        standby=addresses(values.get("standby")),
+        local_standby=values.get("local_standby") or 0,
+        on_failure=values["on_failure"],
+        reconnect_interval=values["reconnect_interval"],
+        metrics_port=values["metrics_port"],
+    )
+
+
+def run_settings(values: Values, *, drops: DropPolicy) -> RunSettings:
+    """The :class:`~pedsam.stream.runs.job.RunSettings` of a command that runs frames."""
+    from pedsam.stream.runs.job import RunSettings
+
+    return RunSettings(drops=drops, in_flight=values["in_flight"], max_frames=values.get("max_frames"),
+                       duration=values.get("duration"))
+
+
+def prompts(values: Values, *, required: bool = True) -> list[ObjectPrompt]:
+    """The objects given with --point/--neg-point/--box/--object, in order."""
+    from pedsam.stream.core.prompts import objects_from_items
+
+    objects = objects_from_items(values.get("items") or [])
+    if required and not objects:
+        raise PromptError("give at least one prompt: --point X,Y or --box X0,Y0,X1,Y1")
+    return objects

@@ -1,0 +1,202 @@
+"""One step every plan shares: a frame's windows sent out by share, results gathered back.
+
+For each executor's share of a segment, :class:`ShareRunner` gathers the windows' valid tokens
+from the token grid, calls the executor (or the edge, for a worker that is down or fails now),
+and scatters the results back; the frame's audit gets one :class:`SegmentAudit`. The default
+plan (:mod:`pedsam.stream.core.encoder`) and the offload plan (:mod:`pedsam.stream.core.offload`)
+are two loops over the model's steps built on it.
+
+Failover: when a worker's request fails (broken stream, refusal, missed deadline) the worker is
+reported down (:class:`~pedsam.stream.fleet.health.WorkerHealth`) and, unless the settings say
+stop, its windows of this segment are computed on the edge, as are its windows of every later
+segment while it stays down. The edge is trusted, so this never widens what any server sees;
+the result stays exact (the same segment runner). The audit records each case under
+``failover``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import time
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping, Sequence
+from concurrent.futures import Executor
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import torch
+
+from pedsam.partitioner.assignment import EDGE, Assignment
+from pedsam.partitioner.geometry import Window, WindowGrid
+from pedsam.stream.core.executors import SegmentExecutor
+from pedsam.stream.errors import WorkerError, first_error
+from pedsam.stream.fleet.health import WorkerHealth
+
+__all__ = [
+    "EdgeThread", "FrameAudit", "SegmentAudit", "ShareRunner", "computed_shares", "gather_windows",
+    "run_all", "scatter_windows", "window_token_index",
+]
+
+T = TypeVar("T")
+
+
+@dataclass
+class SegmentAudit:
+    """One segment of one frame: ``shares`` is who computed which windows (each window once);
+    ``failover`` names workers whose windows the edge computed instead, with ``sent`` telling
+    whether the worker had received them before it failed, and why."""
+
+    segment: int
+    shares: dict[str, list[int]]
+    seconds: float
+    failover: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+@dataclass
+class FrameAudit:
+    """What left the edge for one frame: per segment, which executor got which window ids."""
+
+    frame: int
+    assignment: Assignment
+    segments: list[SegmentAudit] = field(default_factory=list)
+    exposure: dict[str, Any] | None = None  # the scheduler's per-server exposure record, if any
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "frame": self.frame,
+            "segments": [
+                {"segment": s.segment, "shares": s.shares, "seconds": round(s.seconds, 4),
+                 **({"failover": s.failover} if s.failover else {})}
+                for s in self.segments
+            ],
+        }
+
+
+def window_token_index(windows: Sequence[Window], grid_width: int) -> torch.Tensor:
+    """(N,) int64: for the valid tokens of ``windows`` (row-major, one window after another),
+    their row-major positions in an (H, ``grid_width``) token grid. Read only: it is shared."""
+    return _token_index(tuple(windows), grid_width)
+
+
+@functools.lru_cache(maxsize=512)
+def _token_index(windows: tuple[Window, ...], grid_width: int) -> torch.Tensor:
+    # Cached: a frame cuts the same shares in every segment, and shares recur across frames.
+    parts = [
+        ((w.top + torch.arange(w.height)) * grid_width).view(-1, 1) + (w.left + torch.arange(w.width))
+        for w in windows
+    ]
+    return torch.cat([p.reshape(-1) for p in parts])
+
+
+def gather_windows(grid_tokens: torch.Tensor, windows: Sequence[Window]) -> torch.Tensor:
+    """(H, W, C) token grid -> (N, C) valid tokens of ``windows``, row-major, one after another."""
+    height, width, channels = grid_tokens.shape
+    index = window_token_index(windows, width)
+    return grid_tokens.reshape(height * width, channels).index_select(0, index)
+
+
+def scatter_windows(grid_tokens: torch.Tensor, windows: Sequence[Window], tokens: torch.Tensor) -> None:
+    """Write (N, C) tokens laid out as :func:`gather_windows` makes them back into the (H, W, C)
+    grid, which must be contiguous."""
+    height, width, channels = grid_tokens.shape
+    index = window_token_index(windows, width)
+    grid_tokens.view(height * width, channels).index_copy_(0, index, tokens)
+
+
+class EdgeThread:
+    """The edge's one compute thread: torch work of a frame runs there, so while the edge runs a
+    global block of one frame the event loop keeps other frames' segments moving."""
+
+    def __init__(self, pool: Executor) -> None:
+        self._pool = pool
+
+    async def run(self, fn: Callable[..., T], *args: Any) -> T:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._pool, fn, *args)
+
+
+class ShareRunner:
+    """Sends each executor its share of a frame's windows; see the module docstring."""
+
+    def __init__(
+        self, grid: WindowGrid, executors: Mapping[str, SegmentExecutor], health: WorkerHealth, on_failure: str
+    ) -> None:
+        self.grid = grid
+        self.executors = dict(executors)
+        self.health = health
+        self.on_failure = on_failure  # "stop": a failed worker fails the frame
+
+    async def each_share(
+        self,
+        segment: int,
+        assignment: Assignment,
+        audit: FrameAudit,
+        prepare: Callable[[list[Window]], Callable[[SegmentExecutor], Awaitable[T]]],
+        store: Callable[[list[Window], T], None],
+    ) -> None:
+        """For every non-empty share: ``prepare(windows)`` makes the call (gathering its tokens
+        once), the call runs on the share's executor (or the edge), ``store`` takes the result."""
+        started = time.perf_counter()
+        failover: dict[str, dict[str, Any]] = {}
+
+        async def one(name: str, window_ids: Sequence[int]) -> None:
+            windows = [self.grid.window(wid) for wid in window_ids]
+            call = prepare(windows)
+            store(windows, await self.run_share(name, window_ids, call, failover))
+
+        shares = {name: ids for name, ids in assignment.shares.items() if ids}
+        await run_all(one(name, ids) for name, ids in shares.items())
+        audit.segments.append(
+            SegmentAudit(
+                segment=segment,
+                shares=computed_shares(shares, failover),
+                seconds=time.perf_counter() - started,
+                failover=failover,
+            )
+        )
+
+    async def run_share(
+        self,
+        name: str,
+        window_ids: Sequence[int],
+        call: Callable[[SegmentExecutor], Awaitable[T]],
+        failover: dict[str, dict[str, Any]],
+    ) -> T:
+        """``call`` on executor ``name``, or on the edge if ``name`` is a worker that is down or
+        fails now (then recorded in ``failover``); a failure is re-raised when settings say stop."""
+        edge = self.executors[EDGE]
+        if name != EDGE and self.health.is_down(name):
+            if self.on_failure == "stop":
+                raise WorkerError(f"worker {name} is down and the settings say stop (--on-failure stop)")
+            failover[name] = {"edge": list(window_ids), "sent": False, "reason": "down"}
+            return await call(edge)
+        try:
+            return await call(self.executors[name])
+        except WorkerError as exc:
+            if name == EDGE:
+                raise
+            self.health.mark_down(name, str(exc))
+            if self.on_failure == "stop":
+                raise
+            failover[name] = {"edge": list(window_ids), "sent": True, "reason": str(exc)}
+            return await call(edge)
+
+
+async def run_all(coroutines: Iterable[Coroutine[Any, Any, None]]) -> None:
+    """Run the shares of a segment concurrently; if any fails, cancel the rest and raise the
+    first failure itself (a :class:`WorkerError` the caller can catch), not an exception group."""
+    try:
+        async with asyncio.TaskGroup() as group:
+            for coroutine in coroutines:
+                group.create_task(coroutine)
+    except BaseExceptionGroup as failures:
+        raise first_error(failures) from None
+
+
+def computed_shares(shares: Mapping[str, Sequence[int]], failover: Mapping[str, Any]) -> dict[str, list[int]]:
+    """Who computed which windows: ``shares`` with failed-over workers' windows under the edge."""
+    computed: dict[str, list[int]] = {}
+    for name, ids in shares.items():
+        target = EDGE if name in failover else name
+        computed.setdefault(target, []).extend(ids)
+    return {name: sorted(ids) for name, ids in computed.items()}

@@ -1,0 +1,243 @@
+"""Every ``pedsam`` command end to end, as a user runs it: real processes, real files, real workers."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import sys
+from pathlib import Path
+
+import av
+import grpc
+import numpy as np
+import PIL.Image
+import pytest
+import torch
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from segment_anything import SamPredictor
+
+from pedsam.protos import pedsam_pb2 as pb
+from pedsam.protos import pedsam_pb2_grpc as pb_grpc
+from pedsam.stream.media.masks_io import decode_rle, read_records
+from pedsam.stream.media.synthetic import make_clip
+from pedsam.stream.media.video import read_frames
+from pedsam.workers.models import build_sam
+from tests.support import assert_one_line_error, assert_same_mask, check_audit, pedsam, scene
+
+
+def predictor_for(image: np.ndarray) -> SamPredictor:
+    predictor = SamPredictor(build_sam("tiny", seed=0))
+    predictor.set_image(image)
+    return predictor
+
+
+async def test_embed_equals_sam_predictor_embedding(tmp_path: Path, tiny_workers: list[str]) -> None:
+    image = scene(300, 420, seed=2)
+    PIL.Image.fromarray(image).save(tmp_path / "photo.png")
+    done = await pedsam(
+        "embed", str(tmp_path / "photo.png"), "--model", "tiny", "--workers", ",".join(tiny_workers),
+        "--save", str(tmp_path / "emb.npy"), "--audit", str(tmp_path / "audit.jsonl"),
+    )
+    assert done.code == 0, done.err
+    assert "UNTRAINED" in done.err
+    saved = np.load(tmp_path / "emb.npy")
+    want = predictor_for(image).features.numpy()
+    assert saved.shape == want.shape == (1, 64, 32, 32) and saved.dtype == np.float32
+    assert np.abs(saved - want).max() <= 1e-4 * np.abs(want).max()
+    check_audit(tmp_path / "audit.jsonl", frames=1, segments=2)
+
+
+async def test_segment_writes_the_predictor_masks(tmp_path: Path) -> None:
+    image = scene(240, 320, seed=4)
+    PIL.Image.fromarray(image).save(tmp_path / "photo.png")
+    done = await pedsam(
+        "segment", str(tmp_path / "photo.png"), "--local-workers", "2",
+        "--point", "128,108", "--object", "--box", "200,140,290,210", "--out", str(tmp_path / "mask.png"),
+    )
+    assert done.code == 0, done.err
+    # One 0/255 PNG per object, so objects that overlap keep every pixel.
+    assert not (tmp_path / "mask.png").exists()
+    point = np.asarray(PIL.Image.open(tmp_path / "mask-0.png"))
+    box = np.asarray(PIL.Image.open(tmp_path / "mask-1.png"))
+    assert point.shape == box.shape == (240, 320) and set(np.unique(point)) <= {0, 255}
+    predictor = predictor_for(image)
+    point_logits, point_scores, _ = predictor.predict(
+        point_coords=np.array([[128.0, 108.0]]), point_labels=np.array([1]), multimask_output=True,
+        return_logits=True,
+    )
+    box_logits, _, _ = predictor.predict(box=np.array([200.0, 140.0, 290.0, 210.0]), multimask_output=False,
+                                         return_logits=True)
+    assert_same_mask(point > 0, point_logits[int(np.argmax(point_scores))])
+    assert_same_mask(box > 0, box_logits[0])
+
+
+async def test_run_writes_every_output_for_every_frame(tmp_path: Path) -> None:
+    clip = make_clip(tmp_path / "clip.mp4", frames=8, width=160, height=128)
+    x, y = clip.objects[0].centres[0]
+    out = tmp_path / "out"
+    done = await pedsam(
+        "run", clip.path, "--local-workers", "3", "--scheme", "interleaved", "--no-progress",
+        "--point", f"{x:.0f},{y:.0f}", "--object", "--box", "20,60,80,110", "--out", str(out),
+    )
+    assert done.code == 0, done.err
+    assert "8 frames (8 ok, 0 failed, 0 dropped)" in done.out
+
+    with av.open(str(out / "overlay.mp4")) as container:
+        stream = container.streams.video[0]
+        assert stream.average_rate == 12
+        overlay = [f.to_ndarray(format="rgb24") for f in container.decode(stream)]
+    assert len(overlay) == 8 and overlay[0].shape == (128, 160, 3)
+
+    records = read_records(out / "masks.jsonl")
+    assert [r["frame"] for r in records] == list(range(8))
+    for record in records:
+        assert record["weights"] == "random"
+        assert [o["id"] for o in record["objects"]] == [0, 1]
+        for obj in record["objects"]:
+            assert decode_rle(obj["rle"]).shape == (128, 160)
+    # Frame 0 is prompted by the user: its masks are exactly SamPredictor's on that frame.
+    first = next(iter(read_frames(clip.path))).image
+    predictor = predictor_for(first)
+    masks, scores, _ = predictor.predict(
+        point_coords=np.array([[round(x), round(y)]], dtype=np.float32), point_labels=np.array([1]),
+        multimask_output=True,
+    )
+    np.testing.assert_array_equal(decode_rle(records[0]["objects"][0]["rle"]), masks[int(np.argmax(scores))])
+    assert records[0]["objects"][0]["score"] == pytest.approx(float(scores.max()), abs=1e-5)
+
+    check_audit(out / "audit.jsonl", frames=8, segments=2)
+    summary = json.loads((out / "summary.json").read_text())
+    assert (summary["frames"], summary["frames_ok"], summary["frames_failed"]) == (8, 8, 0)
+    assert summary["random_weights"] is True and len(summary["workers"]) == 3
+    assert summary["max_windows_per_server"] == 3 == -(-summary["windows_per_frame"] // 3)
+
+
+async def test_demo_runs_the_whole_pipeline(tmp_path: Path) -> None:
+    done = await pedsam("demo", "--out", str(tmp_path / "demo"), "--frames", "6", "--no-progress")
+    assert done.code == 0, done.err
+    assert "3 local workers" in done.out and "UNTRAINED" in done.out
+    summary = json.loads((tmp_path / "demo" / "summary.json").read_text())
+    assert (summary["frames"], summary["frames_ok"]) == (6, 6)
+    assert len(read_records(tmp_path / "demo" / "masks.jsonl")) == 6
+    check_audit(tmp_path / "demo" / "audit.jsonl", frames=6, segments=2)
+
+
+async def test_worker_prints_its_address_serves_and_stops_on_sigterm() -> None:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "pedsam.stream", "worker", "--port", "0", "--model", "tiny", "--seed", "3",
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        assert process.stdout is not None
+        line = (await asyncio.wait_for(process.stdout.readline(), 60)).decode()
+        assert line.startswith("pedsam worker serving on 127.0.0.1:")
+        assert "UNTRAINED" in line
+        address = line.split()[4]
+        async with grpc.aio.insecure_channel(address) as channel:
+            health = await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest())
+            info = await pb_grpc.WindowWorkerStub(channel).Describe(pb.DescribeRequest())
+        assert health.status == health_pb2.HealthCheckResponse.SERVING
+        assert (info.preset, info.num_segments, info.random_weights) == ("tiny", 2, True)
+        process.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(process.wait(), 30) == 0
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+
+
+def children_of(pid: int) -> list[int]:
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                stat = Path(f"/proc/{entry}/stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                found.append(int(entry))
+    return found
+
+
+async def test_ctrl_c_stops_the_local_workers(tmp_path: Path) -> None:
+    clip = make_clip(tmp_path / "clip.mp4", frames=200, width=160, height=128)
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "pedsam.stream", "run", clip.path, "--local-workers", "2", "--point", "40,40",
+        "--out", str(tmp_path / "out"), "--no-progress",
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        masks = tmp_path / "out" / "masks.jsonl"
+        for _ in range(600):  # wait until frames are flowing through the workers
+            if masks.exists() and masks.read_text().count("\n") >= 2:
+                break
+            await asyncio.sleep(0.1)
+        workers = children_of(process.pid)
+        assert len(workers) == 2
+        process.send_signal(signal.SIGINT)
+        _, err = await asyncio.wait_for(process.communicate(), 60)
+        assert process.returncode == 130
+        assert "interrupted" in err.decode() and "Traceback" not in err.decode()
+        for pid in workers:
+            assert not Path(f"/proc/{pid}").exists() or "Z" in Path(f"/proc/{pid}/stat").read_text().split()[2]
+        assert not (tmp_path / "out" / "summary.json").exists()  # an interrupted run is not passed off as done
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+
+
+def wrong_checkpoint(path: Path) -> Path:
+    state = build_sam("tiny").state_dict()
+    state["image_encoder.blocks.0.attn.qkv.weight"] = torch.zeros(3, 3)
+    torch.save(state, path)
+    return path
+
+
+async def test_bad_inputs_get_one_readable_line(tmp_path: Path) -> None:
+    clip = make_clip(tmp_path / "clip.mp4", frames=2, width=96, height=64).path
+    garbage = tmp_path / "garbage.mp4"
+    garbage.write_bytes(b"\x00not a video" * 100)
+    PIL.Image.fromarray(scene(64, 96)).save(tmp_path / "photo.png")
+    out = tmp_path / "out"
+    local = ("--local-workers", "2")
+    cases = [
+        (("run", str(tmp_path / "missing.mp4"), "--point", "1,1", "--out", str(out), *local), ["missing.mp4", "no such file"]),
+        (("run", str(garbage), "--point", "1,1", "--out", str(out), *local), ["garbage.mp4", "not a readable video"]),
+        (("run", clip, "--point", "500,10", "--out", str(out), *local), ["outside the 96x64 frame"]),
+        (("run", clip, "--point", "1,x", "--out", str(out), *local), ["point '1,x'"]),
+        (("run", clip, "--out", str(out), *local), ["give at least one prompt"]),
+        (("run", clip, "--point", "1,1", "--out", str(out), "--workers", "127.0.0.1:9,127.0.0.1:10", "--connect-timeout", "1"),
+         ["127.0.0.1:9", "unreachable"]),
+        (("embed", str(tmp_path / "nope.png"), "--save", str(tmp_path / "e.npy"), *local), ["nope.png", "no such file"]),
+        (("segment", str(tmp_path / "photo.png"), "--point", "5,5", "--out", str(tmp_path / "m.png"),
+          "--checkpoint", str(wrong_checkpoint(tmp_path / "bad.pth")), *local),
+         ["bad.pth", "qkv.weight has shape (3, 3)"]),
+        (("run", clip, "--point", "1,1", "--out", str(out), "--workers", "127.0.0.1:1"), ["one worker would see every window"]),
+    ]
+    results = await asyncio.gather(*(pedsam(*args) for args, _ in cases))
+    for (args, words), done in zip(cases, results):
+        assert_one_line_error(done, *words)
+    assert not (out / "summary.json").exists()
+
+
+async def test_run_over_a_corrupt_packet_keeps_a_record_for_every_frame(tmp_path: Path) -> None:
+    from tests.stream.media.test_video import corrupt_clip
+
+    clip = corrupt_clip(tmp_path / "corrupt.mp4")  # 30 frames, one packet overwritten mid-file
+    out = tmp_path / "out"
+    done = await pedsam("run", str(clip), "--local-workers", "2", "--point", "10,10", "--no-progress",
+                        "--out", str(out))
+    assert done.code == 1  # not everything decoded, and the exit status says so
+    assert "30 frames (29 ok, 1 failed, 0 dropped)" in done.out
+    assert "pedsam: error: 1 frames failed; first: " in done.err and "decoding failed" in done.err
+    records = read_records(out / "masks.jsonl")
+    assert [r["frame"] for r in records] == list(range(30))
+    [bad] = [r for r in records if "error" in r]
+    assert "decoding failed" in bad["error"] and 0 < bad["frame"] < 29
+    with av.open(str(out / "overlay.mp4")) as container:
+        assert sum(1 for _ in container.decode(video=0)) == 30
+    summary = json.loads((out / "summary.json").read_text())
+    assert (summary["frames"], summary["frames_ok"], summary["frames_failed"]) == (30, 29, 1)

@@ -1,0 +1,149 @@
+"""The edge's TOML config file: it sets every flag, the command line wins, errors name the key."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pedsam.stream.cli.main import parse
+from pedsam.stream.cli.settings import edge_config
+from pedsam.stream.errors import ConfigError
+from pedsam.workers.certs import make_demo_pki
+from tests.support import ROOT
+
+
+def pedsam(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "pedsam.stream", *args], capture_output=True, text=True, timeout=300,
+                          cwd=cwd)
+
+
+def write(path: Path, text: str) -> Path:
+    path.write_text(text)
+    return path
+
+
+@pytest.fixture
+def fleet_config(tmp_path: Path) -> Path:
+    pki = make_demo_pki(tmp_path / "pki", ["a.example", "b.example", "c.example"])
+    return write(tmp_path / "edge.toml", f"""
+[model]
+preset = "tiny"
+seed = 3
+[split]
+scheme = "interleaved"
+codec = "fp16"
+in_flight = 3
+[rotation]
+policy = "round-robin"
+frame_cap = 0.5
+motion = false
+[failover]
+on_failure = "standby"
+request_timeout = 20
+[tls]
+ca = "pki/ca.pem"
+cert = "pki/edge.pem"
+key = "pki/edge.key"
+[metrics]
+port = 9109
+[[workers]]
+address = "a.example:50051"
+provider = "provider-a"
+token_file = "pki/{pki.workers[0][2].name}"
+[[workers]]
+address = "b.example:50051"
+provider = "provider-b"
+token_file = "pki/{pki.workers[1][2].name}"
+[[workers]]
+address = "c.example:50051"
+provider = "provider-c"
+standby = true
+""")
+
+
+def edge_config_of(argv: list[str]) -> tuple[Any, Any]:
+    _, values = parse(argv)
+    return values, edge_config(values)
+
+
+def test_config_sets_the_flags_and_the_command_line_wins(fleet_config: Path) -> None:
+    args, config = edge_config_of(["run", "v.mp4", "--out", "o", "--point", "1,1",
+                                   "--config", str(fleet_config), "--codec", "fp32"])
+    assert args["in_flight"] == 3 and args["metrics_port"] == 9109
+    assert config.model.preset == "tiny" and config.model.seed == 3
+    assert config.scheme == "interleaved" and config.codec == "fp32"  # the flag beat the file
+    assert config.workers == ("a.example:50051", "b.example:50051") and config.standby == ("c.example:50051",)
+    assert config.rotation.policy == "round-robin" and config.rotation.budget.frame_cap == 0.5
+    assert config.rotation.motion is False
+    assert config.on_failure == "standby" and config.request_timeout == 20
+    assert config.security is not None and config.security.ca is not None and config.security.cert is not None
+    tokens = [(fleet_config.parent / "pki" / f"worker-{i}.token").read_text().strip() for i in range(2)]
+    assert config.security.token_for("a.example:50051") == tokens[0]
+    assert config.security.token_for("b.example:50051") == tokens[1]
+    assert config.security.token_for("c.example:50051") is None
+    # --local-workers on the command line replaces the file's workers.
+    _, local = edge_config_of(["run", "v.mp4", "--out", "o", "--config", str(fleet_config),
+                               "--local-workers", "2", "--on-failure", "edge"])
+    assert local.local_workers == 2 and local.workers == () and local.standby == ()
+
+
+@pytest.mark.parametrize(
+    ("text", "words"),
+    [
+        ("[rotation]\npolicy = 'sideways'\n", "[rotation] policy = 'sideways': choose one of"),
+        ("[rotation]\npolcy = 'fixed'\n", "[rotation] polcy: unknown key; [rotation] takes"),
+        ("[split]\nin_flight = 'two'\n", "[split] in_flight = 'two': give a whole number"),
+        ("[rotation]\nmotion = 1\n", "[rotation] motion = 1: give true or false"),
+        ("[colors]\nx = 1\n", "unknown section [colors]"),
+        ("[[workers]]\naddress = 'nohost'\n", "[[workers]] #1 address = 'nohost': give HOST:PORT"),
+        ("[[workers]]\naddress = 'a:1'\nprovider = 'p'\n[[workers]]\naddress = 'b:1'\nprovider = 'p'\n",
+         "workers a:1 and b:1 are both at provider 'p'"),
+        ("[model\n", "not valid TOML"),
+    ],
+)
+def test_config_errors_point_at_the_key(tmp_path: Path, text: str, words: str) -> None:
+    path = write(tmp_path / "bad.toml", text)
+    with pytest.raises(ConfigError) as caught:
+        edge_config_of(["run", "v.mp4", "--out", "o", "--config", str(path)])
+    assert words in str(caught.value) and str(path) in str(caught.value)
+
+
+def test_config_check_prints_what_would_run(fleet_config: Path, tmp_path: Path) -> None:
+    done = pedsam("config", "check", str(fleet_config))
+    assert done.returncode == 0, done.stderr
+    out = done.stdout
+    assert "a.example:50051 (provider-a, token)" in out and "standby c.example:50051 (provider-c" in out
+    assert "interleaved" in out and "round-robin" in out and "on failure: standby" in out
+    assert "mutual TLS" in out and "metrics on port 9109" in out
+    bad = write(tmp_path / "bad.toml", "[failover]\non_failure = 'pray'\n")
+    done = pedsam("config", "check", str(bad))
+    assert done.returncode == 2
+    [line] = done.stderr.splitlines()
+    assert line.startswith("pedsam: error: ") and "[failover] on_failure = 'pray'" in line
+
+
+def test_json_logs_are_one_object_per_line_without_values(tmp_path: Path) -> None:
+    image = tmp_path / "photo.png"
+    from PIL import Image
+
+    from tests.support import scene
+
+    Image.fromarray(scene(64, 96)).save(image)
+    done = pedsam("--log-format", "json", "-v", "embed", str(image), "--local-workers", "2",
+                  "--save", str(tmp_path / "e.npy"))
+    assert done.returncode == 0, done.stderr
+    records = [json.loads(line) for line in done.stderr.splitlines() if line.startswith("{")]
+    assert records and all({"time", "level", "logger", "message"} <= set(r) for r in records)
+    assert any("edge session open" in r["message"] for r in records)
+    assert not any(line for line in done.stderr.splitlines() if line.strip() and not line.startswith(("{", "note:")))
+
+
+def test_the_sample_config_checks_out() -> None:
+    done = pedsam("config", "check", str(ROOT / "samples" / "edge.toml"))
+    assert done.returncode == 0, done.stderr
+    assert "3 local" in done.stdout and "keyed-random" in done.stdout and "frame 0.5" in done.stdout

@@ -1,0 +1,109 @@
+"""Exactness: the split encoder equals segment_anything's monolithic image encoder."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+from segment_anything import SamPredictor
+
+from pedsam.partitioner.schemes import SCHEMES
+from pedsam.stream.core.prompts import ObjectPrompt
+from pedsam.stream.core.session import EdgeConfig, EdgeSession
+from pedsam.workers.models import ModelSource
+from tests.support import TINY, scene
+
+
+def relative_error(got: torch.Tensor, want: torch.Tensor) -> float:
+    return float((got - want).abs().max() / want.abs().max())
+
+
+@pytest.mark.parametrize("scheme", SCHEMES)
+async def test_tiny_split_embedding_equals_monolithic(tiny_workers: list[str], scheme: str) -> None:
+    image = scene(300, 400)
+    config = EdgeConfig(model=TINY, workers=tuple(tiny_workers), scheme=scheme, secret=b"k")
+    async with EdgeSession(config) as session:
+        embedding = await session.embed(image)
+        with torch.inference_mode():
+            reference = session.sam.image_encoder(embedding.prepared.tensor)
+    assert embedding.tensor.shape == reference.shape == (1, 64, 32, 32)
+    assert relative_error(embedding.tensor, reference) <= 1e-4
+    # Every window of every segment went to exactly one worker, and all three took part.
+    for segment in embedding.audit.segments:
+        seen = sorted(w for ids in segment.shares.values() for w in ids)
+        assert seen == list(range(9))
+        assert len(segment.shares) == 3
+
+
+@pytest.mark.parametrize("plan", ["default", "offload"])
+@pytest.mark.parametrize(("codec", "bound"), [("fp16", 1e-3), ("int8", 1e-2)])
+async def test_lossy_codecs_stay_within_their_error_bound(
+    tiny_workers: list[str], codec: str, bound: float, plan: str
+) -> None:
+    """fp16 and int8 on the wire keep the embedding within their stated error of SAM's own."""
+    image = scene(300, 400)
+    config = EdgeConfig(model=TINY, workers=tuple(tiny_workers), codec=codec, plan=plan)
+    async with EdgeSession(config) as session:
+        embedding = await session.embed(image)
+        with torch.inference_mode():
+            reference = session.sam.image_encoder(embedding.prepared.tensor)
+    assert 0 < relative_error(embedding.tensor, reference) <= bound
+
+
+async def test_masks_identical_to_sam_predictor(tiny_workers: list[str]) -> None:
+    image = scene(240, 320, seed=3)
+    prompts = [
+        ObjectPrompt(points=((128.0, 108.0),), labels=(1,)),
+        ObjectPrompt(box=(200.0, 140.0, 290.0, 210.0)),
+        ObjectPrompt(points=((128.0, 108.0), (20.0, 20.0)), labels=(1, 0), box=(60.0, 40.0, 200.0, 180.0)),
+    ]
+    config = EdgeConfig(model=TINY, workers=tuple(tiny_workers))
+    async with EdgeSession(config) as session:
+        results = await session.segment(image, prompts)
+        predictor = SamPredictor(session.sam)
+        predictor.set_image(image)
+    for prompt, result in zip(prompts, results):
+        points, labels, box = prompt.arrays()
+        masks, scores, _ = predictor.predict(
+            point_coords=points, point_labels=labels, box=box, multimask_output=prompt.ambiguous
+        )
+        best = int(np.argmax(scores))
+        assert result.mask.shape == (240, 320)
+        np.testing.assert_array_equal(result.mask, masks[best])
+        assert result.score == pytest.approx(float(scores[best]), rel=1e-4)
+
+
+@pytest.mark.vit_b
+async def test_vit_b_split_embedding_equals_monolithic() -> None:
+    """ViT-B shape (1024 px, 64x64 tokens padded to 70x70, 25 windows, 4 segments)."""
+    from pedsam.workers.server import WorkerLimits, WorkerModel, WorkerServer
+
+    source = ModelSource(preset="vit_b", seed=1)
+    model = WorkerModel(source)
+    servers = [WorkerServer(model, WorkerLimits()) for _ in range(2)]
+    addresses = [await s.start("127.0.0.1", 0) for s in servers]
+    try:
+        config = EdgeConfig(model=source, workers=tuple(addresses), scheme="interleaved")
+        async with EdgeSession(config) as session:
+            embedding = await session.embed(scene(480, 640, seed=5))
+            with torch.inference_mode():
+                reference = session.sam.image_encoder(embedding.prepared.tensor)
+            prompts = [
+                ObjectPrompt(points=((250.0, 215.0),), labels=(1,)),
+                ObjectPrompt(box=(420.0, 290.0, 570.0, 400.0)),
+            ]
+            split_masks = [await session.decode(embedding, p) for p in prompts]
+            monolithic = replace(embedding, tensor=reference)
+            reference_masks = [await session.decode(monolithic, p) for p in prompts]
+    finally:
+        for s in servers:
+            await s.stop(0)
+    assert embedding.tensor.shape == (1, 256, 64, 64)
+    assert relative_error(embedding.tensor, reference) <= 1e-4
+    assert len(embedding.audit.segments) == 4
+    for got, want in zip(split_masks, reference_masks):
+        assert got.mask.shape == (480, 640)
+        np.testing.assert_array_equal(got.mask, want.mask)
+        assert got.score == pytest.approx(want.score, rel=1e-4)

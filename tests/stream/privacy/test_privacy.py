@@ -1,0 +1,128 @@
+"""Privacy attacks and the report: inversion, mosaic, detection matching, policies compared end to end."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from pedsam.partitioner.scheduler import Budget
+from pedsam.stream.cli.main import main
+from pedsam.stream.media.panning import make_pan_clip
+from pedsam.stream.privacy.detection import Detectors, iou, matched
+from pedsam.stream.privacy.inversion import TokenInverter, prologue
+from pedsam.stream.privacy.mosaic import Mosaic, psnr, ssim
+from pedsam.stream.privacy.report import BASELINE, ReportConfig, run_report
+from pedsam.workers.models import build_sam
+from tests.support import TINY, pedsam, scene
+
+
+def test_vit_b_tokens_invert_to_the_pixels_and_tiny_ones_do_not() -> None:
+    image = scene(240, 320, seed=6)
+    for preset, low, high in (("vit_b", 35.0, 99.0), ("tiny", 0.0, 25.0)):
+        sam = build_sam(preset, seed=2)
+        tokens, prepared = prologue(sam, image)
+        recovered = TokenInverter.for_model(sam).reconstruct(tokens, prepared)
+        assert recovered.shape == image.shape and recovered.dtype == np.uint8
+        value = psnr(image, recovered, np.ones(image.shape[:2], bool))
+        assert value is not None and low < value < high, (preset, value)
+
+
+def test_mosaic_places_pixels_in_scene_coordinates() -> None:
+    frame = scene(60, 80, seed=1)
+    mosaic = Mosaic((60, 80), low=(0.0, 0.0), high=(0.0, 30.0))
+    left = np.zeros((60, 80), bool)
+    left[:, :40] = True
+    mosaic.paste(frame, left, (0.0, 0.0))
+    # The camera moved 10 px right: the pixels seen at x=10..39 now sit at x=0..29.
+    view, covered = mosaic.view((0.0, 10.0))
+    assert covered[:, :30].all() and not covered[:, 30:].any()
+    np.testing.assert_array_equal(view[:, :30], frame[:, 10:40])
+    assert psnr(frame[:, 10:40], view[:, :30], covered[:, :30]) == 99.0
+    assert ssim(frame, frame, covered) == pytest.approx(1.0)
+    assert psnr(frame, view, np.zeros((60, 80), bool)) is None
+    noisy = np.clip(frame.astype(int) + np.random.default_rng(0).integers(-30, 31, frame.shape), 0, 255).astype(np.uint8)
+    assert ssim(frame, noisy, covered) < 0.9
+
+
+def test_detection_matching_counts_each_box_once() -> None:
+    assert iou((0, 0, 10, 10), (5, 0, 10, 10)) == pytest.approx(50 / 150)
+    reference = [(0, 0, 10, 20), (50, 50, 10, 20)]
+    assert matched(reference, [(1, 1, 10, 20), (0, 0, 10, 20)]) == 1  # two finds, one person
+    assert matched(reference, [(1, 1, 10, 20), (52, 49, 10, 20)]) == 2
+    assert matched(reference, [(30, 30, 10, 20)]) == 0
+    detectors = Detectors()
+    blank = np.full((240, 320, 3), 128, np.uint8)
+    assert detectors.people(blank) == [] and detectors.face_boxes(blank) == []
+
+
+def test_report_ranks_policies_as_the_threat_model_says(tmp_path: Path) -> None:
+    clip = make_pan_clip(tmp_path / "pan.mp4", frames=16, velocity=(0.0, 3.0))
+    config = ReportConfig(model=TINY, max_frames=16, eval_every=3, detect_every=8)
+    report, results = run_report([clip.path], config)
+    [video] = report["videos"]
+    policies = video["policies"]
+    assert list(policies) == [BASELINE, "fixed", "round-robin", "keyed-random", "pooled", "scene-anchored"]
+    assert policies[BASELINE]["mosaic"]["coverage_mean"] == 1.0
+    assert policies[BASELINE]["exposure"]["max_scene_share"] == 1.0
+    fixed, rr, pooled = policies["fixed"], policies["round-robin"], policies["pooled"]
+    # Rotation spreads each server over the whole frame within a few frames; fixed does not.
+    assert rr["mosaic"]["coverage_mean"] > fixed["mosaic"]["coverage_mean"] + 0.15
+    assert rr["exposure"]["max_scene_share"] > 0.95 > fixed["exposure"]["max_scene_share"]
+    # ... but breaks runs: no server sees the same window twice running, with fixed every frame.
+    assert rr["exposure"]["longest_run"] == 1 and fixed["exposure"]["longest_run"] == 16
+    assert pooled["servers"] == 6 and pooled["exposure"]["longest_run"] == 1
+    assert pooled["exposure"]["max_scene_share"] < 0.95
+    assert video["frames"] == 16 and len(fixed["series"]["frame"]) == 6  # frames 0, 3, ..., 15
+    assert set(results[0].views) == set(policies)
+
+    capped = ReportConfig(model=TINY, max_frames=16, eval_every=3, detect_every=8, policies=("round-robin",),
+                          budget=Budget(scene_cap=0.5))
+    report, _ = run_report([clip.path], capped)
+    capped_rr = report["videos"][0]["policies"]["round-robin"]
+    assert capped_rr["exposure"]["max_scene_frames"] <= 0.5
+    assert capped_rr["exposure"]["edge_share"] > 0.2
+    assert capped_rr["mosaic"]["coverage_mean"] < rr["mosaic"]["coverage_mean"]
+
+
+    # Without a motion estimate every frame sits at offset 0: the pan looks like a still scene.
+    still = ReportConfig(model=TINY, max_frames=6, policies=("fixed",), motion=False)
+    report, _ = run_report([clip.path], still)
+    [video] = report["videos"]
+    assert video["motion"] == {"estimated": False, "cuts": 0, "offset_range_px": [[0.0, 0.0], [0.0, 0.0]]}
+    exposure = video["policies"]["fixed"]["exposure"]
+    assert exposure["max_scene_share"] == pytest.approx(exposure["max_frame_share"])
+
+
+async def test_privacy_report_command_writes_json_and_html(tmp_path: Path) -> None:
+    clip = make_pan_clip(tmp_path / "pan.mp4", frames=6, velocity=(1.0, 2.0))
+    out = tmp_path / "report"
+    done = await pedsam("privacy-report", clip.path, "--out", str(out), "--model", "tiny", "--policies",
+                        "fixed,pooled", "--eval-every", "2", "--detect-every", "3")
+    assert done.code == 0, done.err
+    report = json.loads((out / "report.json").read_text())
+    assert list(report["videos"][0]["policies"]) == [BASELINE, "fixed", "pooled"]
+    page = (out / "report.html").read_text()
+    assert page.count("data:image/png;base64,") >= 5  # bars, coverage plot, true frame, 3 mosaics
+    assert "pooled" in done.out and "token inversion" in done.out
+
+
+@pytest.mark.parametrize(
+    ("flags", "words"),
+    [
+        (["missing.mp4"], "missing.mp4"),
+        (["pan.mp4", "--policies", "fixed,spin"], "unknown rotation policies ['spin']"),
+        (["pan.mp4", "--servers", "1"], "--servers 2 or more"),
+        (["pan.mp4", "--scene-cap", "0"], "scene_cap is a share"),
+    ],
+)
+def test_privacy_report_bad_input_gets_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], flags: list[str], words: str
+) -> None:
+    make_pan_clip(tmp_path / "pan.mp4", frames=2)
+    code = main(["privacy-report", str(tmp_path / flags[0]), *flags[1:], "--out", str(tmp_path / "r"), "--model", "tiny"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2
+    assert len(err) == 1 and err[0].startswith("pedsam: error: ") and words in err[0], err

@@ -1,0 +1,92 @@
+"""What tests share beyond fixtures: the tiny model, a test image, running ``pedsam`` as a user does."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from pedsam.stream.media.masks_io import read_records
+from pedsam.workers.models import ModelSource
+
+ROOT = Path(__file__).resolve().parents[1]  # the repository
+TINY = ModelSource(preset="tiny", seed=0)
+
+
+def scene(height: int, width: int, seed: int = 0) -> np.ndarray:
+    """An HxWx3 uint8 RGB test image with structure (gradients, shapes) and some noise."""
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:height, 0:width]
+    image = np.stack(
+        [
+            (x * 255 // max(1, width - 1)),
+            (y * 255 // max(1, height - 1)),
+            ((x + y) * 127 // max(1, width + height - 2)),
+        ],
+        axis=-1,
+    ).astype(np.int32)
+    cy, cx, r = height * 0.45, width * 0.4, min(height, width) * 0.2
+    image[(y - cy) ** 2 + (x - cx) ** 2 < r**2] = (230, 40, 40)
+    image[int(height * 0.6) : int(height * 0.85), int(width * 0.65) : int(width * 0.9)] = (30, 200, 60)
+    image += rng.integers(-12, 13, size=image.shape)
+    return np.clip(image, 0, 255).astype(np.uint8)
+
+
+@dataclass
+class Done:
+    code: int
+    out: str
+    err: str
+
+
+async def pedsam(*args: str, timeout: float = 240) -> Done:
+    """Run ``python -m pedsam.stream ARGS`` (the ``pedsam`` command) to completion."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "pedsam.stream", *args,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, stdin=asyncio.subprocess.DEVNULL,
+    )
+    try:
+        out, err = await asyncio.wait_for(process.communicate(), timeout)
+    except BaseException:
+        process.kill()
+        await process.wait()
+        raise
+    assert process.returncode is not None
+    return Done(process.returncode, out.decode(), err.decode())
+
+
+def assert_one_line_error(done: Done, *words: str) -> None:
+    assert done.code == 2, (done.code, done.err)
+    lines = [line for line in done.err.splitlines() if line.strip()]
+    errors = [line for line in lines if line.startswith("pedsam: error: ")]
+    assert len(errors) == 1, done.err
+    assert "Traceback" not in done.err
+    for word in words:
+        assert word in errors[0], errors[0]
+
+
+def check_audit(path: Path, frames: int, segments: int) -> None:
+    """Invariant 2 from the audit file alone: every window once, no server over the cap."""
+    records = read_records(path)
+    assert len(records) == frames * segments
+    assert sorted({(r["frame"], r["segment"]) for r in records}) == [
+        (f, s) for f in range(frames) for s in range(segments)
+    ]
+    for record in records:
+        windows = [w for ids in record["shares"].values() for w in ids]
+        assert sorted(windows) == list(range(record["num_windows"]))
+        servers = [ids for name, ids in record["shares"].items() if name != "edge"]
+        assert len(servers) >= 2
+        assert max(len(ids) for ids in servers) <= record["cap"] < record["num_windows"]
+
+
+def assert_same_mask(got: np.ndarray, logits: np.ndarray, *, tolerance: float = 1e-3) -> None:
+    """``got`` (H, W) bool is the mask of ``logits`` (H, W, SAM's mask logits at frame size, the
+    reference's), except at pixels whose logit is within ``tolerance`` of SAM's threshold 0: there
+    float rounding between two exact computations may fall either way."""
+    want = logits > 0
+    differ = got != want
+    assert not differ[np.abs(logits) >= tolerance].any(), f"{int(differ.sum())} pixels differ"

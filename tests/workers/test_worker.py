@@ -1,0 +1,173 @@
+"""The gRPC window worker on real loopback servers: contract, refusals, health, processes."""
+
+from __future__ import annotations
+
+import asyncio
+
+import grpc
+import pytest
+import torch
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from pedsam.protos import pedsam_pb2 as pb
+from pedsam.protos import pedsam_pb2_grpc as pb_grpc
+from pedsam.stream.fleet.local import LocalWorkers
+from pedsam.stream.fleet.remote import RemoteWorker, channel_options
+from pedsam.workers import codec as wire
+from pedsam.workers.models import ModelSource
+from pedsam.workers.server import WorkerLimits, WorkerModel, WorkerServer
+from tests.support import TINY
+
+WHOLE = (14, 14)
+BORDER = (4, 14)
+
+
+def request(model: WorkerModel, request_id: int, extents: list[tuple[int, int]], *, segment: int = 0,
+            seed: int = 0, fingerprint: str | None = None) -> tuple[pb.SegmentRequest, torch.Tensor]:
+    rows = sum(h * w for h, w in extents)
+    tokens = torch.randn(rows, model.preset.embed_dim, generator=torch.Generator().manual_seed(seed))
+    return (
+        pb.SegmentRequest(
+            request_id=request_id,
+            frame_id=7,
+            segment=segment,
+            model_fingerprint=model.fingerprint if fingerprint is None else fingerprint,
+            extents=[pb.WindowExtent(height=h, width=w) for h, w in extents],
+            tokens=wire.encode(tokens, pb.CODEC_FP32),
+        ),
+        tokens,
+    )
+
+
+@pytest.fixture
+async def server(tiny_worker_model: WorkerModel):
+    srv = WorkerServer(tiny_worker_model, WorkerLimits(max_windows_per_request=8))
+    address = await srv.start("127.0.0.1", 0)
+    channel = grpc.aio.insecure_channel(address, options=channel_options(64 << 20))
+    try:
+        yield address, pb_grpc.WindowWorkerStub(channel), tiny_worker_model
+    finally:
+        await channel.close()
+        await srv.stop(0)
+
+
+async def test_describe_and_health(server) -> None:
+    address, stub, model = server
+    info = await stub.Describe(pb.DescribeRequest())
+    assert info.preset == "tiny" and info.fingerprint == model.fingerprint
+    assert info.num_segments == 2 and info.window_size == 14 and info.embed_dim == 64
+    assert info.random_weights
+    async with grpc.aio.insecure_channel(address) as channel:
+        reply = await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(service=""))
+    assert reply.status == health_pb2.HealthCheckResponse.SERVING
+
+
+async def test_stream_round_trip_matches_local_runner(server) -> None:
+    _, stub, model = server
+    call = stub.Process()
+    sent = {}
+    for request_id, extents in enumerate([[WHOLE, BORDER], [BORDER], [WHOLE, WHOLE, (14, 4)]], start=1):
+        req, tokens = request(model, request_id, extents, segment=request_id % 2, seed=request_id)
+        sent[request_id] = (req, tokens, extents)
+        await call.write(req)  # several requests in flight on one stream
+    await call.done_writing()
+    results = [r async for r in call]
+    assert sorted(r.request_id for r in results) == [1, 2, 3]
+    for result in results:
+        req, tokens, extents = sent[result.request_id]
+        assert (result.frame_id, result.segment) == (7, req.segment)
+        expected = model.runner.run(req.segment, tokens, extents)
+        torch.testing.assert_close(wire.decode(result.tokens), expected, rtol=0, atol=0)
+
+
+async def test_residual_result_is_what_the_blocks_added(server) -> None:
+    """Asked for a residual, the worker returns result minus the tokens it received, and says so."""
+    _, stub, model = server
+    req, tokens = request(model, 1, [WHOLE, BORDER], segment=1, seed=4)
+    req.residual_result = True
+    call = stub.Process()
+    await call.write(req)
+    await call.done_writing()
+    [result] = [r async for r in call]
+    assert result.residual
+    expected = model.runner.run(1, tokens, [WHOLE, BORDER])
+    torch.testing.assert_close(wire.decode(result.tokens), expected - tokens, rtol=0, atol=0)
+    torch.testing.assert_close(wire.decode_result(result.tokens, result.residual, tokens), expected)
+
+
+@pytest.mark.parametrize(
+    ("mutate", "code", "words"),
+    [
+        (lambda r: setattr(r, "model_fingerprint", "0" * 64), grpc.StatusCode.FAILED_PRECONDITION, "fingerprint"),
+        (lambda r: setattr(r, "segment", 9), grpc.StatusCode.INVALID_ARGUMENT, "unknown segment"),
+        (lambda r: r.tokens.shape.__setitem__(1, 32), grpc.StatusCode.INVALID_ARGUMENT, "shape"),
+        (lambda r: setattr(r.tokens, "data", r.tokens.data[:-4]), grpc.StatusCode.INVALID_ARGUMENT, "bytes"),
+        (lambda r: r.extents.add(height=15, width=1), grpc.StatusCode.INVALID_ARGUMENT, "extent"),
+        (lambda r: [r.extents.add(height=1, width=1) for _ in range(9)], grpc.StatusCode.RESOURCE_EXHAUSTED, "at most 8"),
+        (lambda r: setattr(r.tokens, "codec", 42), grpc.StatusCode.INVALID_ARGUMENT, "codec"),
+    ],
+)
+async def test_bad_request_gets_status_and_worker_keeps_serving(server, mutate, code, words) -> None:
+    _, stub, model = server
+    bad, _ = request(model, 1, [WHOLE])
+    mutate(bad)
+    call = stub.Process()
+    await call.write(bad)
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        async for _ in call:
+            pass
+    assert info.value.code() == code
+    assert words in info.value.details()
+    # Another stream on the same worker is served normally afterwards.
+    good, tokens = request(model, 2, [WHOLE])
+    call = stub.Process()
+    await call.write(good)
+    await call.done_writing()
+    [result] = [r async for r in call]
+    torch.testing.assert_close(wire.decode(result.tokens), model.runner.run(0, tokens, [WHOLE]))
+
+
+async def test_edge_refuses_worker_with_other_weights(server) -> None:
+    address, _, model = server
+    from pedsam.stream.errors import WorkerError
+
+    client = RemoteWorker(address, fingerprint="f" * 64)
+    with pytest.raises(WorkerError, match="other weights"):
+        await client.connect()
+
+
+async def test_unreachable_worker_is_a_clear_error() -> None:
+    from pedsam.stream.errors import WorkerError
+
+    client = RemoteWorker("127.0.0.1:9", fingerprint="x", connect_timeout=0.5)
+    with pytest.raises(WorkerError, match="unreachable"):
+        await client.connect()
+
+
+async def test_real_worker_processes_round_trip(tiny_worker_model: WorkerModel) -> None:
+    """Two worker processes started like --local-workers; a client runs work on each."""
+    async with LocalWorkers(2, TINY) as local:
+        assert len(set(local.addresses)) == 2
+        for address in local.addresses:
+            client = RemoteWorker(address, fingerprint=tiny_worker_model.fingerprint)
+            await client.connect()
+            try:
+                tokens = torch.randn(14 * 14 + 4 * 14, 64)
+                extents = [WHOLE, BORDER]
+                got = await client.run(0, 1, tokens, extents)
+                torch.testing.assert_close(got, tiny_worker_model.runner.run(1, tokens, extents))
+            finally:
+                await client.close()
+        processes = [w.process for w in local.workers]
+    # Leaving the context stopped every process.
+    assert all(p.returncode is not None for p in processes)
+
+
+async def test_worker_process_with_other_seed_is_refused() -> None:
+    from pedsam.stream.errors import WorkerError
+
+    async with LocalWorkers(1, ModelSource(preset="tiny", seed=5)) as local:
+        model = await asyncio.to_thread(WorkerModel, TINY)
+        client = RemoteWorker(local.addresses[0], fingerprint=model.fingerprint)
+        with pytest.raises(WorkerError, match="other weights"):
+            await client.connect()
