@@ -36,7 +36,7 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-from segment_anything.modeling.image_encoder import Attention, Block, get_rel_pos
+from pedsam.workers.sam import Attention, Block, get_rel_pos
 
 Extent = tuple[int, int]  # (valid height, valid width) of a window, in tokens
 

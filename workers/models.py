@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from segment_anything.modeling import (
+from pedsam.workers.sam import (
     ImageEncoderViT,
     MaskDecoder,
     PromptEncoder,

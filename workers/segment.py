@@ -13,8 +13,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
-from segment_anything.modeling import Sam
-from segment_anything.modeling.image_encoder import Block
+from pedsam.workers.sam import Sam
+from pedsam.workers.sam import Block
 
 from pedsam.workers.kernels import Extent, WindowBatch, post_attention, pre_attention, windowed_block
 from pedsam.workers.models import ModelPreset

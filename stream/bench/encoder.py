@@ -38,6 +38,7 @@ import numpy as np
 import torch
 
 from pedsam.partitioner.offload import PLANS
+from pedsam.stream.bench import startup
 from pedsam.stream.bench.modes import BenchSettings, ModeSpec
 from pedsam.stream.errors import ConfigError, PedsamError
 from pedsam.workers.codec import CODECS
@@ -49,6 +50,7 @@ TARGETS = {
     "edge_cpu_vs_stock": 0.35,
     "edge_rss_vs_stock": 0.5,
     "wire_vs_raw_fp32": 1.01,
+    "whole_process_vs_stock": 0.80,
 }
 ERROR_BOUNDS = {"fp32": 1e-4, "fp16": 1e-3, "int8": 1e-2}
 
@@ -68,6 +70,7 @@ class EncoderBench:
     scheme: str = "interleaved"
     edge_threads: int | None = None  # None: every core
     worker_threads: int = 1
+    whole_process: int = 2  # rounds of the whole-process row (0: skip it)
     json: str | None = None
 
     @classmethod
@@ -179,15 +182,20 @@ def summarise(records: list[dict[str, Any]], out_dir: Path) -> None:
             r["wall_vs_default_plan"] = r["wall_median_s"] / default["wall_median_s"]
 
 
-def check_targets(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Each target of the performance issue against every mode it applies to."""
+def check_targets(records: list[dict[str, Any]], model: str = "vit_b") -> list[dict[str, Any]]:
+    """Each target of the performance work against every mode it applies to.
+
+    The speed, memory and wire targets were set for ViT-B (a small model's edge is dominated by
+    fixed costs, so they say nothing about it): they are judged for ``vit_b`` only. The error
+    bounds hold for every model.
+    """
     checks: list[dict[str, Any]] = []
 
     def check(target: str, mode: str, value: float, bound: float) -> None:
         checks.append({"target": target, "mode": mode, "value": value, "bound": bound, "met": value <= bound})
 
     for r in records:
-        if r["kind"] == "split" and r["codec"] == "fp32":
+        if model == "vit_b" and r["kind"] == "split" and r["codec"] == "fp32":
             check("split_wall_vs_stock", r["name"], r["wall_vs_stock"], TARGETS["split_wall_vs_stock"])
             if "wall_vs_local" in r:
                 check("split_wall_vs_local", r["name"], r["wall_vs_local"], TARGETS["split_wall_vs_local"])
@@ -264,12 +272,26 @@ async def run(args: EncoderBench) -> int:
                 rounds[spec.name].append(record)
         records = [merge_rounds(rounds[spec.name]) for spec in modes]
         summarise(records, out_dir)
+        whole = None
+        if args.whole_process > 0:
+            print(f"bench: whole-process, {args.whole_process} rounds of stock and pedsam embed",
+                  file=sys.stderr, flush=True)
+            whole = await asyncio.to_thread(startup.measure, settings.model, settings.seed, args.whole_process,
+                                            out_dir)
     for r in records:
         del r["embeddings"]  # files of the temporary folder, gone now
-    checks = check_targets(records)
+    checks = check_targets(records, settings.model)
+    if whole is not None and settings.model == "vit_b":
+        checks.append({"target": "whole_process_vs_stock", "mode": "whole-process", "value": whole.ratio,
+                       "bound": TARGETS["whole_process_vs_stock"], "met": whole.ratio <= TARGETS["whole_process_vs_stock"]})
     machine = _machine()
     load_after = [round(v, 2) for v in os.getloadavg()]
     print(format_table(records))
+    if whole is not None:
+        row = whole.to_json()
+        print(f"\nwhole-process (start to exit, one image, checkpoint file, 2 local workers): stock "
+              f"{row['stock_median_s']:.2f} s, pedsam embed {row['pedsam_median_s']:.2f} s, ratio {row['ratio']:.2f} "
+              f"(medians of {args.whole_process} alternating runs)")
     print()
     for r in records:
         if "cpu_vs_default_plan" in r:
@@ -277,6 +299,9 @@ async def run(args: EncoderBench) -> int:
                   f"wire bytes x{r['wire_vs_default_plan']:.2f}, wall x{r['wall_vs_default_plan']:.2f}")
     for c in checks:
         print(f"{'met' if c['met'] else 'NOT met'}: {c['target']} {c['mode']} = {c['value']:.3g} (bound {c['bound']:g})")
+    if settings.model != "vit_b":
+        print(f"(the speed, memory and wire targets are for vit_b and are not judged for {settings.model}; "
+              "the error bounds are)")
     print(f"\n{machine['cores']} cores ({machine['cpu']}), load average {load_before[0]:.2f} before, "
           f"{load_after[0]:.2f} after; {settings.model} with seeded random weights")
     if args.json:
@@ -289,6 +314,7 @@ async def run(args: EncoderBench) -> int:
             "load_average_after": load_after,
             "seconds": round(time.time() - started, 1),
             "modes": records,
+            "whole_process": whole.to_json() if whole is not None else None,
             "targets": checks,
         }
         try:

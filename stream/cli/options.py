@@ -293,6 +293,9 @@ BENCH = (
     _o("--edge-threads", "edge_threads", "torch threads of stock, local and the edge (default: all cores)",
        kind=int),
     _o("--worker-threads", "worker_threads", "torch threads per worker", kind=int, default=1),
+    _o("--whole-process", "whole_process", "rounds of the whole-process row: stock SamPredictor against "
+       "pedsam embed with 2 local workers, each a whole process on one image and a checkpoint file; 0 skips it",
+       kind=int, default=2),
     _o("--json", "json", "write every figure here", metavar="OUT.json"),
 )
 

@@ -20,7 +20,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from concurrent.futures import Executor
 
 import torch
-from segment_anything.modeling import Sam
+from pedsam.workers.sam import Sam
 
 from pedsam.partitioner.assignment import Assignment, check_assignment
 from pedsam.partitioner.geometry import Window, WindowGrid

@@ -23,7 +23,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 
 import torch
-from segment_anything.modeling import Sam
+from pedsam.workers.sam import Sam
 
 from pedsam.partitioner.assignment import Assignment
 from pedsam.partitioner.geometry import Window

@@ -1,9 +1,17 @@
 """From a frame to SAM's input, and from an embedding plus prompts to masks.
 
-Preprocessing follows :class:`segment_anything.SamPredictor` exactly (ResizeLongestSide through
-PIL, then ``Sam.preprocess``), because a different resize changes the embedding far beyond
-float rounding. Mask decoding *is* SamPredictor's: it is handed the split encoder's embedding
-in place of its own, so the masks equal the monolithic ones bit for bit given equal embeddings.
+Both follow :class:`segment_anything.SamPredictor` step for step, with SAM's own modules, so
+that given the same embedding the masks are SamPredictor's:
+
+- preprocessing is ``ResizeLongestSide.apply_image`` (a bilinear PIL resize of the longest side
+  to the encoder's size; a different resize changes the embedding far beyond float rounding),
+  then ``Sam.preprocess`` (normalise, zero-pad);
+- decoding maps prompts into the resized frame as ``ResizeLongestSide.apply_coords`` and
+  ``apply_boxes`` do, runs ``Sam.prompt_encoder`` and ``Sam.mask_decoder`` and upscales with
+  ``Sam.postprocess_masks``, as ``SamPredictor.predict`` does.
+
+SamPredictor itself is not used: importing it pulls in torchvision (for one PIL call), which
+costs every edge process about a second at start. The tests compare with SamPredictor.
 """
 
 from __future__ import annotations
@@ -11,13 +19,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import PIL.Image
 import torch
-from segment_anything import SamPredictor
-from segment_anything.modeling import Sam
-from segment_anything.utils.transforms import ResizeLongestSide
 
 from pedsam.stream.core.prompts import ObjectPrompt
 from pedsam.stream.errors import MediaError
+from pedsam.workers.sam import Sam
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,12 +53,27 @@ class MaskPrediction:
     low_res_logits: np.ndarray
 
 
+def resized_shape(height: int, width: int, long_side: int) -> tuple[int, int]:
+    """(h, w) of a HxW frame resized so its longest side is ``long_side``, rounded as SAM rounds."""
+    scale = long_side * 1.0 / max(height, width)
+    return int(height * scale + 0.5), int(width * scale + 0.5)
+
+
+def to_input_frame(points: np.ndarray, original_size: tuple[int, int], long_side: int) -> np.ndarray:
+    """(..., 2) XY pixels of the original frame -> float64 XY pixels of the resized frame."""
+    new_h, new_w = resized_shape(*original_size, long_side)
+    out = np.array(points, dtype=float)
+    out[..., 0] *= new_w / original_size[1]
+    out[..., 1] *= new_h / original_size[0]
+    return out
+
+
 def prepare_image(sam: Sam, image: np.ndarray) -> PreparedImage:
     """HxWx3 uint8 RGB -> :class:`PreparedImage`, as ``SamPredictor.set_image`` does it."""
     if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
         raise MediaError(f"expected an HxWx3 uint8 RGB image, got {image.dtype} {image.shape}")
-    transform = ResizeLongestSide(sam.image_encoder.img_size)
-    resized = transform.apply_image(image)
+    height, width = resized_shape(image.shape[0], image.shape[1], sam.image_encoder.img_size)
+    resized = np.array(PIL.Image.fromarray(image, mode="RGB").resize((width, height), PIL.Image.Resampling.BILINEAR))
     tensor = torch.as_tensor(resized).permute(2, 0, 1).contiguous()[None]
     with torch.inference_mode():
         prepared = sam.preprocess(tensor)
@@ -66,7 +88,7 @@ class MaskDecoder:
     """SAM's prompt encoder and mask decoder on the edge, fed a precomputed embedding."""
 
     def __init__(self, sam: Sam) -> None:
-        self._predictor = SamPredictor(sam)
+        self._sam = sam
 
     @torch.inference_mode()
     def predict(
@@ -78,25 +100,52 @@ class MaskDecoder:
         mask_input: np.ndarray | None = None,
         multimask: bool | None = None,
     ) -> MaskPrediction:
-        """Decode one object's mask; with several candidates, keep the best-scoring one."""
-        predictor = self._predictor
-        predictor.features = embedding
-        predictor.original_size = prepared.original_size
-        predictor.input_size = prepared.input_size
-        predictor.is_image_set = True
-        points, labels, box = prompt.arrays()
-        if multimask is None:
-            multimask = prompt.ambiguous and mask_input is None
-        masks, scores, low_res = predictor.predict(
-            point_coords=points,
-            point_labels=labels,
-            box=box,
-            mask_input=mask_input,
-            multimask_output=multimask,
-        )
+        """Decode one object's mask; with several candidates, keep the best-scoring one.
+
+        ``embedding`` is (1, C, g, g) float32; ``mask_input`` (1, 4g, 4g) float32 logits of a
+        previous prediction, or None.
+        """
+        logits, scores, low_res = self.decode(embedding, prepared, prompt, mask_input=mask_input, multimask=multimask)
         best = int(np.argmax(scores))
         return MaskPrediction(
-            mask=masks[best].astype(bool),
+            mask=logits[best] > self._sam.mask_threshold,
             score=float(scores[best]),
             low_res_logits=low_res[best : best + 1].astype(np.float32),
         )
+
+    @torch.inference_mode()
+    def decode(
+        self,
+        embedding: torch.Tensor,
+        prepared: PreparedImage,
+        prompt: ObjectPrompt,
+        *,
+        mask_input: np.ndarray | None = None,
+        multimask: bool | None = None,
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Every candidate: (C, H, W) float32 mask logits at frame size, (C,) scores, and
+        (C, 4g, 4g) low-resolution logits, as ``SamPredictor.predict(return_logits=True)``."""
+        sam = self._sam
+        long_side = sam.image_encoder.img_size
+        points, labels, box = prompt.arrays()
+        if multimask is None:
+            multimask = prompt.ambiguous and mask_input is None
+        point_input = None
+        if points is not None and labels is not None:
+            coords = torch.as_tensor(to_input_frame(points, prepared.original_size, long_side), dtype=torch.float)
+            point_input = (coords[None, :, :], torch.as_tensor(labels, dtype=torch.int)[None, :])
+        boxes = None
+        if box is not None:
+            corners = to_input_frame(box.reshape(-1, 2, 2), prepared.original_size, long_side).reshape(-1, 4)
+            boxes = torch.as_tensor(corners, dtype=torch.float)[None, :]
+        masks = torch.as_tensor(mask_input, dtype=torch.float)[None, :, :, :] if mask_input is not None else None
+        sparse, dense = sam.prompt_encoder(points=point_input, boxes=boxes, masks=masks)
+        low_res, scores = sam.mask_decoder(
+            image_embeddings=embedding,
+            image_pe=sam.prompt_encoder.get_dense_pe(),
+            sparse_prompt_embeddings=sparse,
+            dense_prompt_embeddings=dense,
+            multimask_output=multimask,
+        )
+        logits = sam.postprocess_masks(low_res, prepared.input_size, prepared.original_size)
+        return logits[0].numpy(), scores[0].numpy(), low_res[0].numpy()

@@ -89,6 +89,18 @@ def _fmt(value: Any) -> str:
     return html.escape(str(value))
 
 
+def _budget(budget: dict[str, Any]) -> str:
+    """The report's budget in words, e.g. ``scene cap 0.5 of a frame over 50 frames, over budget: edge``."""
+    caps = []
+    if budget.get("frame_cap") is not None:
+        caps.append(f"frame cap {budget['frame_cap']:g}")
+    if budget.get("scene_cap") is not None:
+        caps.append(f"scene cap {budget['scene_cap']:g} of a frame over {budget['horizon']} frames")
+    if not caps:
+        return f"none (horizon {budget['horizon']} frames)"
+    return ", ".join(caps) + f", over budget: {budget['on_exceed']}"
+
+
 def render_html(report: dict[str, Any], results: Sequence[VideoResult]) -> str:
     """The report page (one self-contained HTML string)."""
     videos = report["videos"]
@@ -102,7 +114,7 @@ def render_html(report: dict[str, Any], results: Sequence[VideoResult]) -> str:
         f"<p>Model {html.escape(report['model'])} (patch embedding {report['embed_dim']} channels from "
         f"{report['patch_pixels']} pixel values per patch); {report['servers']} shares per frame, scheme "
         f"{html.escape(report['scheme'])}, pooled with {report['pool_size']} servers per slot; budget "
-        f"{html.escape(str(report['budget']))}. Each figure is the worst single server of a policy; "
+        f"{html.escape(_budget(report['budget']))}. Each figure is the worst single server of a policy; "
         "<em>monolithic</em> is one cloud server receiving whole frames.</p>",
     ]
     if report["random_weights"]:

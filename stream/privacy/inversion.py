@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 import torch
-from segment_anything.modeling import Sam
+from pedsam.workers.sam import Sam
 
 from pedsam.stream.core.predictor import PreparedImage, prepare_image
 

@@ -105,6 +105,7 @@ async def test_privacy_report_command_writes_json_and_html(tmp_path: Path) -> No
     report = json.loads((out / "report.json").read_text())
     assert list(report["videos"][0]["policies"]) == [BASELINE, "fixed", "pooled"]
     page = (out / "report.html").read_text()
+    assert "{'" not in page and "': " not in page  # settings read as words, not as a Python dict
     assert page.count("data:image/png;base64,") >= 5  # bars, coverage plot, true frame, 3 mosaics
     assert "pooled" in done.out and "token inversion" in done.out
 
