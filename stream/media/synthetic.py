@@ -31,10 +31,12 @@ import os
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import av
 import numpy as np
+import PIL.Image
 
 _DISC_RGB = (220, 30, 30)
 _RECT_RGB = (245, 215, 35)
@@ -221,9 +223,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--seed", type=int, default=0, help="background texture seed (default 0)")
     parser.add_argument("--truth", help="also write the ground truth as JSON to this file")
+    parser.add_argument("--still", metavar="IMAGE.png", help="also write the first frame as a still image")
     args = parser.parse_args(argv)
     width, height = args.size
     try:
+        for target in (args.out, args.truth, args.still):
+            if target:
+                Path(target).parent.mkdir(parents=True, exist_ok=True)
         truth = make_clip(
             args.out, frames=args.frames, width=width, height=height, fps=args.fps, seed=args.seed
         )
@@ -231,6 +237,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             with open(args.truth, "w", encoding="utf-8") as file:
                 json.dump(truth.to_dict(), file)
                 file.write("\n")
+        if args.still:
+            with av.open(str(truth.path)) as container:
+                first = next(container.decode(video=0)).to_ndarray(format="rgb24")
+            PIL.Image.fromarray(first).save(args.still)
     except (av.error.FFmpegError, OSError) as exc:  # before ValueError: some are both
         print(f"make_clip.py: cannot write {args.out}: {exc}", file=sys.stderr)
         return 1

@@ -69,3 +69,104 @@ def test_readme_commands_work_on_a_fresh_clone(tmp_path: Path) -> None:
         assert re.search(r"\b2 passed\b", done.stdout), done.stdout[-1000:]
     finally:
         shutil.rmtree(clone / ".venv", ignore_errors=True)  # gigabytes of torch; do not keep them
+
+
+# ---- every README command, in order ------------------------------------------------------------
+
+TAGS = ("until Ctrl-C", "needs", "downloads", "minutes")
+READY = ("serving on", "open http")  # what a command that runs until Ctrl-C prints once it is up
+
+
+def readme_blocks() -> list[list[tuple[str, str]]]:
+    """Per sh block after the first, in order: (command, its comment) for every line; lines
+    continued with a backslash are joined."""
+    text = (ROOT / "README.md").read_text()
+    found = []
+    for block in re.findall(r"```sh\n(.*?)```", text, re.S)[1:]:
+        commands = []
+        for line in block.replace("\\\n", " ").splitlines():
+            command, _, comment = line.partition(" #")
+            if command.strip():
+                commands.append((" ".join(command.split()), comment.strip()))
+        found.append(commands)
+    return found
+
+
+def test_the_readme_commands_cover_the_parser() -> None:
+    """Every command the parser has is in the README's command table, and nothing else is."""
+    from pedsam.stream.cli.main import COMMANDS
+
+    text = (ROOT / "README.md").read_text()
+    table = text[text.index("| command | what it does |"):]
+    table = table[: table.index("\n\n")]
+    documented = re.findall(r"^\| `([a-z-]+)` \| (.+?) \|$", table, re.M)
+    assert [name for name, _ in documented] == [c.name for c in COMMANDS]
+    for (name, words), command in zip(documented, COMMANDS):
+        assert words == command.help, name
+
+
+def _check_without_running(command: str, cwd: Path) -> None:
+    """A command the walk does not run: its flags must parse, and the files it names must exist
+    or be made by the commands it depends on."""
+    import shlex
+
+    from pedsam.stream.cli.main import parse
+
+    argv = shlex.split(command)
+    if argv[0] == "pedsam":
+        parse(argv[1:])  # raises SystemExit on a flag the command does not take
+    else:
+        script = next(a for a in argv if a.endswith(".py"))
+        assert (cwd / script).is_file(), script
+
+
+@pytest.mark.timeout(900)
+def test_every_readme_command_runs_as_written_in_order(tmp_path: Path) -> None:
+    """On a clone of the repository, with this environment as its .venv, every command of the
+    README after the set-up block: run as written in order, or, when its comment says it needs
+    what a test machine lacks or takes minutes, checked without running."""
+    clone = tmp_path / "clone"
+    subprocess.run(["git", "clone", "--quiet", str(ROOT), str(clone)], check=True)
+    (clone / ".venv").symlink_to(Path(sys.executable).parent.parent)
+    env = clean_env()
+    env["PATH"] = f"{clone / '.venv' / 'bin'}{os.pathsep}{env['PATH']}"
+    stopped: list[subprocess.Popen[str]] = []
+    ran = checked = 0
+    for block in readme_blocks():
+        background: list[subprocess.Popen[str]] = []  # servers started in this block, stopped at its end
+        try:
+            ran, checked = _walk(block, clone, env, background, ran, checked)
+        finally:
+            for process in background:
+                process.send_signal(2)  # Ctrl-C
+                process.wait(60)
+            stopped += background
+    assert all(process.returncode == 0 for process in stopped), [(p.args, p.returncode) for p in stopped]
+    assert ran >= 12 and checked >= 8  # the walk really went through the README
+
+
+def _walk(
+    block: list[tuple[str, str]], clone: Path, env: dict[str, str], background: list[subprocess.Popen[str]],
+    ran: int, checked: int,
+) -> tuple[int, int]:
+    """Run or check one block's commands; servers it starts go into ``background``."""
+    for command, comment in block:
+        if comment.startswith(("needs", "downloads", "minutes")):
+            _check_without_running(command, clone)
+            checked += 1
+        elif comment.startswith("until Ctrl-C"):
+            process = subprocess.Popen(["bash", "-c", f"exec {command}"], cwd=clone, env=env, text=True,
+                                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+            background.append(process)
+            assert process.stdout is not None
+            seen: list[str] = []
+            while not any(word in line for line in seen[-1:] for word in READY):
+                seen.append(process.stdout.readline())
+                assert seen[-1], (command, "ended before it was ready", seen)
+            ran += 1
+        else:
+            done = subprocess.run(["bash", "-c", command], cwd=clone, env=env, capture_output=True, text=True,
+                                  timeout=300)
+            assert done.returncode == 0, (command, done.stdout[-1500:], done.stderr[-1500:])
+            ran += 1
+    return ran, checked
