@@ -21,12 +21,17 @@ def tiny_worker_model() -> WorkerModel:
 
 
 @pytest.fixture
-async def tiny_workers(tiny_worker_model: WorkerModel) -> AsyncIterator[list[str]]:
-    """Three in-process tiny workers on loopback; yields their addresses."""
+async def tiny_servers(tiny_worker_model: WorkerModel) -> AsyncIterator[dict[str, WorkerServer]]:
+    """Three in-process tiny workers on loopback, by address (as the edge and its audit name them)."""
     servers = [WorkerServer(tiny_worker_model, WorkerLimits()) for _ in range(3)]
-    addresses = [await server.start("127.0.0.1", 0) for server in servers]
     try:
-        yield addresses
+        yield {await server.start("127.0.0.1", 0): server for server in servers}
     finally:
         for server in servers:
             await server.stop(0)
+
+
+@pytest.fixture
+def tiny_workers(tiny_servers: dict[str, WorkerServer]) -> list[str]:
+    """The addresses of :func:`tiny_servers`."""
+    return list(tiny_servers)

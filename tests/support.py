@@ -8,9 +8,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
 
+from pedsam.protos import pedsam_pb2 as pb
 from pedsam.stream.media.masks_io import read_records
+from pedsam.workers import codec as wire
 from pedsam.workers.models import ModelSource
+from pedsam.workers.server import WorkerServer
 
 ROOT = Path(__file__).resolve().parents[1]  # the repository
 TINY = ModelSource(preset="tiny", seed=0)
@@ -90,3 +94,34 @@ def assert_same_mask(got: np.ndarray, logits: np.ndarray, *, tolerance: float = 
     want = logits > 0
     differ = got != want
     assert not differ[np.abs(logits) >= tolerance].any(), f"{int(differ.sum())} pixels differ"
+
+
+@dataclass
+class Received:
+    """One request a worker computed, as it received it, and whether its answer was a residual."""
+
+    frame: int
+    segment: int
+    windows: int
+    tokens: torch.Tensor  # (N, C) float32, decoded as the worker decoded them
+    residual_asked: bool
+    residual_sent: bool
+
+
+def record_requests(server: WorkerServer) -> list[Received]:
+    """Make ``server`` record every request it computes (appended as it answers them)."""
+    received: list[Received] = []
+    service = server._service  # every request a worker computes goes through its servicer's _compute
+    compute = service._compute
+
+    def recording(request: pb.SegmentRequest) -> pb.SegmentResult:
+        result = compute(request)
+        received.append(Received(
+            frame=request.frame_id, segment=request.segment, windows=len(request.extents),
+            tokens=wire.decode(request.tokens).clone(), residual_asked=request.residual_result,
+            residual_sent=result.residual,
+        ))
+        return result
+
+    service._compute = recording  # type: ignore[method-assign]
+    return received

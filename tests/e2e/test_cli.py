@@ -21,9 +21,10 @@ from segment_anything import SamPredictor
 from pedsam.protos import pedsam_pb2 as pb
 from pedsam.protos import pedsam_pb2_grpc as pb_grpc
 from pedsam.stream.media.masks_io import decode_rle, read_records
+from pedsam.stream.media.overlay import draw_overlay
 from pedsam.stream.media.synthetic import make_clip
 from pedsam.stream.media.video import read_frames
-from pedsam.workers.models import build_sam
+from pedsam.workers.models import RANDOM_WEIGHTS_NOTICE, build_sam
 from tests.support import assert_one_line_error, assert_same_mask, check_audit, pedsam, scene
 
 
@@ -73,6 +74,19 @@ async def test_segment_writes_the_predictor_masks(tmp_path: Path) -> None:
     assert_same_mask(box > 0, box_logits[0])
 
 
+def banner_distances(overlay: np.ndarray, image: np.ndarray, record: dict) -> tuple[float, float]:
+    """How far a decoded overlay frame's top strip is from the input frame drawn with its masks
+    and the untrained-weights banner, and from the same without the banner (mean abs, 0-255)."""
+    masks = [decode_rle(obj["rle"]) for obj in record["objects"]]
+    labels = [f"#{obj['id']} {obj['score']:.2f}" for obj in record["objects"]]
+    with_banner = draw_overlay(image, masks, labels=labels, banner=RANDOM_WEIGHTS_NOTICE).astype(float)
+    without = draw_overlay(image, masks, labels=labels).astype(float)
+    strip = int(np.flatnonzero((with_banner != without).any(axis=(1, 2))).max()) + 1  # the banner's rows
+    assert strip < image.shape[0] // 3
+    top = overlay[:strip].astype(float)
+    return float(np.abs(top - with_banner[:strip]).mean()), float(np.abs(top - without[:strip]).mean())
+
+
 async def test_run_writes_every_output_for_every_frame(tmp_path: Path) -> None:
     clip = make_clip(tmp_path / "clip.mp4", frames=8, width=160, height=128)
     x, y = clip.objects[0].centres[0]
@@ -92,8 +106,11 @@ async def test_run_writes_every_output_for_every_frame(tmp_path: Path) -> None:
 
     records = read_records(out / "masks.jsonl")
     assert [r["frame"] for r in records] == list(range(8))
-    for record in records:
+    for record, picture, frame in zip(records, overlay, read_frames(clip.path)):
         assert record["weights"] == "random"
+        # Random weights: every frame of the video a person watches carries the banner saying so.
+        with_banner, without = banner_distances(picture, frame.image, record)
+        assert with_banner < 12 < without, (record["frame"], with_banner, without)
         assert [o["id"] for o in record["objects"]] == [0, 1]
         for obj in record["objects"]:
             assert decode_rle(obj["rle"]).shape == (128, 160)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 
 import grpc
+import numpy as np
 import pytest
 import torch
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -125,6 +126,58 @@ async def test_bad_request_gets_status_and_worker_keeps_serving(server, mutate, 
     await call.done_writing()
     [result] = [r async for r in call]
     torch.testing.assert_close(wire.decode(result.tokens), model.runner.run(0, tokens, [WHOLE]))
+
+
+def poisoned(tokens: torch.Tensor, value: float, codec: int) -> pb.Tensor:
+    """``tokens`` on the wire in ``codec`` with one value (in the border window) made ``value``;
+    in int8 through the token's scale, the only float an int8 tensor carries."""
+    bad = tokens.clone()
+    if codec != pb.CODEC_INT8:
+        bad[14 * 14 + 30, 5] = value
+        return wire.encode(bad, codec)
+    tensor = wire.encode(bad, codec)
+    scales = np.frombuffer(tensor.scales, dtype="<f4").copy()
+    scales[14 * 14 + 30] = value
+    tensor.scales = scales.tobytes()
+    return tensor
+
+
+@pytest.mark.parametrize(
+    ("field", "codec", "value"),
+    [
+        ("tokens", pb.CODEC_FP32, float("nan")),
+        ("tokens", pb.CODEC_FP32, float("inf")),
+        ("tokens", pb.CODEC_FP16, float("-inf")),
+        ("tokens", pb.CODEC_INT8, float("nan")),
+        ("mixed", pb.CODEC_FP32, float("nan")),
+    ],
+    ids=["fp32-nan", "fp32-inf", "fp16-minus-inf", "int8-nan-scale", "offload-mixed-nan"],
+)
+async def test_tokens_that_are_not_finite_are_refused_by_name(server, field: str, codec: int, value: float) -> None:
+    """A NaN or an infinity anywhere in a request's tensors gets INVALID_ARGUMENT saying so (never
+    an OK answer computed from it), and the worker goes on serving exactly."""
+    _, stub, model = server
+    bad, tokens = request(model, 1, [WHOLE, BORDER], segment=1, seed=5)
+    if field == "tokens":
+        bad.tokens.CopyFrom(poisoned(tokens, value, codec))
+    else:  # the offload plan's attention output, finishing global block 2 before segment 1
+        bad.finish_block = 2
+        bad.mixed.CopyFrom(poisoned(tokens, value, codec))
+    call = stub.Process()
+    await call.write(bad)
+    await call.done_writing()
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        async for _ in call:
+            pass
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert field in info.value.details() and "NaN or infinity" in info.value.details()
+    good, tokens = request(model, 2, [WHOLE, BORDER], segment=1, seed=6)
+    call = stub.Process()
+    await call.write(good)
+    await call.done_writing()
+    [result] = [r async for r in call]
+    torch.testing.assert_close(wire.decode(result.tokens), model.runner.run(1, tokens, [WHOLE, BORDER]),
+                               rtol=0, atol=0)
 
 
 async def test_edge_refuses_worker_with_other_weights(server) -> None:

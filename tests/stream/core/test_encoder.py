@@ -13,7 +13,8 @@ from pedsam.partitioner.schemes import SCHEMES
 from pedsam.stream.core.prompts import ObjectPrompt
 from pedsam.stream.core.session import EdgeConfig, EdgeSession
 from pedsam.workers.models import ModelSource
-from tests.support import TINY, scene
+from pedsam.workers.server import WorkerServer
+from tests.support import TINY, record_requests, scene
 
 
 def relative_error(got: torch.Tensor, want: torch.Tensor) -> float:
@@ -38,18 +39,28 @@ async def test_tiny_split_embedding_equals_monolithic(tiny_workers: list[str], s
 
 
 @pytest.mark.parametrize("plan", ["default", "offload"])
-@pytest.mark.parametrize(("codec", "bound"), [("fp16", 1e-3), ("int8", 1e-2)])
+@pytest.mark.parametrize(("codec", "bound"), [("fp16", 3.5e-4), ("int8", 1e-2)])
 async def test_lossy_codecs_stay_within_their_error_bound(
-    tiny_workers: list[str], codec: str, bound: float, plan: str
+    tiny_servers: dict[str, WorkerServer], codec: str, bound: float, plan: str
 ) -> None:
-    """fp16 and int8 on the wire keep the embedding within their stated error of SAM's own."""
+    """fp16 and int8 on the wire keep the embedding within their stated error of SAM's own,
+    because the edge asks for residual results and the workers send them.
+
+    The bounds hold only with residuals: on this image fp16 measures 2.5e-4 (default plan) and
+    2.7e-4 (offload) with residuals, 5.0e-4 and 4.5e-4 without (``workers.codec.LOSSY`` emptied);
+    int8 7.9e-3 and 8.9e-3 with, 1.6e-2 without: the residual stream's identity path then passes
+    through the codec."""
+    received = [record_requests(server) for server in tiny_servers.values()]
     image = scene(300, 400)
-    config = EdgeConfig(model=TINY, workers=tuple(tiny_workers), codec=codec, plan=plan)
+    config = EdgeConfig(model=TINY, workers=tuple(tiny_servers), codec=codec, plan=plan)
     async with EdgeSession(config) as session:
         embedding = await session.embed(image)
         with torch.inference_mode():
             reference = session.sam.image_encoder(embedding.prepared.tensor)
-    assert 0 < relative_error(embedding.tensor, reference) <= bound
+    error = relative_error(embedding.tensor, reference)
+    assert 0 < error <= bound, f"{codec} ({plan} plan): relative error {error:.2e}"
+    requests = [r for seen in received for r in seen]
+    assert requests and all(r.residual_asked and r.residual_sent for r in requests)
 
 
 async def test_masks_identical_to_sam_predictor(tiny_workers: list[str]) -> None:
