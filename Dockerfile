@@ -21,7 +21,7 @@ COPY workers workers
 COPY stream stream
 COPY protos protos
 RUN python -m venv /opt/pedsam \
- && /opt/pedsam/bin/pip install --extra-index-url "${TORCH_INDEX}" -c constraints.txt . \
+ && /opt/pedsam/bin/pip install --extra-index-url "${TORCH_INDEX}" -c constraints.txt ".[web,report]" \
  && find /opt/pedsam -name '__pycache__' -prune -exec rm -rf {} +
 
 FROM ${PYTHON_IMAGE} AS runtime

@@ -206,6 +206,7 @@ async def stream(values: Values) -> int:
 
 async def serve(values: Values) -> int:
     """``pedsam serve``: the web page, until Ctrl-C or SIGTERM."""
+    require("aiohttp", "web", "serve")
     from pedsam.stream.web.server import LiveServer, ServeConfig
 
     config = ServeConfig(

@@ -12,12 +12,20 @@ import sys
 from collections.abc import Callable
 
 from pedsam.partitioner.errors import PartitionerError
-from pedsam.stream.errors import PedsamError
+from pedsam.stream.errors import ConfigError, PedsamError
 from pedsam.workers.errors import WorkerSideError
 
-__all__ = ["FAMILIES", "guard"]
+__all__ = ["FAMILIES", "guard", "require"]
 
 FAMILIES = (PedsamError, WorkerSideError, PartitionerError)
+
+
+def require(module: str, extra: str, command: str) -> None:
+    """Raise a one-line ConfigError when ``module``, which only ``command`` needs, is not installed."""
+    import importlib.util
+
+    if importlib.util.find_spec(module) is None:
+        raise ConfigError(f"pedsam {command} needs {module}, which is not installed: pip install 'pedsam[{extra}]'")
 
 
 def guard(action: Callable[[], int]) -> int:

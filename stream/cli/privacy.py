@@ -16,6 +16,7 @@ from pathlib import Path
 
 from pedsam.partitioner.errors import PartitionerError
 from pedsam.partitioner.scheduler import Budget
+from pedsam.stream.cli.errors import require
 from pedsam.stream.cli.settings import Values, model_source
 from pedsam.stream.errors import ConfigError
 
@@ -23,6 +24,7 @@ __all__ = ["run"]
 
 
 async def run(args: Values) -> int:
+    require("matplotlib", "report", "privacy-report")
     from pedsam.stream.privacy.html import render_html
     from pedsam.stream.privacy.report import ReportConfig, run_report
 

@@ -6,6 +6,7 @@ import asyncio
 import json
 import os
 import signal
+import subprocess
 import sys
 from pathlib import Path
 
@@ -258,3 +259,32 @@ async def test_run_over_a_corrupt_packet_keeps_a_record_for_every_frame(tmp_path
         assert sum(1 for _ in container.decode(video=0)) == 30
     summary = json.loads((out / "summary.json").read_text())
     assert (summary["frames"], summary["frames_ok"], summary["frames_failed"]) == (30, 29, 1)
+
+
+EDGE_ONLY = ("cv2", "av", "aiortc", "aiohttp", "matplotlib", "torchvision")
+
+
+def test_a_worker_process_loads_no_edge_libraries(tmp_path: Path) -> None:
+    """A worker runs SAM's windowed blocks and nothing else: a serving worker process has
+    imported none of OpenCV, PyAV, aiortc, aiohttp, matplotlib or torchvision, nor any edge code
+    beyond the command line that started it."""
+    log = tmp_path / "imports.txt"  # -X importtime's report, a line per module imported
+    with log.open("w") as sink:
+        process = subprocess.Popen(
+            [sys.executable, "-X", "importtime", "-m", "pedsam.stream", "worker", "--port", "0", "--model", "tiny"],
+            stdout=subprocess.PIPE, stderr=sink, text=True,
+        )
+        try:
+            assert process.stdout is not None
+            line = process.stdout.readline()
+            assert line.startswith("pedsam worker serving on"), line
+        finally:
+            process.send_signal(signal.SIGTERM)
+            process.communicate(timeout=60)
+    err = log.read_text()
+    imported = {row.split("|")[-1].strip() for row in err.splitlines() if row.startswith("import time:")}
+    assert "pedsam.workers.server" in imported and "torch" in imported  # the list is real
+    assert sorted(m for m in imported if m.split(".")[0] in EDGE_ONLY) == []
+    edge = sorted(m for m in imported if m.startswith("pedsam.stream.") and not m.startswith(
+        ("pedsam.stream.cli", "pedsam.stream.errors", "pedsam.stream.logs")))
+    assert edge == []
