@@ -1,6 +1,6 @@
-"""Fetch real test videos from Debian's ``opencv-doc`` package into ``samples/media/``.
+"""Fetch real test media from Debian packages into ``samples/media/``.
 
-    python samples/fetch_media.py [--dest samples/media] [NAME ...]
+    python samples/fetch_media.py [--dest samples/media] [--labelme] [NAME ...]
 
 Names default to ``vtest.avi`` (768x576, 795 frames, fixed camera, pedestrians), ``tree.avi``
 (320x240, 68 frames, handheld camera) and ``Megamind.avi`` (720x528, 270 frames, moving camera
@@ -9,6 +9,11 @@ temporary folder (Debian's package archive is the only network it touches), then
 just the named files from the ``.deb`` with ``dpkg-deb --fsys-tarfile | tar -x`` and moves them
 into the destination. Files already there are kept. ``samples/media/`` is ignored by git: the
 videos are third-party media and are never committed.
+
+``--labelme`` also fetches Debian's ``labelme-examples`` video annotation: five consecutive real
+frames (1000x563 JPEG, a street with a truck driving past) with hand-drawn polygon masks (labelme
+JSON), into ``labelme-video/`` of the destination; ``pedsam bench-propagation`` measures mask
+propagation on them. Without NAMEs, ``--labelme`` fetches only those.
 
 Exit status: 0 when every named file is in the destination, 1 otherwise (one line saying why).
 """
@@ -25,6 +30,9 @@ from pathlib import Path
 
 DEFAULT_NAMES = ("vtest.avi", "tree.avi", "Megamind.avi")
 DEFAULT_DEST = Path(__file__).resolve().parent / "media"
+LABELME_FOLDER = "labelme-video"
+LABELME_SOURCE = "video_annotation/data_annotated"  # inside the package's examples/
+LABELME_FRAMES = 5
 
 
 class FetchError(Exception):
@@ -42,6 +50,23 @@ def _run(command: Sequence[str], cwd: Path, *, stdout: int | None = subprocess.D
     return done.stdout or b""
 
 
+def _package(package: str, work: Path) -> tuple[bytes, list[str]]:
+    """``apt-get download`` a package into ``work``: its data tarball and its member paths."""
+    _run(["apt-get", "download", package], work)
+    debs = sorted(work.glob(f"{package}_*.deb"))
+    if not debs:
+        raise FetchError(f"apt-get download {package} produced no .deb; run apt-get update first")
+    listing = _run(["dpkg-deb", "--fsys-tarfile", str(debs[0])], work, stdout=subprocess.PIPE)
+    return listing, _members(listing, work)
+
+
+def _extract(listing: bytes, members: Sequence[str], work: Path) -> None:
+    tar = subprocess.run(["tar", "-x", "-C", str(work), *members], input=listing,
+                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, check=False)
+    if tar.returncode != 0:
+        raise FetchError(f"tar -x failed: {tar.stderr.decode(errors='replace').strip()}")
+
+
 def fetch(names: Sequence[str] = DEFAULT_NAMES, dest: Path = DEFAULT_DEST) -> list[Path]:
     """Make sure each of ``names`` is in ``dest``; returns their paths, in order.
 
@@ -53,25 +78,41 @@ def fetch(names: Sequence[str] = DEFAULT_NAMES, dest: Path = DEFAULT_DEST) -> li
     if missing:
         with tempfile.TemporaryDirectory(prefix="pedsam-media-") as tmp:
             work = Path(tmp)
-            _run(["apt-get", "download", "opencv-doc"], work)
-            debs = sorted(work.glob("opencv-doc_*.deb"))
-            if not debs:
-                raise FetchError("apt-get download opencv-doc produced no .deb; run apt-get update first")
-            listing = _run(["dpkg-deb", "--fsys-tarfile", str(debs[0])], work, stdout=subprocess.PIPE)
-            members = _members(listing, work)
+            listing, members = _package("opencv-doc", work)
             wanted = []
             for name in missing:
                 matches = [m for m in members if m.rsplit("/", 1)[-1] == name]
                 if not matches:
-                    raise FetchError(f"{name} is not in the opencv-doc package; videos there: {', '.join(_videos(members))}")
+                    raise FetchError(f"{name} is not in the opencv-doc package; "
+                                     f"videos there: {', '.join(_videos(members))}")
                 wanted.append(min(matches, key=len))
-            tar = subprocess.run(["tar", "-x", "-C", str(work), *wanted], input=listing,
-                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, check=False)
-            if tar.returncode != 0:
-                raise FetchError(f"tar -x failed: {tar.stderr.decode(errors='replace').strip()}")
+            _extract(listing, wanted, work)
             for name, member in zip(missing, wanted):
                 shutil.move(str(work / member), dest / name)
     return [dest / name for name in names]
+
+
+def fetch_labelme(dest: Path = DEFAULT_DEST) -> Path:
+    """Make sure ``dest/labelme-video/`` holds labelme's annotated video frames (``*.jpg`` and
+    their ``*.json``); returns that folder.
+
+    Raises:
+        FetchError: apt-get or dpkg-deb is missing or fails, or the package lacks the frames.
+    """
+    folder = dest / LABELME_FOLDER
+    if len(list(folder.glob("*.json"))) >= LABELME_FRAMES:
+        return folder
+    with tempfile.TemporaryDirectory(prefix="pedsam-media-") as tmp:
+        work = Path(tmp)
+        listing, members = _package("labelme-examples", work)
+        wanted = [m for m in members if f"/{LABELME_SOURCE}/" in m and m.endswith((".jpg", ".json"))]
+        if len([m for m in wanted if m.endswith(".json")]) < LABELME_FRAMES:
+            raise FetchError(f"labelme-examples has no {LABELME_SOURCE}/ with {LABELME_FRAMES} annotated frames")
+        _extract(listing, wanted, work)
+        folder.mkdir(parents=True, exist_ok=True)
+        for member in wanted:
+            shutil.move(str(work / member), folder / member.rsplit("/", 1)[-1])
+    return folder
 
 
 def _members(tarball: bytes, work: Path) -> list[str]:
@@ -88,11 +129,17 @@ def _videos(members: Sequence[str]) -> list[str]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("names", nargs="*", default=list(DEFAULT_NAMES), help="files to fetch (default: vtest.avi tree.avi Megamind.avi)")
+    parser.add_argument("names", nargs="*", help="files to fetch (default: vtest.avi tree.avi Megamind.avi)")
     parser.add_argument("--dest", type=Path, default=DEFAULT_DEST, help="folder to put them in (default samples/media)")
+    parser.add_argument("--labelme", action="store_true",
+                        help="also fetch labelme-examples' annotated video frames into DEST/labelme-video")
     args = parser.parse_args(argv)
+    names = args.names or ([] if args.labelme else list(DEFAULT_NAMES))
     try:
-        paths = fetch(args.names, args.dest)
+        paths = fetch(names, args.dest) if names else []
+        if args.labelme:
+            folder = fetch_labelme(args.dest)
+            paths += sorted(folder.iterdir())
     except FetchError as exc:
         print(f"fetch_media: error: {exc}", file=sys.stderr)
         return 1
