@@ -67,7 +67,7 @@ class SegmentRequest(_message.Message):
     def __init__(self, request_id: _Optional[int] = ..., frame_id: _Optional[int] = ..., segment: _Optional[int] = ..., model_fingerprint: _Optional[str] = ..., extents: _Optional[_Iterable[_Union[WindowExtent, _Mapping]]] = ..., tokens: _Optional[_Union[Tensor, _Mapping]] = ..., result_codec: _Optional[_Union[Codec, str]] = ..., finish_block: _Optional[int] = ..., mixed: _Optional[_Union[Tensor, _Mapping]] = ..., skip_segment: _Optional[bool] = ..., start_block: _Optional[int] = ..., residual_result: _Optional[bool] = ...) -> None: ...
 
 class SegmentResult(_message.Message):
-    __slots__ = ("request_id", "frame_id", "segment", "tokens", "compute_seconds", "qkv", "residual")
+    __slots__ = ("request_id", "frame_id", "segment", "tokens", "compute_seconds", "qkv", "residual", "received_seconds", "sent_seconds")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     FRAME_ID_FIELD_NUMBER: _ClassVar[int]
     SEGMENT_FIELD_NUMBER: _ClassVar[int]
@@ -75,6 +75,8 @@ class SegmentResult(_message.Message):
     COMPUTE_SECONDS_FIELD_NUMBER: _ClassVar[int]
     QKV_FIELD_NUMBER: _ClassVar[int]
     RESIDUAL_FIELD_NUMBER: _ClassVar[int]
+    RECEIVED_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    SENT_SECONDS_FIELD_NUMBER: _ClassVar[int]
     request_id: int
     frame_id: int
     segment: int
@@ -82,7 +84,19 @@ class SegmentResult(_message.Message):
     compute_seconds: float
     qkv: Tensor
     residual: bool
-    def __init__(self, request_id: _Optional[int] = ..., frame_id: _Optional[int] = ..., segment: _Optional[int] = ..., tokens: _Optional[_Union[Tensor, _Mapping]] = ..., compute_seconds: _Optional[float] = ..., qkv: _Optional[_Union[Tensor, _Mapping]] = ..., residual: _Optional[bool] = ...) -> None: ...
+    received_seconds: float
+    sent_seconds: float
+    def __init__(self, request_id: _Optional[int] = ..., frame_id: _Optional[int] = ..., segment: _Optional[int] = ..., tokens: _Optional[_Union[Tensor, _Mapping]] = ..., compute_seconds: _Optional[float] = ..., qkv: _Optional[_Union[Tensor, _Mapping]] = ..., residual: _Optional[bool] = ..., received_seconds: _Optional[float] = ..., sent_seconds: _Optional[float] = ...) -> None: ...
+
+class PingRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class PingReply(_message.Message):
+    __slots__ = ("clock_seconds",)
+    CLOCK_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    clock_seconds: float
+    def __init__(self, clock_seconds: _Optional[float] = ...) -> None: ...
 
 class DescribeRequest(_message.Message):
     __slots__ = ()

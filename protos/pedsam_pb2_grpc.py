@@ -44,6 +44,11 @@ class WindowWorkerStub:
                 request_serializer=pedsam_dot_protos_dot_pedsam__pb2.SegmentRequest.SerializeToString,
                 response_deserializer=pedsam_dot_protos_dot_pedsam__pb2.SegmentResult.FromString,
                 _registered_method=True)
+        self.Ping = channel.unary_unary(
+                '/pedsam.v1.WindowWorker/Ping',
+                request_serializer=pedsam_dot_protos_dot_pedsam__pb2.PingRequest.SerializeToString,
+                response_deserializer=pedsam_dot_protos_dot_pedsam__pb2.PingReply.FromString,
+                _registered_method=True)
 
 
 class WindowWorkerServicer:
@@ -63,6 +68,14 @@ class WindowWorkerServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Ping(self, request, context):
+        """A link probe on the session's channel: the edge times its round trip, and reads the
+        worker's clock from it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_WindowWorkerServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -75,6 +88,11 @@ def add_WindowWorkerServicer_to_server(servicer, server):
                     servicer.Process,
                     request_deserializer=pedsam_dot_protos_dot_pedsam__pb2.SegmentRequest.FromString,
                     response_serializer=pedsam_dot_protos_dot_pedsam__pb2.SegmentResult.SerializeToString,
+            ),
+            'Ping': grpc.unary_unary_rpc_method_handler(
+                    servicer.Ping,
+                    request_deserializer=pedsam_dot_protos_dot_pedsam__pb2.PingRequest.FromString,
+                    response_serializer=pedsam_dot_protos_dot_pedsam__pb2.PingReply.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -131,6 +149,33 @@ class WindowWorker:
             '/pedsam.v1.WindowWorker/Process',
             pedsam_dot_protos_dot_pedsam__pb2.SegmentRequest.SerializeToString,
             pedsam_dot_protos_dot_pedsam__pb2.SegmentResult.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Ping(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/pedsam.v1.WindowWorker/Ping',
+            pedsam_dot_protos_dot_pedsam__pb2.PingRequest.SerializeToString,
+            pedsam_dot_protos_dot_pedsam__pb2.PingReply.FromString,
             options,
             channel_credentials,
             insecure,

@@ -4,11 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import sys
+import time
+import urllib.request
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 import torch
+from prometheus_client.parser import text_string_to_metric_families
 
 from pedsam.protos import pedsam_pb2 as pb
 from pedsam.stream.media.masks_io import read_records
@@ -17,6 +22,7 @@ from pedsam.workers.models import ModelSource
 from pedsam.workers.server import WorkerServer
 
 ROOT = Path(__file__).resolve().parents[1]  # the repository
+T = TypeVar("T")
 TINY = ModelSource(preset="tiny", seed=0)
 
 
@@ -125,3 +131,44 @@ def record_requests(server: WorkerServer) -> list[Received]:
 
     service._compute = recording  # type: ignore[method-assign]
     return received
+
+
+def scrape(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """Every sample a Prometheus endpoint on 127.0.0.1:PORT serves: (name, sorted labels) -> value."""
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+async def unstalled(attempt: Callable[[], Awaitable[T]], *, tries: int = 3, stall: float = 0.02) -> T:
+    """``await attempt()`` until one try runs with the event loop never more than ``stall`` s late
+    (a 5 ms timer watches it); that try's result.
+
+    For tests that time things to a few percent or milliseconds on this shared 2-core machine: a
+    busy neighbour can hold the whole process off the CPU for a tenth of a second, which no code
+    under test can make up for. A try that suffered such a stall is run again; if every one did,
+    the test fails and says so.
+    """
+    worst = 0.0
+    for _ in range(tries):
+        worst = 0.0
+
+        async def watch() -> None:
+            nonlocal worst
+            while True:
+                started = time.perf_counter()
+                await asyncio.sleep(0.005)
+                worst = max(worst, time.perf_counter() - started - 0.005)
+
+        watcher = asyncio.create_task(watch())
+        try:
+            result = await attempt()
+        finally:
+            watcher.cancel()
+        if worst <= stall:
+            return result
+    raise AssertionError(f"the event loop stalled {worst * 1e3:.0f} ms in each of {tries} tries: "
+                         "the machine is too busy to time this")

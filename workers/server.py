@@ -102,6 +102,10 @@ class WindowWorkerService(pb_grpc.WindowWorkerServicer):
             global_blocks=model.global_blocks,
         )
 
+    async def Ping(self, request: pb.PingRequest, context: grpc.aio.ServicerContext[Any, Any]) -> pb.PingReply:
+        """The edge's link probe: answered at once, with this worker's clock (``time.perf_counter``)."""
+        return pb.PingReply(clock_seconds=time.perf_counter())
+
     async def drain(self, grace: float) -> None:
         """Refuse new requests, and wait up to ``grace`` s for every stream's accepted work."""
         self._draining.set()
@@ -130,10 +134,11 @@ class WindowWorkerService(pb_grpc.WindowWorkerServicer):
         drained = asyncio.Event()
         loop = asyncio.get_running_loop()
 
-        async def compute(request: pb.SegmentRequest) -> None:
+        async def compute(request: pb.SegmentRequest, arrived: float) -> None:
             try:
                 async with queued:
                     result = await loop.run_in_executor(self._pool, self._compute, request)
+                result.received_seconds = arrived
                 self.stats.answered(
                     request.segment, len(request.extents), request.ByteSize(), result.ByteSize(),
                     result.compute_seconds,
@@ -150,8 +155,12 @@ class WindowWorkerService(pb_grpc.WindowWorkerServicer):
                     drained.set()
 
         async def read() -> None:
+            # Arrival times go back to the edge, which times its link with them; a request read
+            # after this stream waited for a free slot may have arrived earlier: its time is 0.
+            stalled = False
             try:
                 async for request in request_iterator:
+                    arrived = 0.0 if stalled else time.perf_counter()
                     if self._draining.is_set():
                         break
                     try:
@@ -159,9 +168,10 @@ class WindowWorkerService(pb_grpc.WindowWorkerServicer):
                     except RequestError as exc:
                         await queue.put(exc)
                         return
+                    stalled = slots.locked()
                     await slots.acquire()
                     drained.clear()
-                    task = asyncio.create_task(compute(request))
+                    task = asyncio.create_task(compute(request, arrived))
                     tasks.add(task)
                     task.add_done_callback(tasks.discard)
                 if tasks:
@@ -187,6 +197,7 @@ class WindowWorkerService(pb_grpc.WindowWorkerServicer):
                         log.warning("refusing request: %s: %s", item.code.name, item)
                     await context.abort(item.code, str(item))
                 else:
+                    item.sent_seconds = time.perf_counter()
                     yield item
             if self._draining.is_set():
                 await context.abort(grpc.StatusCode.UNAVAILABLE, _SHUTDOWN)

@@ -269,6 +269,8 @@ def config_check(values: Values) -> int:
         f"request timeout {config.request_timeout} s",
         f"metrics    {'metrics on port ' + str(config.metrics_port) if config.metrics_port is not None else 'off'}",
     ]
+    if config.links:
+        lines.append(f"links      emulated on this machine: {', '.join(map(str, config.links))}")
     print("\n".join(lines))
     return 0
 

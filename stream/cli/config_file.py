@@ -4,6 +4,7 @@ Every key stands for a command-line flag; flags given on the command line win ov
 Paths in the file are relative to the file's folder. Example::
 
     local_workers = 3                   # or [[workers]] below; --local-workers
+    link = "lte"                        # --link: emulated links, for tests and benches
     [model]
     preset = "vit_b"                    # --model
     checkpoint = "sam_vit_b_01ec64.pth" # --checkpoint

@@ -32,6 +32,7 @@ from pedsam.stream.cli.options import (
     sections,
 )
 from pedsam.stream.cli.settings import Values, resolve
+from pedsam.stream.fleet.links import PROFILES
 
 __all__ = ["COMMANDS", "Command", "build_parser", "main", "parse"]
 
@@ -116,6 +117,13 @@ COMMANDS: tuple[Command, ...] = (
             own=_positional(("address", {"help": "HOST:PORT of the worker (its port, or its --health-port)"}),
                             ("--token-file", {"dest": "health_token", "metavar": "FILE",
                                               "help": "bearer token for a worker that requires one"}))),
+    Command(name="link", help="relay a local port to a worker over an emulated link (tests and benches)",
+            handler="pedsam.stream.cli.workers:link",
+            own=_positional(("spec", {"metavar": "SPEC", "help": "RATE:RTT (100mbit:10ms), UP/DOWN:RTT "
+                                      f"(20mbit/50mbit:50ms; up: toward the worker) or {', '.join(PROFILES)}"}),
+                            ("target", {"metavar": "HOST:PORT", "help": "the worker"}),
+                            ("--port", {"type": int, "default": 0,
+                                        "help": "port on 127.0.0.1 to listen on (default: a free one)"}))),
     Command(name="config", help="check an edge configuration file", handler=f"{_C}:config_check",
             own=_positional(("action", {"choices": ["check"], "help": "check: validate FILE, print what would run"}),
                             ("file", {"metavar": "FILE.toml"}))),

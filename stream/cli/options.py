@@ -22,6 +22,7 @@ from pedsam.partitioner.rotation import ROTATIONS
 from pedsam.partitioner.scheduler import FAILOVER, ON_EXCEED
 from pedsam.partitioner.schemes import SCHEMES
 from pedsam.protos import pedsam_pb2 as pb
+from pedsam.stream.fleet.links import PROFILES
 from pedsam.workers.presets import DEFAULT_SEED, PRESETS
 
 # The wire's codecs by name, from the contract itself: CODEC_FP16 -> "fp16".
@@ -118,6 +119,10 @@ WORKERS = (
        "or stop", choices=FAILOVER, default="edge", key=("failover", "on_failure")),
     _o("--reconnect-interval", "reconnect_interval", "seconds between attempts to reconnect a failed worker",
        kind=float, default=5.0, key=("failover", "reconnect_interval")),
+    _o("--link", "link", "emulate a finite link to each worker on this machine (tests and benches): "
+       "RATE:RTT like 100mbit:10ms, UP/DOWN:RTT like 20mbit/50mbit:50ms (up: edge to worker), or "
+       f"{', '.join(PROFILES)}; one for every worker, or comma-separated, one per worker (standby last)",
+       metavar="SPEC[,SPEC...]", key=("", "link")),
 )
 
 SPLIT = (

@@ -101,6 +101,7 @@ def edge_config(values: Values) -> EdgeConfig:
     from pedsam.partitioner.scheduler import Budget
     from pedsam.stream.core.scheduling import RotationSettings
     from pedsam.stream.core.session import EdgeConfig
+    from pedsam.stream.fleet.links import parse_links
     from pedsam.stream.fleet.transport import ClientSecurity
 
     local = values.get("local_workers")
@@ -139,6 +140,7 @@ def edge_config(values: Values) -> EdgeConfig:
         on_failure=values["on_failure"],
         reconnect_interval=values["reconnect_interval"],
         metrics_port=values["metrics_port"],
+        links=parse_links(values.get("link")),
     )
 
 

@@ -1,4 +1,5 @@
-"""The commands of the worker side: ``pedsam worker``, ``pedsam health``, ``pedsam certs``.
+"""The commands of the worker side: ``pedsam worker``, ``pedsam health``, ``pedsam certs``, and
+``pedsam link``, an emulated link to put in front of a worker.
 
 Apart from the edge's commands so that a worker process imports no edge code (no OpenCV, PyAV,
 aiortc or aiohttp): it runs SAM's windowed blocks and nothing else.
@@ -6,10 +7,12 @@ aiortc or aiohttp): it runs SAM's windowed blocks and nothing else.
 
 from __future__ import annotations
 
+import asyncio
+
 from pedsam.stream.cli.settings import Values, model_source
 from pedsam.stream.errors import ConfigError
 
-__all__ = ["certs", "health", "worker"]
+__all__ = ["certs", "health", "link", "worker"]
 
 
 async def worker(values: Values) -> int:
@@ -56,4 +59,23 @@ def certs(values: Values) -> int:
               f"--tls-key {key} --tls-client-ca {pki.ca} --token-file {token}")
     print(f"edge: --tls-ca {pki.ca} --tls-cert {pki.edge_cert} --tls-key {pki.edge_key} "
           f"--token-file {pki.edge_tokens}")
+    return 0
+
+
+async def link(values: Values) -> int:
+    """``pedsam link SPEC HOST:PORT``: relay 127.0.0.1:PORT to a worker over an emulated link
+    (:mod:`pedsam.stream.fleet.links`) until Ctrl-C or SIGTERM."""
+    from pedsam.stream.fleet.links import LinkRelay, LinkSpec
+
+    spec = LinkSpec.parse(values["spec"])
+    relay = LinkRelay(values["target"], spec, port=values["port"])
+    try:
+        await relay.start()
+    except OSError as exc:
+        raise ConfigError(f"cannot listen on 127.0.0.1:{values['port']}: {exc.strerror}") from None
+    try:
+        print(f"pedsam link {spec} to {values['target']} on {relay.address}", flush=True)
+        await asyncio.Event().wait()
+    finally:
+        await relay.close()
     return 0

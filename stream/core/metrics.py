@@ -1,8 +1,9 @@
 """The edge's running counts, and their Prometheus exposition (``--metrics-port`` on any edge command).
 
 :class:`EdgeStats` is counted into by the session (frames embedded, embed time, failovers) and by
-live runs (frames dropped); :class:`EdgeCollector` reads it, each worker's wire counters and the
-scheduler's exposure ledger when Prometheus scrapes. Counts, sizes and timings only.
+live runs (frames dropped); :class:`EdgeCollector` reads it, each worker's wire counters, each
+worker's link as the edge measures it, and the scheduler's exposure ledger when Prometheus
+scrapes. Counts, sizes and timings only.
 """
 
 from __future__ import annotations
@@ -35,6 +36,33 @@ class _Wire(Protocol):
     seconds: Histogram
 
 
+class _Direction(Protocol):
+    @property
+    def bytes(self) -> int: ...
+
+    @property
+    def seconds(self) -> float: ...
+
+    @property
+    def rate(self) -> float | None: ...
+
+
+class _Link(Protocol):
+    """What :class:`pedsam.stream.fleet.link_meter.LinkMeter` offers."""
+
+    @property
+    def up(self) -> _Direction: ...
+
+    @property
+    def down(self) -> _Direction: ...
+
+    @property
+    def last_rtt(self) -> float | None: ...
+
+    @property
+    def rtt(self) -> float | None: ...
+
+
 class EdgeCollector:
     """Prometheus collector over a session's :class:`EdgeStats`, workers and exposure ledger.
 
@@ -43,6 +71,7 @@ class EdgeCollector:
         wires: worker name -> its wire counters (requests, payload bytes, request time).
         exposure: returns the scheduler's summary (``partitioner.scheduler.Scheduler.summary``).
         down: returns the names of workers down now.
+        links: worker name -> its link as measured (round trip, bytes per second each way).
     """
 
     def __init__(
@@ -51,8 +80,10 @@ class EdgeCollector:
         wires: Mapping[str, _Wire],
         exposure: Callable[[], Mapping[str, Any]],
         down: Callable[[], set[str]],
+        links: Mapping[str, _Link] | None = None,
     ) -> None:
         self._stats, self._wires, self._exposure, self._down = stats, dict(wires), exposure, down
+        self._links = dict(links or {})
 
     def collect(self) -> Iterator[Any]:
         stats = self._stats
@@ -84,6 +115,7 @@ class EdgeCollector:
             latency.add_metric([name], wire.seconds.cumulative(), wire.seconds.total)
             up.add_metric([name], 0.0 if name in down else 1.0)
         yield from (failovers, requests, sent, received, latency, up)
+        yield from self._collect_links()
         summary = self._exposure()
         share = GaugeMetricFamily(
             "pedsam_edge_exposure_max_frame_share", "Largest share of one frame a server received", labels=["server"]
@@ -100,3 +132,36 @@ class EdgeCollector:
         edge = CounterMetricFamily("pedsam_edge_windows_on_edge", "Windows the edge computed itself (budgets)")
         edge.add_metric([], float(summary.get("edge_windows", 0)))
         yield from (share, scene, windows, edge)
+
+    def _collect_links(self) -> Iterator[Any]:
+        """Each worker's link: base and latest round trip, and per direction (up: edge -> worker)
+        the smoothed rate while transferring, plus the bytes and busy seconds it is made of
+        (``rate(bytes) / rate(seconds)`` is the rate over any range)."""
+        rtt = GaugeMetricFamily(
+            "pedsam_edge_link_rtt_seconds", "Base round trip to the worker: fastest recent probe", labels=["worker"]
+        )
+        last = GaugeMetricFamily(
+            "pedsam_edge_link_rtt_last_seconds", "Round trip of the latest probe (under load)", labels=["worker"]
+        )
+        rate = GaugeMetricFamily(
+            "pedsam_edge_link_bytes_per_second", "Smoothed bytes per second while transferring",
+            labels=["worker", "direction"],
+        )
+        moved = CounterMetricFamily(
+            "pedsam_edge_link_bytes", "Bytes of requests and results timed on the link", labels=["worker", "direction"]
+        )
+        busy = CounterMetricFamily(
+            "pedsam_edge_link_transfer_seconds", "Seconds the link spent transferring them",
+            labels=["worker", "direction"],
+        )
+        for name, link in sorted(self._links.items()):
+            if link.rtt is not None:
+                rtt.add_metric([name], link.rtt)
+            if link.last_rtt is not None:
+                last.add_metric([name], link.last_rtt)
+            for direction, counts in (("up", link.up), ("down", link.down)):
+                if counts.rate is not None:
+                    rate.add_metric([name, direction], counts.rate)
+                moved.add_metric([name, direction], float(counts.bytes))
+                busy.add_metric([name, direction], counts.seconds)
+        yield from (rtt, last, rate, moved, busy)

@@ -35,6 +35,7 @@ from pedsam.stream.core.prompts import ObjectPrompt
 from pedsam.stream.core.scheduling import EdgeScheduler, RotationSettings
 from pedsam.stream.errors import ConfigError, MediaError, SessionError
 from pedsam.stream.fleet.health import Fleet
+from pedsam.stream.fleet.links import LinkRelay, LinkSpec
 from pedsam.stream.fleet.local import LocalWorkers
 from pedsam.stream.fleet.remote import RemoteWorker
 from pedsam.stream.fleet.transport import ANY_WORKER, ClientSecurity
@@ -68,6 +69,9 @@ class EdgeConfig:
     on_failure: str = "edge"  # where a failed worker's windows go: edge, standby (else edge), stop
     reconnect_interval: float = 5.0
     metrics_port: int | None = None  # serve Prometheus metrics on 127.0.0.1:PORT (0: any free port)
+    # Emulated links (tests and benches on this machine): one for every worker, or one per worker
+    # in order, active then standby; kept as one per worker. See pedsam.stream.fleet.links.
+    links: tuple[LinkSpec, ...] = ()
 
     def __post_init__(self) -> None:
         if self.plan not in PLANS:
@@ -93,6 +97,14 @@ class EdgeConfig:
         if self.workers:  # plain text only on loopback or with an explicit insecure
             (self.security or ClientSecurity()).check((*self.workers, *self.standby))
         self.rotation.check(max(len(self.workers), self.local_workers))
+        count = len(self.workers) + len(self.standby) if self.workers else self.local_workers + self.local_standby
+        if len(self.links) == 1:
+            object.__setattr__(self, "links", self.links * count)
+        elif self.links and len(self.links) != count:
+            raise ConfigError(
+                f"--link gives {len(self.links)} links for {count} workers: give one for every worker, or one "
+                "per worker in order (active workers, then standby)"
+            )
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,6 +128,7 @@ class EdgeSession:
     _local: LocalWorkers | None = field(default=None, init=False)
     _executors: list[SegmentExecutor] = field(default_factory=list, init=False)
     _standby: list[RemoteWorker] = field(default_factory=list, init=False)
+    _relays: list[LinkRelay] = field(default_factory=list, init=False)
     fleet: Fleet | None = field(default=None, init=False)
     stats: EdgeStats = field(default_factory=EdgeStats, init=False)
     metrics_port: int | None = field(default=None, init=False)
@@ -170,7 +183,12 @@ class EdgeSession:
                 started, booting = await booting, None
                 addresses, standby = started[: config.local_workers], started[config.local_workers :]
             remotes: list[RemoteWorker] = []
-            for address in (*addresses, *standby):
+            for index, address in enumerate((*addresses, *standby)):
+                via = None
+                if config.links:  # an emulated link in front of this worker
+                    relay = LinkRelay(address, config.links[index])
+                    self._relays.append(relay)
+                    via = await relay.start()
                 worker = RemoteWorker(
                     address,
                     fingerprint=self.fingerprint,
@@ -178,6 +196,7 @@ class EdgeSession:
                     connect_timeout=config.connect_timeout,
                     request_timeout=config.request_timeout,
                     security=security,
+                    via=via,
                 )
                 await worker.connect()
                 remotes.append(worker)
@@ -240,6 +259,21 @@ class EdgeSession:
     def standby_names(self) -> list[str]:
         """The standby workers' names: used only when an active one fails."""
         return [w.name for w in self._standby]
+
+    def links_summary(self) -> dict[str, dict[str, object]]:
+        """Per worker, JSON-ready: its link as the edge measured it (round trip in ms, bytes per
+        second each way: :meth:`pedsam.stream.fleet.link_meter.LinkMeter.summary`) and, when it
+        is emulated, the link as set (``"emulated"``, same units; else None)."""
+        workers = [w for w in (*self._executors, *self._standby) if isinstance(w, RemoteWorker)]
+        emulated = {r.target: r.spec for r in self._relays}
+        summary: dict[str, dict[str, object]] = {}
+        for worker in workers:
+            spec = emulated.get(worker.address)
+            summary[worker.name] = {
+                "emulated": None if spec is None else spec.to_json(),
+                **worker.link.summary(),
+            }
+        return summary
 
     def fleet_summary(self) -> dict[str, object]:
         """Workers down now, every down/up event, and the failover settings (JSON-ready)."""
@@ -308,11 +342,13 @@ class EdgeSession:
 
     def _serve_metrics(self, port: int) -> None:
         """Prometheus metrics of this session at http://127.0.0.1:PORT/metrics, on a thread."""
+        remotes = [w for w in (*self._executors, *self._standby) if isinstance(w, RemoteWorker)]
         collector = EdgeCollector(
             self.stats,
-            {w.name: w.stats for w in (*self._executors, *self._standby) if isinstance(w, RemoteWorker)},
+            {w.name: w.stats for w in remotes},
             exposure=self.exposure_summary,
             down=lambda: set(self.fleet.down) if self.fleet is not None else set(),
+            links={w.name: w.link for w in remotes},
         )
         registry = CollectorRegistry(auto_describe=False)
         registry.register(collector)
@@ -366,6 +402,9 @@ class EdgeSession:
                 await executor.close()
             except Exception as exc:  # closing is best effort; say what happened
                 log.warning("closing %s: %s", executor.name, exc)
+        relays, self._relays = self._relays, []
+        for relay in relays:
+            await relay.close()
         if self._local is not None:
             await self._local.stop()
             self._local = None

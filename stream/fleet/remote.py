@@ -4,11 +4,16 @@ One long-lived bidirectional ``Process`` stream per worker per session carries e
 each request has an id and its result is matched by that id, so many requests (of several
 frames) can be in flight on one stream and come back in any order. Encoding and decoding of
 multi-megabyte token payloads run on a thread, not on the event loop (see :data:`INLINE_BYTES`).
+
+The worker's link is measured from the same traffic (:attr:`RemoteWorker.link`, see
+:mod:`pedsam.stream.fleet.link_meter`): a ``Ping`` every ``probe_interval`` seconds on the same
+channel for the round trip, and the requests and results themselves for each direction's rate.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import logging
 import time
@@ -24,6 +29,7 @@ from pedsam.partitioner.offload import OffloadStage
 from pedsam.protos import pedsam_pb2 as pb
 from pedsam.protos import pedsam_pb2_grpc as pb_grpc
 from pedsam.stream.errors import WorkerError
+from pedsam.stream.fleet.link_meter import LinkMeter
 from pedsam.stream.fleet.transport import ClientSecurity, open_channel
 from pedsam.workers import codec as wire
 from pedsam.workers.metrics import Histogram
@@ -83,6 +89,10 @@ INLINE_BYTES = 512 * 1024
 costs more than the copy (the tiny preset's shares are about 150 KB); larger ones go to a
 thread so the loop never stalls on a multi-megabyte copy (a ViT-B share is about 6 MB)."""
 
+PROBES_ON_CONNECT = 3
+"""Link probes sent one after another on connecting: the fastest sets the first base round trip,
+which times the first requests (one probe alone is often late on a busy machine)."""
+
 _T = TypeVar("_T")
 
 
@@ -106,10 +116,18 @@ class RemoteWorker:
         connect_timeout: float = 10.0,
         request_timeout: float | None = None,
         security: ClientSecurity = ClientSecurity(insecure=True),
+        via: str | None = None,
+        probe_interval: float | None = 1.0,
     ) -> None:
         """``request_timeout``: seconds a segment request may take before the worker counts
-        as failed (it hangs or is overloaded); None waits as long as the stream lives."""
+        as failed (it hangs or is overloaded); None waits as long as the stream lives.
+        ``via``: reach the worker through this address (an emulated link's relay); its name,
+        token and TLS identity stay ``address``'s. ``probe_interval``: seconds between link
+        probes after the :data:`PROBES_ON_CONNECT` sent on connecting; None: only those."""
         self.address = address
+        self.via = via
+        self._probe_interval = probe_interval
+        self._prober: asyncio.Task[None] | None = None
         self._security = security
         self._metadata = security.metadata(address)
         self._request_timeout = request_timeout
@@ -126,6 +144,7 @@ class RemoteWorker:
         self._failure: WorkerError | None = None
         self.info: pb.ModelInfo | None = None
         self.stats = WireStats()
+        self.link = LinkMeter()
 
     @property
     def name(self) -> str:
@@ -133,7 +152,9 @@ class RemoteWorker:
 
     async def connect(self) -> pb.ModelInfo:
         """Describe the worker, check it holds our model, and open the session stream."""
-        self._channel = open_channel(self.address, self._security, channel_options(self._max_message_bytes))
+        self._channel = open_channel(
+            self.address, self._security, channel_options(self._max_message_bytes), via=self.via
+        )
         stub = pb_grpc.WindowWorkerStub(self._channel)  # type: ignore[no-untyped-call]
         try:
             info: pb.ModelInfo = await stub.Describe(
@@ -161,8 +182,38 @@ class RemoteWorker:
         # so the event loop never copies multi-megabyte payloads.
         self._call = self._channel.stream_stream(PROCESS_METHOD)(metadata=self._metadata)
         self._reader = asyncio.create_task(self._read_results(), name=f"read {self.address}")
+        # The base round trip and the worker's clock, while the link carries nothing else.
+        for _ in range(PROBES_ON_CONNECT):
+            if not await self.probe():
+                break
+        else:
+            self._prober = asyncio.create_task(self._probe_every(), name=f"probe {self.address}")
         log.info("connected to worker %s (%s)", self.address, info.preset)
         return info
+
+    async def probe(self) -> bool:
+        """One link probe (``Ping``) into :attr:`link`; False if this worker does not answer them
+        (an older worker: then its link is not measured)."""
+        assert self._channel is not None
+        stub = pb_grpc.WindowWorkerStub(self._channel)  # type: ignore[no-untyped-call]
+        sent = time.perf_counter()
+        try:
+            reply: pb.PingReply = await stub.Ping(
+                pb.PingRequest(), timeout=self._connect_timeout, metadata=self._metadata
+            )
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() == grpc.StatusCode.UNIMPLEMENTED:
+                log.info("worker %s answers no link probes; its link is not measured", self.address)
+                return False
+            return True  # a failing worker is the request path's business; try again later
+        self.link.probed(sent, reply.clock_seconds, time.perf_counter())
+        return True
+
+    async def _probe_every(self) -> None:
+        while self._probe_interval is not None:
+            await asyncio.sleep(self._probe_interval)
+            if not await self.probe():
+                return
 
     async def run(
         self, frame_id: int, segment: int, tokens: torch.Tensor, extents: Sequence[Extent]
@@ -254,6 +305,7 @@ class RemoteWorker:
         started = time.perf_counter()
         try:
             async with self._write_lock:
+                self.link.sent(request_id, time.perf_counter(), len(outgoing.data))
                 await self._call.write(outgoing.data)
         except (grpc.aio.AioRpcError, asyncio.InvalidStateError) as exc:
             self._pending.pop(request_id, None)
@@ -288,6 +340,7 @@ class RemoteWorker:
         try:
             while True:
                 data = await self._call.read()
+                read_at = time.perf_counter()
                 if data is grpc.aio.EOF:
                     raise WorkerError(f"worker {self.address} closed the stream")
                 assert isinstance(data, bytes)  # the channel has no deserializer: raw bytes
@@ -297,6 +350,8 @@ class RemoteWorker:
                     raise WorkerError(f"worker {self.address} sent a malformed result") from None
                 future = self._pending.pop(result.request_id, None)
                 if future is not None and not future.done():
+                    self.link.answered(result.request_id, size=len(data), at=read_at,
+                                       received=result.received_seconds, left=result.sent_seconds)
                     future.set_result((result, len(data)))
         except asyncio.CancelledError:
             raise
@@ -309,6 +364,7 @@ class RemoteWorker:
             if not future.done():
                 future.set_exception(error)
         self._pending.clear()
+        self.link.forget()
         if self._call is not None:
             self._call.cancel()
 
@@ -336,6 +392,11 @@ class RemoteWorker:
         return await self.connect()
 
     async def close(self) -> None:
+        if self._prober is not None:
+            self._prober.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._prober
+            self._prober = None
         if self._call is not None:
             try:
                 # A stalled worker may never take the end of the stream: do not wait for it.
@@ -354,3 +415,4 @@ class RemoteWorker:
             await self._channel.close()
             self._channel = None
         self._call = None
+        self.link.forget()

@@ -149,13 +149,22 @@ class ClientSecurity:
         return self.ca is not None or self.cert is not None or not is_loopback_address(address)
 
 
-def open_channel(address: str, security: ClientSecurity, options: list[tuple[str, Any]]) -> grpc.aio.Channel:
-    """A channel to ``address``: TLS unless plain text is allowed, with ``options``."""
+def open_channel(
+    address: str, security: ClientSecurity, options: list[tuple[str, Any]], *, via: str | None = None
+) -> grpc.aio.Channel:
+    """A channel to ``address``: TLS unless plain text is allowed, with ``options``.
+
+    ``via``: dial this address instead (an emulated link's relay, see
+    :mod:`pedsam.stream.fleet.links`). The channel's authority stays ``address``, and gRPC checks
+    TLS certificates against the authority, so both ends see the same call as without ``via``.
+    """
+    if via is not None:
+        options = [*options, ("grpc.default_authority", address)]
     if not security.uses_tls(address):
-        return grpc.aio.insecure_channel(address, options=options)
+        return grpc.aio.insecure_channel(via or address, options=options)
     credentials = grpc.ssl_channel_credentials(
         root_certificates=security.ca, private_key=security.key, certificate_chain=security.cert
     )
     if security.server_name:
         options = [*options, ("grpc.ssl_target_name_override", security.server_name)]
-    return grpc.aio.secure_channel(address, credentials, options=options)
+    return grpc.aio.secure_channel(via or address, credentials, options=options)

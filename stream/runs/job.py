@@ -136,7 +136,8 @@ def summarize(
     settings: RunSettings,
     extra: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """``summary.json``: the figures, then what ran and how, then what each server saw."""
+    """``summary.json``: the figures, then what ran and how, then what each server saw, and each
+    worker's link as the edge measured it (``links``: round trips in ms, bytes per second)."""
     config = session.config
     return {
         **stats.to_json(),
@@ -154,4 +155,5 @@ def summarize(
         **(extra or {}),
         "exposure": session.exposure_summary(),
         "fleet": session.fleet_summary(),
+        "links": session.links_summary(),
     }

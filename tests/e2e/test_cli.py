@@ -95,6 +95,7 @@ async def test_run_writes_every_output_for_every_frame(tmp_path: Path) -> None:
     done = await pedsam(
         "run", clip.path, "--local-workers", "3", "--scheme", "interleaved", "--no-progress",
         "--point", f"{x:.0f},{y:.0f}", "--object", "--box", "20,60,80,110", "--out", str(out),
+        "--link", "lan,wifi,200mbit/100mbit:4ms",  # emulated links change timings, never results
     )
     assert done.code == 0, done.err
     assert "8 frames (8 ok, 0 failed, 0 dropped)" in done.out
@@ -130,6 +131,12 @@ async def test_run_writes_every_output_for_every_frame(tmp_path: Path) -> None:
     assert (summary["frames"], summary["frames_ok"], summary["frames_failed"]) == (8, 8, 0)
     assert summary["random_weights"] is True and len(summary["workers"]) == 3
     assert summary["max_windows_per_server"] == 3 == -(-summary["windows_per_frame"] // 3)
+    links = summary["links"]
+    assert [links[w]["emulated"]["spec"] for w in summary["workers"]] == ["1gbit:1ms", "100mbit:10ms",
+                                                                          "200mbit/100mbit:4ms"]
+    for worker, rtt in zip(summary["workers"], (1, 10, 4)):
+        assert links[worker]["probes"] >= 3 and links[worker]["rtt_ms"] >= rtt - 1
+        assert links[worker]["up_bytes"] > 0 and links[worker]["down_messages"] == 8 * 2
 
 
 async def test_demo_runs_the_whole_pipeline(tmp_path: Path) -> None:

@@ -7,6 +7,7 @@ import asyncio
 import sys
 import time
 from collections.abc import AsyncIterator
+from typing import Any
 
 import grpc
 import pytest
@@ -17,6 +18,7 @@ from pedsam.protos import pedsam_pb2 as pb
 from pedsam.protos import pedsam_pb2_grpc as pb_grpc
 from pedsam.stream.core.session import EdgeConfig
 from pedsam.stream.errors import ConfigError, WorkerError
+from pedsam.stream.fleet.links import PROFILES, LinkRelay
 from pedsam.stream.fleet.remote import RemoteWorker
 from pedsam.stream.fleet.transport import ANY_WORKER, ClientSecurity
 from pedsam.workers import codec as wire
@@ -44,7 +46,7 @@ async def serve(model: WorkerModel, security: ServerSecurity, limits: WorkerLimi
     return server, address.replace("127.0.0.1", "localhost")  # the name in the certificates
 
 
-async def round_trip(model: WorkerModel, address: str, security: ClientSecurity, **kwargs: float) -> None:
+async def round_trip(model: WorkerModel, address: str, security: ClientSecurity, **kwargs: Any) -> None:
     """Connect like the edge does and check one segment comes back exact."""
     client = RemoteWorker(address, fingerprint=model.fingerprint, security=security, connect_timeout=5, **kwargs)
     await client.connect()
@@ -72,6 +74,31 @@ async def tls_worker(tiny_worker_model: WorkerModel, pki: DemoPki) -> AsyncItera
 async def test_tls_with_token_works(tiny_worker_model: WorkerModel, pki: DemoPki, tls_worker: str) -> None:
     token = pki.workers[0][2].read_text().strip()
     await round_trip(tiny_worker_model, tls_worker, ClientSecurity(ca=pki.ca.read_bytes(), tokens={tls_worker: token}))
+
+
+async def test_tls_and_token_pass_through_an_emulated_link(tiny_worker_model: WorkerModel, tmp_path) -> None:
+    """The edge dials the relay at 127.0.0.1 yet checks the worker's own name, ``localhost``: its
+    certificate names only that (the demo PKI's also name 127.0.0.1, which would hide a mistake)."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    from pedsam.workers.certs import _key_pem, _sign
+
+    ca_key, key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
+    ca = _sign("test CA", ca_key, None, ca_key)
+    cert = _sign("localhost only", key, ca, ca_key, hosts=["localhost"])
+    (tmp_path / "cert.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    (tmp_path / "key.pem").write_bytes(_key_pem(key))
+    (tmp_path / "token").write_text("sesame\n")
+    server, address = await serve(tiny_worker_model, ServerSecurity.from_files(
+        cert=str(tmp_path / "cert.pem"), key=str(tmp_path / "key.pem"), token_files=[str(tmp_path / "token")]))
+    security = ClientSecurity(ca=ca.public_bytes(serialization.Encoding.PEM), tokens={address: "sesame"})
+    try:
+        async with LinkRelay(address, PROFILES["wifi"]) as relay:
+            await round_trip(tiny_worker_model, address, security, via=relay.address)
+            assert relay.carried_up > 14 * 14 * 64 * 4  # the request went through the relay, encrypted
+    finally:
+        await server.stop(0)
 
 
 async def test_wrong_ca_is_refused(tiny_worker_model: WorkerModel, pki: DemoPki, other_pki: DemoPki, tls_worker: str) -> None:

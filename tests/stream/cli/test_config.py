@@ -13,6 +13,7 @@ import pytest
 from pedsam.stream.cli.main import parse
 from pedsam.stream.cli.settings import edge_config
 from pedsam.stream.errors import ConfigError
+from pedsam.stream.fleet.links import PROFILES, LinkSpec
 from pedsam.workers.certs import make_demo_pki
 from tests.support import ROOT
 
@@ -31,6 +32,7 @@ def write(path: Path, text: str) -> Path:
 def fleet_config(tmp_path: Path) -> Path:
     pki = make_demo_pki(tmp_path / "pki", ["a.example", "b.example", "c.example"])
     return write(tmp_path / "edge.toml", f"""
+link = "lte"
 [model]
 preset = "tiny"
 seed = 3
@@ -81,6 +83,7 @@ def test_config_sets_the_flags_and_the_command_line_wins(fleet_config: Path) -> 
     assert config.rotation.policy == "round-robin" and config.rotation.budget.frame_cap == 0.5
     assert config.rotation.motion is False
     assert config.on_failure == "standby" and config.request_timeout == 20
+    assert config.links == (PROFILES["lte"],) * 3  # one for every worker, standby included
     assert config.security is not None and config.security.ca is not None and config.security.cert is not None
     tokens = [(fleet_config.parent / "pki" / f"worker-{i}.token").read_text().strip() for i in range(2)]
     assert config.security.token_for("a.example:50051") == tokens[0]
@@ -90,6 +93,20 @@ def test_config_sets_the_flags_and_the_command_line_wins(fleet_config: Path) -> 
     _, local = edge_config_of(["run", "v.mp4", "--out", "o", "--config", str(fleet_config),
                                "--local-workers", "2", "--on-failure", "edge"])
     assert local.local_workers == 2 and local.workers == () and local.standby == ()
+
+
+def test_link_flag_one_spec_per_worker_or_one_for_all(fleet_config: Path) -> None:
+    _, config = edge_config_of(["run", "v.mp4", "--out", "o", "--workers", "127.0.0.1:1,127.0.0.1:2",
+                                "--link", "lte, 10mbit/2mbit:5ms", "--allow-single-server"])
+    assert config.links == (PROFILES["lte"], LinkSpec(up_bps=10e6, down_bps=2e6, rtt=0.005))
+    _, config = edge_config_of(["run", "v.mp4", "--out", "o", "--local-workers", "2", "--link", "wifi"])
+    assert config.links == (PROFILES["wifi"],) * 2
+    _, config = edge_config_of(["run", "v.mp4", "--out", "o", "--local-workers", "2"])
+    assert config.links == ()
+    with pytest.raises(ConfigError, match="--link gives 2 links for 3 workers"):
+        edge_config_of(["run", "v.mp4", "--out", "o", "--config", str(fleet_config), "--link", "lte,wifi"])
+    with pytest.raises(ConfigError, match="rate '5xbit' is not a number with a unit"):
+        edge_config_of(["run", "v.mp4", "--out", "o", "--local-workers", "2", "--link", "5xbit:1ms"])
 
 
 @pytest.mark.parametrize(
@@ -104,6 +121,7 @@ def test_config_sets_the_flags_and_the_command_line_wins(fleet_config: Path) -> 
         ("[[workers]]\naddress = 'a:1'\nprovider = 'p'\n[[workers]]\naddress = 'b:1'\nprovider = 'p'\n",
          "workers a:1 and b:1 are both at provider 'p'"),
         ("[model\n", "not valid TOML"),
+        ("link = 3\n", "link = 3: give a string"),
     ],
 )
 def test_config_errors_point_at_the_key(tmp_path: Path, text: str, words: str) -> None:
@@ -120,6 +138,7 @@ def test_config_check_prints_what_would_run(fleet_config: Path, tmp_path: Path) 
     assert "a.example:50051 (provider-a, token)" in out and "standby c.example:50051 (provider-c" in out
     assert "interleaved" in out and "round-robin" in out and "on failure: standby" in out
     assert "mutual TLS" in out and "metrics on port 9109" in out
+    assert "links      emulated on this machine: 20mbit/50mbit:50ms, 20mbit/50mbit:50ms, 20mbit/50mbit:50ms" in out
     bad = write(tmp_path / "bad.toml", "[failover]\non_failure = 'pray'\n")
     done = pedsam("config", "check", str(bad))
     assert done.returncode == 2

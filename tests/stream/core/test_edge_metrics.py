@@ -3,21 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-import urllib.request
-
-from prometheus_client.parser import text_string_to_metric_families
 
 from pedsam.stream.core.session import EdgeConfig, EdgeSession
-from tests.support import TINY, scene
-
-
-def scrape(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
-    return {
-        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
-        for family in text_string_to_metric_families(text)
-        for sample in family.samples
-    }
+from tests.support import TINY, scene, scrape
 
 
 async def test_metrics_count_frames_bytes_exposure_and_failovers() -> None:
