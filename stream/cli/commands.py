@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from pedsam.stream.cli.errors import require
 from pedsam.stream.cli.settings import Values, edge_config, prompts, run_settings
 from pedsam.stream.core.prompts import ObjectPrompt
 from pedsam.stream.core.session import EdgeSession
