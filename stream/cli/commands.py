@@ -182,13 +182,19 @@ def report(summary: dict[str, Any], paths: Sequence[Path] = ()) -> int:
 async def stream(values: Values) -> int:
     """``pedsam stream``: a camera (or a file) live, latest frame wins."""
     from pedsam.stream.cli.views import Display, StatusLine
-    from pedsam.stream.media.sources import CameraSource, FileSource, FrameSource
+    from pedsam.stream.media.sources import CameraSource, FileSource, FrameSource, PlaybackSource
 
     objects = prompts(values)
     settings = run_settings(values, drops="latest")
     config = edge_config(values)
     display = Display() if values["display"] else None
-    source: FrameSource = CameraSource(values["camera"]) if values["camera"] is not None else FileSource(values["file"])
+    if values["realtime"] and values["file"] is None:
+        raise ConfigError("--realtime plays a --file at its own rate; a camera is real time already")
+    source: FrameSource
+    if values["camera"] is not None:
+        source = CameraSource(values["camera"])
+    else:
+        source = PlaybackSource(values["file"]) if values["realtime"] else FileSource(values["file"])
     async with stop_on_signals() as stop, source:  # a bad camera or file fails before workers start
         async with EdgeSession(config) as session:
             notice(session)
@@ -208,10 +214,12 @@ async def stream(values: Values) -> int:
 async def serve(values: Values) -> int:
     """``pedsam serve``: the web page, until Ctrl-C or SIGTERM."""
     require("aiohttp", "web", "serve")
+    from pedsam.stream.runs.keyframes import KeyframePolicy
     from pedsam.stream.web.server import LiveServer, ServeConfig
 
     config = ServeConfig(
         host=values["host"], port=values["port"], in_flight=values["in_flight"],
+        keyframes=KeyframePolicy.parse(values["keyframes"]),
         ice_servers=tuple(values["ice_servers"] or ()), max_peers=values["max_peers"],
         certfile=values["cert"], keyfile=values["key"],
     )

@@ -88,6 +88,9 @@ def _prompts(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--point", action=_PromptItem, const="point", metavar="X,Y", help="foreground point")
     group.add_argument("--neg-point", action=_PromptItem, const="neg", metavar="X,Y", help="background point")
     group.add_argument("--box", action=_PromptItem, const="box", metavar="X0,Y0,X1,Y1", help="box, XYXY")
+    group.add_argument("--mask", action=_PromptItem, const="mask", metavar="MASK.png",
+                       help="an object by its mask on the first frame (the file's non-zero pixels); "
+                            "one object per flag")
     group.add_argument("--object", action=_PromptItem, const="object", nargs=0,
                        help="start a new object: later points and boxes belong to it")
 
@@ -176,12 +179,18 @@ OBSERVE = (
 )
 
 RUN = (
+    _o("--keyframes", "keyframes", "which frames go through SAM: all, every:N (frame 0 and every N-th after it), "
+       "or adaptive[:MIN_SECONDS] (when an object is new, its propagation confidence drops, or 2 s passed; one "
+       "at a time); masks of the other frames are propagated on the edge and those frames never leave it",
+       metavar="all|every:N|adaptive", default="all", key=("split", "keyframes")),
     _o("--in-flight", "in_flight", "frames in flight", kind=int, default=2, key=("split", "in_flight")),
     _o("--max-frames", "max_frames", "stop after N frames", kind=int, metavar="N"),
     _o("--no-progress", "no_progress", "no progress bar or status line", kind=bool),
 )
 
 LIVE = (
+    _o("--realtime", "realtime", "with --file: play the file at its own frame rate, as a camera would; frames "
+       "not taken in time are dropped and counted", kind=bool),
     _o("--display", "display", "show the masked frames in a window", kind=bool),
     _o("--record", "record", "write overlay.mp4, masks.jsonl, audit.jsonl and summary.json into DIR",
        metavar="DIR"),

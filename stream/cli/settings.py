@@ -147,16 +147,18 @@ def edge_config(values: Values) -> EdgeConfig:
 def run_settings(values: Values, *, drops: DropPolicy) -> RunSettings:
     """The :class:`~pedsam.stream.runs.job.RunSettings` of a command that runs frames."""
     from pedsam.stream.runs.job import RunSettings
+    from pedsam.stream.runs.keyframes import KeyframePolicy
 
     return RunSettings(drops=drops, in_flight=values["in_flight"], max_frames=values.get("max_frames"),
-                       duration=values.get("duration"))
+                       duration=values.get("duration"), keyframes=KeyframePolicy.parse(values["keyframes"]))
 
 
 def prompts(values: Values, *, required: bool = True) -> list[ObjectPrompt]:
     """The objects given with --point/--neg-point/--box/--object, in order."""
     from pedsam.stream.core.prompts import objects_from_items
+    from pedsam.stream.media.masks_io import read_mask
 
-    objects = objects_from_items(values.get("items") or [])
+    objects = objects_from_items(values.get("items") or [], read_mask=read_mask)
     if required and not objects:
-        raise PromptError("give at least one prompt: --point X,Y or --box X0,Y0,X1,Y1")
+        raise PromptError("give at least one prompt: --point X,Y, --box X0,Y0,X1,Y1 or --mask MASK.png")
     return objects

@@ -19,6 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import cv2
 import PIL.Image
 import torch
 
@@ -84,6 +85,31 @@ def prepare_image(sam: Sam, image: np.ndarray) -> PreparedImage:
     )
 
 
+MASK_LOGIT = 8.0  # a given mask's pixels as SAM logits: inside +8, outside -8 (sigmoid 0.9997)
+
+
+def from_mask(prompt: ObjectPrompt, prepared: PreparedImage, long_side: int) -> tuple[ObjectPrompt, np.ndarray]:
+    """A prompt with a mask -> the same prompt with the mask's box and one point at its most
+    interior pixel added (where the prompt has none), and the mask as SAM's low-resolution mask
+    input: (1, long_side/4, long_side/4) float32 logits in the resized, zero-padded input frame."""
+    mask = prompt.mask
+    assert mask is not None
+    ys, xs = np.nonzero(mask)
+    box = prompt.box or (float(xs.min()), float(ys.min()), float(xs.max() + 1), float(ys.max() + 1))
+    points, labels = prompt.points, prompt.labels
+    if not points:
+        inside = cv2.distanceTransform(np.pad(mask, 1).astype(np.uint8), cv2.DIST_L2, 5)[1:-1, 1:-1]
+        y, x = np.unravel_index(int(np.argmax(inside)), inside.shape)
+        points, labels = ((float(x) + 0.5, float(y) + 0.5),), (1,)
+    height, width = prepared.input_size
+    resized = cv2.resize(mask.astype(np.float32), (width, height), interpolation=cv2.INTER_AREA)
+    padded = np.zeros((long_side, long_side), np.float32)
+    padded[:height, :width] = resized
+    low = cv2.resize(padded, (long_side // 4, long_side // 4), interpolation=cv2.INTER_AREA)
+    logits = ((low * 2.0 - 1.0) * MASK_LOGIT)[None].astype(np.float32)
+    return ObjectPrompt(points=points, labels=labels, box=box), logits
+
+
 class MaskDecoder:
     """SAM's prompt encoder and mask decoder on the edge, fed a precomputed embedding."""
 
@@ -127,6 +153,9 @@ class MaskDecoder:
         (C, 4g, 4g) low-resolution logits, as ``SamPredictor.predict(return_logits=True)``."""
         sam = self._sam
         long_side = sam.image_encoder.img_size
+        if prompt.mask is not None:
+            prompt, derived = from_mask(prompt, prepared, long_side)
+            mask_input = derived if mask_input is None else mask_input
         points, labels, box = prompt.arrays()
         if multimask is None:
             multimask = prompt.ambiguous and mask_input is None

@@ -1,14 +1,16 @@
-"""Prompts for objects: points and boxes in original-frame pixel coordinates.
+"""Prompts for objects: points, boxes and masks in original-frame pixel coordinates.
 
 A prompt describes one object. Points are (x, y) pixels, x to the right and y down from the
 top-left corner of the frame; a box is XYXY pixels. Labels are 1 for a foreground point, 0 for
-a background point, as in SAM.
+a background point, as in SAM. A mask is the object itself on that frame, ``(H, W)`` bool: the
+frame it is given for shows it as it is, and SAM is prompted from it later (its box, a point
+inside it and its low-resolution logits; see :mod:`pedsam.stream.core.predictor`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -17,15 +19,21 @@ from pedsam.stream.errors import PromptError
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class ObjectPrompt:
-    """Points and/or a box that pick out one object."""
+    """Points, a box and/or a mask that pick out one object."""
 
     points: tuple[tuple[float, float], ...] = ()
     labels: tuple[int, ...] = ()
     box: tuple[float, float, float, float] | None = None
+    mask: np.ndarray | None = field(default=None, compare=False, repr=False)  # (H, W) bool
 
     def __post_init__(self) -> None:
-        if not self.points and self.box is None:
-            raise PromptError("an object needs at least one point or a box")
+        if not self.points and self.box is None and self.mask is None:
+            raise PromptError("an object needs at least one point, a box or a mask")
+        if self.mask is not None:
+            if not isinstance(self.mask, np.ndarray) or self.mask.ndim != 2 or self.mask.dtype != bool:
+                raise PromptError("an object's mask must be an (H, W) bool array")
+            if not self.mask.any():
+                raise PromptError("an object's mask is empty: it must mark at least one pixel")
         if len(self.labels) != len(self.points):
             raise PromptError("each point needs a label (1 foreground, 0 background)")
         if any(label not in (0, 1) for label in self.labels):
@@ -37,8 +45,13 @@ class ObjectPrompt:
 
     @property
     def ambiguous(self) -> bool:
-        """A single point with no box: SAM's multimask output picks the best of three."""
-        return len(self.points) == 1 and self.box is None
+        """A single point with no box or mask: SAM's multimask output picks the best of three."""
+        return len(self.points) == 1 and self.box is None and self.mask is None
+
+    @property
+    def mask_only(self) -> bool:
+        """Only a mask: the object is that mask on its frame, with no SAM prediction needed."""
+        return self.mask is not None and not self.points and self.box is None
 
     def check_inside(self, width: int, height: int) -> None:
         """Raise :class:`PromptError` if any point or box corner lies outside a WxH frame."""
@@ -52,6 +65,9 @@ class ObjectPrompt:
             x0, y0, x1, y1 = self.box
             if x0 < 0 or y0 < 0 or x1 > width or y1 > height:
                 raise PromptError(f"box {_fmt(self.box)} is outside the {width}x{height} frame")
+        if self.mask is not None and self.mask.shape != (height, width):
+            raise PromptError(f"mask of {self.mask.shape[1]}x{self.mask.shape[0]} pixels does not fit the "
+                              f"{width}x{height} frame")
 
     def arrays(self) -> tuple[np.ndarray | None, np.ndarray | None, np.ndarray | None]:
         """(points (N, 2) float32 | None, labels (N,) int32 | None, box (4,) float32 | None)."""
@@ -61,7 +77,11 @@ class ObjectPrompt:
         return points, labels, box
 
     def to_json(self) -> dict[str, object]:
-        return {"points": [list(p) for p in self.points], "labels": list(self.labels), "box": self.box}
+        found: dict[str, object] = {"points": [list(p) for p in self.points], "labels": list(self.labels),
+                                    "box": self.box}
+        if self.mask is not None:
+            found["mask_area"] = int(self.mask.sum())
+        return found
 
 
 def _fmt(values: Sequence[float]) -> str:
@@ -81,10 +101,13 @@ def parse_numbers(text: str, count: int, what: str) -> tuple[float, ...]:
     return values
 
 
-def objects_from_items(items: Sequence[tuple[str, str]]) -> list[ObjectPrompt]:
-    """Build objects from command-line items in order: ``("point"|"neg"|"box"|"object", text)``.
+def objects_from_items(
+    items: Sequence[tuple[str, str]], read_mask: Callable[[str], np.ndarray] | None = None
+) -> list[ObjectPrompt]:
+    """Build objects from command-line items in order: ``("point"|"neg"|"box"|"mask"|"object", text)``.
 
-    Every ``object`` item starts a new object; points and boxes add to the current one.
+    Every ``object`` item starts a new object; points and boxes add to the current one. A
+    ``mask`` item is an object of its own: ``read_mask(text)`` gives its (H, W) bool mask.
     """
     objects: list[ObjectPrompt] = []
     points: list[tuple[float, float]] = []
@@ -100,6 +123,11 @@ def objects_from_items(items: Sequence[tuple[str, str]]) -> list[ObjectPrompt]:
     for kind, text in items:
         if kind == "object":
             flush()
+        elif kind == "mask":
+            if read_mask is None:
+                raise PromptError("masks cannot be read here")
+            flush()
+            objects.append(ObjectPrompt(mask=read_mask(text)))
         elif kind in ("point", "neg"):
             x, y = parse_numbers(text, 2, "point")
             points.append((x, y))

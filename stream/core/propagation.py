@@ -45,7 +45,7 @@ from pedsam.stream.core.flow_warp import flow_back, warp_by_flow
 from pedsam.stream.core.points import find_corners, points_inside, sample, similarity, track_points
 from pedsam.stream.core.warp_field import FieldFit, WarpField, fit_field, identity_field
 
-__all__ = ["MaskPropagator", "Propagated", "PropagationConfig"]
+__all__ = ["MaskPropagator", "Propagated", "PropagationConfig", "Working"]
 
 METHODS = ("points", "dense")
 MODELS = ("similarity", "affine", "homography")
@@ -157,6 +157,16 @@ class _Object:
         return (self.key_origin[0], self.key_origin[1], self.key_origin[0] + width, self.key_origin[1] + height)
 
 
+@dataclass(frozen=True, slots=True)
+class Working:
+    """A frame as the propagator works on it (:meth:`MaskPropagator.prepare`): its ``(H, W)`` and
+    its grey image at the working size, ``(h, w)`` uint8. A few hundred kB where the frame is a
+    megabyte: what a caller keeps of frames it may have to propagate through again."""
+
+    size: tuple[int, int]
+    grey: np.ndarray
+
+
 class MaskPropagator:
     """Carries objects' masks from a keyframe through the following frames.
 
@@ -194,7 +204,7 @@ class MaskPropagator:
         height, width = _check_frame(frame)
         self._size = (height, width)
         self._scale = min(1.0, self.config.work_size / max(height, width))
-        self._grey = self._working_grey(frame)
+        self._grey = self._working_grey(frame, self._scale)
         self._objects.clear()
         self._front.clear()
         items = masks.items() if isinstance(masks, Mapping) else enumerate(masks)
@@ -217,7 +227,12 @@ class MaskPropagator:
         self._objects.pop(object_id, None)
         self._front = {pair: front for pair, front in self._front.items() if object_id not in pair}
 
-    def step(self, frame: np.ndarray) -> list[Propagated]:
+    def prepare(self, frame: np.ndarray) -> Working:
+        """``frame`` (HxWx3 uint8 RGB) as :meth:`step` works on it; :meth:`step` takes either."""
+        height, width = _check_frame(frame)
+        return Working((height, width), self._working_grey(frame, min(1.0, self.config.work_size / max(height, width))))
+
+    def step(self, frame: np.ndarray | Working) -> list[Propagated]:
         """Every object's mask on ``frame``, the frame after the last one given, in id order.
 
         Raises:
@@ -225,10 +240,11 @@ class MaskPropagator:
         """
         if self._grey is None or self._size is None:
             raise ValueError("step() needs a keyframe first: call reset()")
-        if _check_frame(frame) != self._size:
-            raise ValueError(f"frame size {frame.shape[1]}x{frame.shape[0]} differs from the keyframe's "
+        working = frame if isinstance(frame, Working) else self.prepare(frame)
+        if working.size != self._size:
+            raise ValueError(f"frame size {working.size[1]}x{working.size[0]} differs from the keyframe's "
                              f"{self._size[1]}x{self._size[0]}: reset() with a new keyframe")
-        previous, grey = self._grey, self._working_grey(frame)
+        previous, grey = self._grey, working.grey
         self._grey = grey
         if self.config.method == "dense":
             return self._step_dense(previous, grey)
@@ -423,11 +439,12 @@ class MaskPropagator:
 
     # -- shared ------------------------------------------------------------------------------
 
-    def _working_grey(self, frame: np.ndarray) -> np.ndarray:
+    @staticmethod
+    def _working_grey(frame: np.ndarray, scale: float) -> np.ndarray:
         height, width = frame.shape[:2]
         grey = cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY)  # before resizing: a third of the work
-        if self._scale < 1.0:
-            size = (max(8, round(width * self._scale)), max(8, round(height * self._scale)))
+        if scale < 1.0:
+            size = (max(8, round(width * scale)), max(8, round(height * scale)))
             grey = cv2.resize(grey, size, interpolation=cv2.INTER_AREA)
         return np.asarray(grey, np.uint8)
 

@@ -25,7 +25,7 @@ import pycocotools.mask as coco_mask  # type: ignore[import-untyped,unused-ignor
 
 from pedsam.stream.errors import ConfigError, MediaError
 
-__all__ = ["MaskRecordWriter", "decode_rle", "encode_rle", "read_records"]
+__all__ = ["MaskRecordWriter", "decode_rle", "encode_rle", "read_mask", "read_records"]
 
 
 def encode_rle(mask: np.ndarray) -> dict[str, Any]:
@@ -227,3 +227,25 @@ def read_records(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
             raise ValueError(f"{name}:{number}: record is a {type(record).__name__}, not an object")
         records.append(record)
     return records
+
+
+def read_mask(path: str | os.PathLike[str]) -> np.ndarray:
+    """An object's mask from an image file: its non-zero pixels, ``(H, W)`` bool.
+
+    Any format PIL reads; colour images count a pixel when any channel is non-zero.
+
+    Raises:
+        MediaError: missing, unreadable, or with no non-zero pixel.
+    """
+    import PIL.Image
+
+    name = os.fspath(path)
+    try:
+        with PIL.Image.open(name) as image:
+            array = np.asarray(image)
+    except (OSError, ValueError) as exc:
+        raise MediaError(f"mask {name!r} cannot be read: {exc}") from None
+    mask = array.any(axis=-1) if array.ndim == 3 else array != 0
+    if not mask.any():
+        raise MediaError(f"mask {name!r} marks no pixel: the object is its non-zero pixels")
+    return np.ascontiguousarray(mask)

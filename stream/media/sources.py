@@ -44,6 +44,7 @@ __all__ = [
     "FileSource",
     "FrameSource",
     "LatestSlot",
+    "PlaybackSource",
     "SourceFrame",
     "WebRTCSource",
     "parse_camera",
@@ -220,6 +221,91 @@ class FileSource(FrameSource):
             self._busy = None
         if frames is not None and hasattr(frames, "close"):
             frames.close()  # closes the container
+
+
+class PlaybackSource(FrameSource):
+    """A video file played at its own frame rate, as a camera would deliver it (``--realtime``).
+
+    A reader thread decodes the file and hands each frame to a :class:`LatestSlot` at its
+    presentation time: a frame not taken before the next one is due is dropped and counted,
+    exactly as with a camera. Playback starts when the first frame is asked for, so the time
+    spent starting workers costs no frames. ``captured`` is the moment a frame was due.
+    """
+
+    kind = "file"
+    live = True
+
+    def __init__(self, path: str | os.PathLike[str], *, stop_timeout: float = 5.0) -> None:
+        self.path = os.fspath(path)
+        self._stop_timeout = stop_timeout
+        self._slot: LatestSlot[SourceFrame] | None = None
+        self._stop = threading.Event()
+        self._go = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._rate: fractions.Fraction | None = None
+
+    @property
+    def name(self) -> str:
+        return f"{self.path} (real time)"
+
+    @property
+    def dropped(self) -> int:
+        return self._slot.dropped if self._slot is not None else 0
+
+    @property
+    def rate(self) -> fractions.Fraction | None:
+        return self._rate
+
+    async def open(self) -> None:
+        info = await asyncio.to_thread(probe_video, self.path)
+        self._rate = info.rate
+        loop = asyncio.get_running_loop()
+        self._slot = slot = LatestSlot[SourceFrame]()
+        self._thread = threading.Thread(target=self._play, args=(loop, slot), name=f"play {self.path}", daemon=True)
+        self._thread.start()
+
+    def _play(self, loop: asyncio.AbstractEventLoop, slot: LatestSlot[SourceFrame]) -> None:
+        def call(fn: Callable[..., Any], *args: Any) -> bool:
+            try:
+                loop.call_soon_threadsafe(fn, *args)
+                return True
+            except RuntimeError:  # the loop is closed
+                return False
+
+        frames = read_frames(self.path)
+        try:
+            while not self._go.wait(0.1):
+                if self._stop.is_set():
+                    return
+            start: float | None = None
+            for frame in frames:
+                if self._stop.is_set():
+                    return
+                now = time.monotonic()
+                start = now - frame.time if start is None else start
+                due = start + frame.time
+                if due > now and self._stop.wait(due - now):
+                    return
+                if not call(slot.put, SourceFrame(frame=frame, captured=max(due, now))):
+                    return
+            call(slot.end)
+        except MediaError as exc:
+            call(slot.end, exc)
+        finally:
+            if hasattr(frames, "close"):
+                frames.close()
+
+    async def next(self) -> SourceFrame | None:
+        if self._slot is None:
+            raise MediaError(f"{self.path}: source is not open")
+        self._go.set()
+        return await self._slot.get()
+
+    async def close(self) -> None:
+        self._stop.set()
+        thread, self._thread = self._thread, None
+        if thread is not None:
+            await asyncio.to_thread(thread.join, self._stop_timeout)
 
 
 class Capture(Protocol):

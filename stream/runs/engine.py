@@ -12,15 +12,28 @@ One machine for every run, with a drop policy:
   the camera works on fresh frames and its latency stays bounded. A failure stops the run
   (raised), because a live frame has no record to fill in.
 
-Embeddings do not depend on prompts, so up to ``in_flight`` frames are encoded concurrently
-(while the edge runs a global block of one, the workers run segments of others). Masks depend
-on the previous frame's masks (objects are followed), so they are decoded strictly in frame
-order. While the board has no object, frames pass through and nothing leaves the edge.
+And a keyframe policy (:mod:`pedsam.stream.runs.keyframes`):
+
+- ``all``: every frame goes through SAM. Embeddings do not depend on prompts, so up to
+  ``in_flight`` frames are encoded concurrently (while the edge runs a global block of one, the
+  workers run segments of others); masks depend on the previous frame's (objects are followed),
+  so they are decoded strictly in frame order.
+- ``every:N`` and ``adaptive``: only keyframes go through SAM, prompted from each object's
+  propagated mask; every other frame's masks are propagated on the edge
+  (:class:`~pedsam.stream.core.propagation.MaskPropagator`) and the frame never leaves it. With
+  ``"never"`` a keyframe's result waits for SAM. With ``"latest"`` the run does not wait: while
+  a keyframe is in flight every frame gets propagated masks, and when SAM's masks come back they
+  are propagated forward through the frames that passed meanwhile, so a late keyframe is never
+  shown stale.
+
+While the board has no object, frames pass through and nothing leaves the edge. An object
+given by its mask is that mask on the first frame, without SAM.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import AsyncGenerator, Callable, Sequence
 from dataclasses import dataclass
@@ -31,10 +44,14 @@ import numpy as np
 from pedsam.stream.core.prompts import ObjectPrompt
 from pedsam.stream.core.scheduling import EdgeScheduler
 from pedsam.stream.core.session import EdgeSession, Embedding
+from pedsam.stream.core.tracker import ObjectTrack
 from pedsam.stream.errors import ExposureBudgetError, MediaError, WorkerError, first_error
 from pedsam.stream.media.sources import FrameSource, SourceFrame
 from pedsam.stream.media.video import Frame
 from pedsam.stream.runs.board import ObjectBoard
+from pedsam.stream.runs.keyframed import KeyframedRun
+from pedsam.stream.runs.keyframes import KeyframePolicy
+from pedsam.stream.runs.tasks import cancel_and_wait
 from pedsam.stream.runs.results import FrameResult, ObjectResult
 from pedsam.stream.runs.stats import RunStats
 
@@ -44,10 +61,14 @@ DropPolicy = Literal["never", "latest"]
 DROP_POLICIES: tuple[DropPolicy, ...] = ("never", "latest")
 
 
+EVERY_FRAME = KeyframePolicy()
+
+
 @dataclass(slots=True)
 class _Entry:
     item: SourceFrame | MediaError  # the frame, or the decoding failure in its place
-    task: asyncio.Task[Embedding] | None  # None: passed through (no objects, or an error)
+    task: asyncio.Task[Embedding] | None  # None: passed through (no objects, an error, given masks)
+    given: bool = False  # the first frame of objects given by their masks: shown as given
 
 
 async def run_frames(
@@ -59,6 +80,7 @@ async def run_frames(
     in_flight: int = 2,
     stats: RunStats | None = None,
     scheduler: EdgeScheduler | None = None,
+    keyframes: KeyframePolicy = EVERY_FRAME,
 ) -> AsyncGenerator[FrameResult, None]:
     """Segment and follow ``objects`` through ``source``; one :class:`FrameResult` per frame
     taken, in order.
@@ -75,6 +97,7 @@ async def run_frames(
         stats: updated before each result is yielded.
         scheduler: the stream's own when several streams share ``session``
             (:meth:`EdgeSession.new_scheduler`); default the session's.
+        keyframes: which frames go through SAM (see the module docstring); default every one.
 
     Raises:
         ValueError: ``in_flight`` < 1 or an unknown ``drops``.
@@ -85,6 +108,12 @@ async def run_frames(
     if drops not in DROP_POLICIES:
         raise ValueError(f"drops must be one of {DROP_POLICIES}, not {drops!r}")
     board = objects if isinstance(objects, ObjectBoard) else ObjectBoard(objects)
+    if not keyframes.every_frame:
+        run = KeyframedRun(session, source, board, drops=drops, policy=keyframes, stats=stats, scheduler=scheduler)
+        async with contextlib.aclosing(run.results()) as results:
+            async for result in results:
+                yield result
+        return
     order: asyncio.Queue[_Entry | None] = asyncio.Queue(maxsize=in_flight)
     slots = asyncio.Semaphore(in_flight)
     embedding: set[asyncio.Task[Embedding]] = set()  # every frame still being embedded
@@ -98,6 +127,7 @@ async def run_frames(
             slots.release()
 
     async def produce() -> None:
+        first = True
         async with source:
             while True:
                 # A slot first, then the frame: a live source is read at its newest frame.
@@ -119,6 +149,12 @@ async def run_frames(
                     continue
                 height, width = item.frame.image.shape[:2]
                 board.check_frame(width, height)
+                if first and all(track.initial.mask_only for track in board.tracks()):
+                    first = False  # objects given by their masks are shown as given: nothing to send
+                    slots.release()
+                    await order.put(_Entry(item, None, given=True))
+                    continue
+                first = False
                 task = asyncio.create_task(embed(item))
                 embedding.add(task)
                 task.add_done_callback(_settled(embedding))
@@ -151,7 +187,7 @@ async def run_frames(
         # Frames still in flight stop here, before the caller can close the session under
         # them; their errors are collected, and our own cancellation is never swallowed.
         queued = [entry.task for entry in _drain(order) if entry.task is not None]
-        await _cancel(get, producer, *embedding, *queued)
+        await cancel_and_wait(get, producer, *embedding, *queued)
 
 
 async def _result(
@@ -168,6 +204,10 @@ async def _result(
         empty = Frame(index=next_index, pts=None, time=0.0, image=np.zeros((0, 0, 3), np.uint8))
         return FrameResult(frame=empty, objects=(), error=str(item), audit=None, latency=0.0)
     frame = item.frame
+    if entry.given:
+        given = [_given(board, track) for track in board.tracks()]
+        return FrameResult(frame=frame, objects=tuple(r for r in given if r is not None), error=None, audit=None,
+                           latency=time.monotonic() - item.captured, segmented=True, keyframe=True)
     if entry.task is None:
         error = frame.error if frame.error is not None else failure[0] if failure else None
         return FrameResult(frame=frame, objects=(), error=error, audit=None,
@@ -179,6 +219,11 @@ async def _result(
             raise first_error(group) from group
         results: list[ObjectResult] = []
         for track in board.tracks():
+            if not track.history and track.initial.mask_only:  # its first frame: as given
+                shown = _given(board, track)
+                if shown is not None:
+                    results.append(shown)
+                continue
             prompt, mask_input = track.next_prompt()
             prediction = await session.decode(embedding, prompt, mask_input=mask_input)
             if track.id not in board:  # removed while its mask was being decoded
@@ -193,7 +238,17 @@ async def _result(
         failure.append(str(exc))
         return FrameResult(frame=frame, objects=(), error=str(exc), audit=None, latency=0.0)
     return FrameResult(frame=frame, objects=tuple(results), error=None, audit=embedding.audit,
-                       latency=time.monotonic() - item.captured, segmented=True)
+                       latency=time.monotonic() - item.captured, segmented=True, keyframe=True)
+
+
+def _given(board: ObjectBoard, track: ObjectTrack) -> ObjectResult | None:
+    """An object given by its mask, on its first frame: the mask itself."""
+    mask = track.initial.mask
+    assert mask is not None
+    box = track.take_mask(mask)
+    result = ObjectResult(id=track.id, mask=mask, score=1.0, box=box)
+    board.record(result)
+    return result
 
 
 def _settled(running: set[asyncio.Task[Embedding]]) -> Callable[[asyncio.Task[Embedding]], None]:
@@ -215,19 +270,3 @@ def _drain(queue: asyncio.Queue[_Entry | None]) -> list[_Entry]:
         if entry is not None:
             entries.append(entry)
     return entries
-
-
-async def _cancel(*tasks: asyncio.Task[object] | None) -> None:
-    """Cancel ``tasks`` and wait until each has ended, retrieving their outcomes.
-
-    A cancellation of the caller while it waits propagates (``asyncio.wait`` does not
-    swallow it); the tasks' own errors and cancellations are collected, not raised.
-    """
-    pending = {task for task in tasks if task is not None}
-    for task in pending:
-        task.cancel()
-    if pending:
-        await asyncio.wait(pending)
-    for task in pending:
-        if not task.cancelled():
-            task.exception()

@@ -23,6 +23,7 @@ from pedsam.stream.core.session import EdgeSession
 from pedsam.stream.media.sources import FrameSource
 from pedsam.stream.runs.board import ObjectBoard
 from pedsam.stream.runs.engine import DropPolicy, run_frames
+from pedsam.stream.runs.keyframes import KeyframePolicy
 from pedsam.stream.runs.recorder import Recorder, render
 from pedsam.stream.runs.results import FrameResult
 from pedsam.stream.runs.stats import RunStats
@@ -50,6 +51,7 @@ class RunSettings:
     in_flight: int = 2
     max_frames: int | None = None
     duration: float | None = None
+    keyframes: KeyframePolicy = KeyframePolicy()
 
     def __post_init__(self) -> None:
         from pedsam.stream.errors import ConfigError
@@ -84,7 +86,7 @@ async def run_source(
 
     async def consume() -> None:
         results = run_frames(session, source, objects, drops=settings.drops, in_flight=settings.in_flight,
-                             stats=stats)
+                             stats=stats, keyframes=settings.keyframes)
         async with contextlib.aclosing(results):
             async for result in results:
                 # A frame handed out is counted in the figures: it is recorded even if the run is
@@ -150,6 +152,7 @@ def summarize(
         "codec": config.codec,
         "plan": config.plan,
         "drops": settings.drops,
+        "keyframe_policy": settings.keyframes.describe(),
         "in_flight": settings.in_flight,
         "windows_per_frame": session.encoder.grid.num_windows,
         **(extra or {}),

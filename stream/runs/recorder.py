@@ -67,10 +67,13 @@ def frame_record(result: FrameResult, *, weights: str | None) -> dict[str, Any]:
         record["error"] = result.error
         return record
     record["latency_s"] = round(result.latency, 4)
+    record["keyframe"] = result.keyframe
+    record["keyframe_age"] = result.keyframe_age
     record["objects"] = [
         {
             "id": obj.id,
             "score": round(obj.score, 5),
+            "confidence": round(obj.confidence, 4),
             "box": list(obj.box) if obj.box else None,
             "area": int(obj.mask.sum()),
             "rle": encode_rle(obj.mask),

@@ -32,8 +32,9 @@ class RunStats:
     """Running figures of a run, updated as each frame's result comes out.
 
     ``frames`` counts results (every frame taken from the source), ``frames_ok`` and
-    ``frames_failed`` split them, ``frames_segmented`` are those that went through SAM (the
-    rest passed through while no object was followed), ``frames_dropped`` are frames a live
+    ``frames_failed`` split them, ``frames_segmented`` are those with masks (the rest passed
+    through while no object was followed), ``keyframes`` those whose masks SAM predicted on the
+    frame itself (the others' were propagated), ``frames_dropped`` are frames a live
     source overwrote before they were taken. Latency is capture-to-mask, in seconds, over
     segmented frames. ``fps`` is over the whole run, ``recent_fps`` over the last ``window``
     seconds (for a live display).
@@ -46,6 +47,7 @@ class RunStats:
         self.frames_ok = 0
         self.frames_failed = 0
         self.frames_segmented = 0
+        self.keyframes = 0
         self.dropped = 0
         self.first_error: str | None = None
         self.latencies: list[float] = []
@@ -65,6 +67,7 @@ class RunStats:
         if result.segmented:
             self.frames_segmented += 1
             self.latencies.append(result.latency)
+            self.keyframes += result.keyframe
         self._recent.append(now)
         while self._recent and self._recent[0] < now - self._window:
             self._recent.popleft()
@@ -100,6 +103,7 @@ class RunStats:
             "frames_ok": self.frames_ok,
             "frames_failed": self.frames_failed,
             "frames_segmented": self.frames_segmented,
+            "keyframes": self.keyframes,
             "frames_dropped": self.dropped,
             "seconds": round(self.seconds, 3),
             "fps": round(self.fps, 3),

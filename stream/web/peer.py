@@ -48,6 +48,7 @@ from pedsam.stream.errors import PedsamError, PromptError
 from pedsam.stream.media.sources import LatestSlot, WebRTCSource
 from pedsam.stream.runs.board import ObjectBoard
 from pedsam.stream.runs.engine import run_frames
+from pedsam.stream.runs.keyframes import KeyframePolicy
 from pedsam.stream.runs.recorder import render
 from pedsam.stream.runs.stats import RunStats
 
@@ -126,12 +127,14 @@ class PeerSession:
         peer_id: str,
         ice_servers: Sequence[str] = (),
         in_flight: int = 2,
+        keyframes: KeyframePolicy | None = None,
         banner: str | None = None,
         on_closed: Callable[[PeerSession], None] | None = None,
     ) -> None:
         self.session = session
         self.peer_id = peer_id
         self.in_flight = in_flight
+        self.keyframes = keyframes or KeyframePolicy(kind="adaptive")
         self.banner = banner
         self.board = ObjectBoard()
         self.stats = RunStats()
@@ -205,7 +208,7 @@ class PeerSession:
         try:
             results = run_frames(
                 self.session, source, self.board, drops="latest", in_flight=self.in_flight, stats=self.stats,
-                scheduler=self.scheduler,
+                scheduler=self.scheduler, keyframes=self.keyframes,
             )
             async with source, contextlib.aclosing(results):
                 async for result in results:

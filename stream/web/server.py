@@ -27,6 +27,7 @@ from aiohttp import web
 
 from pedsam.stream.core.session import EdgeSession
 from pedsam.stream.errors import ConfigError
+from pedsam.stream.runs.keyframes import KeyframePolicy
 from pedsam.stream.web.peer import PeerSession
 
 __all__ = ["LiveServer", "ServeConfig"]
@@ -43,6 +44,7 @@ class ServeConfig:
     host: str = "127.0.0.1"
     port: int = 8080
     in_flight: int = 2
+    keyframes: KeyframePolicy = KeyframePolicy(kind="adaptive")
     ice_servers: tuple[str, ...] = ()
     max_peers: int = 4
     certfile: str | None = None
@@ -152,6 +154,7 @@ class LiveServer:
             peer_id=peer_id,
             ice_servers=self.config.ice_servers,
             in_flight=self.config.in_flight,
+            keyframes=self.config.keyframes,
             banner=self.session.weights_notice if self.session.random_weights else None,
             on_closed=self._forget,
         )

@@ -67,7 +67,9 @@ def check_outputs(out: Path, frames: int, workers: list[str]) -> list[dict[str, 
     overlay = list(read_frames(out / "overlay.mp4"))
     assert len(overlay) == frames
     audit = read_records(out / "audit.jsonl")
-    assert sorted({a["frame"] for a in audit}) == sorted(r["audit_frame"] for r in records)
+    # only keyframes went through the split: the audit names them, and the records say which
+    assert sorted({a["frame"] for a in audit}) == sorted(r["audit_frame"] for r in records if "audit_frame" in r)
+    assert summary["keyframes"] == sum(r["keyframe"] for r in records) >= 1
     for line in audit:
         windows = sorted(w for ids in line["shares"].values() for w in ids)
         assert windows == list(range(line["num_windows"]))
@@ -132,6 +134,31 @@ async def test_stream_a_file_loses_nothing(tiny_workers: list[str], tmp_path: Pa
     assert [r["frame"] for r in read_records(tmp_path / "out" / "masks.jsonl")] == list(range(7))
 
 
+async def test_stream_a_file_in_real_time_from_a_given_mask(tiny_workers: list[str], tmp_path: Path) -> None:
+    """--realtime plays the file as a camera would; the object is given by its mask; adaptive
+    keyframes (stream's default): every frame gets a mask, few leave the edge."""
+    import numpy as np
+    import PIL.Image
+
+    clip = make_clip(tmp_path / "clip.mp4", frames=50, width=160, height=120, fps=25)
+    PIL.Image.fromarray(clip.mask(0, 0).astype(np.uint8) * 255).save(tmp_path / "m.png")
+    code, stdout, err = await pedsam(
+        "stream", "--file", str(clip.path), "--realtime", "--mask", str(tmp_path / "m.png"),
+        "--workers", ",".join(tiny_workers), "--record", str(tmp_path / "out"), "--no-progress",
+    )
+    assert code == 0, err
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    records = read_records(tmp_path / "out" / "masks.jsonl")
+    assert summary["keyframe_policy"] == "adaptive" and summary["source_kind"] == "file"
+    assert summary["frames"] + summary["frames_dropped"] == 50 == len(records) + summary["frames_dropped"]
+    assert all(len(r["objects"]) == 1 for r in records)  # a mask on every frame taken
+    assert records[0]["keyframe"] and decode_rle(records[0]["objects"][0]["rle"]).sum() == clip.mask(0, 0).sum()
+    keyframes = [r for r in records if "audit_frame" in r]
+    assert len(keyframes) < len(records) / 2  # most frames never left the edge
+    ages = [r["keyframe_age"] for r in records]
+    assert ages[0] == 0 and max(ages) >= 1
+
+
 async def test_stream_errors_are_one_line(tiny_workers: list[str], tmp_path: Path) -> None:
     async def error(*args: str) -> str:
         code, _, err = await pedsam("stream", *args, "--workers", ",".join(tiny_workers), "--no-progress")
@@ -142,6 +169,9 @@ async def test_stream_errors_are_one_line(tiny_workers: list[str], tmp_path: Pat
     assert "no such file" in await error("--file", str(tmp_path / "none.mp4"), "--point", "1,1")
     clip = make_clip(tmp_path / "clip.mp4", frames=2, width=64, height=48)
     assert "outside the 64x48 frame" in await error("--file", str(clip.path), "--point", "90,10")
+    assert "mask" in await error("--file", str(clip.path), "--mask", str(tmp_path / "none.png"))
+    assert "--realtime plays a --file" in await error("--camera", "0", "--realtime", "--point", "1,1")
+    assert "--keyframes 'sometimes'" in await error("--file", str(clip.path), "--point", "1,1", "--keyframes", "sometimes")
 
 
 async def test_serve_command_serves_the_page_until_sigterm(tiny_workers: list[str]) -> None:

@@ -1,0 +1,269 @@
+"""The frame engine with keyframes: SAM on keyframes, masks propagated on the edge in between.
+
+Used by :func:`pedsam.stream.runs.engine.run_frames` for ``every:N`` and ``adaptive`` keyframe
+policies (see its module docstring). Per frame taken from the source, in order:
+
+1. a keyframe that came back since the last frame is *landed*: SAM's masks on the keyframe are
+   propagated forward through the frames that passed while it was in flight (kept as small
+   grey images), so the masks shown next are SAM's, carried to now;
+2. every followed object's mask is propagated to this frame;
+3. the :class:`~pedsam.stream.runs.keyframes.KeyframeChooser` says whether this frame is a
+   keyframe; if it is, it is embedded through the split and each object decoded from a prompt
+   made of its propagated mask (box, a point inside, the mask as logits), or its own prompt if
+   it has no mask yet;
+4. the frame's result: SAM's masks on a keyframe when the run waits for them (``"never"``, or
+   nothing to show yet), else the propagated ones with their confidence and age.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncGenerator
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from pedsam.stream.core.predictor import MaskPrediction
+from pedsam.stream.core.propagation import MaskPropagator, Propagated, Working
+from pedsam.stream.core.prompts import ObjectPrompt
+from pedsam.stream.core.scheduling import EdgeScheduler
+from pedsam.stream.core.session import EdgeSession
+from pedsam.stream.core.shares import FrameAudit
+from pedsam.stream.errors import ExposureBudgetError, MediaError, WorkerError, first_error
+from pedsam.stream.media.sources import FrameSource, SourceFrame
+from pedsam.stream.media.video import Frame
+from pedsam.stream.runs.board import ObjectBoard
+from pedsam.stream.runs.keyframes import KeyframeChooser, KeyframePolicy
+from pedsam.stream.runs.results import FrameResult, ObjectResult
+from pedsam.stream.runs.stats import RunStats
+from pedsam.stream.runs.tasks import cancel_and_wait
+
+__all__ = ["KeyframedRun"]
+
+Sam = tuple[FrameAudit, dict[int, MaskPrediction]]
+
+
+@dataclass(slots=True)
+class _Flight:
+    """A keyframe in flight: its frame, and the frames taken since (to propagate SAM's masks through)."""
+
+    index: int
+    image: np.ndarray
+    task: asyncio.Task[Sam]
+    since: list[Working] = field(default_factory=list)
+
+
+class KeyframedRun:
+    """One run of the keyframed engine over ``source``; :meth:`results` yields every frame's result."""
+
+    def __init__(
+        self,
+        session: EdgeSession,
+        source: FrameSource,
+        board: ObjectBoard,
+        *,
+        drops: str,
+        policy: KeyframePolicy,
+        stats: RunStats | None,
+        scheduler: EdgeScheduler | None,
+    ) -> None:
+        self.session, self.source, self.board = session, source, board
+        self.wait = drops == "never"  # a keyframe's own result waits for SAM
+        self.stats, self.scheduler = stats, scheduler
+        self.chooser = KeyframeChooser(policy)
+        self.propagator = MaskPropagator()
+        self.current: dict[int, ObjectResult] = {}  # each object's mask on the last frame
+        self.keyframe_index: int | None = None  # source index of the keyframe those masks come from
+        self.flight: _Flight | None = None
+        self.size: tuple[int, int] | None = None
+        self.failure: str | None = None  # "never": the failure every later frame is marked with
+
+    async def results(self) -> AsyncGenerator[FrameResult, None]:
+        counted = 0
+        try:
+            async with self.source:
+                while True:
+                    try:
+                        item = await self.source.next()
+                    except MediaError as exc:
+                        if not self.wait:
+                            raise
+                        empty = Frame(index=-1, pts=None, time=0.0, image=np.zeros((0, 0, 3), np.uint8))
+                        yield self._count(FrameResult(frame=empty, objects=(), error=str(exc), audit=None, latency=0.0))
+                        break
+                    if item is None:
+                        break
+                    result = await self._frame(item)
+                    self.session.stats.dropped += self.source.dropped - counted
+                    counted = self.source.dropped
+                    yield self._count(result)
+        finally:
+            if self.flight is not None:
+                await cancel_and_wait(self.flight.task)
+
+    def _count(self, result: FrameResult) -> FrameResult:
+        if self.stats is not None:
+            self.stats.dropped = self.source.dropped
+            self.stats.add(result)
+        return result
+
+    async def _frame(self, item: SourceFrame) -> FrameResult:
+        frame = item.frame
+        if frame.error is not None or self.failure is not None:
+            return FrameResult(frame=frame, objects=(), error=frame.error or self.failure, audit=None, latency=0.0)
+        if not len(self.board):
+            self._forget()
+            return FrameResult(frame=frame, objects=(), error=None, audit=None,
+                               latency=time.monotonic() - item.captured)
+        height, width = frame.image.shape[:2]
+        self.board.check_frame(width, height)
+        if self.size != (height, width):  # a new picture size (a browser's camera changed): start over
+            self._forget()
+            self.size = (height, width)
+        audit = await self._land() if self.flight is not None and self.flight.task.done() else None
+        working = self._propagate(frame.image)
+        given = self._take_given(frame)
+        if self.flight is not None:
+            self.flight.since.append(working)
+        tracks = self.board.tracks()
+        unmasked = [t for t in tracks if t.id not in self.current]
+        confidence = min((r.confidence for r in self.current.values()), default=None)
+        reason = self.chooser.reason(frame.index, frame.time, unmasked=bool(unmasked), confidence=confidence,
+                                     busy=self.flight is not None)
+        if given and not unmasked:
+            reason = None  # a frame of given masks shows them as given
+        if reason is not None:
+            prompts = {t.id: t.initial for t in unmasked}
+            if not given:  # masks given on this frame stay as given; SAM decodes the others
+                prompts |= {i: ObjectPrompt(mask=r.mask) for i, r in self.current.items() if r.mask.any()}
+            task = asyncio.create_task(self._sam(frame.image, prompts))
+            task.add_done_callback(_seen)
+            self.chooser.started(frame.time)
+            if self.wait or not self.current:  # nothing to show until SAM answers
+                try:
+                    audit, predictions = await task
+                except (WorkerError, ExposureBudgetError) as exc:
+                    if not self.wait:
+                        raise
+                    self.failure = str(exc)
+                    return FrameResult(frame=frame, objects=(), error=str(exc), audit=None, latency=0.0)
+                self._apply(frame.index, frame.image, predictions)
+                return self._result(item, audit, keyframe=True)
+            self.flight = _Flight(frame.index, frame.image, task)
+        return self._result(item, audit, keyframe=given and not unmasked)
+
+    def _result(self, item: SourceFrame, audit: FrameAudit | None, *, keyframe: bool) -> FrameResult:
+        objects = tuple(self.current[t.id] for t in self.board.tracks() if t.id in self.current)
+        for result in objects:
+            self.board.record(result)
+        age = 0 if keyframe or self.keyframe_index is None else item.frame.index - self.keyframe_index
+        return FrameResult(frame=item.frame, objects=objects, error=None, audit=audit,
+                           latency=time.monotonic() - item.captured, segmented=bool(objects),
+                           keyframe=keyframe, keyframe_age=age)
+
+    def _forget(self) -> None:
+        self.current.clear()
+        self.propagator = MaskPropagator(self.propagator.config)
+        self.keyframe_index = None
+        for track in self.board.tracks():  # followed afresh: prompted as the user gave them
+            track.box = track.logits = track.mask = None
+
+    def _propagate(self, image: np.ndarray) -> Working:
+        """Carry every object with a mask to this frame; drop objects no longer on the board."""
+        working = self.propagator.prepare(image)
+        on_board = {t.id for t in self.board.tracks()}
+        for gone in set(self.current) - on_board:
+            self.current.pop(gone)
+            self.propagator.remove(gone)
+        if self.propagator.ids:
+            for moved in self.propagator.step(working):
+                if moved.id in self.current:
+                    self.current[moved.id] = _carried(self.current[moved.id], moved)
+        return working
+
+    def _take_given(self, frame: Frame) -> bool:
+        """Objects given by their masks, on their first frame: their masks as given (the frame
+        counts as their keyframe). Whether there were any."""
+        taken = False
+        for track in self.board.tracks():
+            if track.id in self.current or not track.initial.mask_only or track.history:
+                continue
+            mask = track.initial.mask
+            assert mask is not None
+            box = track.take_mask(mask)
+            self.current[track.id] = ObjectResult(id=track.id, mask=mask, score=1.0, box=box)
+            if self.propagator.ids:  # stepped to this frame already
+                self.propagator.add(track.id, mask)
+            else:
+                self.propagator.reset(frame.image, {track.id: mask})
+            if self.keyframe_index is None:
+                self.keyframe_index = frame.index
+            taken = True
+        if taken:
+            self.chooser.started(frame.time)
+        return taken
+
+    async def _sam(self, image: np.ndarray, prompts: dict[int, ObjectPrompt]) -> Sam:
+        """The keyframe through the split, and each object decoded from its prompt."""
+        try:
+            embedding = await self.session.embed(image, scheduler=self.scheduler)
+        except BaseExceptionGroup as group:
+            raise first_error(group) from group
+        predictions = {object_id: await self.session.decode(embedding, prompt) for object_id, prompt in prompts.items()}
+        return embedding.audit, predictions
+
+    def _apply(self, index: int, image: np.ndarray, predictions: dict[int, MaskPrediction]) -> None:
+        """SAM's masks on keyframe ``index``: the objects' masks now, and the propagation's start."""
+        masks: dict[int, np.ndarray] = {}
+        for track in self.board.tracks():
+            prediction = predictions.get(track.id)
+            if prediction is None:
+                continue
+            box = track.update(prediction)
+            self.current[track.id] = ObjectResult(id=track.id, mask=prediction.mask, score=prediction.score, box=box)
+            masks[track.id] = prediction.mask
+        kept = {i: r.mask for i, r in self.current.items() if i not in masks}  # given since, not decoded
+        self.propagator.reset(image, {**kept, **masks})
+        self.keyframe_index = index
+
+    async def _land(self) -> FrameAudit:
+        """The keyframe in flight came back: its masks, carried through the frames since."""
+        flight, self.flight = self.flight, None
+        assert flight is not None
+        audit, predictions = flight.task.result()  # raises the keyframe's failure: a live run stops
+
+        def carry() -> tuple[MaskPropagator, dict[int, Propagated]]:
+            propagator = MaskPropagator(self.propagator.config)
+            propagator.reset(flight.image, {i: p.mask for i, p in predictions.items()})
+            last: dict[int, Propagated] = {}
+            for working in flight.since:
+                last = {moved.id: moved for moved in propagator.step(working)}
+            return propagator, last
+
+        propagator, carried = await asyncio.to_thread(carry)
+        for track in self.board.tracks():
+            prediction = predictions.get(track.id)
+            if prediction is None:
+                continue
+            box = track.update(prediction)
+            result = ObjectResult(id=track.id, mask=prediction.mask, score=prediction.score, box=box)
+            moved = carried.get(track.id)
+            self.current[track.id] = _carried(result, moved) if moved is not None else result
+        for object_id in set(self.current) - set(predictions):  # objects that came while it was in flight
+            self.current.pop(object_id)
+        self.propagator = propagator
+        self.keyframe_index = flight.index
+        return audit
+
+
+def _carried(previous: ObjectResult, moved: Propagated) -> ObjectResult:
+    ys, xs = np.nonzero(moved.mask)
+    box = (float(xs.min()), float(ys.min()), float(xs.max() + 1), float(ys.max() + 1)) if xs.size else None
+    return ObjectResult(id=previous.id, mask=moved.mask, score=previous.score, box=box, confidence=moved.confidence)
+
+
+def _seen(task: asyncio.Task[Sam]) -> None:
+    """Mark a keyframe's failure as retrieved: it is raised where the keyframe lands or is awaited."""
+    if not task.cancelled():
+        task.exception()

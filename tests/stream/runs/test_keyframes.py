@@ -1,0 +1,161 @@
+"""Keyframes: SAM on some frames, masks propagated on the edge between them, on real tiny workers.
+
+With random weights SAM's masks mean nothing, so what is checked against truth is what does
+not depend on them: an object given by its mask and propagated, against the generator's masks;
+which frames leave the edge; and what the records say.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from pedsam.stream.core.prompts import ObjectPrompt
+from pedsam.stream.core.session import EdgeConfig, EdgeSession
+from pedsam.stream.errors import ConfigError
+from pedsam.stream.media.sources import FileSource, PlaybackSource
+from pedsam.stream.media.synthetic import demo_scene, make_clip
+from pedsam.stream.runs.engine import run_frames
+from pedsam.stream.runs.keyframes import KeyframeChooser, KeyframePolicy
+from pedsam.stream.runs.stats import RunStats
+from tests.support import TINY
+
+
+@pytest.fixture
+async def session(tiny_workers: list[str]) -> AsyncIterator[EdgeSession]:
+    async with EdgeSession(EdgeConfig(model=TINY, workers=tuple(tiny_workers))) as edge:
+        yield edge
+
+
+def requests(session: EdgeSession) -> int:
+    return sum(e.stats.requests for e in session.encoder.executors.values() if hasattr(e, "stats"))
+
+
+def iou(a: np.ndarray, b: np.ndarray) -> float:
+    union = np.logical_or(a, b).sum()
+    return float(np.logical_and(a, b).sum() / union) if union else 1.0
+
+
+def test_policies_parse_and_refuse_nonsense() -> None:
+    assert KeyframePolicy.parse("all").every_frame
+    assert KeyframePolicy.parse("every:1").every_frame and not KeyframePolicy.parse("every:5").every_frame
+    assert KeyframePolicy.parse("every:5").every == 5
+    assert KeyframePolicy.parse("adaptive:0.5").min_interval == 0.5
+    for bad in ("sometimes", "every", "every:0", "every:x", "all:3", "adaptive:-1"):
+        with pytest.raises(ConfigError, match="keyframes|keyframe intervals|every:N"):
+            KeyframePolicy.parse(bad)
+
+
+def test_the_adaptive_chooser_asks_when_needed_and_one_at_a_time() -> None:
+    chooser = KeyframeChooser(KeyframePolicy(kind="adaptive", max_interval=2.0, min_interval=0.5))
+    assert chooser.reason(0, 0.0, unmasked=True, confidence=None, busy=False) == "new object"
+    chooser.started(0.0)
+    assert chooser.reason(1, 0.04, unmasked=False, confidence=0.9, busy=False) is None
+    assert chooser.reason(2, 0.3, unmasked=False, confidence=0.2, busy=False) is None  # too soon after the last
+    assert chooser.reason(3, 0.6, unmasked=False, confidence=0.2, busy=False) == "confidence 0.20"
+    assert chooser.reason(4, 0.6, unmasked=False, confidence=0.2, busy=True) is None  # one in flight already
+    assert chooser.reason(5, 2.1, unmasked=False, confidence=0.9, busy=False) == "interval"
+    every = KeyframeChooser(KeyframePolicy.parse("every:4"))
+    assert [i for i in range(10, 22) if every.reason(i, 0.0, unmasked=False, confidence=1.0, busy=False)] == \
+        [10, 14, 18]  # the first frame seen, then every 4th
+
+
+async def test_every_n_sends_only_keyframes_and_records_their_age(session: EdgeSession, tmp_path: Path) -> None:
+    clip = make_clip(tmp_path / "clip.mp4", frames=12, width=160, height=120)
+    prompt = ObjectPrompt(points=(clip.objects[0].centres[0],), labels=(1,))
+    before = requests(session)
+    stats = RunStats()
+    results = [r async for r in run_frames(session, FileSource(clip.path), [prompt],
+                                           keyframes=KeyframePolicy.parse("every:5"), stats=stats)]
+    assert [r.frame.index for r in results] == list(range(12))
+    assert [r.keyframe for r in results] == [i % 5 == 0 for i in range(12)]
+    assert [r.keyframe_age for r in results] == [i % 5 for i in range(12)]
+    assert all(len(r.objects) == 1 and r.error is None for r in results)
+    assert [r.audit is not None for r in results] == [i % 5 == 0 for i in range(12)]  # audits of keyframes only
+    # Only the 3 keyframes left the edge: one request per worker and segment each (3 workers, 2 segments).
+    assert requests(session) - before == 3 * 3 * 2
+    assert stats.keyframes == 3 and stats.frames == stats.frames_ok == 12
+    exposure = session.exposure_summary()
+    assert exposure["frames"] == 3  # the ledger counts what was sent
+
+
+async def test_an_object_given_by_its_mask_is_followed_on_the_edge_against_truth(
+    session: EdgeSession, tmp_path: Path
+) -> None:
+    """Frame 0 shows the mask as given and nothing leaves the edge until a keyframe is due; the
+    propagated masks follow the generator's truth."""
+    scene = demo_scene(width=320, height=240, frames=30)
+    scene.write(tmp_path / "scene.mp4", fps=25)
+    truth = [scene.frame(i).masks for i in range(30)]
+    given = truth[0][0]
+    before = requests(session)
+    results = [r async for r in run_frames(session, FileSource(tmp_path / "scene.mp4"), [ObjectPrompt(mask=given)],
+                                           keyframes=KeyframePolicy.parse("every:100"))]
+    assert requests(session) == before  # frame 0 is given, frames 1..29 propagated: no worker saw any
+    np.testing.assert_array_equal(results[0].objects[0].mask, given)
+    assert results[0].keyframe and all(not r.keyframe for r in results[1:])
+    assert [r.keyframe_age for r in results] == list(range(30))
+    ious = [iou(r.objects[0].mask, truth[i][0]) for i, r in enumerate(results)]
+    assert np.mean(ious) >= 0.9, ious
+    assert all(0.0 <= r.objects[0].confidence <= 1.0 for r in results)
+
+
+async def test_a_late_keyframe_is_carried_forward_not_shown_stale(session: EdgeSession, tmp_path: Path) -> None:
+    """Live: while a keyframe is in flight every frame gets propagated masks; SAM's masks, when
+    they come back, are carried through the frames that passed, so their age keeps counting from
+    the keyframe."""
+    scene = demo_scene(width=320, height=240, frames=40)
+    scene.write(tmp_path / "scene.mp4", fps=25)
+    given = scene.frame(0).masks[0]
+    embed = session.embed
+    started: list[int] = []
+
+    async def slow(image: np.ndarray, **kwargs: Any) -> Any:
+        started.append(1)
+        await asyncio.sleep(0.3)  # a keyframe over a slow link
+        return await embed(image, **kwargs)
+
+    session.embed = slow  # type: ignore[method-assign]
+    policy = KeyframePolicy(kind="adaptive", max_interval=0.2)  # a keyframe every 0.2 s of video
+    results = [r async for r in run_frames(session, PlaybackSource(tmp_path / "scene.mp4"),
+                                           [ObjectPrompt(mask=given)], drops="latest", keyframes=policy)]
+    assert len(results) > 20 and all(len(r.objects) == 1 for r in results)
+    assert not any(r.keyframe for r in results[1:])  # a live run never waits for SAM once it has masks
+    assert len(started) >= 2  # keyframes went out while the video went on
+    landed = [i for i, r in enumerate(results) if r.audit is not None]
+    assert landed, "no keyframe came back"
+    for i in landed:
+        age = results[i].keyframe_age
+        assert age >= 1, "a landed keyframe is shown at its own frame's age, not as fresh"
+        assert results[i].frame.index - age < results[i].frame.index
+    assert max(r.keyframe_age for r in results[landed[0]:]) < 25  # fresh masks kept coming
+
+
+async def test_realtime_playback_drops_what_it_cannot_take_and_counts_it(session: EdgeSession, tmp_path: Path) -> None:
+    clip = make_clip(tmp_path / "clip.mp4", frames=50, width=160, height=120, fps=100)
+    prompt = ObjectPrompt(points=(clip.objects[0].centres[0],), labels=(1,))
+    stats = RunStats()
+    # every frame through SAM at 100 fps: far more than tiny workers take, so frames are dropped
+    results = [r async for r in run_frames(session, PlaybackSource(clip.path), [prompt], drops="latest",
+                                           stats=stats)]
+    taken = [r.frame.index for r in results]
+    assert taken == sorted(set(taken)) and len(taken) < 50
+    assert stats.dropped == 50 - len(taken)  # every frame of the file is either taken or counted
+
+
+async def test_with_every_frame_a_given_mask_is_frame_0_and_prompts_sam_after(
+    session: EdgeSession, tmp_path: Path
+) -> None:
+    clip = make_clip(tmp_path / "clip.mp4", frames=3, width=160, height=120)
+    given = clip.mask(0, 0)
+    before = requests(session)
+    results = [r async for r in run_frames(session, FileSource(clip.path), [ObjectPrompt(mask=given)])]
+    np.testing.assert_array_equal(results[0].objects[0].mask, given)
+    assert results[0].audit is None and all(r.audit is not None for r in results[1:])  # frame 0: nothing sent
+    assert requests(session) - before == 2 * 3 * 2  # frames 1 and 2, 3 workers, 2 segments
+    assert all(r.keyframe and r.keyframe_age == 0 for r in results)
