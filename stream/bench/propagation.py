@@ -24,9 +24,7 @@ Outputs (``--out``): ``propagation.json`` with every number, and ``drift.png``.
 
 from __future__ import annotations
 
-import argparse
 import json
-import sys
 import tempfile
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -38,7 +36,7 @@ import cv2
 import numpy as np
 
 from pedsam.stream.core.propagation import MaskPropagator, PropagationConfig
-from pedsam.stream.errors import ConfigError, MediaError, PedsamError
+from pedsam.stream.errors import ConfigError, MediaError
 from pedsam.stream.media.synthetic import demo_scene
 from pedsam.stream.media.video import read_frames
 
@@ -348,39 +346,3 @@ def _run(args: PropagationBench) -> int:
         plot(trials, out / "drift.png", f"mask propagation, {label}")
         print(f"\nwrote {out / 'propagation.json'} and {out / 'drift.png'}")
     return 0
-
-
-def _ints(text: str) -> tuple[int, ...]:
-    try:
-        return tuple(int(v) for v in text.split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected numbers separated by commas, got {text!r}") from None
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m pedsam.stream.bench.propagation [--size WxH] ...``: 0 on success, 2 with one
-    line on stderr for a bad setting or unreadable input."""
-    defaults = PropagationBench()
-    parser = argparse.ArgumentParser(prog="bench-propagation", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--size", default=defaults.size, help="demo scene size WxH (default %(default)s)")
-    parser.add_argument("--frames", type=int, default=defaults.frames, help="demo scene length (default %(default)s)")
-    parser.add_argument("--intervals", type=_ints, default=defaults.intervals,
-                        help="keyframe every N frames, comma-separated (default 10,30)")
-    parser.add_argument("--methods", type=lambda t: tuple(t.split(",")), default=defaults.methods,
-                        help=f"methods to compare (default {','.join(defaults.methods)})")
-    parser.add_argument("--seed", type=int, default=defaults.seed, help="demo scene texture seed")
-    parser.add_argument("--encoded", action="store_true", help="measure on the scene encoded as H.264 and decoded")
-    parser.add_argument("--labelme", default=defaults.labelme,
-                        help="folder of labelme video_annotation frames (default %(default)s; skipped if missing)")
-    parser.add_argument("--out", default=defaults.out, help="folder for propagation.json and drift.png")
-    parser.add_argument("--threads", type=int, default=defaults.threads, help="OpenCV threads (default 1)")
-    values = vars(parser.parse_args(argv))
-    try:
-        return run(PropagationBench.of(values))
-    except PedsamError as exc:
-        print(f"bench-propagation: error: {exc}", file=sys.stderr)
-        return 2
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -296,3 +296,20 @@ async def bench_pipeline(values: Values) -> int:
     from pedsam.stream.bench.pipeline import run as run_bench
 
     return await run_bench(PipelineBench.of(values))
+
+
+def bench_propagation(values: Values) -> int:
+    from pedsam.stream.bench.propagation import PropagationBench, run as run_bench
+
+    def numbers(text: str, flag: str) -> tuple[int, ...]:
+        try:
+            return tuple(int(v) for v in text.split(","))
+        except ValueError:
+            raise ConfigError(f"{flag} takes numbers separated by commas, got {text!r}") from None
+
+    settings = PropagationBench.of({
+        **values, "intervals": numbers(values["intervals"], "--intervals"),
+        "methods": tuple(values["methods"].split(",")), "labelme": values["labelme"] or None,
+        "out": values["out"] or None,
+    })
+    return run_bench(settings)

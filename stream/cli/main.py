@@ -141,6 +141,9 @@ COMMANDS: tuple[Command, ...] = (
             handler=f"{_C}:bench", parts=[("bench", GROUPS["bench"]), ("model", pick("model", "seed")),
                                            ("split", pick("scheme"))],
             defaults={"model": "vit_b", "scheme": "interleaved"}),
+    Command(name="bench-propagation", help="mask propagation against generated truth: IoU by keyframe interval, "
+                                           "drift curve, CPU per frame", handler=f"{_C}:bench_propagation",
+            parts=[("bench", GROUPS["bench-propagation"])]),
     Command(name="bench-pipeline", help="throughput with 1 frame in flight against N, edge and workers pinned",
             handler=f"{_C}:bench_pipeline",
             parts=[("bench", GROUPS["bench-pipeline"]), ("model", pick("model", "seed")),

@@ -342,7 +342,21 @@ HEALTH = (
     _o("--tls-key", "tls_key", "client private key", metavar="PEM"),
 )
 
+PROPAGATION_BENCH = (
+    _o("--size", "size", "demo scene size WxH", default="640x480"),
+    _o("--frames", "frames", "demo scene length", kind=int, default=240),
+    _o("--intervals", "intervals", "keyframe every N frames, comma-separated", default="10,30"),
+    _o("--methods", "methods", "propagation methods to compare, comma-separated", default="points,dense"),
+    _o("--seed", "seed", "demo scene texture seed", kind=int, default=0),
+    _o("--encoded", "encoded", "measure on the scene encoded as H.264 and decoded", kind=bool),
+    _o("--labelme", "labelme", "folder of Debian labelme-examples frames (samples/fetch_media.py --labelme); "
+       "skipped if missing", default="samples/media/labelme-video"),
+    _o("--out", "out", "folder for propagation.json and drift.png", default="out/bench-propagation"),
+    _o("--threads", "threads", "OpenCV threads", kind=int, default=1),
+)
+
 GROUPS.update({
+    "bench-propagation": PROPAGATION_BENCH,
     "worker": WORKER,
     "serve": SERVE,
     "bench": BENCH,

@@ -11,8 +11,14 @@ import numpy as np
 import pytest
 
 from pedsam.stream.bench.propagation import (
-    METHODS, PropagationBench, confidence_auc, iou, labelme_clip, main, run,
+    METHODS,
+    PropagationBench,
+    confidence_auc,
+    iou,
+    labelme_clip,
+    run,
 )
+from pedsam.stream.cli.main import main
 from pedsam.stream.media.synthetic import Scene, Sprite
 
 
@@ -83,7 +89,8 @@ def test_confidence_auc_says_how_well_low_confidence_finds_bad_masks() -> None:
 
 
 def test_bad_settings_end_with_one_line_and_status_2(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["--methods", "points,magic", "--out", ""]) == 2
-    assert main(["--intervals", "30", "--frames", "40", "--out", ""]) == 2
+    assert main(["bench-propagation", "--methods", "points,magic", "--out", ""]) == 2
+    assert main(["bench-propagation", "--intervals", "30", "--frames", "40", "--out", ""]) == 2
+    assert main(["bench-propagation", "--intervals", "ten"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 2 and all(line.startswith("bench-propagation: error: ") for line in err)
+    assert len(err) == 3 and all(line.startswith("pedsam: error: ") for line in err)
