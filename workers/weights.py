@@ -21,9 +21,26 @@ from pathlib import Path
 from pedsam.workers.errors import CheckpointError, ModelError
 from pedsam.workers.presets import get_preset
 
-__all__ = ["DEFAULT_DIR", "OFFICIAL", "Check", "OfficialCheckpoint", "download", "official_for", "verify"]
+__all__ = ["DEFAULT_DIR", "OFFICIAL", "Check", "OfficialCheckpoint", "cache_dir", "cached", "download", "official_for",
+           "verify"]
 
 DEFAULT_DIR = "checkpoints"
+
+
+def cache_dir() -> Path:
+    """pedsam's checkpoint cache: ``$XDG_CACHE_HOME/pedsam/checkpoints`` (default ``~/.cache``)."""
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "pedsam" / "checkpoints"
+
+
+def cached(name: str, folder: Path | None = None) -> Path | None:
+    """Preset ``name``'s official checkpoint in the cache, when it is there whole (its official
+    size: :func:`download` keeps a file only after its MD5 matched), else None."""
+    entry = OFFICIAL.get(name)
+    if entry is None:
+        return None
+    path = (folder or cache_dir()) / entry.file_name
+    return path if path.is_file() and path.stat().st_size == entry.size else None
 
 BASE_URL = "https://dl.fbaipublicfiles.com/segment_anything/"
 

@@ -105,10 +105,36 @@ async def run(values: Values) -> int:
     return await _run_file(values, values["video"], objects, settings, Path(values["out"]), info.frame_count)
 
 
+def demo_weights(values: Values) -> Values:
+    """The demo's model: the official ViT-B checkpoint when it is in pedsam's cache or can be
+    downloaded and verified into it (a few seconds' wait at most when there is no network),
+    else the tiny seeded model, with one line on how to get the real weights. A model or
+    checkpoint given on the command line is used as given."""
+    from dataclasses import replace
+
+    from pedsam.workers.errors import CheckpointError
+    from pedsam.workers.weights import OFFICIAL, cache_dir, cached, download
+
+    if "model" in values.given or "checkpoint" in values.given:
+        return values
+    path = cached("vit_b")
+    if path is None:
+        try:
+            print(f"demo: fetching the official ViT-B checkpoint into {cache_dir()} ...", file=sys.stderr, flush=True)
+            path = download("vit_b", cache_dir(), timeout=values["download_timeout"])
+        except CheckpointError:
+            print(f"demo: no network to fetch the official weights; running the tiny model with seeded random "
+                  f"weights. For real masks: pedsam weights download vit_b --dir {cache_dir()} "
+                  f"(or put {OFFICIAL['vit_b'].file_name} there)", file=sys.stderr)
+            return values
+    return replace(values, data={**values.data, "model": "vit_b", "checkpoint": str(path)})
+
+
 async def demo(values: Values) -> int:
-    """``pedsam demo``: a generated clip through the whole pipeline."""
+    """``pedsam demo``: a generated clip through the whole pipeline, with real weights when it can."""
     from pedsam.stream.media.synthetic import make_clip
 
+    values = demo_weights(values)
     out = Path(values["out"])
     settings = run_settings(values, drops="never")
     try:
@@ -186,7 +212,7 @@ async def stream(values: Values) -> int:
 
     objects = prompts(values)
     settings = run_settings(values, drops="latest")
-    config = edge_config(values)
+    config = edge_config(values, background_sam=not settings.keyframes.every_frame)
     display = Display() if values["display"] else None
     if values["realtime"] and values["file"] is None:
         raise ConfigError("--realtime plays a --file at its own rate; a camera is real time already")
@@ -223,7 +249,7 @@ async def serve(values: Values) -> int:
         ice_servers=tuple(values["ice_servers"] or ()), max_peers=values["max_peers"],
         certfile=values["cert"], keyfile=values["key"],
     )
-    async with stop_on_signals() as stop, EdgeSession(edge_config(values)) as session:
+    async with stop_on_signals() as stop, EdgeSession(edge_config(values, background_sam=not config.keyframes.every_frame)) as session:
         notice(session)
         server = LiveServer(session, config)
         url = await server.start()

@@ -90,12 +90,16 @@ COMMANDS: tuple[Command, ...] = (
     Command(name="run", help="follow prompted objects through a video file; every frame gets a record",
             handler=f"{_C}:run", parts=_RUN, prompts=True,
             own=_positional(("video", {"help": "the video file"}), _OUT_DIR)),
-    Command(name="demo", help="the whole pipeline on a generated clip, 3 local workers by default",
+    Command(name="demo", help="the whole pipeline on a generated clip, 3 local workers by default, official "
+                              "ViT-B weights when they are cached or can be fetched",
             handler=f"{_C}:demo", parts=_RUN, defaults={"local_workers": 3, "keyframes": "adaptive"},
             own=_positional(("--out", {"default": "out/demo", "metavar": "DIR",
                                        "help": "output folder (default out/demo)"}),
                             ("--frames", {"type": int, "default": 24,
-                                          "help": "length of the generated clip (default 24)"}))),
+                                          "help": "length of the generated clip (default 24)"}),
+                            ("--download-timeout", {"type": float, "default": 3.0,
+                                                    "help": "seconds to wait for the network when fetching the "
+                                                            "official ViT-B weights (default 3)"}))),
     Command(name="stream", help="follow prompted objects in a camera stream or a file, live", handler=f"{_C}:stream",
             parts=[*_RUN, *sections("live")], prompts=True, own=lambda parser: _source(parser),
             defaults={"keyframes": "adaptive"}),

@@ -95,8 +95,9 @@ def model_source(values: Mapping[str, Any]) -> ModelSource:
     return ModelSource(preset=preset, checkpoint=checkpoint, seed=values["seed"])
 
 
-def edge_config(values: Values) -> EdgeConfig:
-    """The :class:`~pedsam.stream.core.session.EdgeConfig` of an edge command's values."""
+def edge_config(values: Values, *, background_sam: bool = False) -> EdgeConfig:
+    """The :class:`~pedsam.stream.core.session.EdgeConfig` of an edge command's values;
+    ``background_sam`` for a live run whose keyframes run behind its frame path."""
     from pedsam.partitioner.errors import PartitionerError
     from pedsam.partitioner.scheduler import Budget
     from pedsam.stream.core.scheduling import RotationSettings
@@ -140,6 +141,7 @@ def edge_config(values: Values) -> EdgeConfig:
         on_failure=values["on_failure"],
         reconnect_interval=values["reconnect_interval"],
         metrics_port=values["metrics_port"],
+        background_sam=background_sam,
         links=parse_links(values.get("link")),
     )
 

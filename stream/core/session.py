@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import secrets
+import threading
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -45,6 +47,17 @@ from pedsam.workers.segment import SegmentRunner
 
 log = logging.getLogger(__name__)
 
+BACKGROUND_NICE = 10  # niceness added to keyframe work in a live run (see EdgeConfig.background_sam)
+
+
+def _lower_priority() -> None:
+    """Run the calling thread (the edge's SAM thread) at a lower CPU priority: on Linux niceness
+    is per thread, and torch's worker threads this thread starts inherit it."""
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), os.getpriority(os.PRIO_PROCESS, 0) + BACKGROUND_NICE)
+    except OSError as exc:  # not permitted or not supported: keyframes then compete as equals
+        log.warning("cannot lower the SAM thread's priority: %s", exc.strerror)
+
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class EdgeConfig:
@@ -69,6 +82,9 @@ class EdgeConfig:
     on_failure: str = "edge"  # where a failed worker's windows go: edge, standby (else edge), stop
     reconnect_interval: float = 5.0
     metrics_port: int | None = None  # serve Prometheus metrics on 127.0.0.1:PORT (0: any free port)
+    # Keyframes in the background of a live run: the edge's SAM work runs on one torch thread at
+    # nice +10, and local workers at nice +10, so propagating every frame keeps the CPU it needs.
+    background_sam: bool = False
     # Emulated links (tests and benches on this machine): one for every worker, or one per worker
     # in order, active then standby; kept as one per worker. See pedsam.stream.fleet.links.
     links: tuple[LinkSpec, ...] = ()
@@ -157,7 +173,10 @@ class EdgeSession:
         if config.edge_threads:
             torch.set_num_threads(config.edge_threads)
         release_large_blocks()  # see pedsam.stream.core.memory: freed temporaries go back to the system
-        self._pool = ThreadPoolExecutor(1, thread_name_prefix="edge")
+        if config.background_sam:
+            torch.set_num_threads(1)
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="edge",
+                                        initializer=_lower_priority if config.background_sam else None)
         booting: asyncio.Task[list[str]] | None = None
         try:
             security = config.security or ClientSecurity()
@@ -168,7 +187,7 @@ class EdgeSession:
                 security = ClientSecurity(insecure=True, tokens={ANY_WORKER: token})
                 self._local = LocalWorkers(
                     config.local_workers + config.local_standby, config.model, threads=config.worker_threads,
-                    token=token,
+                    token=token, nice=BACKGROUND_NICE if config.background_sam else 0,
                 )
                 booting = asyncio.create_task(self._local.start())
             try:

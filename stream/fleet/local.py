@@ -47,9 +47,21 @@ async def wait_serving(address: str, timeout: float) -> None:
 class LocalWorkers:
     """N worker child processes serving ``source`` on 127.0.0.1."""
 
-    def __init__(self, count: int, source: ModelSource, *, threads: int = 1, start_timeout: float = 120.0, token: str | None = None) -> None:
+    def __init__(
+        self,
+        count: int,
+        source: ModelSource,
+        *,
+        threads: int = 1,
+        start_timeout: float = 120.0,
+        token: str | None = None,
+        nice: int = 0,
+    ) -> None:
+        """``nice``: added to the workers' scheduling niceness (a live edge keeps its own
+        frame path ahead of the keyframes the workers compute on the same machine)."""
         if count < 1:
             raise WorkerError("--local-workers needs at least 1")
+        self.nice = nice
         self.count = count
         self.source = source
         self.threads = threads
@@ -90,8 +102,10 @@ class LocalWorkers:
             args += ["--token-file", self._token_file()]
         if self.source.checkpoint:
             args += ["--checkpoint", self.source.checkpoint]
+        nice = self.nice
         process = await asyncio.create_subprocess_exec(
-            *args, stdout=asyncio.subprocess.PIPE, stdin=asyncio.subprocess.DEVNULL
+            *args, stdout=asyncio.subprocess.PIPE, stdin=asyncio.subprocess.DEVNULL,
+            preexec_fn=(lambda: os.nice(nice)) if nice else None,
         )
         try:
             address = await asyncio.wait_for(self._read_address(process), self.start_timeout)
