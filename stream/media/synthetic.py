@@ -505,35 +505,50 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--fps", type=_parse_fps, default=fractions.Fraction(12), help="frame rate (default 12)"
     )
     parser.add_argument("--seed", type=int, default=0, help="background texture seed (default 0)")
-    parser.add_argument("--truth", help="also write the ground truth as JSON to this file")
+    parser.add_argument("--scene", action="store_true",
+                        help="textured sprites that move, turn, zoom, bend and pass behind each other "
+                             "(the propagation bench's scene) instead of plain discs and boxes")
+    parser.add_argument("--truth", help="also write the ground truth as JSON to this file (not with --scene)")
     parser.add_argument("--still", metavar="IMAGE.png", help="also write the first frame as a still image")
+    parser.add_argument("--first-mask", metavar="MASK.png",
+                        help="also write object 0's mask on the first frame (0/255), for --mask")
     args = parser.parse_args(argv)
     width, height = args.size
+    if args.scene and args.truth:
+        parser.error("--truth describes the plain clip; the scene's truth is its per-frame masks")
     try:
-        for target in (args.out, args.truth, args.still):
+        for target in (args.out, args.truth, args.still, args.first_mask):
             if target:
                 Path(target).parent.mkdir(parents=True, exist_ok=True)
-        truth = make_clip(
-            args.out, frames=args.frames, width=width, height=height, fps=args.fps, seed=args.seed
-        )
-        if args.truth:
-            with open(args.truth, "w", encoding="utf-8") as file:
-                json.dump(truth.to_dict(), file)
-                file.write("\n")
-        if args.still:
+        if args.scene:
+            scene = demo_scene(width=width, height=height, frames=args.frames, seed=args.seed)
+            scene.write(args.out, fps=args.fps)
+            first = scene.frame(0)
+            first_image, first_mask = first.image, first.masks[0]
+            described = f"object 0 ({len(first.masks)} sprites)"
+        else:
+            truth = make_clip(
+                args.out, frames=args.frames, width=width, height=height, fps=args.fps, seed=args.seed
+            )
+            if args.truth:
+                with open(args.truth, "w", encoding="utf-8") as file:
+                    json.dump(truth.to_dict(), file)
+                    file.write("\n")
+            first_mask = truth.mask(0, 0)
             with av.open(str(truth.path)) as container:
-                first = next(container.decode(video=0)).to_ndarray(format="rgb24")
-            PIL.Image.fromarray(first).save(args.still)
+                first_image = next(container.decode(video=0)).to_ndarray(format="rgb24")
+            x, y = truth.objects[0].centres[0]
+            described = f"object 0 ({truth.objects[0].name}) starts at x={x:.1f} y={y:.1f}"
+        if args.still:
+            PIL.Image.fromarray(first_image).save(args.still)
+        if args.first_mask:
+            PIL.Image.fromarray(first_mask.astype(np.uint8) * 255).save(args.first_mask)
     except (av.error.FFmpegError, OSError) as exc:  # before ValueError: some are both
         print(f"make_clip.py: cannot write {args.out}: {exc}", file=sys.stderr)
         return 1
     except ValueError as exc:
         parser.error(str(exc))  # exits with status 2
-    x, y = truth.objects[0].centres[0]
-    print(
-        f"wrote {truth.path}: {truth.frame_count} frames, {width}x{height} at {truth.fps} fps; "
-        f"object 0 ({truth.objects[0].name}) starts at x={x:.1f} y={y:.1f}"
-    )
+    print(f"wrote {args.out}: {args.frames} frames, {width}x{height} at {args.fps} fps; {described}")
     return 0
 
 
