@@ -339,3 +339,9 @@ def bench_propagation(values: Values) -> int:
         "out": values["out"] or None,
     })
     return run_bench(settings)
+
+
+def bench_link(values: Values) -> int:
+    from pedsam.stream.bench.links import LinkBench, run as run_bench
+
+    return run_bench(LinkBench.of(values))

@@ -145,6 +145,9 @@ COMMANDS: tuple[Command, ...] = (
             handler=f"{_C}:bench", parts=[("bench", GROUPS["bench"]), ("model", pick("model", "seed")),
                                            ("split", pick("scheme"))],
             defaults={"model": "vit_b", "scheme": "interleaved"}),
+    Command(name="bench-link", help="live video through emulated links: mask fps, latency, keyframes, bytes "
+                                    "per link and edge CPU per setting", handler=f"{_C}:bench_link",
+            parts=[("bench", GROUPS["bench-link"]), ("model", pick("model"))], defaults={"model": "vit_b"}),
     Command(name="bench-propagation", help="mask propagation against generated truth: IoU by keyframe interval, "
                                            "drift curve, CPU per frame", handler=f"{_C}:bench_propagation",
             parts=[("bench", GROUPS["bench-propagation"])]),

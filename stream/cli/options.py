@@ -355,7 +355,17 @@ PROPAGATION_BENCH = (
     _o("--threads", "threads", "OpenCV threads", kind=int, default=1),
 )
 
+LINK_BENCH = (
+    _o("--profiles", "profiles", "link profiles or specs, comma-separated", default="lan,wifi,lte"),
+    _o("--policies", "policies", "keyframe policies, comma-separated", default="all,adaptive"),
+    _o("--codecs", "codecs", "wire codecs, comma-separated", default="fp32,int8"),
+    _o("--remote", "remote", "remote segments, comma-separated", default="4,1"),
+    _o("--seconds", "seconds", "length of each run, seconds of video", kind=float, default=20.0),
+    _o("--json", "json", "also write every row as JSON", metavar="FILE"),
+)
+
 GROUPS.update({
+    "bench-link": LINK_BENCH,
     "bench-propagation": PROPAGATION_BENCH,
     "worker": WORKER,
     "serve": SERVE,

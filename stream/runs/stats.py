@@ -43,6 +43,8 @@ class RunStats:
     def __init__(self, *, window: float = 3.0, clock: Callable[[], float] = time.monotonic) -> None:
         self._clock = clock
         self.started = clock()
+        self._cpu_started = time.process_time()  # this process's CPU, every thread
+        self._cpu: float | None = None
         self.frames = 0
         self.frames_ok = 0
         self.frames_failed = 0
@@ -73,8 +75,14 @@ class RunStats:
             self._recent.popleft()
 
     def stop(self) -> None:
-        """Freeze the run's duration (a summary written later keeps the run's own time)."""
+        """Freeze the run's duration and CPU (a summary written later keeps the run's own)."""
         self._stopped = self._clock()
+        self._cpu = time.process_time() - self._cpu_started
+
+    @property
+    def cpu_seconds(self) -> float:
+        """CPU seconds of this process (the edge: every thread, no worker) during the run."""
+        return self._cpu if self._cpu is not None else time.process_time() - self._cpu_started
 
     @property
     def seconds(self) -> float:
@@ -106,6 +114,7 @@ class RunStats:
             "keyframes": self.keyframes,
             "frames_dropped": self.dropped,
             "seconds": round(self.seconds, 3),
+            "edge_cpu_s": round(self.cpu_seconds, 3),
             "fps": round(self.fps, 3),
             "latency_p50_s": round(p50, 4) if p50 is not None else None,
             "latency_p95_s": round(p95, 4) if p95 is not None else None,

@@ -87,3 +87,4 @@ def test_rounds_merge_into_one_record_per_mode() -> None:
     assert merged["peak_rss_bytes"] == 120 and merged["load_average"] == [0.5, 2.5]
     assert merged["wire_bytes_per_frame"] == 11.0 and merged["embeddings"] == ["a.npy", "b.npy"]
     assert merged["rounds"] == 2
+
