@@ -7,6 +7,13 @@ round trip. Segments are numbered from 0 in block order.
 
 For ViT-B, ``model_plan(12, (2, 5, 8, 11))`` gives
 ``Seg0(0, 1), G2, Seg1(3, 4), G5, Seg2(6, 7), G8, Seg3(9, 10), G11``.
+
+A session may send only the first few segments to workers (``--remote-segments N``,
+:meth:`ModelPlan.remote_segments`); the edge computes the later ones itself with the same segment
+code. Segments before the first global block (:attr:`ModelPlan.unmixed_segments`, ViT-B: one)
+take the patch embedding as input: tokens that no global block has mixed, which carry nothing
+of the windows a worker was not given. Every later segment's input has been through a global
+block, so each of its tokens holds some context of the whole frame.
 """
 
 from __future__ import annotations
@@ -61,6 +68,36 @@ class ModelPlan:
     def num_segments(self) -> int:
         """Number of segments (worker round trips per frame)."""
         return len(self.segments)
+
+    @property
+    def unmixed_segments(self) -> int:
+        """Segments that come before the first global block (ViT-B: 1; a plan that starts with a
+        global block: 0). Their input is the patch and position embedding, a function of each
+        window's own pixels: a worker given only those segments never receives tokens mixed
+        by a global attention block."""
+        count = 0
+        for step in self.steps:
+            if isinstance(step, GlobalStep):
+                break
+            count += 1
+        return count
+
+    def remote_segments(self, count: int | None) -> tuple[SegmentStep, ...]:
+        """The segments that go to workers when only the first ``count`` do (None: every one);
+        the edge computes the others.
+
+        Raises:
+            PartitionError: ``count`` is not an int in ``1..num_segments``.
+        """
+        segments = self.segments
+        if count is None:
+            return segments
+        if isinstance(count, bool) or not isinstance(count, int) or not 1 <= count <= len(segments):
+            valid = f"1..{len(segments)}" if segments else "none: every block is global"
+            raise PartitionError(
+                f"remote segments {count!r}: this model has {len(segments)} windowed segments; give {valid}"
+            )
+        return segments[:count]
 
     def segment(self, index: int) -> SegmentStep:
         """Segment number ``index``; :class:`PartitionError` if the plan has no such segment."""

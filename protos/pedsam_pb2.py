@@ -24,31 +24,33 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1apedsam/protos/pedsam.proto\x12\tpedsam.v1\"V\n\x06Tensor\x12\x1f\n\x05\x63odec\x18\x01 \x01(\x0e\x32\x10.pedsam.v1.Codec\x12\r\n\x05shape\x18\x02 \x03(\x03\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\x0c\x12\x0e\n\x06scales\x18\x04 \x01(\x0c\"-\n\x0cWindowExtent\x12\x0e\n\x06height\x18\x01 \x01(\r\x12\r\n\x05width\x18\x02 \x01(\r\"\xfe\x02\n\x0eSegmentRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\x04\x12\x10\n\x08\x66rame_id\x18\x02 \x01(\x04\x12\x0f\n\x07segment\x18\x03 \x01(\r\x12\x19\n\x11model_fingerprint\x18\x04 \x01(\t\x12(\n\x07\x65xtents\x18\x05 \x03(\x0b\x32\x17.pedsam.v1.WindowExtent\x12!\n\x06tokens\x18\x06 \x01(\x0b\x32\x11.pedsam.v1.Tensor\x12&\n\x0cresult_codec\x18\x07 \x01(\x0e\x32\x10.pedsam.v1.Codec\x12\x19\n\x0c\x66inish_block\x18\x08 \x01(\rH\x00\x88\x01\x01\x12 \n\x05mixed\x18\t \x01(\x0b\x32\x11.pedsam.v1.Tensor\x12\x14\n\x0cskip_segment\x18\n \x01(\x08\x12\x18\n\x0bstart_block\x18\x0b \x01(\rH\x01\x88\x01\x01\x12\x17\n\x0fresidual_result\x18\x0c \x01(\x08\x42\x0f\n\r_finish_blockB\x0e\n\x0c_start_block\"\xe4\x01\n\rSegmentResult\x12\x12\n\nrequest_id\x18\x01 \x01(\x04\x12\x10\n\x08\x66rame_id\x18\x02 \x01(\x04\x12\x0f\n\x07segment\x18\x03 \x01(\r\x12!\n\x06tokens\x18\x04 \x01(\x0b\x32\x11.pedsam.v1.Tensor\x12\x17\n\x0f\x63ompute_seconds\x18\x05 \x01(\x01\x12\x1e\n\x03qkv\x18\x06 \x01(\x0b\x32\x11.pedsam.v1.Tensor\x12\x10\n\x08residual\x18\x07 \x01(\x08\x12\x18\n\x10received_seconds\x18\x08 \x01(\x01\x12\x14\n\x0csent_seconds\x18\t \x01(\x01\"\r\n\x0bPingRequest\"\"\n\tPingReply\x12\x15\n\rclock_seconds\x18\x01 \x01(\x01\"\x11\n\x0f\x44\x65scribeRequest\"\xfb\x01\n\tModelInfo\x12\x0e\n\x06preset\x18\x01 \x01(\t\x12\x13\n\x0b\x66ingerprint\x18\x02 \x01(\t\x12\x13\n\x0bwindow_size\x18\x03 \x01(\r\x12\x11\n\tembed_dim\x18\x04 \x01(\r\x12\x14\n\x0cnum_segments\x18\x05 \x01(\r\x12\x16\n\x0erandom_weights\x18\x06 \x01(\x08\x12 \n\x06\x63odecs\x18\x07 \x03(\x0e\x32\x10.pedsam.v1.Codec\x12\x1f\n\x17max_windows_per_request\x18\x08 \x01(\r\x12\x19\n\x11max_message_bytes\x18\t \x01(\x04\x12\x15\n\rglobal_blocks\x18\n \x03(\r*N\n\x05\x43odec\x12\x15\n\x11\x43ODEC_UNSPECIFIED\x10\x00\x12\x0e\n\nCODEC_FP32\x10\x01\x12\x0e\n\nCODEC_FP16\x10\x02\x12\x0e\n\nCODEC_INT8\x10\x03\x32\xc6\x01\n\x0cWindowWorker\x12<\n\x08\x44\x65scribe\x12\x1a.pedsam.v1.DescribeRequest\x1a\x14.pedsam.v1.ModelInfo\x12\x42\n\x07Process\x12\x19.pedsam.v1.SegmentRequest\x1a\x18.pedsam.v1.SegmentResult(\x01\x30\x01\x12\x34\n\x04Ping\x12\x16.pedsam.v1.PingRequest\x1a\x14.pedsam.v1.PingReplyb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1apedsam/protos/pedsam.proto\x12\tpedsam.v1\"\x83\x01\n\x06Tensor\x12\x1f\n\x05\x63odec\x18\x01 \x01(\x0e\x32\x10.pedsam.v1.Codec\x12\r\n\x05shape\x18\x02 \x03(\x03\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\x0c\x12\x0e\n\x06scales\x18\x04 \x01(\x0c\x12+\n\x0b\x63ompression\x18\x05 \x01(\x0e\x32\x16.pedsam.v1.Compression\"-\n\x0cWindowExtent\x12\x0e\n\x06height\x18\x01 \x01(\r\x12\r\n\x05width\x18\x02 \x01(\r\"\xb2\x03\n\x0eSegmentRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\x04\x12\x10\n\x08\x66rame_id\x18\x02 \x01(\x04\x12\x0f\n\x07segment\x18\x03 \x01(\r\x12\x19\n\x11model_fingerprint\x18\x04 \x01(\t\x12(\n\x07\x65xtents\x18\x05 \x03(\x0b\x32\x17.pedsam.v1.WindowExtent\x12!\n\x06tokens\x18\x06 \x01(\x0b\x32\x11.pedsam.v1.Tensor\x12&\n\x0cresult_codec\x18\x07 \x01(\x0e\x32\x10.pedsam.v1.Codec\x12\x19\n\x0c\x66inish_block\x18\x08 \x01(\rH\x00\x88\x01\x01\x12 \n\x05mixed\x18\t \x01(\x0b\x32\x11.pedsam.v1.Tensor\x12\x14\n\x0cskip_segment\x18\n \x01(\x08\x12\x18\n\x0bstart_block\x18\x0b \x01(\rH\x01\x88\x01\x01\x12\x17\n\x0fresidual_result\x18\x0c \x01(\x08\x12\x32\n\x12result_compression\x18\r \x01(\x0e\x32\x16.pedsam.v1.CompressionB\x0f\n\r_finish_blockB\x0e\n\x0c_start_block\"\xe4\x01\n\rSegmentResult\x12\x12\n\nrequest_id\x18\x01 \x01(\x04\x12\x10\n\x08\x66rame_id\x18\x02 \x01(\x04\x12\x0f\n\x07segment\x18\x03 \x01(\r\x12!\n\x06tokens\x18\x04 \x01(\x0b\x32\x11.pedsam.v1.Tensor\x12\x17\n\x0f\x63ompute_seconds\x18\x05 \x01(\x01\x12\x1e\n\x03qkv\x18\x06 \x01(\x0b\x32\x11.pedsam.v1.Tensor\x12\x10\n\x08residual\x18\x07 \x01(\x08\x12\x18\n\x10received_seconds\x18\x08 \x01(\x01\x12\x14\n\x0csent_seconds\x18\t \x01(\x01\"\r\n\x0bPingRequest\"\"\n\tPingReply\x12\x15\n\rclock_seconds\x18\x01 \x01(\x01\"\x11\n\x0f\x44\x65scribeRequest\"\xa9\x02\n\tModelInfo\x12\x0e\n\x06preset\x18\x01 \x01(\t\x12\x13\n\x0b\x66ingerprint\x18\x02 \x01(\t\x12\x13\n\x0bwindow_size\x18\x03 \x01(\r\x12\x11\n\tembed_dim\x18\x04 \x01(\r\x12\x14\n\x0cnum_segments\x18\x05 \x01(\r\x12\x16\n\x0erandom_weights\x18\x06 \x01(\x08\x12 \n\x06\x63odecs\x18\x07 \x03(\x0e\x32\x10.pedsam.v1.Codec\x12\x1f\n\x17max_windows_per_request\x18\x08 \x01(\r\x12\x19\n\x11max_message_bytes\x18\t \x01(\x04\x12\x15\n\rglobal_blocks\x18\n \x03(\r\x12,\n\x0c\x63ompressions\x18\x0b \x03(\x0e\x32\x16.pedsam.v1.Compression*N\n\x05\x43odec\x12\x15\n\x11\x43ODEC_UNSPECIFIED\x10\x00\x12\x0e\n\nCODEC_FP32\x10\x01\x12\x0e\n\nCODEC_FP16\x10\x02\x12\x0e\n\nCODEC_INT8\x10\x03*@\n\x0b\x43ompression\x12\x14\n\x10\x43OMPRESSION_NONE\x10\x00\x12\x1b\n\x17\x43OMPRESSION_ZSTD_PLANES\x10\x01\x32\xc6\x01\n\x0cWindowWorker\x12<\n\x08\x44\x65scribe\x12\x1a.pedsam.v1.DescribeRequest\x1a\x14.pedsam.v1.ModelInfo\x12\x42\n\x07Process\x12\x19.pedsam.v1.SegmentRequest\x1a\x18.pedsam.v1.SegmentResult(\x01\x30\x01\x12\x34\n\x04Ping\x12\x16.pedsam.v1.PingRequest\x1a\x14.pedsam.v1.PingReplyb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'pedsam.protos.pedsam_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_CODEC']._serialized_start=1116
-  _globals['_CODEC']._serialized_end=1194
-  _globals['_TENSOR']._serialized_start=41
-  _globals['_TENSOR']._serialized_end=127
-  _globals['_WINDOWEXTENT']._serialized_start=129
-  _globals['_WINDOWEXTENT']._serialized_end=174
-  _globals['_SEGMENTREQUEST']._serialized_start=177
-  _globals['_SEGMENTREQUEST']._serialized_end=559
-  _globals['_SEGMENTRESULT']._serialized_start=562
-  _globals['_SEGMENTRESULT']._serialized_end=790
-  _globals['_PINGREQUEST']._serialized_start=792
-  _globals['_PINGREQUEST']._serialized_end=805
-  _globals['_PINGREPLY']._serialized_start=807
-  _globals['_PINGREPLY']._serialized_end=841
-  _globals['_DESCRIBEREQUEST']._serialized_start=843
-  _globals['_DESCRIBEREQUEST']._serialized_end=860
-  _globals['_MODELINFO']._serialized_start=863
-  _globals['_MODELINFO']._serialized_end=1114
-  _globals['_WINDOWWORKER']._serialized_start=1197
-  _globals['_WINDOWWORKER']._serialized_end=1395
+  _globals['_CODEC']._serialized_start=1260
+  _globals['_CODEC']._serialized_end=1338
+  _globals['_COMPRESSION']._serialized_start=1340
+  _globals['_COMPRESSION']._serialized_end=1404
+  _globals['_TENSOR']._serialized_start=42
+  _globals['_TENSOR']._serialized_end=173
+  _globals['_WINDOWEXTENT']._serialized_start=175
+  _globals['_WINDOWEXTENT']._serialized_end=220
+  _globals['_SEGMENTREQUEST']._serialized_start=223
+  _globals['_SEGMENTREQUEST']._serialized_end=657
+  _globals['_SEGMENTRESULT']._serialized_start=660
+  _globals['_SEGMENTRESULT']._serialized_end=888
+  _globals['_PINGREQUEST']._serialized_start=890
+  _globals['_PINGREQUEST']._serialized_end=903
+  _globals['_PINGREPLY']._serialized_start=905
+  _globals['_PINGREPLY']._serialized_end=939
+  _globals['_DESCRIBEREQUEST']._serialized_start=941
+  _globals['_DESCRIBEREQUEST']._serialized_end=958
+  _globals['_MODELINFO']._serialized_start=961
+  _globals['_MODELINFO']._serialized_end=1258
+  _globals['_WINDOWWORKER']._serialized_start=1407
+  _globals['_WINDOWWORKER']._serialized_end=1605
 # @@protoc_insertion_point(module_scope)

@@ -13,22 +13,31 @@ class Codec(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     CODEC_FP32: _ClassVar[Codec]
     CODEC_FP16: _ClassVar[Codec]
     CODEC_INT8: _ClassVar[Codec]
+
+class Compression(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    COMPRESSION_NONE: _ClassVar[Compression]
+    COMPRESSION_ZSTD_PLANES: _ClassVar[Compression]
 CODEC_UNSPECIFIED: Codec
 CODEC_FP32: Codec
 CODEC_FP16: Codec
 CODEC_INT8: Codec
+COMPRESSION_NONE: Compression
+COMPRESSION_ZSTD_PLANES: Compression
 
 class Tensor(_message.Message):
-    __slots__ = ("codec", "shape", "data", "scales")
+    __slots__ = ("codec", "shape", "data", "scales", "compression")
     CODEC_FIELD_NUMBER: _ClassVar[int]
     SHAPE_FIELD_NUMBER: _ClassVar[int]
     DATA_FIELD_NUMBER: _ClassVar[int]
     SCALES_FIELD_NUMBER: _ClassVar[int]
+    COMPRESSION_FIELD_NUMBER: _ClassVar[int]
     codec: Codec
     shape: _containers.RepeatedScalarFieldContainer[int]
     data: bytes
     scales: bytes
-    def __init__(self, codec: _Optional[_Union[Codec, str]] = ..., shape: _Optional[_Iterable[int]] = ..., data: _Optional[bytes] = ..., scales: _Optional[bytes] = ...) -> None: ...
+    compression: Compression
+    def __init__(self, codec: _Optional[_Union[Codec, str]] = ..., shape: _Optional[_Iterable[int]] = ..., data: _Optional[bytes] = ..., scales: _Optional[bytes] = ..., compression: _Optional[_Union[Compression, str]] = ...) -> None: ...
 
 class WindowExtent(_message.Message):
     __slots__ = ("height", "width")
@@ -39,7 +48,7 @@ class WindowExtent(_message.Message):
     def __init__(self, height: _Optional[int] = ..., width: _Optional[int] = ...) -> None: ...
 
 class SegmentRequest(_message.Message):
-    __slots__ = ("request_id", "frame_id", "segment", "model_fingerprint", "extents", "tokens", "result_codec", "finish_block", "mixed", "skip_segment", "start_block", "residual_result")
+    __slots__ = ("request_id", "frame_id", "segment", "model_fingerprint", "extents", "tokens", "result_codec", "finish_block", "mixed", "skip_segment", "start_block", "residual_result", "result_compression")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     FRAME_ID_FIELD_NUMBER: _ClassVar[int]
     SEGMENT_FIELD_NUMBER: _ClassVar[int]
@@ -52,6 +61,7 @@ class SegmentRequest(_message.Message):
     SKIP_SEGMENT_FIELD_NUMBER: _ClassVar[int]
     START_BLOCK_FIELD_NUMBER: _ClassVar[int]
     RESIDUAL_RESULT_FIELD_NUMBER: _ClassVar[int]
+    RESULT_COMPRESSION_FIELD_NUMBER: _ClassVar[int]
     request_id: int
     frame_id: int
     segment: int
@@ -64,7 +74,8 @@ class SegmentRequest(_message.Message):
     skip_segment: bool
     start_block: int
     residual_result: bool
-    def __init__(self, request_id: _Optional[int] = ..., frame_id: _Optional[int] = ..., segment: _Optional[int] = ..., model_fingerprint: _Optional[str] = ..., extents: _Optional[_Iterable[_Union[WindowExtent, _Mapping]]] = ..., tokens: _Optional[_Union[Tensor, _Mapping]] = ..., result_codec: _Optional[_Union[Codec, str]] = ..., finish_block: _Optional[int] = ..., mixed: _Optional[_Union[Tensor, _Mapping]] = ..., skip_segment: _Optional[bool] = ..., start_block: _Optional[int] = ..., residual_result: _Optional[bool] = ...) -> None: ...
+    result_compression: Compression
+    def __init__(self, request_id: _Optional[int] = ..., frame_id: _Optional[int] = ..., segment: _Optional[int] = ..., model_fingerprint: _Optional[str] = ..., extents: _Optional[_Iterable[_Union[WindowExtent, _Mapping]]] = ..., tokens: _Optional[_Union[Tensor, _Mapping]] = ..., result_codec: _Optional[_Union[Codec, str]] = ..., finish_block: _Optional[int] = ..., mixed: _Optional[_Union[Tensor, _Mapping]] = ..., skip_segment: _Optional[bool] = ..., start_block: _Optional[int] = ..., residual_result: _Optional[bool] = ..., result_compression: _Optional[_Union[Compression, str]] = ...) -> None: ...
 
 class SegmentResult(_message.Message):
     __slots__ = ("request_id", "frame_id", "segment", "tokens", "compute_seconds", "qkv", "residual", "received_seconds", "sent_seconds")
@@ -103,7 +114,7 @@ class DescribeRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class ModelInfo(_message.Message):
-    __slots__ = ("preset", "fingerprint", "window_size", "embed_dim", "num_segments", "random_weights", "codecs", "max_windows_per_request", "max_message_bytes", "global_blocks")
+    __slots__ = ("preset", "fingerprint", "window_size", "embed_dim", "num_segments", "random_weights", "codecs", "max_windows_per_request", "max_message_bytes", "global_blocks", "compressions")
     PRESET_FIELD_NUMBER: _ClassVar[int]
     FINGERPRINT_FIELD_NUMBER: _ClassVar[int]
     WINDOW_SIZE_FIELD_NUMBER: _ClassVar[int]
@@ -114,6 +125,7 @@ class ModelInfo(_message.Message):
     MAX_WINDOWS_PER_REQUEST_FIELD_NUMBER: _ClassVar[int]
     MAX_MESSAGE_BYTES_FIELD_NUMBER: _ClassVar[int]
     GLOBAL_BLOCKS_FIELD_NUMBER: _ClassVar[int]
+    COMPRESSIONS_FIELD_NUMBER: _ClassVar[int]
     preset: str
     fingerprint: str
     window_size: int
@@ -124,4 +136,5 @@ class ModelInfo(_message.Message):
     max_windows_per_request: int
     max_message_bytes: int
     global_blocks: _containers.RepeatedScalarFieldContainer[int]
-    def __init__(self, preset: _Optional[str] = ..., fingerprint: _Optional[str] = ..., window_size: _Optional[int] = ..., embed_dim: _Optional[int] = ..., num_segments: _Optional[int] = ..., random_weights: _Optional[bool] = ..., codecs: _Optional[_Iterable[_Union[Codec, str]]] = ..., max_windows_per_request: _Optional[int] = ..., max_message_bytes: _Optional[int] = ..., global_blocks: _Optional[_Iterable[int]] = ...) -> None: ...
+    compressions: _containers.RepeatedScalarFieldContainer[Compression]
+    def __init__(self, preset: _Optional[str] = ..., fingerprint: _Optional[str] = ..., window_size: _Optional[int] = ..., embed_dim: _Optional[int] = ..., num_segments: _Optional[int] = ..., random_weights: _Optional[bool] = ..., codecs: _Optional[_Iterable[_Union[Codec, str]]] = ..., max_windows_per_request: _Optional[int] = ..., max_message_bytes: _Optional[int] = ..., global_blocks: _Optional[_Iterable[int]] = ..., compressions: _Optional[_Iterable[_Union[Compression, str]]] = ...) -> None: ...

@@ -78,8 +78,9 @@ def assert_one_line_error(done: Done, *words: str) -> None:
         assert word in errors[0], errors[0]
 
 
-def check_audit(path: Path, frames: int, segments: int) -> None:
-    """Invariant 2 from the audit file alone: every window once, no server over the cap."""
+def check_audit(path: Path, frames: int, segments: int, remote_segments: int | None = None) -> None:
+    """Invariant 2 from the audit file alone: every window once, no server over the cap; with
+    ``remote_segments``, every later segment computed whole on the edge and said so."""
     records = read_records(path)
     assert len(records) == frames * segments
     assert sorted({(r["frame"], r["segment"]) for r in records}) == [
@@ -88,6 +89,10 @@ def check_audit(path: Path, frames: int, segments: int) -> None:
     for record in records:
         windows = [w for ids in record["shares"].values() for w in ids]
         assert sorted(windows) == list(range(record["num_windows"]))
+        if remote_segments is not None and record["segment"] >= remote_segments:
+            assert list(record["shares"]) == ["edge"] and record["edge_only"] == "remote_segments"
+            continue
+        assert "edge_only" not in record
         servers = [ids for name, ids in record["shares"].items() if name != "edge"]
         assert len(servers) >= 2
         assert max(len(ids) for ids in servers) <= record["cap"] < record["num_windows"]

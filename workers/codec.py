@@ -4,6 +4,10 @@
 per token (row). Decoding copies at most once: an fp32 payload is not copied at all (the
 tensor is a read-only view of the message's bytes; nothing in pedsam writes into a decoded
 tensor), fp16 and int8 are widened to float32 in one step.
+
+After the codec, ``data`` may be compressed losslessly (:mod:`pedsam.workers.entropy`; the
+tensor's ``compression`` says how); decoding then first decompresses, bounded by the shape, and
+the codec's copy rules apply to the decompressed bytes.
 """
 
 from __future__ import annotations
@@ -14,6 +18,8 @@ import numpy as np
 import torch
 
 from pedsam.protos import pedsam_pb2 as pb
+from pedsam.workers import entropy
+from pedsam.workers.errors import PayloadError
 
 CODECS: dict[str, pb.Codec] = {"fp32": pb.CODEC_FP32, "fp16": pb.CODEC_FP16, "int8": pb.CODEC_INT8}
 CODEC_NAMES: dict[int, str] = {v: k for k, v in CODECS.items()}
@@ -34,59 +40,119 @@ def codec_id(name: str) -> pb.Codec:
 
 
 def payload_bytes(codec: int, rows: int, cols: int) -> int:
-    """Bytes of ``data`` (plus ``scales``) a (rows, cols) tensor takes in ``codec``."""
+    """Bytes of ``data`` (plus ``scales``) a (rows, cols) tensor takes in ``codec``, uncompressed."""
     scales = 4 * rows if codec == pb.CODEC_INT8 else 0
-    return _ITEM_BYTES[codec] * rows * cols + scales
+    return data_bytes(codec, rows, cols) + scales
 
 
-def encode(tokens: torch.Tensor, codec: pb.Codec) -> pb.Tensor:
-    """(N, C) float32 -> ``pb.Tensor`` in ``codec``."""
+def data_bytes(codec: int, rows: int, cols: int) -> int:
+    """Bytes of ``data`` alone a (rows, cols) tensor takes in ``codec``, uncompressed."""
+    return _ITEM_BYTES[codec] * rows * cols
+
+
+def item_bytes(codec: int) -> int:
+    """Bytes of one value in ``codec`` (4, 2 or 1)."""
+    return _ITEM_BYTES[codec]
+
+
+def wire_bytes(tensor: pb.Tensor) -> int:
+    """Bytes a tensor's values take on the wire as it stands: ``data`` (compressed or not) and
+    ``scales``."""
+    return len(tensor.data) + len(tensor.scales)
+
+
+def encode(tokens: torch.Tensor, codec: pb.Codec, compression: pb.Compression = pb.COMPRESSION_NONE) -> pb.Tensor:
+    """(N, C) float32 -> ``pb.Tensor`` in ``codec``, its ``data`` compressed as ``compression`` says."""
     array = tokens.detach().contiguous().numpy()
     if array.dtype != np.float32:
         array = array.astype(np.float32)
     shape = list(array.shape)
+    scales = b""
     if codec == pb.CODEC_FP32:
-        return pb.Tensor(codec=codec, shape=shape, data=array.tobytes())
-    if codec == pb.CODEC_FP16:
-        return pb.Tensor(codec=codec, shape=shape, data=array.astype(np.float16).tobytes())
-    if codec == pb.CODEC_INT8:
+        data = array.tobytes()
+    elif codec == pb.CODEC_FP16:
+        data = array.astype(np.float16).tobytes()
+    elif codec == pb.CODEC_INT8:
         scale = np.abs(array).max(axis=1, keepdims=True) / 127.0
         scale[scale == 0] = 1.0
-        quantised = np.clip(np.rint(array / scale), -127, 127).astype(np.int8)
-        return pb.Tensor(
-            codec=codec,
-            shape=shape,
-            data=quantised.tobytes(),
-            scales=scale.astype(np.float32).tobytes(),
-        )
-    raise ValueError(f"unsupported codec {codec}")
+        data = np.clip(np.rint(array / scale), -127, 127).astype(np.int8).tobytes()
+        scales = scale.astype(np.float32).tobytes()
+    else:
+        raise ValueError(f"unsupported codec {codec}")
+    if compression != pb.COMPRESSION_NONE:
+        data = entropy.compress(data, _ITEM_BYTES[codec], compression)
+    return pb.Tensor(codec=codec, shape=shape, data=data, scales=scales, compression=compression)
 
 
 def decode_result(tensor: pb.Tensor, residual: bool, sent: torch.Tensor) -> torch.Tensor:
-    """A result's tokens: decoded, plus ``sent`` (the edge's exact tokens) when ``residual``."""
-    out = decode(tensor)
+    """A result's tokens, which must have ``sent``'s shape: decoded, plus ``sent`` (the edge's
+    exact tokens) when ``residual``.
+
+    Raises:
+        PayloadError: a result of another shape, or bytes that do not decode to it.
+    """
+    rows, cols = sent.shape
+    out = decode(tensor, (rows, cols))
     if not residual:
         return out
-    if out.shape != sent.shape:
-        raise ValueError(f"residual of shape {tuple(out.shape)} for tokens of shape {tuple(sent.shape)}")
+    # fp32 decodes to a read-only view of received bytes; fp16 and int8 to an array of its own.
     return out.add_(sent) if tensor.codec != pb.CODEC_FP32 else out + sent
 
 
-def decode(tensor: pb.Tensor) -> torch.Tensor:
-    """``pb.Tensor`` -> (N, C) float32. The caller has validated shape and byte counts."""
-    shape = tuple(int(s) for s in tensor.shape)
-    if tensor.codec == pb.CODEC_FP32:
-        # A read-only view of the message's bytes: nothing in pedsam writes into it.
-        return torch.frombuffer(tensor.data, dtype=torch.float32).view(shape)
-    if tensor.codec == pb.CODEC_FP16:
-        array = np.frombuffer(tensor.data, dtype="<f2").reshape(shape).astype(np.float32)
-    elif tensor.codec == pb.CODEC_INT8:
-        scales = np.frombuffer(tensor.scales, dtype="<f4").reshape(shape[0], 1)
-        array = np.frombuffer(tensor.data, dtype=np.int8).reshape(shape).astype(np.float32)
-        array *= scales
-    else:
+def decode(tensor: pb.Tensor, shape: tuple[int, int] | None = None) -> torch.Tensor:
+    """``pb.Tensor`` -> (N, C) float32.
+
+    ``shape``: the (N, C) the receiver expects; a tensor of another shape is refused before any
+    decompression (an edge reading a worker's result passes it; a worker has already checked its
+    requests' shapes with :func:`check`).
+
+    Raises:
+        PayloadError: another shape, or ``data``/``scales`` that do not decode to the shape.
+        ValueError: an unknown codec.
+    """
+    dims = tuple(int(s) for s in tensor.shape)
+    if len(dims) != 2 or min(dims) < 0 or (shape is not None and dims != shape):
+        raise PayloadError(f"shape {dims}, expected {shape if shape is not None else '(rows, cols)'}")
+    if tensor.codec not in _ITEM_BYTES:
         raise ValueError(f"unsupported codec {tensor.codec}")
+    rows, cols = dims
+    data = entropy.decompress(tensor.data, _ITEM_BYTES[tensor.codec], data_bytes(tensor.codec, rows, cols),
+                              tensor.compression)
+    if tensor.codec == pb.CODEC_FP32:
+        # A read-only view of the message's (or the decompressed) bytes: nothing in pedsam writes into it.
+        return torch.frombuffer(data, dtype=torch.float32).view(dims) if rows * cols else torch.empty(dims)
+    if tensor.codec == pb.CODEC_FP16:
+        array = np.frombuffer(data, dtype="<f2").reshape(dims).astype(np.float32)
+    else:
+        if len(tensor.scales) != 4 * rows:
+            raise PayloadError(f"carry {len(tensor.scales)} bytes of int8 scales, expected {4 * rows}")
+        scales = np.frombuffer(tensor.scales, dtype="<f4").reshape(rows, 1)
+        array = np.frombuffer(data, dtype=np.int8).reshape(dims).astype(np.float32)
+        array *= scales
     return torch.from_numpy(array)
+
+
+def check(tensor: pb.Tensor, rows: int, cols: int) -> None:
+    """Check a tensor's codec, shape and byte counts before decoding it: cheap, no decompression
+    (a compressed ``data`` must declare the codec's byte count in its frame header).
+
+    Raises:
+        PayloadError: the shape is not (rows, cols), or the byte counts do not match it.
+        ValueError: an unknown codec or compression.
+    """
+    if tensor.codec not in _ITEM_BYTES:
+        raise ValueError(f"unsupported codec {tensor.codec}")
+    if tensor.compression != pb.COMPRESSION_NONE and tensor.compression not in entropy.COMPRESSION_NAMES:
+        raise ValueError(f"unsupported compression {tensor.compression}")
+    dims = tuple(tensor.shape)
+    if dims != (rows, cols):
+        raise PayloadError(f"have shape {dims}, expected ({rows}, {cols}) for these extents")
+    scales = 4 * rows if tensor.codec == pb.CODEC_INT8 else 0
+    if len(tensor.scales) != scales:
+        if tensor.codec == pb.CODEC_INT8:
+            raise PayloadError("need one float32 int8 scale per token")
+        raise PayloadError(f"carry {len(tensor.scales)} bytes of scales, expected none for this codec")
+    entropy.check_declared(tensor.data, data_bytes(tensor.codec, rows, cols), tensor.compression)
 
 
 def _spend_readonly_warning() -> None:

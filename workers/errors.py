@@ -6,7 +6,9 @@
      +-- ModelError (ValueError)       unknown preset, bad seed
      |    +-- CheckpointError          a checkpoint file that is missing or does not fit the preset
      +-- RequestError (ValueError)     a segment request that breaks the contract; carries the
-                                       gRPC status code the worker answers with
+     |                                 gRPC status code the worker answers with
+     +-- PayloadError (ValueError)     a tensor's bytes that do not decode to its shape (a bad
+                                       compressed frame, a wrong size); either side raises it
 """
 
 from __future__ import annotations
@@ -32,3 +34,9 @@ class RequestError(WorkerSideError, ValueError):
     def __init__(self, code: grpc.StatusCode, message: str) -> None:
         super().__init__(message)
         self.code = code
+
+
+class PayloadError(WorkerSideError, ValueError):
+    """A tensor payload that does not decode to what its shape and codec promise: a compressed
+    frame that is corrupt, declares another size, or is not one whole frame; or a byte count
+    that does not match. The worker answers INVALID_ARGUMENT; the edge fails the worker."""

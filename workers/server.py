@@ -1,8 +1,10 @@
 """The gRPC window worker: a thin servicer over :class:`pedsam.workers.segment.SegmentRunner`.
 
-Every request is validated before any work (segment, fingerprint, codec, extents, shape, byte
-counts, batch size); a bad one ends its stream with the matching gRPC status and the worker
-goes on serving every other stream. Compute runs on a small thread pool shared by all streams.
+Every request is validated before any work (segment, fingerprint, codec, compression, extents,
+shape, byte counts, batch size; a compressed tensor's byte count as its frame header declares
+it, checked again as it is decompressed, never past that size); a bad one ends its stream with
+the matching gRPC status and the worker goes on serving every other stream. Compute runs on a
+small thread pool shared by all streams.
 
 Memory is bounded: at most ``max_streams`` streams at once (more are refused with
 RESOURCE_EXHAUSTED), each holding at most ``max_inflight_per_stream`` requests, of which at most
@@ -33,6 +35,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from pedsam.protos import pedsam_pb2 as pb
 from pedsam.protos import pedsam_pb2_grpc as pb_grpc
 from pedsam.workers import codec as wire
+from pedsam.workers import entropy
 from pedsam.workers.errors import RequestError
 from pedsam.workers.metrics import WorkerStats
 from pedsam.workers.models import ModelSource, fingerprint, get_preset
@@ -100,6 +103,7 @@ class WindowWorkerService(pb_grpc.WindowWorkerServicer):
             max_windows_per_request=self._limits.max_windows_per_request,
             max_message_bytes=self._limits.max_message_bytes,
             global_blocks=model.global_blocks,
+            compressions=list(entropy.COMPRESSIONS.values()),
         )
 
     async def Ping(self, request: pb.PingRequest, context: grpc.aio.ServicerContext[Any, Any]) -> pb.PingReply:
@@ -247,6 +251,8 @@ class WindowWorkerService(pb_grpc.WindowWorkerServicer):
             check_tensor("mixed", request.mixed, rows, model.preset.embed_dim)
         if request.result_codec not in (pb.CODEC_UNSPECIFIED, *wire.CODEC_NAMES):
             raise RequestError(invalid, f"unsupported result codec {request.result_codec}")
+        if request.result_compression not in (pb.COMPRESSION_NONE, *entropy.COMPRESSION_NAMES):
+            raise RequestError(invalid, f"unsupported result compression {request.result_compression}")
 
     def _validate_offload(self, request: pb.SegmentRequest) -> None:
         """The offload plan's fields: known global blocks, and something to do."""
@@ -266,16 +272,13 @@ class WindowWorkerService(pb_grpc.WindowWorkerServicer):
 
     def _compute(self, request: pb.SegmentRequest) -> pb.SegmentResult:
         started = time.perf_counter()
-        tokens = wire.decode(request.tokens)
-        if not torch.isfinite(tokens).all():
-            raise RequestError(grpc.StatusCode.INVALID_ARGUMENT, "tokens contain NaN or infinity")
+        tokens = decode_tensor("tokens", request.tokens)
         extents = [(e.height, e.width) for e in request.extents]
         codec = request.result_codec or request.tokens.codec
+        compression = request.result_compression
         qkv: torch.Tensor | None = None
         if request.HasField("finish_block") or request.HasField("start_block") or request.skip_segment:
-            mixed = wire.decode(request.mixed) if request.HasField("finish_block") else None
-            if mixed is not None and not torch.isfinite(mixed).all():
-                raise RequestError(grpc.StatusCode.INVALID_ARGUMENT, "mixed contains NaN or infinity")
+            mixed = decode_tensor("mixed", request.mixed) if request.HasField("finish_block") else None
             out, qkv = self._model.runner.run_stage(
                 None if request.skip_segment else request.segment,
                 tokens,
@@ -292,29 +295,32 @@ class WindowWorkerService(pb_grpc.WindowWorkerServicer):
             request_id=request.request_id,
             frame_id=request.frame_id,
             segment=request.segment,
-            tokens=wire.encode(out, codec),
+            tokens=wire.encode(out, codec, compression),
             compute_seconds=time.perf_counter() - started,
-            qkv=wire.encode(qkv, codec) if qkv is not None else None,
+            qkv=wire.encode(qkv, codec, compression) if qkv is not None else None,
             residual=request.residual_result,
         )
 
 
 def check_tensor(name: str, tensor: pb.Tensor, rows: int, cols: int) -> None:
-    """A (rows, cols) tensor's codec, shape and byte counts; :class:`RequestError` if wrong."""
-    invalid = grpc.StatusCode.INVALID_ARGUMENT
-    if tensor.codec not in wire.CODEC_NAMES:
-        raise RequestError(invalid, f"unsupported codec {tensor.codec}")
-    shape = tuple(tensor.shape)
-    if shape != (rows, cols):
-        raise RequestError(
-            invalid, f"{name} have shape {shape}, expected ({rows}, {cols}) for these extents"
-        )
-    want = wire.payload_bytes(tensor.codec, rows, cols)
-    got = len(tensor.data) + len(tensor.scales)
-    if got != want:
-        raise RequestError(invalid, f"{name} carry {got} bytes, expected {want} for shape {shape}")
-    if tensor.codec == pb.CODEC_INT8 and len(tensor.scales) != 4 * rows:
-        raise RequestError(invalid, f"int8 {name} need one float32 scale per token")
+    """A (rows, cols) tensor's codec, compression, shape and byte counts (a compressed one's as its
+    frame header declares them; :func:`pedsam.workers.codec.check`); :class:`RequestError` if wrong."""
+    try:
+        wire.check(tensor, rows, cols)
+    except ValueError as exc:  # PayloadError included
+        raise RequestError(grpc.StatusCode.INVALID_ARGUMENT, f"{name} {exc}") from None
+
+
+def decode_tensor(name: str, tensor: pb.Tensor) -> torch.Tensor:
+    """A checked tensor decoded (decompressed, bounded by its shape) and found finite;
+    :class:`RequestError` INVALID_ARGUMENT if it is not."""
+    try:
+        out = wire.decode(tensor)
+    except ValueError as exc:  # PayloadError included: a corrupt or lying compressed frame
+        raise RequestError(grpc.StatusCode.INVALID_ARGUMENT, f"{name} {exc}") from None
+    if not torch.isfinite(out).all():
+        raise RequestError(grpc.StatusCode.INVALID_ARGUMENT, f"{name} contain NaN or infinity")
+    return out
 
 
 class WorkerServer:

@@ -13,7 +13,7 @@ Modes (``ModeSpec.kind``):
 - ``local``: pedsam's split encoder with every window computed in this process (pedsam's
   kernels, no network);
 - ``split``: an :class:`~pedsam.stream.core.session.EdgeSession` over ``workers`` loopback worker processes,
-  with a wire codec and an execution plan.
+  with a wire codec, an execution plan, and how many segments go to the workers.
 """
 
 from __future__ import annotations
@@ -46,6 +46,7 @@ class ModeSpec:
     workers: int = 0
     codec: str = "-"
     plan: str = "-"
+    remote_segments: int | None = None  # split: only the first N segments to workers (None: all)
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -84,6 +85,7 @@ class ModeRecord:
     load_average: tuple[float, float]
     wire_bytes_per_frame: float | None = None
     raw_bytes_per_frame: int | None = None
+    remote_segments: int | None = None
 
 
 def bench_image(size: int, seed: int = 0) -> np.ndarray:
@@ -103,12 +105,13 @@ def bench_image(size: int, seed: int = 0) -> np.ndarray:
     return out
 
 
-def raw_bytes_per_frame(preset_name: str, plan: str) -> int:
+def raw_bytes_per_frame(preset_name: str, plan: str, remote_segments: int | None = None) -> int:
     """float32 bytes of the tensors that must cross between edge and workers for one frame.
 
     Default plan: each segment's valid tokens go out and come back, an (N, C) matrix each way.
     Offload plan (:mod:`pedsam.partitioner.offload`): a stage also sends the attention output of the
-    block it finishes, (N, C), and returns the qkv of the block it starts, (N, 3C).
+    block it finishes, (N, C), and returns the qkv of the block it starts, (N, 3C). With
+    ``remote_segments``, only the first that many segments (stages) cross.
     """
     from pedsam.partitioner.offload import offload_stages
     from pedsam.partitioner.plan import model_plan
@@ -116,10 +119,11 @@ def raw_bytes_per_frame(preset_name: str, plan: str) -> int:
     preset = PRESETS[preset_name]
     matrix = preset.grid_size**2 * preset.embed_dim * 4  # one (N, C) float32 over all windows
     model = model_plan(preset.depth, preset.global_attn_indexes)
+    count = len(model.remote_segments(remote_segments))
     if plan == "default":
-        return 2 * model.num_segments * matrix
+        return 2 * count * matrix
     total = 0
-    for stage in offload_stages(model):
+    for stage in offload_stages(model)[:count]:
         total += matrix * (1 + (stage.finish is not None))  # tokens (+ mixed) out
         total += matrix * (1 + 3 * (stage.start is not None))  # tokens (+ qkv) back
     return total
@@ -149,13 +153,14 @@ async def _measure(
             cpus.append(cpu)
     record = ModeRecord(
         name=spec.name, kind=spec.kind, workers=spec.workers, codec=spec.codec, plan=spec.plan,
+        remote_segments=spec.remote_segments,
         torch_threads=torch.get_num_threads(), wall_s=walls, cpu_s=cpus,
         peak_rss_bytes=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
         load_average=(round(load_start, 2), round(os.getloadavg()[0], 2)),
     )
     if wire is not None:
         record.wire_bytes_per_frame = (wire() - moved) / settings.frames
-        record.raw_bytes_per_frame = raw_bytes_per_frame(settings.model, spec.plan)
+        record.raw_bytes_per_frame = raw_bytes_per_frame(settings.model, spec.plan, spec.remote_segments)
     return record, embedding
 
 
@@ -213,6 +218,7 @@ async def _measure_split(
         scheme=settings.scheme,
         codec=spec.codec,
         plan=spec.plan,
+        remote_segments=spec.remote_segments,
         worker_threads=settings.worker_threads,
         edge_threads=settings.edge_threads,
     )

@@ -298,6 +298,7 @@ def config_check(values: Values) -> int:
         f"transport  {transport}",
         f"split      scheme {config.scheme}, codec {config.codec}, plan {config.plan}, "
         f"{resolved['in_flight']} frames in flight",
+        f"wire       segments to workers: {config.remote_segments or 'all'}, compression {config.compression}",
         f"rotation   {config.rotation.policy}; budgets: frame {budget.frame_cap}, scene {budget.scene_cap} over "
         f"{budget.horizon} frames, on budget: {budget.on_exceed}",
         f"failover   on failure: {config.on_failure}, reconnect every {config.reconnect_interval:g} s, "
@@ -315,6 +316,13 @@ async def bench(values: Values) -> int:
     from pedsam.stream.bench.encoder import run as run_bench
 
     return await run_bench(EncoderBench.of(values))
+
+
+async def bench_entropy(values: Values) -> int:
+    from pedsam.stream.bench.entropy import EntropyBench
+    from pedsam.stream.bench.entropy import run as run_bench
+
+    return await run_bench(EntropyBench.of(values))
 
 
 async def bench_pipeline(values: Values) -> int:

@@ -13,6 +13,8 @@ Paths in the file are relative to the file's folder. Example::
     scheme = "interleaved"              # --scheme
     codec = "fp32"                      # --codec
     plan = "default"                    # --plan
+    remote_segments = 1                 # --remote-segments (default: all)
+    compression = "auto"                # --compression
     in_flight = 3                       # --in-flight (run, stream)
     [rotation]
     policy = "keyed-random"             # --rotation; also slots, frame_cap, scene_cap,

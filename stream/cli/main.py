@@ -156,6 +156,8 @@ COMMANDS: tuple[Command, ...] = (
             parts=[("bench", GROUPS["bench-pipeline"]), ("model", pick("model", "seed")),
                    ("workers and split", pick("local_workers", "plan", "in_flight"))],
             defaults={"model": "tiny", "local_workers": 3, "in_flight": 3}),
+    Command(name="bench-entropy", help="lossless compression of the wire's tensors on real footage: ratio and CPU",
+            handler=f"{_C}:bench_entropy", parts=[("bench", GROUPS["bench-entropy"]), ("model", pick("seed"))]),
 )
 
 

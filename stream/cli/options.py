@@ -23,10 +23,13 @@ from pedsam.partitioner.scheduler import FAILOVER, ON_EXCEED
 from pedsam.partitioner.schemes import SCHEMES
 from pedsam.protos import pedsam_pb2 as pb
 from pedsam.stream.fleet.links import PROFILES
+from pedsam.workers.entropy import COMPRESSIONS
 from pedsam.workers.presets import DEFAULT_SEED, PRESETS
 
 # The wire's codecs by name, from the contract itself: CODEC_FP16 -> "fp16".
 CODEC_NAMES = tuple(n.removeprefix("CODEC_").lower() for n in pb.Codec.keys() if n != "CODEC_UNSPECIFIED")
+# EdgeConfig.compression's settings (pedsam.stream.core.session.WIRE_COMPRESSIONS, which a test compares).
+WIRE_COMPRESSIONS = ("auto", "off", *COMPRESSIONS)
 
 __all__ = ["EDGE", "GROUPS", "Option", "Section", "add_logging", "add_options", "pick", "sections"]
 
@@ -138,6 +141,13 @@ SPLIT = (
     _o("--plan", "plan", "default: global blocks whole on the edge; offload: workers also run their per-token "
        "parts, the edge only the attention mixing (less edge CPU, ~3x the bytes)", choices=PLANS,
        default="default", key=("split", "plan")),
+    _o("--remote-segments", "remote_segments", "send only the first N windowed segments to workers, compute the "
+       "rest on the edge (ViT-B has 4); 1: one round trip and a quarter of the bytes per frame, and no worker "
+       "receives tokens a global block has mixed (with --plan offload: the first N stages) (default: all)",
+       kind=int, metavar="N", key=("split", "remote_segments")),
+    _o("--compression", "compression", "lossless compression of tensors on the wire, with workers that take it: "
+       "auto compresses to workers off this machine or behind --link, not on loopback", choices=WIRE_COMPRESSIONS,
+       default="auto", key=("split", "compression")),
 )
 
 ROTATION = (
@@ -304,6 +314,8 @@ BENCH = (
        default="fp32,fp16,int8"),
     _o("--plans", "plans", "execution plans, each measured with the first worker count", metavar="P,...",
        default="default,offload"),
+    _o("--remote", "remote", "split modes sending only the first N segments to workers (split-K-remoteN), each "
+       "with the first worker count; empty: none", metavar="N,...", default="1"),
     _o("--edge-threads", "edge_threads", "torch threads of stock, local and the edge (default: all cores)",
        kind=int),
     _o("--worker-threads", "worker_threads", "torch threads per worker", kind=int, default=1),
@@ -321,6 +333,17 @@ PIPELINE_BENCH = (
     _o("--edge-core", "edge_core", "core for the edge", kind=int, default=0),
     _o("--worker-core", "worker_core", "core for all workers", kind=int, default=1),
     _o("--no-pin", "no_pin", "do not pin edge and workers to cores", kind=bool),
+    _o("--json", "json", "also write the figures as JSON", metavar="FILE"),
+)
+
+ENTROPY_BENCH = (
+    _o("--videos", "videos", "real footage, comma-separated (fetch with python samples/fetch_media.py vtest.avi "
+       "tree.avi)", metavar="VIDEO,...", default="samples/media/vtest.avi,samples/media/tree.avi"),
+    _o("--models", "models", "model presets, comma-separated (seeded random weights)", metavar="M,...",
+       default="vit_b,tiny"),
+    _o("--frames", "frames", "frames per video", kind=int, default=2),
+    _o("--step", "step", "frames between the ones measured", kind=int, default=50),
+    _o("--repeat", "repeat", "timings of each method; the best counts", kind=int, default=3),
     _o("--json", "json", "also write the figures as JSON", metavar="FILE"),
 )
 
@@ -371,6 +394,7 @@ GROUPS.update({
     "serve": SERVE,
     "bench": BENCH,
     "bench-pipeline": PIPELINE_BENCH,
+    "bench-entropy": ENTROPY_BENCH,
     "privacy report": PRIVACY,
     "health": HEALTH,
 })

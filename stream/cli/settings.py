@@ -143,6 +143,8 @@ def edge_config(values: Values, *, background_sam: bool = False) -> EdgeConfig:
         metrics_port=values["metrics_port"],
         background_sam=background_sam,
         links=parse_links(values.get("link")),
+        remote_segments=values.get("remote_segments"),
+        compression=values["compression"],
     )
 
 

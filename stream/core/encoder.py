@@ -5,7 +5,8 @@ Per frame, under the default plan::
     edge:     patch_embed + pos_embed                          (1, H, W, C) tokens
     for each step of the model plan:
       segment: cut the grid into windows, send each executor its share of windows
-               (valid tokens only), gather the results, write them back into the grid
+               (valid tokens only), gather the results, write them back into the grid;
+               a segment past ``remote_segments`` is computed whole on the edge
       global:  one global-attention block on the edge
     edge:     neck                                             (1, out_chans, H, W)
 
@@ -50,9 +51,17 @@ class SplitEncoder:
         *,
         health: WorkerHealth | None = None,
         on_failure: str = "edge",
+        remote_segments: int | None = None,
     ) -> None:
         """``execution``: ``"default"`` runs global blocks whole on the edge; ``"offload"`` runs
-        their per-token parts on the executors too (see :mod:`pedsam.stream.core.offload`)."""
+        their per-token parts on the executors too (see :mod:`pedsam.stream.core.offload`).
+        ``remote_segments``: only segments ``0..N-1`` go to the executors of the assignment, the
+        edge computes the rest (None: all); in the offload plan a segment's stage goes with it
+        (the per-token parts of the global blocks beside it).
+
+        Raises:
+            PartitionError: ``remote_segments`` outside ``1..`` the model's segment count.
+        """
         if execution not in PLANS:
             raise ValueError(f"unknown plan {execution!r}; choose one of {', '.join(PLANS)}")
         self.execution = execution
@@ -61,7 +70,9 @@ class SplitEncoder:
         self.plan: ModelPlan = model_plan(preset.depth, preset.global_attn_indexes)
         self.grid = WindowGrid.for_encoder(preset.img_size, preset.patch_size, preset.window_size)
         self.edge = EdgeThread(edge_pool)
-        self.shares = ShareRunner(self.grid, executors, health or NeverDown(), on_failure)
+        self.remote_segments = len(self.plan.remote_segments(remote_segments))
+        remote = None if remote_segments is None else range(self.remote_segments)
+        self.shares = ShareRunner(self.grid, executors, health or NeverDown(), on_failure, remote)
         if tuple(s.blocks for s in self.plan.segments) != preset.segments():
             raise AssertionError("partitioner plan and worker segments disagree")
 

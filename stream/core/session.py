@@ -40,7 +40,8 @@ from pedsam.stream.fleet.health import Fleet
 from pedsam.stream.fleet.links import LinkRelay, LinkSpec
 from pedsam.stream.fleet.local import LocalWorkers
 from pedsam.stream.fleet.remote import RemoteWorker
-from pedsam.stream.fleet.transport import ANY_WORKER, ClientSecurity
+from pedsam.stream.fleet.transport import ANY_WORKER, ClientSecurity, is_loopback_address
+from pedsam.workers.entropy import COMPRESSIONS
 from pedsam.workers.errors import WorkerSideError
 from pedsam.workers.models import RANDOM_WEIGHTS_NOTICE, ModelSource, fingerprint, get_preset
 from pedsam.workers.segment import SegmentRunner
@@ -57,6 +58,12 @@ def _lower_priority() -> None:
         os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), os.getpriority(os.PRIO_PROCESS, 0) + BACKGROUND_NICE)
     except OSError as exc:  # not permitted or not supported: keyframes then compete as equals
         log.warning("cannot lower the SAM thread's priority: %s", exc.strerror)
+
+
+WIRE_COMPRESSIONS: tuple[str, ...] = ("auto", "off", *COMPRESSIONS)
+"""Settings of ``EdgeConfig.compression``: ``auto`` compresses (zstd) to every worker whose bytes
+cross a link (a worker off this machine, or behind an emulated link), not to a worker on
+loopback, where moving bytes costs less than compressing them (``pedsam bench-entropy``)."""
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -88,6 +95,11 @@ class EdgeConfig:
     # Emulated links (tests and benches on this machine): one for every worker, or one per worker
     # in order, active then standby; kept as one per worker. See pedsam.stream.fleet.links.
     links: tuple[LinkSpec, ...] = ()
+    # Only segments 0..N-1 go to workers; the edge computes the later ones (None: all). Under the
+    # offload plan a segment's stage goes with it. N up to the plan's unmixed segments (ViT-B: 1)
+    # keeps every token a global block has mixed on the edge.
+    remote_segments: int | None = None
+    compression: str = "auto"  # lossless stage after the codec: WIRE_COMPRESSIONS
 
     def __post_init__(self) -> None:
         if self.plan not in PLANS:
@@ -110,6 +122,16 @@ class EdgeConfig:
             raise ConfigError("--on-failure standby needs standby workers: give --standby or --local-standby")
         if self.reconnect_interval <= 0:
             raise ConfigError("--reconnect-interval must be positive")
+        if self.compression not in WIRE_COMPRESSIONS:
+            raise ConfigError(f"unknown --compression {self.compression!r}; choose one of {', '.join(WIRE_COMPRESSIONS)}")
+        if self.remote_segments is not None:
+            try:
+                segments = len(get_preset(self.model.preset).segments())
+            except WorkerSideError as exc:
+                raise ConfigError(str(exc)) from None
+            if isinstance(self.remote_segments, bool) or not 1 <= self.remote_segments <= segments:
+                raise ConfigError(f"--remote-segments {self.remote_segments}: {self.model.preset} has {segments} "
+                                  f"windowed segments; give 1..{segments}")
         if self.workers:  # plain text only on loopback or with an explicit insecure
             (self.security or ClientSecurity()).check((*self.workers, *self.standby))
         self.rotation.check(max(len(self.workers), self.local_workers))
@@ -212,6 +234,7 @@ class EdgeSession:
                     address,
                     fingerprint=self.fingerprint,
                     codec=config.codec,
+                    compression=self._compression_for(address, emulated=via is not None),
                     connect_timeout=config.connect_timeout,
                     request_timeout=config.request_timeout,
                     security=security,
@@ -234,6 +257,7 @@ class EdgeSession:
                 execution=config.plan,
                 health=self.fleet,
                 on_failure=config.on_failure,
+                remote_segments=config.remote_segments,
             )
             self.scheduler = self.new_scheduler()
             if config.metrics_port is not None:
@@ -247,6 +271,14 @@ class EdgeSession:
         self.decoder = MaskDecoder(self.sam)
         self._open = True
         log.info("edge session open: %s over %d workers", config.model.describe(), len(self._executors))
+
+    def _compression_for(self, address: str, *, emulated: bool) -> str:
+        """The compression to ask worker ``address`` for (it may not take it: see
+        :attr:`pedsam.stream.fleet.remote.RemoteWorker.compression`)."""
+        setting = self.config.compression
+        if setting != "auto":
+            return setting
+        return "off" if is_loopback_address(address) and not emulated else "zstd"
 
     def _check_open(self) -> None:
         if not self._open:
@@ -293,6 +325,20 @@ class EdgeSession:
                 **worker.link.summary(),
             }
         return summary
+
+    def wire_summary(self) -> dict[str, dict[str, object]]:
+        """Per worker, JSON-ready: the compression agreed with it (``"off"`` or a name of
+        :data:`pedsam.workers.entropy.COMPRESSIONS`) and its tensor bytes so far, as they crossed
+        the wire (``payload_*``, after compression) and uncompressed (``raw_*``)."""
+        workers = [w for w in (*self._executors, *self._standby) if isinstance(w, RemoteWorker)]
+        return {
+            w.name: {
+                "compression": w.compression,
+                "payload_sent": w.stats.payload_sent, "raw_sent": w.stats.raw_sent,
+                "payload_received": w.stats.payload_received, "raw_received": w.stats.raw_received,
+            }
+            for w in workers
+        }
 
     def fleet_summary(self) -> dict[str, object]:
         """Workers down now, every down/up event, and the failover settings (JSON-ready)."""

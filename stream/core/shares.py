@@ -6,6 +6,10 @@ and scatters the results back; the frame's audit gets one :class:`SegmentAudit`.
 plan (:mod:`pedsam.stream.core.encoder`) and the offload plan (:mod:`pedsam.stream.core.offload`)
 are two loops over the model's steps built on it.
 
+Remote segments: with ``--remote-segments N`` only segments ``0..N-1`` are sent out; every window
+of a later segment is computed on the edge, in one batch, by the same segment runner (exact), and
+its audit entry says so (``edge_only``). Nothing of those segments reaches any worker.
+
 Failover: when a worker's request fails (broken stream, refusal, missed deadline) the worker is
 reported down (:class:`~pedsam.stream.fleet.health.WorkerHealth`) and, unless the settings say
 stop, its windows of this segment are computed on the edge, as are its windows of every later
@@ -33,23 +37,29 @@ from pedsam.stream.errors import WorkerError, first_error
 from pedsam.stream.fleet.health import WorkerHealth
 
 __all__ = [
-    "EdgeThread", "FrameAudit", "SegmentAudit", "ShareRunner", "computed_shares", "gather_windows",
+    "KEPT_BY_REMOTE_SEGMENTS", "EdgeThread", "FrameAudit", "SegmentAudit", "ShareRunner", "computed_shares", "gather_windows",
     "run_all", "scatter_windows", "window_token_index",
 ]
 
 T = TypeVar("T")
+
+KEPT_BY_REMOTE_SEGMENTS = "remote_segments"
+"""``SegmentAudit.edge_only`` of a segment past ``--remote-segments``: the edge computed all of it."""
 
 
 @dataclass
 class SegmentAudit:
     """One segment of one frame: ``shares`` is who computed which windows (each window once);
     ``failover`` names workers whose windows the edge computed instead, with ``sent`` telling
-    whether the worker had received them before it failed, and why."""
+    whether the worker had received them before it failed, and why; ``edge_only`` says why the
+    edge computed the whole segment without sending any of it (:data:`KEPT_BY_REMOTE_SEGMENTS`),
+    or is None."""
 
     segment: int
     shares: dict[str, list[int]]
     seconds: float
     failover: dict[str, dict[str, Any]] = field(default_factory=dict)
+    edge_only: str | None = None
 
 
 @dataclass
@@ -66,7 +76,8 @@ class FrameAudit:
             "frame": self.frame,
             "segments": [
                 {"segment": s.segment, "shares": s.shares, "seconds": round(s.seconds, 4),
-                 **({"failover": s.failover} if s.failover else {})}
+                 **({"failover": s.failover} if s.failover else {}),
+                 **({"edge_only": s.edge_only} if s.edge_only else {})}
                 for s in self.segments
             ],
         }
@@ -119,12 +130,20 @@ class ShareRunner:
     """Sends each executor its share of a frame's windows; see the module docstring."""
 
     def __init__(
-        self, grid: WindowGrid, executors: Mapping[str, SegmentExecutor], health: WorkerHealth, on_failure: str
+        self,
+        grid: WindowGrid,
+        executors: Mapping[str, SegmentExecutor],
+        health: WorkerHealth,
+        on_failure: str,
+        remote: Iterable[int] | None = None,
     ) -> None:
+        """``remote``: the segments whose shares go to their executors (None: every segment); the
+        edge computes every window of any other segment."""
         self.grid = grid
         self.executors = dict(executors)
         self.health = health
         self.on_failure = on_failure  # "stop": a failed worker fails the frame
+        self.remote = None if remote is None else frozenset(remote)
 
     async def each_share(
         self,
@@ -145,6 +164,10 @@ class ShareRunner:
             store(windows, await self.run_share(name, window_ids, call, failover))
 
         shares = {name: ids for name, ids in assignment.shares.items() if ids}
+        edge_only = None
+        if self.remote is not None and segment not in self.remote:
+            shares = {EDGE: tuple(sorted(w for ids in shares.values() for w in ids))}
+            edge_only = KEPT_BY_REMOTE_SEGMENTS
         await run_all(one(name, ids) for name, ids in shares.items())
         audit.segments.append(
             SegmentAudit(
@@ -152,6 +175,7 @@ class ShareRunner:
                 shares=computed_shares(shares, failover),
                 seconds=time.perf_counter() - started,
                 failover=failover,
+                edge_only=edge_only,
             )
         )
 

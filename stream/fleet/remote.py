@@ -5,6 +5,11 @@ each request has an id and its result is matched by that id, so many requests (o
 frames) can be in flight on one stream and come back in any order. Encoding and decoding of
 multi-megabyte token payloads run on a thread, not on the event loop (see :data:`INLINE_BYTES`).
 
+Tensors may be compressed on the wire (:mod:`pedsam.workers.entropy`), both ways, and only with a
+worker that lists the compression in its ``ModelInfo``: a worker that predates it is sent plain
+bytes and asked for none. :class:`WireStats` counts the bytes as they cross, after compression,
+and the bytes they stand for.
+
 The worker's link is measured from the same traffic (:attr:`RemoteWorker.link`, see
 :mod:`pedsam.stream.fleet.link_meter`): a ``Ping`` every ``probe_interval`` seconds on the same
 channel for the round trip, and the requests and results themselves for each direction's rate.
@@ -32,6 +37,7 @@ from pedsam.stream.errors import WorkerError
 from pedsam.stream.fleet.link_meter import LinkMeter
 from pedsam.stream.fleet.transport import ClientSecurity, open_channel
 from pedsam.workers import codec as wire
+from pedsam.workers import entropy
 from pedsam.workers.metrics import Histogram
 from pedsam.workers.segment import Extent
 
@@ -52,33 +58,42 @@ def channel_options(max_message_bytes: int) -> list[tuple[str, int]]:
     ]
 
 
-def _payload(tensor: pb.Tensor) -> int:
-    """Bytes of a tensor's values on the wire (data and int8 scales), from its shape and codec."""
-    if not tensor.shape:
+def _raw(tensor: pb.Tensor) -> int:
+    """Bytes a tensor's values take uncompressed (data and int8 scales), from its shape and codec."""
+    if len(tensor.shape) != 2 or tensor.codec not in wire.CODEC_NAMES:
         return 0
     return wire.payload_bytes(tensor.codec, int(tensor.shape[0]), int(tensor.shape[1]))
 
 
 @dataclass(frozen=True, slots=True)
 class _Outgoing:
-    """A serialized ``SegmentRequest``: its id, its bytes, and the tensor bytes among them."""
+    """A serialized ``SegmentRequest``: its id, its bytes, and the tensor bytes among them (as
+    sent, and uncompressed)."""
 
     request_id: int
     data: bytes
     payload: int
+    raw: int
 
     @classmethod
     def of(cls, request: pb.SegmentRequest) -> _Outgoing:
-        return cls(request.request_id, request.SerializeToString(), _payload(request.tokens) + _payload(request.mixed))
+        return cls(
+            request.request_id, request.SerializeToString(),
+            wire.wire_bytes(request.tokens) + wire.wire_bytes(request.mixed),
+            _raw(request.tokens) + _raw(request.mixed),
+        )
 
 
 @dataclass
 class WireStats:
-    """Bytes moved by one executor: payload bytes (tensor data) and whole messages."""
+    """Bytes moved by one executor: tensor payload bytes as they crossed the wire (after any
+    compression), the same uncompressed (``raw_*``), and whole messages."""
 
     requests: int = 0
     payload_sent: int = 0
     payload_received: int = 0
+    raw_sent: int = 0
+    raw_received: int = 0
     message_sent: int = 0
     message_received: int = 0
     seconds: Histogram = field(default_factory=Histogram)  # round trip of each request
@@ -112,6 +127,7 @@ class RemoteWorker:
         *,
         fingerprint: str,
         codec: str = "fp32",
+        compression: str = "off",
         max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
         connect_timeout: float = 10.0,
         request_timeout: float | None = None,
@@ -123,7 +139,9 @@ class RemoteWorker:
         as failed (it hangs or is overloaded); None waits as long as the stream lives.
         ``via``: reach the worker through this address (an emulated link's relay); its name,
         token and TLS identity stay ``address``'s. ``probe_interval``: seconds between link
-        probes after the :data:`PROBES_ON_CONNECT` sent on connecting; None: only those."""
+        probes after the :data:`PROBES_ON_CONNECT` sent on connecting; None: only those.
+        ``compression``: a name of :data:`pedsam.workers.entropy.COMPRESSIONS` to compress tensors
+        with, both ways, when the worker lists it (else plain bytes), or ``"off"``."""
         self.address = address
         self.via = via
         self._probe_interval = probe_interval
@@ -133,6 +151,10 @@ class RemoteWorker:
         self._request_timeout = request_timeout
         self._fingerprint = fingerprint
         self._codec = wire.codec_id(codec)
+        if compression != "off" and compression not in entropy.COMPRESSIONS:
+            raise ValueError(f"unknown compression {compression!r}; choose off or {', '.join(entropy.COMPRESSIONS)}")
+        self._wanted = entropy.COMPRESSIONS.get(compression, pb.COMPRESSION_NONE)
+        self._compression: pb.Compression = pb.COMPRESSION_NONE  # what this worker agreed to, once connected
         self._max_message_bytes = max_message_bytes
         self._connect_timeout = connect_timeout
         self._channel: grpc.aio.Channel | None = None
@@ -178,6 +200,10 @@ class RemoteWorker:
                 "the same --model, --checkpoint and --seed"
             )
         self.info = info
+        self._compression = self._wanted if self._wanted in info.compressions else pb.COMPRESSION_NONE
+        if self._compression != self._wanted:
+            log.info("worker %s does not take %s compression; its tensors cross uncompressed",
+                     self.address, entropy.COMPRESSION_NAMES[self._wanted])
         # No (de)serializers on the session stream: messages are built and parsed by _off_loop,
         # so the event loop never copies multi-megabyte payloads.
         self._call = self._channel.stream_stream(PROCESS_METHOD)(metadata=self._metadata)
@@ -190,6 +216,12 @@ class RemoteWorker:
             self._prober = asyncio.create_task(self._probe_every(), name=f"probe {self.address}")
         log.info("connected to worker %s (%s)", self.address, info.preset)
         return info
+
+    @property
+    def compression(self) -> str:
+        """The compression of this worker's tensors as agreed on connecting: a name of
+        :data:`pedsam.workers.entropy.COMPRESSIONS`, or ``"off"``."""
+        return entropy.COMPRESSION_NAMES.get(self._compression, "off")
 
     async def probe(self) -> bool:
         """One link probe (``Ping``) into :attr:`link`; False if this worker does not answer them
@@ -239,7 +271,9 @@ class RemoteWorker:
         outgoing = await _off_loop(tokens.numel() * 8, self._stage_request, frame_id, stage, tokens, mixed, extents)
         result = await self._exchange(outgoing, frame_id, stage.segment, len(extents))
         out = await _off_loop(tokens.numel() * 4, self._result_tokens, result, tokens)
-        qkv = await _off_loop(len(result.qkv.data), wire.decode, result.qkv) if stage.start is not None else None
+        qkv = None
+        if stage.start is not None:
+            qkv = await _off_loop(tokens.numel() * 12, self._result_qkv, result, tokens)
         return out, qkv
 
     def _check_usable(self) -> None:
@@ -253,8 +287,16 @@ class RemoteWorker:
         """A result's tokens, with a residual added back to the exact tokens that were sent."""
         try:
             return wire.decode_result(result.tokens, result.residual, sent)
+        except ValueError as exc:  # PayloadError included: never decompressed past sent's shape
+            raise self._fail(WorkerError(f"worker {self.address} sent a malformed result: tokens {exc}")) from None
+
+    def _result_qkv(self, result: pb.SegmentResult, sent: torch.Tensor) -> torch.Tensor:
+        """A stage result's (N, 3C) qkv, for the (N, C) tokens ``sent``."""
+        rows, cols = sent.shape
+        try:
+            return wire.decode(result.qkv, (rows, 3 * cols))
         except ValueError as exc:
-            raise self._fail(WorkerError(f"worker {self.address} sent a malformed result: {exc}")) from None
+            raise self._fail(WorkerError(f"worker {self.address} sent a malformed result: qkv {exc}")) from None
 
     def _segment_request(
         self, frame_id: int, segment: int, tokens: torch.Tensor, extents: Sequence[Extent]
@@ -265,8 +307,9 @@ class RemoteWorker:
             segment=segment,
             model_fingerprint=self._fingerprint,
             extents=[pb.WindowExtent(height=h, width=w) for h, w in extents],
-            tokens=wire.encode(tokens, self._codec),
+            tokens=wire.encode(tokens, self._codec, self._compression),
             residual_result=self._codec in wire.LOSSY,
+            result_compression=self._compression,
         )
         return _Outgoing.of(request)
 
@@ -284,14 +327,15 @@ class RemoteWorker:
             segment=stage.segment,
             model_fingerprint=self._fingerprint,
             extents=[pb.WindowExtent(height=h, width=w) for h, w in extents],
-            tokens=wire.encode(tokens, self._codec),
+            tokens=wire.encode(tokens, self._codec, self._compression),
             residual_result=self._codec in wire.LOSSY,
+            result_compression=self._compression,
         )
         if stage.finish is not None:
             if mixed is None:
                 raise ValueError("finishing a global block needs its attention output")
             request.finish_block = stage.finish
-            request.mixed.CopyFrom(wire.encode(mixed, self._codec))
+            request.mixed.CopyFrom(wire.encode(mixed, self._codec, self._compression))
         if stage.start is not None:
             request.start_block = stage.start
         return _Outgoing.of(request)
@@ -312,6 +356,7 @@ class RemoteWorker:
             raise self._fail(exc) from None
         self.stats.requests += 1
         self.stats.payload_sent += outgoing.payload
+        self.stats.raw_sent += outgoing.raw
         self.stats.message_sent += len(outgoing.data)
         try:
             result, size = await asyncio.wait_for(asyncio.shield(future), self._request_timeout)
@@ -325,7 +370,8 @@ class RemoteWorker:
             )
             self._abandon(error)
             raise error from None
-        self.stats.payload_received += _payload(result.tokens) + _payload(result.qkv)
+        self.stats.payload_received += wire.wire_bytes(result.tokens) + wire.wire_bytes(result.qkv)
+        self.stats.raw_received += _raw(result.tokens) + _raw(result.qkv)
         self.stats.message_received += size
         self.stats.seconds.observe(time.perf_counter() - started)
         log.debug(

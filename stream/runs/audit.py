@@ -10,7 +10,9 @@ exceeded silently) can be checked from the file too.
 
 ``shares`` says who computed which windows (each window exactly once). When a worker failed,
 ``failover`` names it with the windows the edge computed in its place, ``sent`` (whether the
-worker had received them before failing: they count as seen) and the reason.
+worker had received them before failing: they count as seen) and the reason. A segment past
+``--remote-segments`` has every window under ``edge`` and ``"edge_only": "remote_segments"``:
+no worker received any of it.
 """
 
 from __future__ import annotations
@@ -45,6 +47,8 @@ class AuditWriter:
             }
             if segment.failover:
                 record["failover"] = segment.failover
+            if segment.edge_only:
+                record["edge_only"] = segment.edge_only
             if index == 0 and audit.exposure is not None:
                 record["exposure"] = audit.exposure
             self._writer.write(record)

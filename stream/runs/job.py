@@ -138,8 +138,10 @@ def summarize(
     settings: RunSettings,
     extra: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """``summary.json``: the figures, then what ran and how, then what each server saw, and each
-    worker's link as the edge measured it (``links``: round trips in ms, bytes per second)."""
+    """``summary.json``: the figures, then what ran and how (``remote_segments`` of ``segments`` sent
+    to workers), then what each server saw, each worker's link as the edge measured it (``links``:
+    round trips in ms, bytes per second), and its wire (``wire``: compression, tensor bytes as
+    sent and uncompressed)."""
     config = session.config
     return {
         **stats.to_json(),
@@ -151,6 +153,8 @@ def summarize(
         "scheme": config.scheme,
         "codec": config.codec,
         "plan": config.plan,
+        "remote_segments": session.encoder.remote_segments,
+        "segments": session.encoder.plan.num_segments,
         "drops": settings.drops,
         "keyframe_policy": settings.keyframes.describe(),
         "in_flight": settings.in_flight,
@@ -159,4 +163,5 @@ def summarize(
         "exposure": session.exposure_summary(),
         "fleet": session.fleet_summary(),
         "links": session.links_summary(),
+        "wire": session.wire_summary(),
     }

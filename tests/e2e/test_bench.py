@@ -24,6 +24,9 @@ def test_raw_bytes_of_vit_b_plans() -> None:
     assert raw_bytes_per_frame("vit_b", "default") == 8 * matrix  # 4 segments, out and back
     # out: 1 + 2 + 2 + 2 matrices; back: 4 per stage (tokens and qkv)
     assert raw_bytes_per_frame("vit_b", "offload") == (7 + 16) * matrix
+    for n in (1, 2, 3, 4):  # --remote-segments N: N segments out and back
+        assert raw_bytes_per_frame("vit_b", "default", n) == 2 * n * matrix
+    assert raw_bytes_per_frame("vit_b", "offload", 1) == (1 + 4) * matrix  # stage 0: tokens; tokens and qkv
 
 
 def test_tiny_bench_runs_and_reports_consistent_figures(tmp_path: Path) -> None:
@@ -36,19 +39,24 @@ def test_tiny_bench_runs_and_reports_consistent_figures(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr[-2000:]
     report = json.loads(out.read_text())
     modes = {m["name"]: m for m in report["modes"]}
-    assert list(modes) == ["stock", "local", "split-2", "split-2-int8", "split-2-offload"]
+    assert list(modes) == ["stock", "local", "split-2", "split-2-int8", "split-2-offload", "split-2-remote1"]
     for mode in modes.values():
         assert len(mode["wall_s"]) == len(mode["cpu_s"]) == 2
         assert all(t > 0 for t in mode["wall_s"]) and all(t >= 0 for t in mode["cpu_s"])
         assert mode["peak_rss_bytes"] > 50 * 2**20  # a process that imported torch
     assert modes["stock"]["relative_error"] == 0.0
-    for name in ("local", "split-2", "split-2-offload"):
+    for name in ("local", "split-2", "split-2-offload", "split-2-remote1"):
         assert modes[name]["relative_error"] <= 1e-4
     assert modes["split-2-int8"]["relative_error"] <= 1e-2
     assert modes["split-2"]["wire_vs_raw"] == pytest.approx(1.0, abs=0.01)
     assert modes["split-2-offload"]["wire_vs_raw"] == pytest.approx(1.0, abs=0.01)
     assert modes["split-2-int8"]["wire_vs_raw"] < 0.3
     assert modes["split-2-offload"]["wire_vs_default_plan"] > 2
+    # tiny has 2 segments: one of them on the workers is half the bytes, and its own raw bytes
+    assert modes["split-2-remote1"]["remote_segments"] == 1
+    assert modes["split-2-remote1"]["wire_vs_raw"] == pytest.approx(1.0, abs=0.01)
+    assert modes["split-2-remote1"]["wire_vs_default_plan"] == pytest.approx(0.5, abs=0.01)
+    assert "split-2-remote1 against split-2: edge CPU x" in done.stdout
     assert modes["split-2"]["raw_bytes_per_frame"] == raw_bytes_per_frame("tiny", "default")
     assert report["settings"]["model"] == "tiny" and report["machine"]["cores"] >= 1
     targets = {(t["target"], t["mode"]) for t in report["targets"]}
@@ -72,6 +80,14 @@ def test_bad_bench_options_are_one_line_errors() -> None:
     assert done.returncode == 2
     assert done.stderr.strip().splitlines() == [
         "pedsam: error: --workers counts must be at least 2 (one worker would see whole frames)"
+    ]
+    done = subprocess.run(
+        [sys.executable, "-m", "pedsam.stream", "bench", "--model", "tiny", "--remote", "2"],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [
+        "pedsam: error: --remote counts must be 1..1 (tiny has 2 segments; all of them is split-K)"
     ]
 
 

@@ -7,6 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pedsam.partitioner import GlobalStep, ModelPlan, PartitionError, SegmentStep, model_plan
+from pedsam.partitioner.offload import offload_stages
 
 
 def test_vit_b_plan() -> None:
@@ -85,3 +86,33 @@ def test_unknown_segment() -> None:
         plan.segment(-1)
     with pytest.raises(PartitionError, match="every block is global"):
         model_plan(1, (0,)).segment(0)
+
+
+@pytest.mark.parametrize("count", [1, 2, 3, 4])
+def test_vit_b_remote_segments_are_the_first_n(count: int) -> None:
+    """ViT-B, N = 1..4: the first N segments go to workers; N = 1 is the one whose input no global
+    block has mixed, and under the offload plan its stage finishes no global block either (a
+    worker gets no attention output), so no worker receives anything a global block mixed."""
+    plan = model_plan(12, (2, 5, 8, 11))
+    remote = plan.remote_segments(count)
+    assert [s.index for s in remote] == list(range(count))
+    assert [b for s in remote for b in s.blocks] == [0, 1, 3, 4, 6, 7, 9, 10][: 2 * count]
+    assert plan.unmixed_segments == 1
+    first_global = next(i for i, step in enumerate(plan.steps) if isinstance(step, GlobalStep))
+    mixed_inputs = [s for s in remote if plan.steps.index(s) > first_global]
+    assert len(mixed_inputs) == count - 1  # N <= unmixed_segments: none
+    stages = offload_stages(plan)[:count]
+    assert [s.finish for s in stages] == [None, 2, 5, 8][:count]
+    assert plan.remote_segments(None) == plan.segments
+
+
+@pytest.mark.parametrize(("depth", "global_blocks", "unmixed"),
+                         [(4, (), 1), (4, (0,), 0), (5, (3,), 1), (6, (2, 5), 1), (2, (0, 1), 0)])
+def test_unmixed_segments(depth: int, global_blocks: tuple[int, ...], unmixed: int) -> None:
+    assert model_plan(depth, global_blocks).unmixed_segments == unmixed
+
+
+@pytest.mark.parametrize("count", [0, 5, -1, True, 1.0])
+def test_remote_segments_outside_the_plan_are_refused(count: object) -> None:
+    with pytest.raises(PartitionError, match=r"this model has 4 windowed segments; give 1\.\.4"):
+        model_plan(12, (2, 5, 8, 11)).remote_segments(count)  # type: ignore[arg-type]

@@ -7,6 +7,7 @@ import torch
 
 from pedsam.protos import pedsam_pb2 as pb
 from pedsam.workers import codec as wire
+from pedsam.workers.errors import PayloadError
 
 
 @pytest.mark.parametrize(("name", "bound", "ratio"), [("fp32", 0.0, 1.0), ("fp16", 1e-3, 0.5), ("int8", 1e-2, 0.25)])
@@ -55,5 +56,6 @@ def test_decode_result_adds_residuals_back_and_checks_their_shape() -> None:
         plain = wire.decode_result(tensor, False, sent)
         torch.testing.assert_close(plain, wire.decode(tensor))
         torch.testing.assert_close(wire.decode_result(tensor, True, sent), sent + wire.decode(tensor))
-    with pytest.raises(ValueError, match="residual of shape"):
-        wire.decode_result(wire.encode(delta[:5], pb.CODEC_INT8), True, sent)
+    for residual in (True, False):  # a result of another shape is refused either way
+        with pytest.raises(PayloadError, match=r"shape \(5, 8\), expected \(20, 8\)"):
+            wire.decode_result(wire.encode(delta[:5], pb.CODEC_INT8), residual, sent)

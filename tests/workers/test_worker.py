@@ -8,6 +8,7 @@ import grpc
 import numpy as np
 import pytest
 import torch
+import zstandard
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from pedsam.protos import pedsam_pb2 as pb
@@ -15,6 +16,7 @@ from pedsam.protos import pedsam_pb2_grpc as pb_grpc
 from pedsam.stream.fleet.local import LocalWorkers
 from pedsam.stream.fleet.remote import RemoteWorker, channel_options
 from pedsam.workers import codec as wire
+from pedsam.workers import entropy
 from pedsam.workers.models import ModelSource
 from pedsam.workers.server import WorkerLimits, WorkerModel, WorkerServer
 from tests.support import TINY
@@ -96,6 +98,41 @@ async def test_residual_result_is_what_the_blocks_added(server) -> None:
     torch.testing.assert_close(wire.decode_result(result.tokens, result.residual, tokens), expected)
 
 
+def compressed(request: pb.SegmentRequest, spoil=lambda data: data) -> None:
+    """The request's tokens compressed as an edge would, then ``spoil``-ed."""
+    request.tokens.data = spoil(entropy.compress(request.tokens.data, 4, pb.COMPRESSION_ZSTD_PLANES))
+    request.tokens.compression = pb.COMPRESSION_ZSTD_PLANES
+
+
+def bomb(request: pb.SegmentRequest) -> None:
+    """Tokens whose zstd frame (about 2 KB) inflates to 64 MB, and says so in its header."""
+    compressed(request, lambda _: zstandard.ZstdCompressor(level=1).compress(bytes(64 << 20)))
+
+
+async def test_compressed_both_ways_when_asked_and_plain_for_an_edge_that_does_not_ask(server) -> None:
+    """The worker lists zstd; a request with compressed tokens asking for a compressed result gets
+    one, a request as an older edge sends it (plain, no result_compression) gets plain bytes; both
+    results are the segment's exact output."""
+    _, stub, model = server
+    info = await stub.Describe(pb.DescribeRequest())
+    assert list(info.compressions) == [pb.COMPRESSION_ZSTD_PLANES]
+    new, tokens = request(model, 1, [WHOLE, BORDER], segment=1, seed=8)
+    compressed(new)
+    new.result_compression = pb.COMPRESSION_ZSTD_PLANES
+    old, _ = request(model, 2, [WHOLE, BORDER], segment=1, seed=8)
+    call = stub.Process()
+    await call.write(new)
+    await call.write(old)
+    await call.done_writing()
+    results = {r.request_id: r for r in [r async for r in call]}
+    assert results[1].tokens.compression == pb.COMPRESSION_ZSTD_PLANES
+    assert results[2].tokens.compression == pb.COMPRESSION_NONE
+    assert len(results[1].tokens.data) < len(results[2].tokens.data)
+    expected = model.runner.run(1, tokens, [WHOLE, BORDER])
+    for result in results.values():
+        torch.testing.assert_close(wire.decode(result.tokens), expected, rtol=0, atol=0)
+
+
 @pytest.mark.parametrize(
     ("mutate", "code", "words"),
     [
@@ -106,7 +143,15 @@ async def test_residual_result_is_what_the_blocks_added(server) -> None:
         (lambda r: r.extents.add(height=15, width=1), grpc.StatusCode.INVALID_ARGUMENT, "extent"),
         (lambda r: [r.extents.add(height=1, width=1) for _ in range(9)], grpc.StatusCode.RESOURCE_EXHAUSTED, "at most 8"),
         (lambda r: setattr(r.tokens, "codec", 42), grpc.StatusCode.INVALID_ARGUMENT, "codec"),
+        (bomb, grpc.StatusCode.INVALID_ARGUMENT, "tokens declare 67108864 bytes in their zstd frame, expected 50176"),
+        (lambda r: compressed(r, lambda d: d[:-7]), grpc.StatusCode.INVALID_ARGUMENT, "tokens do not decompress"),
+        (lambda r: setattr(r.tokens, "compression", pb.COMPRESSION_ZSTD_PLANES), grpc.StatusCode.INVALID_ARGUMENT,
+         "tokens are not a zstd frame"),
+        (lambda r: setattr(r.tokens, "compression", 9), grpc.StatusCode.INVALID_ARGUMENT, "compression 9"),
+        (lambda r: setattr(r, "result_compression", 9), grpc.StatusCode.INVALID_ARGUMENT, "result compression 9"),
     ],
+    ids=["fingerprint", "segment", "shape", "bytes", "extent", "windows", "codec", "zstd-bomb", "zstd-truncated",
+         "zstd-not-a-frame", "unknown-compression", "unknown-result-compression"],
 )
 async def test_bad_request_gets_status_and_worker_keeps_serving(server, mutate, code, words) -> None:
     _, stub, model = server

@@ -40,6 +40,8 @@ seed = 3
 scheme = "interleaved"
 codec = "fp16"
 in_flight = 3
+remote_segments = 1
+compression = "zstd"
 [rotation]
 policy = "round-robin"
 frame_cap = 0.5
@@ -83,6 +85,7 @@ def test_config_sets_the_flags_and_the_command_line_wins(fleet_config: Path) -> 
     assert config.rotation.policy == "round-robin" and config.rotation.budget.frame_cap == 0.5
     assert config.rotation.motion is False
     assert config.on_failure == "standby" and config.request_timeout == 20
+    assert config.remote_segments == 1 and config.compression == "zstd"
     assert config.links == (PROFILES["lte"],) * 3  # one for every worker, standby included
     assert config.security is not None and config.security.ca is not None and config.security.cert is not None
     tokens = [(fleet_config.parent / "pki" / f"worker-{i}.token").read_text().strip() for i in range(2)]
@@ -91,8 +94,21 @@ def test_config_sets_the_flags_and_the_command_line_wins(fleet_config: Path) -> 
     assert config.security.token_for("c.example:50051") is None
     # --local-workers on the command line replaces the file's workers.
     _, local = edge_config_of(["run", "v.mp4", "--out", "o", "--config", str(fleet_config),
-                               "--local-workers", "2", "--on-failure", "edge"])
+                               "--local-workers", "2", "--on-failure", "edge", "--remote-segments", "2",
+                               "--compression", "off"])
     assert local.local_workers == 2 and local.workers == () and local.standby == ()
+    assert local.remote_segments == 2 and local.compression == "off"
+    _, plain = edge_config_of(["run", "v.mp4", "--out", "o", "--local-workers", "2"])
+    assert plain.remote_segments is None and plain.compression == "auto"  # all segments; auto
+
+
+def test_wire_settings_the_parser_offers_are_the_ones_the_session_takes() -> None:
+    from pedsam.stream.cli.options import WIRE_COMPRESSIONS as offered
+    from pedsam.stream.core.session import WIRE_COMPRESSIONS
+
+    assert offered == WIRE_COMPRESSIONS
+    with pytest.raises(ConfigError, match="--remote-segments 3: tiny has 2 windowed segments; give 1..2"):
+        edge_config_of(["run", "v.mp4", "--out", "o", "--local-workers", "2", "--remote-segments", "3"])
 
 
 def test_link_flag_one_spec_per_worker_or_one_for_all(fleet_config: Path) -> None:
@@ -139,6 +155,7 @@ def test_config_check_prints_what_would_run(fleet_config: Path, tmp_path: Path) 
     assert "interleaved" in out and "round-robin" in out and "on failure: standby" in out
     assert "mutual TLS" in out and "metrics on port 9109" in out
     assert "links      emulated on this machine: 20mbit/50mbit:50ms, 20mbit/50mbit:50ms, 20mbit/50mbit:50ms" in out
+    assert "wire       segments to workers: 1, compression zstd" in out
     bad = write(tmp_path / "bad.toml", "[failover]\non_failure = 'pray'\n")
     done = pedsam("config", "check", str(bad))
     assert done.returncode == 2
