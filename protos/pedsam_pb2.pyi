@@ -103,7 +103,7 @@ class DescribeRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class ModelInfo(_message.Message):
-    __slots__ = ("preset", "fingerprint", "window_size", "embed_dim", "num_segments", "random_weights", "codecs", "max_windows_per_request", "max_message_bytes", "global_blocks")
+    __slots__ = ("preset", "fingerprint", "window_size", "embed_dim", "num_segments", "random_weights", "codecs", "max_windows_per_request", "max_message_bytes", "global_blocks", "device", "device_name", "compute_dtype", "device_memory_bytes")
     PRESET_FIELD_NUMBER: _ClassVar[int]
     FINGERPRINT_FIELD_NUMBER: _ClassVar[int]
     WINDOW_SIZE_FIELD_NUMBER: _ClassVar[int]
@@ -114,6 +114,10 @@ class ModelInfo(_message.Message):
     MAX_WINDOWS_PER_REQUEST_FIELD_NUMBER: _ClassVar[int]
     MAX_MESSAGE_BYTES_FIELD_NUMBER: _ClassVar[int]
     GLOBAL_BLOCKS_FIELD_NUMBER: _ClassVar[int]
+    DEVICE_FIELD_NUMBER: _ClassVar[int]
+    DEVICE_NAME_FIELD_NUMBER: _ClassVar[int]
+    COMPUTE_DTYPE_FIELD_NUMBER: _ClassVar[int]
+    DEVICE_MEMORY_BYTES_FIELD_NUMBER: _ClassVar[int]
     preset: str
     fingerprint: str
     window_size: int
@@ -124,4 +128,8 @@ class ModelInfo(_message.Message):
     max_windows_per_request: int
     max_message_bytes: int
     global_blocks: _containers.RepeatedScalarFieldContainer[int]
-    def __init__(self, preset: _Optional[str] = ..., fingerprint: _Optional[str] = ..., window_size: _Optional[int] = ..., embed_dim: _Optional[int] = ..., num_segments: _Optional[int] = ..., random_weights: _Optional[bool] = ..., codecs: _Optional[_Iterable[_Union[Codec, str]]] = ..., max_windows_per_request: _Optional[int] = ..., max_message_bytes: _Optional[int] = ..., global_blocks: _Optional[_Iterable[int]] = ...) -> None: ...
+    device: str
+    device_name: str
+    compute_dtype: str
+    device_memory_bytes: int
+    def __init__(self, preset: _Optional[str] = ..., fingerprint: _Optional[str] = ..., window_size: _Optional[int] = ..., embed_dim: _Optional[int] = ..., num_segments: _Optional[int] = ..., random_weights: _Optional[bool] = ..., codecs: _Optional[_Iterable[_Union[Codec, str]]] = ..., max_windows_per_request: _Optional[int] = ..., max_message_bytes: _Optional[int] = ..., global_blocks: _Optional[_Iterable[int]] = ..., device: _Optional[str] = ..., device_name: _Optional[str] = ..., compute_dtype: _Optional[str] = ..., device_memory_bytes: _Optional[int] = ...) -> None: ...

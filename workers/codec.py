@@ -4,11 +4,17 @@
 per token (row). Decoding copies at most once: an fp32 payload is not copied at all (the
 tensor is a read-only view of the message's bytes; nothing in pedsam writes into a decoded
 tensor), fp16 and int8 are widened to float32 in one step.
+
+On a GPU the bytes cross once, as they are on the wire: :func:`decode` with ``upload`` moves
+the raw fp32, fp16 or int8 values (and int8's scales) to the device and widens them there, and
+:func:`encode` of a device tensor narrows it there and brings only the encoded bytes back to the
+host. Both give the same values as the host path, bit for bit.
 """
 
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -40,7 +46,9 @@ def payload_bytes(codec: int, rows: int, cols: int) -> int:
 
 
 def encode(tokens: torch.Tensor, codec: pb.Codec) -> pb.Tensor:
-    """(N, C) float32 -> ``pb.Tensor`` in ``codec``."""
+    """(N, C) float32 on any device -> ``pb.Tensor`` in ``codec`` (its bytes on the host)."""
+    if tokens.device.type != "cpu":
+        return encode_on_device(tokens, codec)
     array = tokens.detach().contiguous().numpy()
     if array.dtype != np.float32:
         array = array.astype(np.float32)
@@ -62,9 +70,33 @@ def encode(tokens: torch.Tensor, codec: pb.Codec) -> pb.Tensor:
     raise ValueError(f"unsupported codec {codec}")
 
 
+def encode_on_device(tokens: torch.Tensor, codec: pb.Codec) -> pb.Tensor:
+    """:func:`encode` computed where ``tokens`` are (a GPU): narrowed or quantised there, only
+    the encoded bytes copied to the host. Same bytes as the host path (round half to even,
+    IEEE division); it runs on the CPU too, which is how the tests compare the two."""
+    tokens = tokens.detach().float()
+    shape = list(tokens.shape)
+    if codec == pb.CODEC_FP32:
+        return pb.Tensor(codec=codec, shape=shape, data=_host_bytes(tokens))
+    if codec == pb.CODEC_FP16:
+        return pb.Tensor(codec=codec, shape=shape, data=_host_bytes(tokens.to(torch.float16)))
+    if codec == pb.CODEC_INT8:
+        scale = tokens.abs().amax(dim=1, keepdim=True) / 127.0
+        scale = torch.where(scale == 0, torch.ones_like(scale), scale)
+        quantised = torch.clamp(torch.round(tokens / scale), -127, 127).to(torch.int8)
+        return pb.Tensor(codec=codec, shape=shape, data=_host_bytes(quantised), scales=_host_bytes(scale))
+    raise ValueError(f"unsupported codec {codec}")
+
+
+def _host_bytes(tensor: torch.Tensor) -> bytes:
+    """A tensor's values as little-endian bytes: one copy to the host, one into ``bytes``."""
+    return tensor.contiguous().cpu().numpy().tobytes()
+
+
 def decode_result(tensor: pb.Tensor, residual: bool, sent: torch.Tensor) -> torch.Tensor:
-    """A result's tokens: decoded, plus ``sent`` (the edge's exact tokens) when ``residual``."""
-    out = decode(tensor)
+    """A result's tokens on ``sent``'s device: decoded, plus ``sent`` (the edge's exact tokens)
+    when ``residual``."""
+    out = decode(tensor).to(sent.device)
     if not residual:
         return out
     if out.shape != sent.shape:
@@ -72,8 +104,17 @@ def decode_result(tensor: pb.Tensor, residual: bool, sent: torch.Tensor) -> torc
     return out.add_(sent) if tensor.codec != pb.CODEC_FP32 else out + sent
 
 
-def decode(tensor: pb.Tensor) -> torch.Tensor:
-    """``pb.Tensor`` -> (N, C) float32. The caller has validated shape and byte counts."""
+Upload = Callable[[torch.Tensor], torch.Tensor]
+
+
+def decode(tensor: pb.Tensor, upload: Upload | None = None) -> torch.Tensor:
+    """``pb.Tensor`` -> (N, C) float32. The caller has validated shape and byte counts.
+
+    ``upload`` (a device's :class:`~pedsam.workers.device.Uploader`): the raw values go to that
+    device as they are on the wire and are widened there; the result lives on the device.
+    """
+    if upload is not None:
+        return _decode_moved(tensor, upload)
     shape = tuple(int(s) for s in tensor.shape)
     if tensor.codec == pb.CODEC_FP32:
         # A read-only view of the message's bytes: nothing in pedsam writes into it.
@@ -87,6 +128,19 @@ def decode(tensor: pb.Tensor) -> torch.Tensor:
     else:
         raise ValueError(f"unsupported codec {tensor.codec}")
     return torch.from_numpy(array)
+
+
+def _decode_moved(tensor: pb.Tensor, upload: Upload) -> torch.Tensor:
+    shape = tuple(int(s) for s in tensor.shape)
+    if tensor.codec == pb.CODEC_FP32:
+        return upload(torch.frombuffer(tensor.data, dtype=torch.float32).view(shape))
+    if tensor.codec == pb.CODEC_FP16:
+        return upload(torch.frombuffer(tensor.data, dtype=torch.float16).view(shape)).float()
+    if tensor.codec == pb.CODEC_INT8:
+        values = upload(torch.frombuffer(tensor.data, dtype=torch.int8).view(shape))
+        scales = upload(torch.frombuffer(tensor.scales, dtype=torch.float32).view(shape[0], 1))
+        return values.float().mul_(scales)
+    raise ValueError(f"unsupported codec {tensor.codec}")
 
 
 def _spend_readonly_warning() -> None:

@@ -141,6 +141,8 @@ def edge_config(values: Values) -> EdgeConfig:
         reconnect_interval=values["reconnect_interval"],
         metrics_port=values["metrics_port"],
         links=parse_links(values.get("link")),
+        device=values["device"],
+        compute_dtype=values["compute_dtype"],
     )
 
 

@@ -47,12 +47,19 @@ async def wait_serving(address: str, timeout: float) -> None:
 class LocalWorkers:
     """N worker child processes serving ``source`` on 127.0.0.1."""
 
-    def __init__(self, count: int, source: ModelSource, *, threads: int = 1, start_timeout: float = 120.0, token: str | None = None) -> None:
+    def __init__(
+        self, count: int, source: ModelSource, *, threads: int = 1, start_timeout: float = 120.0,
+        token: str | None = None, device: str = "cpu", compute_dtype: str = "fp32",
+    ) -> None:
+        """``device``, ``compute_dtype``: each worker's ``--device`` and ``--compute-dtype`` (an edge
+        passes its own, so a GPU edge's local workers share its GPU)."""
         if count < 1:
             raise WorkerError("--local-workers needs at least 1")
         self.count = count
         self.source = source
         self.threads = threads
+        self.device = device
+        self.compute_dtype = compute_dtype
         self.start_timeout = start_timeout
         self.token = token
         self._token_dir: tempfile.TemporaryDirectory[str] | None = None
@@ -85,6 +92,8 @@ class LocalWorkers:
             "--model", self.source.preset,
             "--seed", str(self.source.seed),
             "--threads", str(self.threads),
+            "--device", self.device,
+            "--compute-dtype", self.compute_dtype,
         ]
         if self.token is not None:
             args += ["--token-file", self._token_file()]

@@ -188,7 +188,8 @@ class RemoteWorker:
                 break
         else:
             self._prober = asyncio.create_task(self._probe_every(), name=f"probe {self.address}")
-        log.info("connected to worker %s (%s)", self.address, info.preset)
+        log.info("connected to worker %s (%s on %s, %s)", self.address, info.preset, info.device or "unknown device",
+                 info.compute_dtype or "fp32")
         return info
 
     async def probe(self) -> bool:
@@ -239,7 +240,9 @@ class RemoteWorker:
         outgoing = await _off_loop(tokens.numel() * 8, self._stage_request, frame_id, stage, tokens, mixed, extents)
         result = await self._exchange(outgoing, frame_id, stage.segment, len(extents))
         out = await _off_loop(tokens.numel() * 4, self._result_tokens, result, tokens)
-        qkv = await _off_loop(len(result.qkv.data), wire.decode, result.qkv) if stage.start is not None else None
+        qkv = None
+        if stage.start is not None:
+            qkv = await _off_loop(len(result.qkv.data), lambda: wire.decode(result.qkv).to(tokens.device))
         return out, qkv
 
     def _check_usable(self) -> None:
@@ -249,8 +252,17 @@ class RemoteWorker:
         if self._failure is not None:
             raise self._failure
 
+    def device_json(self) -> dict[str, str]:
+        """Where this worker computes, as its ``Describe`` said: device, name and compute dtype
+        (``"unknown"`` before it was described, or from a worker older than those fields)."""
+        info = self.info
+        if info is None or not info.device:
+            return {"device": "unknown", "name": "unknown", "compute_dtype": "unknown"}
+        return {"device": info.device, "name": info.device_name, "compute_dtype": info.compute_dtype or "fp32"}
+
     def _result_tokens(self, result: pb.SegmentResult, sent: torch.Tensor) -> torch.Tensor:
-        """A result's tokens, with a residual added back to the exact tokens that were sent."""
+        """A result's tokens on ``sent``'s device (the edge's), with a residual added back to the
+        exact tokens that were sent."""
         try:
             return wire.decode_result(result.tokens, result.residual, sent)
         except ValueError as exc:

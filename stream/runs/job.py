@@ -136,8 +136,9 @@ def summarize(
     settings: RunSettings,
     extra: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """``summary.json``: the figures, then what ran and how, then what each server saw, and each
-    worker's link as the edge measured it (``links``: round trips in ms, bytes per second)."""
+    """``summary.json``: the figures, then what ran and how (``devices``: where the edge and each
+    worker computed), then what each server saw, and each worker's link as the edge measured it
+    (``links``: round trips in ms, bytes per second)."""
     config = session.config
     return {
         **stats.to_json(),
@@ -152,6 +153,7 @@ def summarize(
         "drops": settings.drops,
         "in_flight": settings.in_flight,
         "windows_per_frame": session.encoder.grid.num_windows,
+        "devices": session.devices_summary(),
         **(extra or {}),
         "exposure": session.exposure_summary(),
         "fleet": session.fleet_summary(),
