@@ -114,7 +114,7 @@ class DescribeRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class ModelInfo(_message.Message):
-    __slots__ = ("preset", "fingerprint", "window_size", "embed_dim", "num_segments", "random_weights", "codecs", "max_windows_per_request", "max_message_bytes", "global_blocks", "compressions")
+    __slots__ = ("preset", "fingerprint", "window_size", "embed_dim", "num_segments", "random_weights", "codecs", "max_windows_per_request", "max_message_bytes", "global_blocks", "compressions", "device", "device_name", "compute_dtype", "device_memory_bytes")
     PRESET_FIELD_NUMBER: _ClassVar[int]
     FINGERPRINT_FIELD_NUMBER: _ClassVar[int]
     WINDOW_SIZE_FIELD_NUMBER: _ClassVar[int]
@@ -126,6 +126,10 @@ class ModelInfo(_message.Message):
     MAX_MESSAGE_BYTES_FIELD_NUMBER: _ClassVar[int]
     GLOBAL_BLOCKS_FIELD_NUMBER: _ClassVar[int]
     COMPRESSIONS_FIELD_NUMBER: _ClassVar[int]
+    DEVICE_FIELD_NUMBER: _ClassVar[int]
+    DEVICE_NAME_FIELD_NUMBER: _ClassVar[int]
+    COMPUTE_DTYPE_FIELD_NUMBER: _ClassVar[int]
+    DEVICE_MEMORY_BYTES_FIELD_NUMBER: _ClassVar[int]
     preset: str
     fingerprint: str
     window_size: int
@@ -137,4 +141,8 @@ class ModelInfo(_message.Message):
     max_message_bytes: int
     global_blocks: _containers.RepeatedScalarFieldContainer[int]
     compressions: _containers.RepeatedScalarFieldContainer[Compression]
-    def __init__(self, preset: _Optional[str] = ..., fingerprint: _Optional[str] = ..., window_size: _Optional[int] = ..., embed_dim: _Optional[int] = ..., num_segments: _Optional[int] = ..., random_weights: _Optional[bool] = ..., codecs: _Optional[_Iterable[_Union[Codec, str]]] = ..., max_windows_per_request: _Optional[int] = ..., max_message_bytes: _Optional[int] = ..., global_blocks: _Optional[_Iterable[int]] = ..., compressions: _Optional[_Iterable[_Union[Compression, str]]] = ...) -> None: ...
+    device: str
+    device_name: str
+    compute_dtype: str
+    device_memory_bytes: int
+    def __init__(self, preset: _Optional[str] = ..., fingerprint: _Optional[str] = ..., window_size: _Optional[int] = ..., embed_dim: _Optional[int] = ..., num_segments: _Optional[int] = ..., random_weights: _Optional[bool] = ..., codecs: _Optional[_Iterable[_Union[Codec, str]]] = ..., max_windows_per_request: _Optional[int] = ..., max_message_bytes: _Optional[int] = ..., global_blocks: _Optional[_Iterable[int]] = ..., compressions: _Optional[_Iterable[_Union[Compression, str]]] = ..., device: _Optional[str] = ..., device_name: _Optional[str] = ..., compute_dtype: _Optional[str] = ..., device_memory_bytes: _Optional[int] = ...) -> None: ...

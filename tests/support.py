@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import TypeVar
 
 import numpy as np
+import pytest
 import torch
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -24,6 +25,13 @@ from pedsam.workers.server import WorkerServer
 ROOT = Path(__file__).resolve().parents[1]  # the repository
 T = TypeVar("T")
 TINY = ModelSource(preset="tiny", seed=0)
+
+needs_cuda = pytest.mark.skipif(
+    not torch.cuda.is_available(),
+    reason="needs a CUDA GPU: torch.cuda.is_available() is False on this machine (these tests run where one is)",
+)
+"""Marks a test that runs only where torch sees a CUDA device; elsewhere it is skipped with the
+reason (``pytest -rs`` lists it)."""
 
 
 def scene(height: int, width: int, seed: int = 0) -> np.ndarray:

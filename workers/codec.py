@@ -8,11 +8,17 @@ tensor), fp16 and int8 are widened to float32 in one step.
 After the codec, ``data`` may be compressed losslessly (:mod:`pedsam.workers.entropy`; the
 tensor's ``compression`` says how); decoding then first decompresses, bounded by the shape, and
 the codec's copy rules apply to the decompressed bytes.
+
+On a GPU the bytes cross once, as they are on the wire: :func:`decode` with ``upload`` moves
+the raw fp32, fp16 or int8 values (and int8's scales) to the device and widens them there, and
+:func:`encode` of a device tensor narrows it there and brings only the encoded bytes back to the
+host. Both give the same values as the host path, bit for bit.
 """
 
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -62,7 +68,14 @@ def wire_bytes(tensor: pb.Tensor) -> int:
 
 
 def encode(tokens: torch.Tensor, codec: pb.Codec, compression: pb.Compression = pb.COMPRESSION_NONE) -> pb.Tensor:
-    """(N, C) float32 -> ``pb.Tensor`` in ``codec``, its ``data`` compressed as ``compression`` says."""
+    """(N, C) float32 on any device -> ``pb.Tensor`` in ``codec`` (its bytes on the host), its
+    ``data`` compressed as ``compression`` says."""
+    if tokens.device.type != "cpu":
+        encoded = encode_on_device(tokens, codec)
+        if compression != pb.COMPRESSION_NONE:
+            encoded.data = entropy.compress(encoded.data, _ITEM_BYTES[codec], compression)
+            encoded.compression = compression
+        return encoded
     array = tokens.detach().contiguous().numpy()
     if array.dtype != np.float32:
         array = array.astype(np.float32)
@@ -84,27 +97,55 @@ def encode(tokens: torch.Tensor, codec: pb.Codec, compression: pb.Compression = 
     return pb.Tensor(codec=codec, shape=shape, data=data, scales=scales, compression=compression)
 
 
+def encode_on_device(tokens: torch.Tensor, codec: pb.Codec) -> pb.Tensor:
+    """:func:`encode` computed where ``tokens`` are (a GPU): narrowed or quantised there, only
+    the encoded bytes copied to the host. Same bytes as the host path (round half to even,
+    IEEE division); it runs on the CPU too, which is how the tests compare the two."""
+    tokens = tokens.detach().float()
+    shape = list(tokens.shape)
+    if codec == pb.CODEC_FP32:
+        return pb.Tensor(codec=codec, shape=shape, data=_host_bytes(tokens))
+    if codec == pb.CODEC_FP16:
+        return pb.Tensor(codec=codec, shape=shape, data=_host_bytes(tokens.to(torch.float16)))
+    if codec == pb.CODEC_INT8:
+        scale = tokens.abs().amax(dim=1, keepdim=True) / 127.0
+        scale = torch.where(scale == 0, torch.ones_like(scale), scale)
+        quantised = torch.clamp(torch.round(tokens / scale), -127, 127).to(torch.int8)
+        return pb.Tensor(codec=codec, shape=shape, data=_host_bytes(quantised), scales=_host_bytes(scale))
+    raise ValueError(f"unsupported codec {codec}")
+
+
+def _host_bytes(tensor: torch.Tensor) -> bytes:
+    """A tensor's values as little-endian bytes: one copy to the host, one into ``bytes``."""
+    return tensor.contiguous().cpu().numpy().tobytes()
+
+
 def decode_result(tensor: pb.Tensor, residual: bool, sent: torch.Tensor) -> torch.Tensor:
-    """A result's tokens, which must have ``sent``'s shape: decoded, plus ``sent`` (the edge's
-    exact tokens) when ``residual``.
+    """A result's tokens on ``sent``'s device, which must have ``sent``'s shape: decoded, plus
+    ``sent`` (the edge's exact tokens) when ``residual``.
 
     Raises:
         PayloadError: a result of another shape, or bytes that do not decode to it.
     """
     rows, cols = sent.shape
-    out = decode(tensor, (rows, cols))
+    out = decode(tensor, (rows, cols)).to(sent.device)
     if not residual:
         return out
     # fp32 decodes to a read-only view of received bytes; fp16 and int8 to an array of its own.
     return out.add_(sent) if tensor.codec != pb.CODEC_FP32 else out + sent
 
 
-def decode(tensor: pb.Tensor, shape: tuple[int, int] | None = None) -> torch.Tensor:
+Upload = Callable[[torch.Tensor], torch.Tensor]
+
+
+def decode(tensor: pb.Tensor, shape: tuple[int, int] | None = None, upload: Upload | None = None) -> torch.Tensor:
     """``pb.Tensor`` -> (N, C) float32.
 
     ``shape``: the (N, C) the receiver expects; a tensor of another shape is refused before any
     decompression (an edge reading a worker's result passes it; a worker has already checked its
-    requests' shapes with :func:`check`).
+    requests' shapes with :func:`check`). ``upload`` (a device's
+    :class:`~pedsam.workers.device.Uploader`): the raw values go to that device as they are on
+    the wire and are widened there; the result lives on the device.
 
     Raises:
         PayloadError: another shape, or ``data``/``scales`` that do not decode to the shape.
@@ -118,6 +159,8 @@ def decode(tensor: pb.Tensor, shape: tuple[int, int] | None = None) -> torch.Ten
     rows, cols = dims
     data = entropy.decompress(tensor.data, _ITEM_BYTES[tensor.codec], data_bytes(tensor.codec, rows, cols),
                               tensor.compression)
+    if upload is not None:
+        return _decode_moved(tensor, data, dims, upload)
     if tensor.codec == pb.CODEC_FP32:
         # A read-only view of the message's (or the decompressed) bytes: nothing in pedsam writes into it.
         return torch.frombuffer(data, dtype=torch.float32).view(dims) if rows * cols else torch.empty(dims)
@@ -130,6 +173,20 @@ def decode(tensor: pb.Tensor, shape: tuple[int, int] | None = None) -> torch.Ten
         array = np.frombuffer(data, dtype=np.int8).reshape(dims).astype(np.float32)
         array *= scales
     return torch.from_numpy(array)
+
+
+def _decode_moved(tensor: pb.Tensor, data: bytes, shape: tuple[int, ...], upload: Upload) -> torch.Tensor:
+    if tensor.codec == pb.CODEC_FP32:
+        return upload(torch.frombuffer(data, dtype=torch.float32).view(shape))
+    if tensor.codec == pb.CODEC_FP16:
+        return upload(torch.frombuffer(data, dtype=torch.float16).view(shape)).float()
+    if tensor.codec == pb.CODEC_INT8:
+        if len(tensor.scales) != 4 * shape[0]:
+            raise PayloadError(f"carry {len(tensor.scales)} bytes of int8 scales, expected {4 * shape[0]}")
+        values = upload(torch.frombuffer(data, dtype=torch.int8).view(shape))
+        scales = upload(torch.frombuffer(tensor.scales, dtype=torch.float32).view(shape[0], 1))
+        return values.float().mul_(scales)
+    raise ValueError(f"unsupported codec {tensor.codec}")
 
 
 def check(tensor: pb.Tensor, rows: int, cols: int) -> None:

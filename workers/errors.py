@@ -5,6 +5,8 @@
     WorkerSideError
      +-- ModelError (ValueError)       unknown preset, bad seed
      |    +-- CheckpointError          a checkpoint file that is missing or does not fit the preset
+     +-- DeviceError (ValueError)      a --device this machine does not have, or a --compute-dtype
+     |                                 that makes no sense there (reduced precision on a CPU)
      +-- RequestError (ValueError)     a segment request that breaks the contract; carries the
      |                                 gRPC status code the worker answers with
      +-- PayloadError (ValueError)     a tensor's bytes that do not decode to its shape (a bad
@@ -26,6 +28,11 @@ class ModelError(WorkerSideError, ValueError):
 
 class CheckpointError(ModelError):
     """A checkpoint that is missing, unreadable, or does not match the preset's shapes."""
+
+
+class DeviceError(WorkerSideError, ValueError):
+    """A device that is not there, or a precision that does not fit the device (see
+    :mod:`pedsam.workers.device`); raised before any work."""
 
 
 class RequestError(WorkerSideError, ValueError):

@@ -25,6 +25,13 @@ the *normalised* tokens with zeros; the qkv projection of a zero token is exactl
 so padding enters the mixing as tokens whose q, k, v are the bias, attended to and never masked
 out, as in SAM. The per-token parts of a global block can run anywhere that holds its weights
 (the offload plan runs them on the workers).
+
+The kernels run where their inputs are: every buffer they make is on the input's device and of
+its dtype, so the same code serves the CPU and a GPU (:mod:`pedsam.workers.device`). On CUDA,
+``scaled_dot_product_attention`` with a float mask picks its memory-efficient backend (any of
+float32, float16 and bfloat16; the flash backend takes no mask) or falls back to the math one;
+under ``torch.autocast`` the projections and the attention compute in the reduced type and the
+residual stream stays float32 (:func:`post_attention`).
 """
 
 from __future__ import annotations
@@ -61,9 +68,11 @@ def post_attention(block: Block, tokens: torch.Tensor, mixed: torch.Tensor) -> t
             ``attn.proj``.
 
     Returns:
-        (N, C) float32 block output ``x + proj(o)``, then ``+ mlp(norm2(.))``.
+        (N, C) float32 block output ``x + proj(o)``, then ``+ mlp(norm2(.))``. The residual
+        stream stays in ``tokens``' dtype when the projections compute in a reduced one
+        (``torch.autocast``, :mod:`pedsam.workers.device`); in fp32 the cast is a no-op.
     """
-    x: torch.Tensor = block.attn.proj(mixed)
+    x: torch.Tensor = block.attn.proj(mixed).to(tokens.dtype)
     x += tokens
     x += block.mlp(block.norm2(x))
     return x
@@ -90,13 +99,13 @@ def mix(attn: Attention, qkv: torch.Tensor, size: tuple[int, int]) -> torch.Tens
         raise ValueError(f"qkv holds {length} tokens per grid, not {height}x{width}")
     # (3, B, heads, L, d) views into qkv; SDPA takes the strides as they are.
     q, k, v = qkv.view(batch, length, 3, heads, head_dim).permute(2, 0, 3, 1, 4).unbind(0)
-    out = torch.empty(batch, length, heads, head_dim, dtype=qkv.dtype)
+    out = torch.empty(batch, length, heads, head_dim, dtype=qkv.dtype, device=qkv.device)
     if not attn.use_rel_pos:
         out.copy_(F.scaled_dot_product_attention(q, k, v, scale=attn.scale).transpose(1, 2))
         return out.view(batch, length, channels)
     rel_h, rel_w = _rel_pos_terms(attn, q, size)  # (B, heads, L, H), (B, heads, L, W)
     head_chunk, query_chunk = mask_chunks(batch, heads, length)
-    scratch = _mask_scratch((batch, head_chunk, query_chunk, height, width), qkv.dtype)
+    scratch = _mask_scratch((batch, head_chunk, query_chunk, height, width), qkv.dtype, qkv.device)
     for h0 in range(0, heads, head_chunk):
         h1 = min(h0 + head_chunk, heads)
         for start in range(0, length, query_chunk):
@@ -117,8 +126,9 @@ def mix(attn: Attention, qkv: torch.Tensor, size: tuple[int, int]) -> torch.Tens
 _scratch = threading.local()
 
 
-def _mask_scratch(shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
-    """A buffer for attention-mask chunks, kept per thread and reused while it is large enough.
+def _mask_scratch(shape: tuple[int, ...], dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """A buffer for attention-mask chunks on ``device``, kept per thread and reused while it is
+    large enough (and of that dtype and device).
 
     A fresh one per call would cost more than the masking itself where large blocks come
     straight from ``mmap`` (the edge, :mod:`pedsam.stream.core.memory`): every call faults its megabytes of
@@ -126,9 +136,9 @@ def _mask_scratch(shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
     """
     numel = math.prod(shape)
     buffer: torch.Tensor | None = getattr(_scratch, "buffer", None)
-    if buffer is None or buffer.dtype != dtype or buffer.numel() < numel:
+    if buffer is None or buffer.dtype != dtype or buffer.device != device or buffer.numel() < numel:
         _scratch.buffer = None  # free the old one before allocating its successor
-        buffer = _scratch.buffer = torch.empty(numel, dtype=dtype)
+        buffer = _scratch.buffer = torch.empty(numel, dtype=dtype, device=device)
     return buffer[:numel].view(shape)
 
 
@@ -193,8 +203,9 @@ class WindowBatch:
     index: torch.Tensor | None
 
     @classmethod
-    def of(cls, extents: Sequence[Extent], window_size: int) -> WindowBatch:
-        """The batch of windows with these valid (height, width) extents, padding bottom-right."""
+    def of(cls, extents: Sequence[Extent], window_size: int, device: torch.device | str = "cpu") -> WindowBatch:
+        """The batch of windows with these valid (height, width) extents, padding bottom-right;
+        ``index`` on ``device`` (where the tokens are)."""
         ws = window_size
         if all(h == ws and w == ws for h, w in extents):
             return cls(len(extents), ws, len(extents) * ws * ws, None)
@@ -204,7 +215,7 @@ class WindowBatch:
             cols = torch.arange(w).view(1, w)
             parts.append((i * ws * ws + rows + cols).reshape(-1))
         index = torch.cat(parts)
-        return cls(len(extents), ws, int(index.numel()), index)
+        return cls(len(extents), ws, int(index.numel()), index.to(device))
 
 
 def windowed_block(block: Block, tokens: torch.Tensor, batch: WindowBatch) -> torch.Tensor:
@@ -227,8 +238,9 @@ def windowed_block(block: Block, tokens: torch.Tensor, batch: WindowBatch) -> to
         padded = qkv.view(batch.count, length, 3 * channels)
     else:
         bias = block.attn.qkv.bias
-        fill = bias if bias is not None else qkv.new_zeros(3 * channels)
-        # Padding is zero after norm1, and qkv(0) is exactly the bias.
+        fill = bias.to(qkv.dtype) if bias is not None else qkv.new_zeros(3 * channels)
+        # Padding is zero after norm1, and qkv(0) is exactly the bias (in qkv's dtype: under
+        # autocast the projection's bias is rounded to it too).
         padded = fill.expand(batch.count * length, 3 * channels).clone()
         padded.index_copy_(0, batch.index, qkv)
         padded = padded.view(batch.count, length, 3 * channels)

@@ -78,15 +78,33 @@ class WorkerStats:
 class WorkerCollector:
     """Prometheus collector over a :class:`WorkerStats` and the worker's identity."""
 
-    def __init__(self, stats: WorkerStats, info: dict[str, str]) -> None:
+    def __init__(
+        self, stats: WorkerStats, info: dict[str, str], *, device: dict[str, str] | None = None,
+        device_memory_bytes: int | None = None,
+    ) -> None:
+        """``info``: the model's identity, labels of ``pedsam_worker_info`` (preset, fingerprint);
+        ``device``: where it computes, labels of ``pedsam_worker_device_info`` (device, name,
+        compute_dtype); ``device_memory_bytes``: its limit of one request's device memory."""
         self._stats = stats
         self._info = info
+        self._device = device
+        self._device_memory = device_memory_bytes
 
     def collect(self) -> Iterator[Any]:
         stats = self._stats
         info = GaugeMetricFamily("pedsam_worker_info", "The model this worker serves", labels=sorted(self._info))
         info.add_metric([self._info[k] for k in sorted(self._info)], 1.0)
         yield info
+        if self._device is not None:
+            device = GaugeMetricFamily("pedsam_worker_device_info", "Where this worker computes",
+                                       labels=sorted(self._device))
+            device.add_metric([self._device[k] for k in sorted(self._device)], 1.0)
+            yield device
+        if self._device_memory is not None:
+            memory = GaugeMetricFamily("pedsam_worker_device_memory_limit_bytes",
+                                       "Device memory one segment request may use")
+            memory.add_metric([], float(self._device_memory))
+            yield memory
         streams = GaugeMetricFamily("pedsam_worker_streams", "Edge session streams open now")
         streams.add_metric([], float(stats.streams))
         yield streams

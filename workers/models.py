@@ -226,7 +226,10 @@ def fingerprint(sam: Sam, preset: ModelPreset) -> str:
     their relative-position tables), which the offload plan runs on workers.
 
     It covers exactly what a worker computes with, so edge and worker agree on it when and only
-    when a worker's results are valid for the edge.
+    when a worker's results are valid for the edge. It does not depend on where the model
+    computes: the weights are hashed as float32 host bytes whatever their device (the edge and
+    the worker compute it before moving their blocks to a GPU), and ``--compute-dtype`` is not
+    part of it (a worker reports that in ``Describe``).
     """
     digest = hashlib.sha256()
     geometry = {
@@ -245,7 +248,7 @@ def fingerprint(sam: Sam, preset: ModelPreset) -> str:
         for name, tensor in sorted(blocks[index].state_dict().items()):
             if not windowed and "rel_pos" in name:
                 continue
-            array = tensor.detach().to(torch.float32).contiguous().numpy()
+            array = tensor.detach().to("cpu", torch.float32).contiguous().numpy()
             digest.update(f"{index}.{name}:{tuple(array.shape)}".encode())
             digest.update(memoryview(array).cast("B"))
     return digest.hexdigest()

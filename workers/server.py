@@ -13,6 +13,15 @@ simply stops being read, and HTTP/2 flow control pushes back on its sender. So t
 payload held is bounded by ``max_streams * (stream_window_bytes + max_inflight_per_stream *
 message size)`` (the window is a fixed HTTP/2 read-ahead per stream).
 
+On a GPU, requests compute one at a time on the device (one compute thread): the device holds
+the blocks' weights and one request's working set. ``device_memory_bytes`` bounds the working
+sets computing at once (by default 80 % of the device memory free once the weights are loaded;
+with more compute threads each request gets its share): a request whose
+estimate (:meth:`~pedsam.workers.segment.SegmentRunner.request_bytes`) exceeds it is refused with
+RESOURCE_EXHAUSTED naming the limit, ``Describe`` caps ``max_windows_per_request`` to what fits,
+and a device that runs out of memory all the same refuses that request the same way and keeps
+serving.
+
 Shutdown drains: health goes NOT_SERVING, new requests are refused with UNAVAILABLE, requests
 already accepted are finished and answered, then every stream ends with UNAVAILABLE so edges
 move the work elsewhere.
@@ -36,6 +45,7 @@ from pedsam.protos import pedsam_pb2 as pb
 from pedsam.protos import pedsam_pb2_grpc as pb_grpc
 from pedsam.workers import codec as wire
 from pedsam.workers import entropy
+from pedsam.workers.device import CPU, Placement
 from pedsam.workers.errors import RequestError
 from pedsam.workers.metrics import WorkerStats
 from pedsam.workers.models import ModelSource, fingerprint, get_preset
@@ -58,21 +68,45 @@ class WorkerLimits:
     max_streams: int = 64
     stream_window_bytes: int = 4 * 1024 * 1024
     compute_threads: int = 1
+    device_memory_bytes: int | None = None  # for requests on the device, all at once; None: no limit
+
+    @property
+    def request_device_memory(self) -> int | None:
+        """Device memory one request may use: the limit shared by the requests that compute at
+        once (one per compute thread)."""
+        if self.device_memory_bytes is None:
+            return None
+        return self.device_memory_bytes // max(1, self.compute_threads)
+
+
+DEFAULT_DEVICE_SHARE = 0.8
+"""Share of a CUDA device's free memory (after the weights) one request may use by default."""
 
 
 class WorkerModel:
     """The part of a SAM model a worker holds: its encoder blocks (windowed blocks, and the global
-    blocks for the offload plan), and their fingerprint."""
+    blocks for the offload plan) on its device, and their fingerprint."""
 
-    def __init__(self, source: ModelSource) -> None:
+    def __init__(self, source: ModelSource, placement: Placement = CPU) -> None:
         self.source = source
+        self.placement = placement
         self.preset = get_preset(source.preset)
         sam = source.build()
+        # On the host, before the blocks move: the fingerprint is the same on every device.
         self.fingerprint = fingerprint(sam, self.preset)
-        self.runner = SegmentRunner(sam, self.preset)
+        self.runner = SegmentRunner(sam, self.preset, placement)
         self.global_blocks: tuple[int, ...] = tuple(sorted(self.runner.global_blocks))
         # Only the encoder's blocks are kept; the runner holds references to them.
         del sam
+
+    def default_device_memory(self) -> int | None:
+        """The default limit of one request's device memory: :data:`DEFAULT_DEVICE_SHARE` of what
+        is free on a CUDA device now (weights loaded); None elsewhere (the host's memory is
+        bounded by the message and queue limits)."""
+        if self.placement.kind != "cuda":
+            return None
+        free, _total = torch.cuda.mem_get_info(self.placement.device)
+        return int(DEFAULT_DEVICE_SHARE * free)
 
 
 _SHUTDOWN = "worker is shutting down; send this work elsewhere"
@@ -92,6 +126,7 @@ class WindowWorkerService(pb_grpc.WindowWorkerServicer):
         self, request: pb.DescribeRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.ModelInfo:
         model = self._model
+        placement = model.placement
         return pb.ModelInfo(
             preset=model.preset.name,
             fingerprint=model.fingerprint,
@@ -100,11 +135,24 @@ class WindowWorkerService(pb_grpc.WindowWorkerServicer):
             num_segments=model.runner.num_segments,
             random_weights=model.source.random_weights,
             codecs=list(wire.CODECS.values()),
-            max_windows_per_request=self._limits.max_windows_per_request,
+            max_windows_per_request=self.max_windows,
             max_message_bytes=self._limits.max_message_bytes,
             global_blocks=model.global_blocks,
             compressions=list(entropy.COMPRESSIONS.values()),
+            device=placement.device,
+            device_name=placement.name,
+            compute_dtype=placement.compute_dtype,
+            device_memory_bytes=self._limits.request_device_memory or 0,
         )
+
+    @property
+    def max_windows(self) -> int:
+        """Windows one request may hold: the limit, and what fits the device memory limit."""
+        most = self._limits.max_windows_per_request
+        budget = self._limits.request_device_memory
+        if budget is not None:
+            most = min(most, self._model.runner.windows_that_fit(budget))
+        return most
 
     async def Ping(self, request: pb.PingRequest, context: grpc.aio.ServicerContext[Any, Any]) -> pb.PingReply:
         """The edge's link probe: answered at once, with this worker's clock (``time.perf_counter``)."""
@@ -238,6 +286,15 @@ class WindowWorkerService(pb_grpc.WindowWorkerServicer):
                 f"{count} windows in one request; this worker takes at most "
                 f"{self._limits.max_windows_per_request}",
             )
+        budget = self._limits.request_device_memory
+        stage = request.HasField("finish_block") or request.HasField("start_block")
+        if budget is not None and (need := model.runner.request_bytes(count, stage=stage)) > budget:
+            raise RequestError(
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                f"{count} windows need about {need / 2**20:.0f} MiB of {model.placement.device} memory; this "
+                f"worker's device memory limit is {budget / 2**20:.0f} MiB a request (--device-memory-mb): "
+                f"send at most {model.runner.windows_that_fit(budget, stage=stage)} windows per request",
+            )
         ws = model.preset.window_size
         for extent in request.extents:
             if not (1 <= extent.height <= ws and 1 <= extent.width <= ws):
@@ -271,14 +328,30 @@ class WindowWorkerService(pb_grpc.WindowWorkerServicer):
             raise RequestError(invalid, "request skips its segment and asks for nothing else")
 
     def _compute(self, request: pb.SegmentRequest) -> pb.SegmentResult:
+        try:
+            return self._compute_on_device(request)
+        except torch.OutOfMemoryError:
+            placement = self._model.placement
+            if placement.kind == "cuda":
+                torch.cuda.empty_cache()
+            raise RequestError(
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                f"{placement.device} ran out of memory computing {len(request.extents)} windows; send fewer "
+                f"windows per request (this worker's device memory limit allows {self.max_windows})",
+            ) from None
+
+    def _compute_on_device(self, request: pb.SegmentRequest) -> pb.SegmentResult:
+        """Decode (moving the raw values to the device once), compute, encode back to bytes."""
         started = time.perf_counter()
-        tokens = decode_tensor("tokens", request.tokens)
+        runner = self._model.runner
+        upload = runner.upload if self._model.placement.kind != "cpu" else None
+        tokens = decode_tensor("tokens", request.tokens, upload)
         extents = [(e.height, e.width) for e in request.extents]
         codec = request.result_codec or request.tokens.codec
         compression = request.result_compression
         qkv: torch.Tensor | None = None
         if request.HasField("finish_block") or request.HasField("start_block") or request.skip_segment:
-            mixed = decode_tensor("mixed", request.mixed) if request.HasField("finish_block") else None
+            mixed = decode_tensor("mixed", request.mixed, upload) if request.HasField("finish_block") else None
             out, qkv = self._model.runner.run_stage(
                 None if request.skip_segment else request.segment,
                 tokens,
@@ -311,11 +384,11 @@ def check_tensor(name: str, tensor: pb.Tensor, rows: int, cols: int) -> None:
         raise RequestError(grpc.StatusCode.INVALID_ARGUMENT, f"{name} {exc}") from None
 
 
-def decode_tensor(name: str, tensor: pb.Tensor) -> torch.Tensor:
-    """A checked tensor decoded (decompressed, bounded by its shape) and found finite;
-    :class:`RequestError` INVALID_ARGUMENT if it is not."""
+def decode_tensor(name: str, tensor: pb.Tensor, upload: wire.Upload | None = None) -> torch.Tensor:
+    """A checked tensor decoded (decompressed, bounded by its shape; on ``upload``'s device when
+    given) and found finite; :class:`RequestError` INVALID_ARGUMENT if it is not."""
     try:
-        out = wire.decode(tensor)
+        out = wire.decode(tensor, upload=upload)
     except ValueError as exc:  # PayloadError included: a corrupt or lying compressed frame
         raise RequestError(grpc.StatusCode.INVALID_ARGUMENT, f"{name} {exc}") from None
     if not torch.isfinite(out).all():
@@ -404,3 +477,8 @@ class WorkerServer:
     @property
     def stats(self) -> WorkerStats:
         return self._service.stats
+
+    @property
+    def max_windows(self) -> int:
+        """Windows one request may hold, device memory included (as ``Describe`` says)."""
+        return self._service.max_windows

@@ -1,8 +1,10 @@
 """A worker process: load the model's windowed blocks, serve them until told to stop.
 
 ``pedsam worker`` builds a :class:`WorkerSettings` from its flags and calls :func:`serve`; the
-settings are checked once, here. The process holds only what a worker runs: the windowed blocks
-and the per-token layers of the global blocks (see :class:`pedsam.workers.server.WorkerModel`).
+settings are checked once, here, and the device (``--device``, ``--compute-dtype``; see
+:mod:`pedsam.workers.device`) is selected before the model is built or a port is bound. The
+process holds only what a worker runs: the windowed blocks and the per-token layers of the global
+blocks (see :class:`pedsam.workers.server.WorkerModel`), on its device.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import grpc
 import torch
 from grpc_health.v1 import health_pb2_grpc
 
+from pedsam.workers.device import Placement, check_request, select
 from pedsam.workers.errors import ModelError
 from pedsam.workers.metrics import WorkerCollector, serve_metrics
 from pedsam.workers.models import ModelSource
@@ -49,6 +52,9 @@ class WorkerSettings:
     tls_client_ca: str | None = None
     token_files: tuple[str, ...] = ()
     insecure: bool = False
+    device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
+    compute_dtype: str = "fp32"  # fp32 | bf16 | fp16 (the latter two on a GPU only)
+    device_memory_mb: float | None = None  # one request's device memory; None: 80 % of free (CUDA)
 
     def __post_init__(self) -> None:
         if min(self.max_streams, self.max_queued, self.max_message_mb, self.threads) < 1 or self.stream_window_mb <= 0:
@@ -56,6 +62,9 @@ class WorkerSettings:
                              "must be positive")
         if not 0 <= self.port <= 65535:
             raise ModelError(f"--port {self.port} is not a TCP port")
+        if self.device_memory_mb is not None and self.device_memory_mb <= 0:
+            raise ModelError("--device-memory-mb must be positive")
+        check_request(self.device, self.compute_dtype)
 
     def security(self) -> ServerSecurity:
         """Plain text needs ``insecure``, except on a loopback address."""
@@ -66,13 +75,27 @@ class WorkerSettings:
             plain_reason="--insecure" if self.insecure else "loopback only",
         )
 
-    def limits(self) -> WorkerLimits:
+    def limits(self, model: WorkerModel | None = None) -> WorkerLimits:
+        """The limits; the device memory one comes from ``--device-memory-mb``, else from
+        ``model``'s device (:meth:`WorkerModel.default_device_memory`)."""
+        memory = int(self.device_memory_mb * 2**20) if self.device_memory_mb is not None else None
+        if memory is None and model is not None:
+            memory = model.default_device_memory()
         return WorkerLimits(
             max_message_bytes=self.max_message_mb * 1024 * 1024,
             max_streams=self.max_streams,
             max_queued_requests=self.max_queued,
             stream_window_bytes=int(self.stream_window_mb * 2**20),
+            device_memory_bytes=memory,
         )
+
+    def placement(self) -> Placement:
+        """The device this worker computes on (:func:`pedsam.workers.device.select`).
+
+        Raises:
+            DeviceError: a device this machine does not have, or a precision it cannot run.
+        """
+        return select(self.device, self.compute_dtype)
 
 
 def is_loopback(host: str) -> bool:
@@ -89,13 +112,18 @@ def is_loopback(host: str) -> bool:
 async def serve(settings: WorkerSettings, *, ready: Sequence[str] = ()) -> int:
     """Serve until SIGINT or SIGTERM, then drain for ``settings.grace`` seconds.
 
-    Prints ``pedsam worker serving on HOST:PORT ...`` once it serves (local workers and
-    scripts read the address from that line).
+    Prints ``pedsam worker serving on HOST:PORT ... device DEVICE ...`` once it serves (local
+    workers and scripts read the address from that line).
+
+    Raises:
+        DeviceError: before any work, when the device asked for is not there.
     """
+    placement = settings.placement()
     torch.set_num_threads(settings.threads)
     security = settings.security()
-    model = await asyncio.to_thread(WorkerModel, settings.model)
-    server = WorkerServer(model, settings.limits(), security)
+    model = await asyncio.to_thread(WorkerModel, settings.model, placement)
+    limits = settings.limits(model)
+    server = WorkerServer(model, limits, security)
     address = await server.start(settings.host, settings.port)
     extras = []
     probe: grpc.aio.Server | None = None
@@ -116,15 +144,23 @@ async def serve(settings: WorkerSettings, *, ready: Sequence[str] = ()) -> int:
             extras.append(f"health on port {health_port}")
         if settings.metrics_port is not None:
             info = {"preset": model.preset.name, "fingerprint": model.fingerprint[:12]}
-            port = await asyncio.to_thread(
-                serve_metrics, WorkerCollector(server.stats, info), settings.host, settings.metrics_port)
+            device = {"device": placement.device, "name": placement.name, "compute_dtype": placement.compute_dtype}
+            collector = WorkerCollector(server.stats, info, device=device,
+                                        device_memory_bytes=limits.request_device_memory)
+            port = await asyncio.to_thread(serve_metrics, collector, settings.host, settings.metrics_port)
             extras.append(f"metrics on port {port}")
     except BaseException:
         await server.stop(0)
         raise
+    if placement.note:
+        extras.append(placement.note)
+    if limits.request_device_memory is not None:
+        extras.append(f"{limits.request_device_memory / 2**20:.0f} MiB of device memory a request, "
+                      f"at most {server.max_windows} windows")
     print(
         f"pedsam worker serving on {address} model {settings.model.describe()} "
-        f"fingerprint {model.fingerprint[:12]} ({', '.join([security.describe(), *extras])})",
+        f"fingerprint {model.fingerprint[:12]} device {placement.describe()} [{placement.reason}] "
+        f"({', '.join([security.describe(), *extras])})",
         flush=True,
     )
     stop = asyncio.Event()

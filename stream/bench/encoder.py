@@ -18,6 +18,11 @@ max-abs error of its embedding against stock's, relative to stock's max abs valu
 machine's 1-minute load average as the measured frames began and ended (above the core count,
 other work was sharing the cores). Then each target of the performance issue, met or not. The table goes to stdout; every figure, the
 settings, the machine and its load average to ``--json``.
+
+Every mode computes on one device, ``--device`` (default ``auto``: a GPU when there is one); the
+run says which at its start and at its end, and the JSON carries it (``device``: the
+:class:`~pedsam.workers.device.Placement`, with what ``auto`` found). Errors are against ``stock``
+on that same device.
 """
 
 from __future__ import annotations
@@ -43,6 +48,8 @@ from pedsam.stream.bench import startup
 from pedsam.stream.bench.modes import BenchSettings, ModeSpec
 from pedsam.stream.errors import ConfigError, PedsamError
 from pedsam.workers.codec import CODECS
+from pedsam.workers.device import select
+from pedsam.workers.errors import DeviceError
 from pedsam.workers.presets import DEFAULT_SEED
 
 TARGETS = {
@@ -74,6 +81,7 @@ class EncoderBench:
     worker_threads: int = 1
     whole_process: int = 2  # rounds of the whole-process row (0: skip it)
     json: str | None = None
+    device: str = "auto"
 
     @classmethod
     def of(cls, values: Mapping[str, Any]) -> EncoderBench:
@@ -275,10 +283,16 @@ def _machine() -> dict[str, Any]:
 
 async def run(args: EncoderBench) -> int:
     modes = plan_modes(args)
+    try:
+        placement = select(args.device)
+    except DeviceError as exc:
+        raise ConfigError(str(exc)) from None
     settings = BenchSettings(
         model=args.model, seed=args.seed, frames=args.frames, warmup=args.warmup, scheme=args.scheme,
         edge_threads=max(1, args.edge_threads or os.cpu_count() or 1), worker_threads=max(1, args.worker_threads),
+        device=placement.device,
     )
+    print(f"bench: computing on {placement.describe()} [{placement.reason}]", file=sys.stderr, flush=True)
     started = time.time()
     load_before = [round(v, 2) for v in os.getloadavg()]
     rounds: dict[str, list[dict[str, Any]]] = {spec.name: [] for spec in modes}
@@ -299,7 +313,7 @@ async def run(args: EncoderBench) -> int:
             print(f"bench: whole-process, {args.whole_process} rounds of stock and pedsam embed",
                   file=sys.stderr, flush=True)
             whole = await asyncio.to_thread(startup.measure, settings.model, settings.seed, args.whole_process,
-                                            out_dir)
+                                            out_dir, settings.device)
     for r in records:
         del r["embeddings"]  # files of the temporary folder, gone now
     checks = check_targets(records, settings.model)
@@ -325,13 +339,15 @@ async def run(args: EncoderBench) -> int:
         print(f"(the speed, memory and wire targets are for vit_b and are not judged for {settings.model}; "
               "the error bounds are)")
     print(f"\n{machine['cores']} cores ({machine['cpu']}), load average {load_before[0]:.2f} before, "
-          f"{load_after[0]:.2f} after; {settings.model} with seeded random weights")
+          f"{load_after[0]:.2f} after; {settings.model} with seeded random weights; computed on "
+          f"{placement.describe()}")
     if args.json:
         report = {
             "model": settings.model,
             "weights": f"seeded random (seed {settings.seed})",
             "settings": {**asdict(settings), "rounds": args.rounds},
             "machine": machine,
+            "device": placement.to_json(),
             "load_average_before": load_before,
             "load_average_after": load_after,
             "seconds": round(time.time() - started, 1),

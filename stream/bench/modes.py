@@ -14,6 +14,9 @@ Modes (``ModeSpec.kind``):
   kernels, no network);
 - ``split``: an :class:`~pedsam.stream.core.session.EdgeSession` over ``workers`` loopback worker processes,
   with a wire codec, an execution plan, and how many segments go to the workers.
+
+Every mode computes on ``settings.device`` (the split's local workers too); on a GPU each frame's
+time ends when the device has finished its work.
 """
 
 from __future__ import annotations
@@ -60,6 +63,7 @@ class BenchSettings:
     scheme: str
     edge_threads: int
     worker_threads: int
+    device: str = "cpu"  # a device torch names ("cpu", "cuda:0", "mps"), as the parent selected it
 
 
 @dataclass(kw_only=True)
@@ -78,6 +82,7 @@ class ModeRecord:
     workers: int
     codec: str
     plan: str
+    device: str
     torch_threads: int
     wall_s: list[float]
     cpu_s: list[float]
@@ -135,7 +140,11 @@ Encode = Callable[[int], Awaitable[torch.Tensor]]
 async def _measure(
     spec: ModeSpec, settings: BenchSettings, encode: Encode, wire: Callable[[], int] | None = None
 ) -> tuple[ModeRecord, torch.Tensor]:
-    """Encode warm-up and measured frames; ``wire`` gives the bytes moved so far, if any."""
+    """Encode warm-up and measured frames; ``wire`` gives the bytes moved so far, if any. A frame
+    ends when its embedding is computed, on the device too."""
+    from pedsam.workers.device import select
+
+    placement = select(settings.device)
     walls: list[float] = []
     cpus: list[float] = []
     embedding = torch.empty(0)
@@ -147,6 +156,7 @@ async def _measure(
             load_start = os.getloadavg()[0]
         wall, cpu = time.perf_counter(), time.process_time()
         embedding = await encode(i)
+        placement.synchronize()
         wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
         if i >= settings.warmup:
             walls.append(wall)
@@ -154,7 +164,7 @@ async def _measure(
     record = ModeRecord(
         name=spec.name, kind=spec.kind, workers=spec.workers, codec=spec.codec, plan=spec.plan,
         remote_segments=spec.remote_segments,
-        torch_threads=torch.get_num_threads(), wall_s=walls, cpu_s=cpus,
+        device=settings.device, torch_threads=torch.get_num_threads(), wall_s=walls, cpu_s=cpus,
         peak_rss_bytes=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
         load_average=(round(load_start, 2), round(os.getloadavg()[0], 2)),
     )
@@ -171,15 +181,17 @@ async def measure_mode(spec: ModeSpec, settings: BenchSettings) -> tuple[ModeRec
     from pedsam.stream.core.executors import LocalExecutor
     from pedsam.stream.core.memory import release_large_blocks
     from pedsam.stream.core.predictor import prepare_image
+    from pedsam.workers.device import select
     from pedsam.workers.segment import SegmentRunner
 
     torch.set_num_threads(settings.edge_threads)
+    placement = select(settings.device)
     source = ModelSource(preset=settings.model, seed=settings.seed)
     preset = PRESETS[settings.model]
     image = bench_image(preset.img_size, seed=settings.seed)
     if spec.kind == "split":
         return await _measure_split(spec, settings, source, image)
-    sam = source.build()
+    sam = source.build().to(placement.device)
     prepared = prepare_image(sam, image)
     if spec.kind == "stock":
 
@@ -194,8 +206,8 @@ async def measure_mode(spec: ModeSpec, settings: BenchSettings) -> tuple[ModeRec
     release_large_blocks()  # as an edge session does (stock stays untouched)
 
     with ThreadPoolExecutor(1, thread_name_prefix="edge") as pool:
-        executor = LocalExecutor(SegmentRunner(sam, preset), pool)
-        encoder = SplitEncoder(sam, preset, {EDGE: executor}, pool)
+        executor = LocalExecutor(SegmentRunner(sam, preset, placement), pool)
+        encoder = SplitEncoder(sam, preset, {EDGE: executor}, pool, placement=placement)
         everything = tuple(range(encoder.grid.num_windows))
 
         async def local(i: int) -> torch.Tensor:
@@ -221,6 +233,7 @@ async def _measure_split(
         remote_segments=spec.remote_segments,
         worker_threads=settings.worker_threads,
         edge_threads=settings.edge_threads,
+        device=settings.device,
     )
     async with EdgeSession(config) as session:
         prepared = prepare_image(session.sam, image)
@@ -246,7 +259,7 @@ def main(argv: Sequence[str]) -> int:
     out_dir = Path(argv[2])
     stem = argv[3] if len(argv) > 3 else spec.name
     record, embedding = asyncio.run(measure_mode(spec, settings))
-    np.save(out_dir / f"{stem}.npy", embedding.numpy())
+    np.save(out_dir / f"{stem}.npy", embedding.cpu().numpy())
     (out_dir / f"{stem}.json").write_text(json.dumps(asdict(record)))
     return 0
 

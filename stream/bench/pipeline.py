@@ -10,7 +10,7 @@ windowed segments of others, so the ratio approaches (edge + workers) / max(edge
 To make that a statement about pipelining and not about a scheduler sharing cores, the edge
 (this process, every thread of it) is pinned to one core and the workers, started here as
 child processes, to another (``taskset -a -p``: every thread of each); torch uses one thread
-on each side.
+on each side. It is a CPU bench: edge and workers compute on the CPU whatever GPU is present.
 """
 
 from __future__ import annotations
@@ -187,7 +187,8 @@ async def run(args: PipelineBench) -> int:
               f"{args.plan} plan, {where}", flush=True)
         result = BenchResult()
         async with LocalWorkers(args.local_workers, source, threads=1) as workers:
-            config = EdgeConfig(model=source, workers=tuple(workers.addresses), edge_threads=1, plan=args.plan)
+            config = EdgeConfig(model=source, workers=tuple(workers.addresses), edge_threads=1, plan=args.plan,
+                                device="cpu")
             pids = [w.process.pid for w in workers.workers]
             if pin:
                 await pin_workers(pids, args.worker_core)

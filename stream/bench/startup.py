@@ -44,6 +44,7 @@ if sys.argv[1] in sam_model_registry:
 else:  # a preset of pedsam's alone (tiny): SAM's modules from pedsam's builder
     from pedsam.workers.models import build_sam
     sam = build_sam(sys.argv[1], checkpoint=sys.argv[2])
+sam.to(sys.argv[4])
 SamPredictor(sam).set_image(np.asarray(PIL.Image.open(sys.argv[3]).convert("RGB")))
 """
 
@@ -94,12 +95,13 @@ def _timed(command: list[str]) -> float:
     return seconds
 
 
-def measure(model: str, seed: int, rounds: int, folder: Path) -> WholeProcess:
-    """Alternate stock and pedsam ``rounds`` times each, on inputs written into ``folder``."""
+def measure(model: str, seed: int, rounds: int, folder: Path, device: str = "cpu") -> WholeProcess:
+    """Alternate stock and pedsam ``rounds`` times each, on inputs written into ``folder``, both
+    computing on ``device``."""
     checkpoint, image = _inputs(model, seed, folder)
-    stock = [sys.executable, "-c", STOCK, model, str(checkpoint), str(image)]
+    stock = [sys.executable, "-c", STOCK, model, str(checkpoint), str(image), device]
     pedsam = [sys.executable, "-m", "pedsam.stream", "embed", str(image), "--checkpoint", str(checkpoint),
-              "--local-workers", "2", "--save", str(folder / "embedding.npy")]
+              "--local-workers", "2", "--save", str(folder / "embedding.npy"), "--device", device]
     result = WholeProcess(model=model)
     for _ in range(rounds):
         result.stock_s.append(_timed(stock))

@@ -28,7 +28,12 @@ __all__ = ["bench", "bench_pipeline", "config_check", "demo", "embed", "run", "s
 
 
 def notice(session: EdgeSession) -> None:
-    """The one line a person gets about the weights, before any output made with them."""
+    """The lines a person gets before any output: where the edge computes (and why: what ``auto``
+    found), and about the weights."""
+    if session.placement is not None:
+        print(f"note: edge computes on {session.placement.describe()} [{session.placement.reason}]", file=sys.stderr)
+        if session.placement.note:
+            print(f"note: {session.placement.note}", file=sys.stderr)
     if session.random_weights:
         print(f"note: {session.weights_notice} (give --checkpoint for real masks)", file=sys.stderr)
 
@@ -59,7 +64,7 @@ async def embed(values: Values) -> int:
             with AuditWriter(values["audit"], num_windows=session.encoder.grid.num_windows,
                              cap=session.scheduler.window_cap) as audit:
                 audit.write(embedding.audit)
-    array = embedding.tensor.numpy().astype(np.float32)
+    array = embedding.numpy().astype(np.float32)
     try:
         np.save(values["save"], array)
     except OSError as exc:
@@ -294,6 +299,8 @@ def config_check(values: Values) -> int:
     lines = [
         f"config ok: {path}",
         f"model      {config.model.describe()}",
+        f"device     {config.device}, {config.compute_dtype}; here: "
+        f"{_device_here(config.device, config.compute_dtype)}",
         f"workers    {fleet}",
         f"transport  {transport}",
         f"split      scheme {config.scheme}, codec {config.codec}, plan {config.plan}, "
@@ -309,6 +316,18 @@ def config_check(values: Values) -> int:
         lines.append(f"links      emulated on this machine: {', '.join(map(str, config.links))}")
     print("\n".join(lines))
     return 0
+
+
+def _device_here(device: str, compute_dtype: str) -> str:
+    """What ``device`` is on this machine, or why it is not (config check only reports it)."""
+    from pedsam.workers.device import select
+    from pedsam.workers.errors import DeviceError
+
+    try:
+        placement = select(device, compute_dtype)
+    except DeviceError as exc:
+        return f"not available ({exc})"
+    return f"{placement.describe()} [{placement.reason}]"
 
 
 async def bench(values: Values) -> int:

@@ -16,6 +16,9 @@ Paths in the file are relative to the file's folder. Example::
     remote_segments = 1                 # --remote-segments (default: all)
     compression = "auto"                # --compression
     in_flight = 3                       # --in-flight (run, stream)
+    [compute]
+    device = "auto"                     # --device: auto, cpu, cuda, cuda:N, mps
+    dtype = "fp32"                      # --compute-dtype: fp32, or bf16/fp16 on a GPU
     [rotation]
     policy = "keyed-random"             # --rotation; also slots, frame_cap, scene_cap,
     horizon = 50                        #   horizon, on_budget, motion (false: --no-motion)

@@ -75,7 +75,7 @@ _OUT_DIR = ("--out", {"required": True, "metavar": "DIR", "help": "output folder
 
 COMMANDS: tuple[Command, ...] = (
     Command(name="worker", help="serve a model's windowed blocks over gRPC", handler="pedsam.stream.cli.workers:worker",
-            parts=[("worker", GROUPS["worker"]), ("model", GROUPS["model"])]),
+            parts=[("worker", GROUPS["worker"]), ("model", GROUPS["model"]), ("device", GROUPS["device"])]),
     Command(name="embed", help="an image's SAM embedding, computed through the split", handler=f"{_C}:embed",
             parts=sections(*EDGE),
             own=_positional(("image", {"help": "the image (any format PIL reads)"}),
@@ -143,7 +143,7 @@ COMMANDS: tuple[Command, ...] = (
                                                 "(default 50051)"}))),
     Command(name="bench", help="stock SAM vs pedsam's kernels vs the split: time, CPU, memory, bytes, error",
             handler=f"{_C}:bench", parts=[("bench", GROUPS["bench"]), ("model", pick("model", "seed")),
-                                           ("split", pick("scheme"))],
+                                           ("device", pick("device")), ("split", pick("scheme"))],
             defaults={"model": "vit_b", "scheme": "interleaved"}),
     Command(name="bench-link", help="live video through emulated links: mask fps, latency, keyframes, bytes "
                                     "per link and edge CPU per setting", handler=f"{_C}:bench_link",

@@ -23,6 +23,7 @@ from pedsam.partitioner.scheduler import FAILOVER, ON_EXCEED
 from pedsam.partitioner.schemes import SCHEMES
 from pedsam.protos import pedsam_pb2 as pb
 from pedsam.stream.fleet.links import PROFILES
+from pedsam.workers.device import COMPUTE_DTYPES, DEVICE_CHOICES
 from pedsam.workers.entropy import COMPRESSIONS
 from pedsam.workers.presets import DEFAULT_SEED, PRESETS
 
@@ -104,6 +105,15 @@ MODEL = (
     _o("--checkpoint", "checkpoint", "official SAM checkpoint .pth; default: seeded random weights",
        metavar="PTH", key=("model", "checkpoint"), path=True),
     _o("--seed", "seed", "seed of random weights", kind=int, default=DEFAULT_SEED, key=("model", "seed")),
+)
+
+DEVICE = (
+    _o("--device", "device", "where the model computes: auto (the first CUDA GPU, else MPS, else the CPU; "
+       "says which at start), cpu, cuda, cuda:N or mps", default="auto", metavar=DEVICE_CHOICES,
+       key=("compute", "device")),
+    _o("--compute-dtype", "compute_dtype", "arithmetic of the encoder's blocks: fp32 (exact); bf16 or fp16 (faster, "
+       "within a stated error) on a GPU, bf16 also on a CPU with native bf16; refused where slower",
+       choices=COMPUTE_DTYPES, default="fp32", key=("compute", "dtype")),
 )
 
 WORKERS = (
@@ -209,6 +219,7 @@ LIVE = (
 
 GROUPS: dict[str, tuple[Option, ...]] = {
     "model": MODEL,
+    "device": DEVICE,
     "workers": WORKERS,
     "split": SPLIT,
     "rotation and exposure budgets (per server, over video)": ROTATION,
@@ -217,7 +228,7 @@ GROUPS: dict[str, tuple[Option, ...]] = {
     "run": RUN,
     "live": LIVE,
 }
-EDGE_GROUPS = ("model", "workers", "split", "rotation and exposure budgets (per server, over video)",
+EDGE_GROUPS = ("model", "device", "workers", "split", "rotation and exposure budgets (per server, over video)",
                "transport security (for --workers)", "configuration and metrics")
 EDGE = EDGE_GROUPS  # every command with an edge session takes these
 
@@ -279,6 +290,9 @@ WORKER = (
        "HTTP/2 read-ahead per session, MiB: higher helps long links, costs memory", kind=float, default=4.0),
     _o("--max-queued", "max_queued", "requests held for compute across all sessions; beyond it, senders wait",
        kind=int, default=8),
+    _o("--device-memory-mb", "device_memory_mb", "device memory one request may use, MiB; larger requests are "
+       "refused (RESOURCE_EXHAUSTED) (default on CUDA: 80%% of what is free once the weights are loaded; "
+       "elsewhere no limit)", kind=float, metavar="MB"),
     _o("--grace", "grace", "seconds to drain on shutdown", kind=float, default=5.0),
     _o("--health-port", "health_port", "also serve grpc.health.v1 alone, in plain text, on this port (probes)",
        kind=int, metavar="PORT"),

@@ -145,6 +145,8 @@ def edge_config(values: Values, *, background_sam: bool = False) -> EdgeConfig:
         links=parse_links(values.get("link")),
         remote_segments=values.get("remote_segments"),
         compression=values["compression"],
+        device=values["device"],
+        compute_dtype=values["compute_dtype"],
     )
 
 

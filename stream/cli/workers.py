@@ -26,7 +26,8 @@ async def worker(values: Values) -> int:
         stream_window_mb=values["stream_window_mb"], max_queued=values["max_queued"], grace=values["grace"],
         health_port=values["health_port"], metrics_port=values["metrics_port"], tls_cert=values["tls_cert"],
         tls_key=values["tls_key"], tls_client_ca=values["tls_client_ca"],
-        token_files=tuple(values["token_files"] or ()), insecure=values["insecure"],
+        token_files=tuple(values["token_files"] or ()), insecure=values["insecure"], device=values["device"],
+        compute_dtype=values["compute_dtype"], device_memory_mb=values["device_memory_mb"],
     )
     try:
         return await serve(settings)

@@ -10,7 +10,9 @@ Per frame, under the default plan::
       global:  one global-attention block on the edge
     edge:     neck                                             (1, out_chans, H, W)
 
-Torch work on the edge runs on one dedicated thread (:class:`EdgeThread`). Sending shares out
+Torch work on the edge runs on one dedicated thread (:class:`EdgeThread`), on the edge's device
+(its :class:`~pedsam.workers.device.Placement`): the token grid stays there from the prologue to
+the neck; shares leave it only to be encoded for the wire. Sending shares out
 and failing over is :class:`~pedsam.stream.core.shares.ShareRunner`'s; the offload plan's loop
 is :mod:`pedsam.stream.core.offload`.
 """
@@ -33,6 +35,7 @@ from pedsam.stream.core.shares import EdgeThread, FrameAudit, SegmentAudit, Shar
 from pedsam.stream.errors import WorkerError
 from pedsam.stream.fleet.health import NeverDown, WorkerHealth
 from pedsam.workers import kernels
+from pedsam.workers.device import CPU, Placement
 from pedsam.workers.presets import ModelPreset
 
 __all__ = ["FrameAudit", "SegmentAudit", "SplitEncoder"]
@@ -52,12 +55,14 @@ class SplitEncoder:
         health: WorkerHealth | None = None,
         on_failure: str = "edge",
         remote_segments: int | None = None,
+        placement: Placement = CPU,
     ) -> None:
         """``execution``: ``"default"`` runs global blocks whole on the edge; ``"offload"`` runs
         their per-token parts on the executors too (see :mod:`pedsam.stream.core.offload`).
         ``remote_segments``: only segments ``0..N-1`` go to the executors of the assignment, the
         edge computes the rest (None: all); in the offload plan a segment's stage goes with it
-        (the per-token parts of the global blocks beside it).
+        (the per-token parts of the global blocks beside it). ``placement``: where ``sam`` is
+        (the caller moved it) and the blocks' precision.
 
         Raises:
             PartitionError: ``remote_segments`` outside ``1..`` the model's segment count.
@@ -65,6 +70,7 @@ class SplitEncoder:
         if execution not in PLANS:
             raise ValueError(f"unknown plan {execution!r}; choose one of {', '.join(PLANS)}")
         self.execution = execution
+        self.placement = placement
         self.sam = sam
         self.preset = preset
         self.plan: ModelPlan = model_plan(preset.depth, preset.global_attn_indexes)
@@ -87,13 +93,14 @@ class SplitEncoder:
 
         Args:
             frame_index: the frame's sequence number in this session (tags requests).
-            image: (1, 3, S, S) float32, as ``Sam.preprocess`` returns it (S = img_size).
+            image: (1, 3, S, S) float32, as ``Sam.preprocess`` returns it (S = img_size); on
+                any device (it is moved to the edge's).
             assignment: which executor computes which windows of this frame (the session's
                 scheduler decides it; every window exactly once).
 
         Returns:
             (1, out_chans, S/16, S/16) float32, equal to ``sam.image_encoder(image)`` up to float
-            rounding, and the :class:`FrameAudit`.
+            rounding, on the edge's device, and the :class:`FrameAudit`.
         """
         check_assignment(assignment, self.grid.num_windows)
         unknown = set(assignment.shares) - set(self.executors)
@@ -102,7 +109,8 @@ class SplitEncoder:
         audit = FrameAudit(frame=frame_index, assignment=assignment)
         x = await self.edge.run(self._prologue, image)
         if self.execution == "offload":
-            x = await offload.encode(self.sam, self.plan, self.shares, self.edge, frame_index, x, assignment, audit)
+            x = await offload.encode(self.sam, self.plan, self.shares, self.edge, frame_index, x, assignment, audit,
+                                     self.placement)
         else:
             for step in self.plan.steps:
                 if isinstance(step, GlobalStep):
@@ -115,14 +123,15 @@ class SplitEncoder:
     @torch.inference_mode()
     def _prologue(self, image: torch.Tensor) -> torch.Tensor:
         encoder = self.sam.image_encoder
-        x: torch.Tensor = encoder.patch_embed(image)  # (1, H, W, C)
+        x: torch.Tensor = encoder.patch_embed(image.to(self.placement.device))  # (1, H, W, C)
         if encoder.pos_embed is not None:
             x = x + encoder.pos_embed
         return x
 
     @torch.inference_mode()
     def _global_block(self, index: int, x: torch.Tensor) -> torch.Tensor:
-        return kernels.global_block(self.sam.image_encoder.blocks[index], x)
+        with self.placement.autocast():
+            return kernels.global_block(self.sam.image_encoder.blocks[index], x)
 
     @torch.inference_mode()
     def _neck(self, x: torch.Tensor) -> torch.Tensor:

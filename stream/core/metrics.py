@@ -72,6 +72,8 @@ class EdgeCollector:
         exposure: returns the scheduler's summary (``partitioner.scheduler.Scheduler.summary``).
         down: returns the names of workers down now.
         links: worker name -> its link as measured (round trip, bytes per second each way).
+        devices: returns where everything computes
+            (:meth:`pedsam.stream.core.session.EdgeSession.devices_summary`).
     """
 
     def __init__(
@@ -81,9 +83,11 @@ class EdgeCollector:
         exposure: Callable[[], Mapping[str, Any]],
         down: Callable[[], set[str]],
         links: Mapping[str, _Link] | None = None,
+        devices: Callable[[], Mapping[str, Any]] | None = None,
     ) -> None:
         self._stats, self._wires, self._exposure, self._down = stats, dict(wires), exposure, down
         self._links = dict(links or {})
+        self._devices = devices
 
     def collect(self) -> Iterator[Any]:
         stats = self._stats
@@ -116,6 +120,7 @@ class EdgeCollector:
             up.add_metric([name], 0.0 if name in down else 1.0)
         yield from (failovers, requests, sent, received, latency, up)
         yield from self._collect_links()
+        yield from self._collect_devices()
         summary = self._exposure()
         share = GaugeMetricFamily(
             "pedsam_edge_exposure_max_frame_share", "Largest share of one frame a server received", labels=["server"]
@@ -132,6 +137,22 @@ class EdgeCollector:
         edge = CounterMetricFamily("pedsam_edge_windows_on_edge", "Windows the edge computed itself (budgets)")
         edge.add_metric([], float(summary.get("edge_windows", 0)))
         yield from (share, scene, windows, edge)
+
+    def _collect_devices(self) -> Iterator[Any]:
+        """Where the edge computes, and each worker as it described itself (info gauges, 1)."""
+        if self._devices is None:
+            return
+        devices = self._devices()
+        labels = ["device", "name", "compute_dtype"]
+        edge = GaugeMetricFamily("pedsam_edge_device_info", "Where the edge computes", labels=labels)
+        if devices.get("edge"):
+            edge.add_metric([str(devices["edge"][k]) for k in labels], 1.0)
+        yield edge
+        workers = GaugeMetricFamily("pedsam_edge_worker_device_info", "Where each worker computes, as it says",
+                                    labels=["worker", *labels])
+        for name, device in sorted(devices.get("workers", {}).items()):
+            workers.add_metric([name, *(str(device[k]) for k in labels)], 1.0)
+        yield workers
 
     def _collect_links(self) -> Iterator[Any]:
         """Each worker's link: base and latest round trip, and per direction (up: edge -> worker)

@@ -32,34 +32,38 @@ from pedsam.partitioner.plan import GlobalStep, ModelPlan
 from pedsam.stream.core.executors import SegmentExecutor
 from pedsam.stream.core.shares import EdgeThread, FrameAudit, ShareRunner, gather_windows, scatter_windows
 from pedsam.workers import kernels
+from pedsam.workers.device import CPU, Placement
 
 __all__ = ["encode"]
 
 
 @torch.inference_mode()
-def _mix(sam: Sam, block: int, qkv: torch.Tensor) -> torch.Tensor:
-    """(H, W, 3C) qkv of the whole grid -> (H, W, C) attention output of global ``block``."""
+def _mix(sam: Sam, placement: Placement, block: int, qkv: torch.Tensor) -> torch.Tensor:
+    """(H, W, 3C) qkv of the whole grid -> (H, W, C) float32 attention output of global ``block``."""
     height, width, three_c = qkv.shape
     attn = sam.image_encoder.blocks[block].attn
-    mixed = kernels.mix(attn, qkv.reshape(1, height * width, three_c), (height, width))
-    return mixed.view(height, width, three_c // 3)
+    with placement.autocast():
+        mixed = kernels.mix(attn, qkv.reshape(1, height * width, three_c), (height, width))
+    return mixed.view(height, width, three_c // 3).float()
 
 
 @torch.inference_mode()
-def _start(sam: Sam, block: int, tokens: torch.Tensor) -> torch.Tensor:
-    """(H, W, C) -> (H, W, 3C): global ``block``'s qkv, computed on the edge."""
+def _start(sam: Sam, placement: Placement, block: int, tokens: torch.Tensor) -> torch.Tensor:
+    """(H, W, C) -> (H, W, 3C) float32: global ``block``'s qkv, computed on the edge."""
     height, width, channels = tokens.shape
-    qkv = kernels.pre_attention(sam.image_encoder.blocks[block], tokens.reshape(-1, channels))
-    return qkv.view(height, width, 3 * channels)
+    with placement.autocast():
+        qkv = kernels.pre_attention(sam.image_encoder.blocks[block], tokens.reshape(-1, channels))
+    return qkv.view(height, width, 3 * channels).float()
 
 
 @torch.inference_mode()
-def _finish(sam: Sam, block: int, tokens: torch.Tensor, mixed: torch.Tensor) -> torch.Tensor:
+def _finish(sam: Sam, placement: Placement, block: int, tokens: torch.Tensor, mixed: torch.Tensor) -> torch.Tensor:
     """(H, W, C) block input and attention output -> (H, W, C) output of global ``block``."""
     height, width, channels = tokens.shape
-    out = kernels.post_attention(
-        sam.image_encoder.blocks[block], tokens.reshape(-1, channels), mixed.reshape(-1, channels)
-    )
+    with placement.autocast():
+        out = kernels.post_attention(
+            sam.image_encoder.blocks[block], tokens.reshape(-1, channels), mixed.reshape(-1, channels)
+        )
     return out.view(height, width, channels)
 
 
@@ -72,6 +76,7 @@ async def encode(
     x: torch.Tensor,
     assignment: Assignment,
     audit: FrameAudit,
+    placement: Placement = CPU,
 ) -> torch.Tensor:
     """Run every block of the encoder on ``x`` under the offload plan.
 
@@ -83,6 +88,7 @@ async def encode(
         x: (1, H, W, C) float32 tokens after patch and position embedding.
         assignment: the frame's (checked) assignment; every stage uses it.
         audit: the frame's audit record; one entry per segment is appended.
+        placement: where ``sam`` and ``x`` are, and the blocks' precision.
 
     Returns:
         (1, H, W, C) float32 tokens after the last block, before the neck.
@@ -95,10 +101,10 @@ async def encode(
     for step in plan.steps:
         if isinstance(step, GlobalStep):
             if waiting is not None:  # two global blocks in a row: the first finishes here
-                tokens = await edge.run(_finish, sam, waiting, tokens, mixed)
+                tokens = await edge.run(_finish, sam, placement, waiting, tokens, mixed)
             if qkv is None:
-                qkv = await edge.run(_start, sam, step.block, tokens)
-            mixed = await edge.run(_mix, sam, step.block, qkv)
+                qkv = await edge.run(_start, sam, placement, step.block, tokens)
+            mixed = await edge.run(_mix, sam, placement, step.block, qkv)
             waiting, qkv = step.block, None
             continue
         stage = stages[step.index]
@@ -107,7 +113,7 @@ async def encode(
         tokens, qkv = await _run_stage(shares, frame_index, stage, tokens, mixed, assignment, audit)
         waiting = mixed = None
     if waiting is not None:
-        tokens = await edge.run(_finish, sam, waiting, tokens, mixed)
+        tokens = await edge.run(_finish, sam, placement, waiting, tokens, mixed)
     return tokens.unsqueeze(0)
 
 
@@ -126,7 +132,7 @@ async def _run_stage(
     """One stage on every executor's share; returns the (H, W, C) tokens and (H, W, 3C) qkv."""
     height, width, channels = tokens.shape
     out = torch.empty_like(tokens)
-    qkv = torch.empty(height, width, 3 * channels) if stage.start is not None else None
+    qkv = torch.empty(height, width, 3 * channels, device=tokens.device) if stage.start is not None else None
 
     def prepare(windows: list[Window]) -> Callable[[SegmentExecutor], Awaitable[Result]]:
         share = gather_windows(tokens, windows)

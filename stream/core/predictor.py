@@ -12,6 +12,11 @@ that given the same embedding the masks are SamPredictor's:
 
 SamPredictor itself is not used: importing it pulls in torchvision (for one PIL call), which
 costs every edge process about a second at start. The tests compare with SamPredictor.
+
+On a GPU edge the model is on the device: the resize stays on the host (the same PIL call), the
+resized uint8 frame moves to the device and ``Sam.preprocess`` runs there (elementwise IEEE
+arithmetic, the same values as on the host); prompts move there, and masks, scores and logits
+come back to the host as numpy arrays.
 """
 
 from __future__ import annotations
@@ -32,7 +37,8 @@ from pedsam.workers.sam import Sam
 class PreparedImage:
     """A frame ready for the encoder.
 
-    ``tensor`` is (1, 3, S, S) float32 normalised and zero-padded (S = img_size);
+    ``tensor`` is (1, 3, S, S) float32 normalised and zero-padded (S = img_size), on the
+    model's device;
     ``original_size`` is the frame's (H, W); ``input_size`` the resized (h, w) before padding.
     """
 
@@ -70,14 +76,15 @@ def to_input_frame(points: np.ndarray, original_size: tuple[int, int], long_side
 
 
 def prepare_image(sam: Sam, image: np.ndarray) -> PreparedImage:
-    """HxWx3 uint8 RGB -> :class:`PreparedImage`, as ``SamPredictor.set_image`` does it."""
+    """HxWx3 uint8 RGB -> :class:`PreparedImage`, as ``SamPredictor.set_image`` does it, on
+    ``sam``'s device (resized on the host, normalised and padded there)."""
     if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
         raise MediaError(f"expected an HxWx3 uint8 RGB image, got {image.dtype} {image.shape}")
     height, width = resized_shape(image.shape[0], image.shape[1], sam.image_encoder.img_size)
     resized = np.array(PIL.Image.fromarray(image, mode="RGB").resize((width, height), PIL.Image.Resampling.BILINEAR))
     tensor = torch.as_tensor(resized).permute(2, 0, 1).contiguous()[None]
     with torch.inference_mode():
-        prepared = sam.preprocess(tensor)
+        prepared = sam.preprocess(tensor.to(sam.pixel_mean.device))
     return PreparedImage(
         tensor=prepared,
         original_size=(int(image.shape[0]), int(image.shape[1])),
@@ -128,8 +135,8 @@ class MaskDecoder:
     ) -> MaskPrediction:
         """Decode one object's mask; with several candidates, keep the best-scoring one.
 
-        ``embedding`` is (1, C, g, g) float32; ``mask_input`` (1, 4g, 4g) float32 logits of a
-        previous prediction, or None.
+        ``embedding`` is (1, C, g, g) float32 on the model's device; ``mask_input`` (1, 4g, 4g)
+        float32 logits of a previous prediction (host), or None.
         """
         logits, scores, low_res = self.decode(embedding, prepared, prompt, mask_input=mask_input, multimask=multimask)
         best = int(np.argmax(scores))
@@ -152,6 +159,7 @@ class MaskDecoder:
         """Every candidate: (C, H, W) float32 mask logits at frame size, (C,) scores, and
         (C, 4g, 4g) low-resolution logits, as ``SamPredictor.predict(return_logits=True)``."""
         sam = self._sam
+        device = sam.pixel_mean.device
         long_side = sam.image_encoder.img_size
         if prompt.mask is not None:
             prompt, derived = from_mask(prompt, prepared, long_side)
@@ -161,20 +169,23 @@ class MaskDecoder:
             multimask = prompt.ambiguous and mask_input is None
         point_input = None
         if points is not None and labels is not None:
-            coords = torch.as_tensor(to_input_frame(points, prepared.original_size, long_side), dtype=torch.float)
-            point_input = (coords[None, :, :], torch.as_tensor(labels, dtype=torch.int)[None, :])
+            coords = torch.as_tensor(to_input_frame(points, prepared.original_size, long_side), dtype=torch.float,
+                                     device=device)
+            point_input = (coords[None, :, :], torch.as_tensor(labels, dtype=torch.int, device=device)[None, :])
         boxes = None
         if box is not None:
             corners = to_input_frame(box.reshape(-1, 2, 2), prepared.original_size, long_side).reshape(-1, 4)
-            boxes = torch.as_tensor(corners, dtype=torch.float)[None, :]
-        masks = torch.as_tensor(mask_input, dtype=torch.float)[None, :, :, :] if mask_input is not None else None
+            boxes = torch.as_tensor(corners, dtype=torch.float, device=device)[None, :]
+        masks = None
+        if mask_input is not None:
+            masks = torch.as_tensor(mask_input, dtype=torch.float, device=device)[None, :, :, :]
         sparse, dense = sam.prompt_encoder(points=point_input, boxes=boxes, masks=masks)
         low_res, scores = sam.mask_decoder(
-            image_embeddings=embedding,
+            image_embeddings=embedding.to(device),
             image_pe=sam.prompt_encoder.get_dense_pe(),
             sparse_prompt_embeddings=sparse,
             dense_prompt_embeddings=dense,
             multimask_output=multimask,
         )
         logits = sam.postprocess_masks(low_res, prepared.input_size, prepared.original_size)
-        return logits[0].numpy(), scores[0].numpy(), low_res[0].numpy()
+        return logits[0].cpu().numpy(), scores[0].cpu().numpy(), low_res[0].cpu().numpy()

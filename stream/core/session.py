@@ -6,6 +6,12 @@ This is the library API the CLI is a thin layer over::
     async with EdgeSession(config) as session:
         embedding = await session.embed(image)              # HxWx3 uint8 RGB
         masks = await session.segment(image, [ObjectPrompt(points=((120, 80),), labels=(1,))])
+
+Where it computes: ``EdgeConfig.device`` (default ``auto``: the first CUDA GPU, else MPS, else
+the CPU) is selected when the session opens, before any worker starts or any weight is read
+(:attr:`EdgeSession.placement` says which, and why). The global blocks, the neck, the prompt
+encoder, the mask decoder and the windows the edge computes itself (budgets, failover) run
+there; frames are resized on the host exactly as SamPredictor does and normalised on the device.
 """
 
 from __future__ import annotations
@@ -41,6 +47,7 @@ from pedsam.stream.fleet.links import LinkRelay, LinkSpec
 from pedsam.stream.fleet.local import LocalWorkers
 from pedsam.stream.fleet.remote import RemoteWorker
 from pedsam.stream.fleet.transport import ANY_WORKER, ClientSecurity, is_loopback_address
+from pedsam.workers.device import Placement, check_request, select
 from pedsam.workers.entropy import COMPRESSIONS
 from pedsam.workers.errors import WorkerSideError
 from pedsam.workers.models import RANDOM_WEIGHTS_NOTICE, ModelSource, fingerprint, get_preset
@@ -100,8 +107,16 @@ class EdgeConfig:
     # keeps every token a global block has mixed on the edge.
     remote_segments: int | None = None
     compression: str = "auto"  # lossless stage after the codec: WIRE_COMPRESSIONS
+    # Where the edge computes (auto | cpu | cuda | cuda:N | mps) and in what precision (fp32 |
+    # bf16 | fp16, the latter two on a GPU); local workers get the same. See pedsam.workers.device.
+    device: str = "auto"
+    compute_dtype: str = "fp32"
 
     def __post_init__(self) -> None:
+        try:
+            check_request(self.device, self.compute_dtype)
+        except WorkerSideError as exc:
+            raise ConfigError(str(exc)) from None
         if self.plan not in PLANS:
             raise ConfigError(f"unknown plan {self.plan!r}; choose one of {', '.join(PLANS)}")
         if self.workers and self.local_workers:
@@ -150,12 +165,19 @@ class Embedding:
     """A frame's image embedding and what it took to make it.
 
     ``tensor`` is (1, out_chans, S/16, S/16) float32, the embedding SAM's predictor would
-    compute for the frame.
+    compute for the frame. It lives on the session's device (:attr:`EdgeSession.placement`:
+    the CPU unless a GPU was chosen), where the mask decoder uses it; :meth:`numpy` gives a host
+    copy (on the CPU, a view).
     """
 
     tensor: torch.Tensor
     prepared: PreparedImage
     audit: FrameAudit
+
+    def numpy(self) -> np.ndarray:
+        """``tensor`` as a host float32 array."""
+        array: np.ndarray = self.tensor.detach().cpu().numpy()
+        return array
 
 
 @dataclass
@@ -174,6 +196,7 @@ class EdgeSession:
     _pool: ThreadPoolExecutor | None = field(default=None, init=False)
     _frames: int = field(default=0, init=False)
     _open: bool = field(default=False, init=False)
+    placement: Placement | None = field(default=None, init=False)
 
     async def __aenter__(self) -> EdgeSession:
         await self.open()
@@ -188,10 +211,17 @@ class EdgeSession:
         Local workers are started first and boot while the edge builds its own model.
 
         Raises:
-            ConfigError: a checkpoint or preset that cannot be built.
+            ConfigError: a device this machine does not have (before anything else), or a
+                checkpoint or preset that cannot be built.
             WorkerError: a worker that cannot be reached, or holds another model.
         """
         config = self.config
+        try:
+            placement = self.placement = select(config.device, config.compute_dtype)
+        except WorkerSideError as exc:
+            raise ConfigError(str(exc)) from None
+        log.info("edge computes on %s [%s]%s", placement.describe(), placement.reason,
+                 f"; {placement.note}" if placement.note else "")
         if config.edge_threads:
             torch.set_num_threads(config.edge_threads)
         release_large_blocks()  # see pedsam.stream.core.memory: freed temporaries go back to the system
@@ -210,12 +240,15 @@ class EdgeSession:
                 self._local = LocalWorkers(
                     config.local_workers + config.local_standby, config.model, threads=config.worker_threads,
                     token=token, nice=BACKGROUND_NICE if config.background_sam else 0,
+                    device=placement.device, compute_dtype=placement.compute_dtype,
                 )
                 booting = asyncio.create_task(self._local.start())
             try:
                 self.preset = get_preset(config.model.preset)
                 self.sam = await asyncio.to_thread(config.model.build)
+                # On the host, then the model moves: the fingerprint is the same on every device.
                 self.fingerprint = await asyncio.to_thread(fingerprint, self.sam, self.preset)
+                await asyncio.to_thread(self.sam.to, placement.device)
             except WorkerSideError as exc:  # a bad preset or checkpoint: the user's to fix
                 raise ConfigError(str(exc)) from None
             addresses: Sequence[str] = config.workers
@@ -258,7 +291,12 @@ class EdgeSession:
                 health=self.fleet,
                 on_failure=config.on_failure,
                 remote_segments=config.remote_segments,
+                placement=placement,
             )
+            for worker in remotes:
+                if worker.info is not None and worker.info.compute_dtype not in ("", "fp32"):
+                    log.warning("worker %s computes in %s: embeddings are within that precision's bound, not "
+                                "exact", worker.name, worker.info.compute_dtype)
             self.scheduler = self.new_scheduler()
             if config.metrics_port is not None:
                 self._serve_metrics(config.metrics_port)
@@ -356,9 +394,19 @@ class EdgeSession:
         return RANDOM_WEIGHTS_NOTICE if self.random_weights else self.config.model.describe()
 
     def local_executor(self) -> LocalExecutor:
-        """An executor computing on the edge itself (for fallback and comparison)."""
-        assert self._pool is not None
-        return LocalExecutor(SegmentRunner(self.sam, self.preset), self._pool)
+        """An executor computing on the edge itself, on its device (for fallback and comparison)."""
+        assert self._pool is not None and self.placement is not None
+        return LocalExecutor(SegmentRunner(self.sam, self.preset, self.placement), self._pool)
+
+    def devices_summary(self) -> dict[str, object]:
+        """Where everything computes (JSON-ready): the edge's placement (device, name, compute
+        dtype, why), and each worker's device, name and compute dtype as its ``Describe`` said
+        (``"unknown"`` for a worker older than that field)."""
+        workers: dict[str, object] = {}
+        for worker in (*self._executors, *self._standby):
+            if isinstance(worker, RemoteWorker):
+                workers[worker.name] = worker.device_json()
+        return {"edge": self.placement.to_json() if self.placement is not None else None, "workers": workers}
 
     async def embed(
         self, image: np.ndarray, *, frame_index: int | None = None, scheduler: EdgeScheduler | None = None
@@ -414,6 +462,7 @@ class EdgeSession:
             exposure=self.exposure_summary,
             down=lambda: set(self.fleet.down) if self.fleet is not None else set(),
             links={w.name: w.link for w in remotes},
+            devices=self.devices_summary,
         )
         registry = CollectorRegistry(auto_describe=False)
         registry.register(collector)

@@ -83,35 +83,39 @@ class FrameAudit:
         }
 
 
-def window_token_index(windows: Sequence[Window], grid_width: int) -> torch.Tensor:
-    """(N,) int64: for the valid tokens of ``windows`` (row-major, one window after another),
-    their row-major positions in an (H, ``grid_width``) token grid. Read only: it is shared."""
-    return _token_index(tuple(windows), grid_width)
+def window_token_index(
+    windows: Sequence[Window], grid_width: int, device: torch.device | str = "cpu"
+) -> torch.Tensor:
+    """(N,) int64 on ``device``: for the valid tokens of ``windows`` (row-major, one window after
+    another), their row-major positions in an (H, ``grid_width``) token grid. Read only: it is
+    shared."""
+    return _token_index(tuple(windows), grid_width, str(device))
 
 
 @functools.lru_cache(maxsize=512)
-def _token_index(windows: tuple[Window, ...], grid_width: int) -> torch.Tensor:
+def _token_index(windows: tuple[Window, ...], grid_width: int, device: str) -> torch.Tensor:
     # Cached: a frame cuts the same shares in every segment, and shares recur across frames.
     parts = [
         ((w.top + torch.arange(w.height)) * grid_width).view(-1, 1) + (w.left + torch.arange(w.width))
         for w in windows
     ]
-    return torch.cat([p.reshape(-1) for p in parts])
+    return torch.cat([p.reshape(-1) for p in parts]).to(device)
 
 
 def gather_windows(grid_tokens: torch.Tensor, windows: Sequence[Window]) -> torch.Tensor:
-    """(H, W, C) token grid -> (N, C) valid tokens of ``windows``, row-major, one after another."""
+    """(H, W, C) token grid -> (N, C) valid tokens of ``windows``, row-major, one after another
+    (on the grid's device)."""
     height, width, channels = grid_tokens.shape
-    index = window_token_index(windows, width)
+    index = window_token_index(windows, width, grid_tokens.device)
     return grid_tokens.reshape(height * width, channels).index_select(0, index)
 
 
 def scatter_windows(grid_tokens: torch.Tensor, windows: Sequence[Window], tokens: torch.Tensor) -> None:
     """Write (N, C) tokens laid out as :func:`gather_windows` makes them back into the (H, W, C)
-    grid, which must be contiguous."""
+    grid, which must be contiguous; ``tokens`` may be on another device (they are moved)."""
     height, width, channels = grid_tokens.shape
-    index = window_token_index(windows, width)
-    grid_tokens.view(height * width, channels).index_copy_(0, index, tokens)
+    index = window_token_index(windows, width, grid_tokens.device)
+    grid_tokens.view(height * width, channels).index_copy_(0, index, tokens.to(grid_tokens.device))
 
 
 class EdgeThread:

@@ -56,15 +56,21 @@ class LocalWorkers:
         start_timeout: float = 120.0,
         token: str | None = None,
         nice: int = 0,
+        device: str = "cpu",
+        compute_dtype: str = "fp32",
     ) -> None:
         """``nice``: added to the workers' scheduling niceness (a live edge keeps its own
-        frame path ahead of the keyframes the workers compute on the same machine)."""
+        frame path ahead of the keyframes the workers compute on the same machine).
+        ``device``, ``compute_dtype``: each worker's ``--device`` and ``--compute-dtype`` (an edge
+        passes its own, so a GPU edge's local workers share its GPU)."""
         if count < 1:
             raise WorkerError("--local-workers needs at least 1")
         self.nice = nice
         self.count = count
         self.source = source
         self.threads = threads
+        self.device = device
+        self.compute_dtype = compute_dtype
         self.start_timeout = start_timeout
         self.token = token
         self._token_dir: tempfile.TemporaryDirectory[str] | None = None
@@ -97,6 +103,8 @@ class LocalWorkers:
             "--model", self.source.preset,
             "--seed", str(self.source.seed),
             "--threads", str(self.threads),
+            "--device", self.device,
+            "--compute-dtype", self.compute_dtype,
         ]
         if self.token is not None:
             args += ["--token-file", self._token_file()]

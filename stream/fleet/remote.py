@@ -214,7 +214,8 @@ class RemoteWorker:
                 break
         else:
             self._prober = asyncio.create_task(self._probe_every(), name=f"probe {self.address}")
-        log.info("connected to worker %s (%s)", self.address, info.preset)
+        log.info("connected to worker %s (%s on %s, %s)", self.address, info.preset, info.device or "unknown device",
+                 info.compute_dtype or "fp32")
         return info
 
     @property
@@ -283,8 +284,17 @@ class RemoteWorker:
         if self._failure is not None:
             raise self._failure
 
+    def device_json(self) -> dict[str, str]:
+        """Where this worker computes, as its ``Describe`` said: device, name and compute dtype
+        (``"unknown"`` before it was described, or from a worker older than those fields)."""
+        info = self.info
+        if info is None or not info.device:
+            return {"device": "unknown", "name": "unknown", "compute_dtype": "unknown"}
+        return {"device": info.device, "name": info.device_name, "compute_dtype": info.compute_dtype or "fp32"}
+
     def _result_tokens(self, result: pb.SegmentResult, sent: torch.Tensor) -> torch.Tensor:
-        """A result's tokens, with a residual added back to the exact tokens that were sent."""
+        """A result's tokens on ``sent``'s device (the edge's), with a residual added back to the
+        exact tokens that were sent."""
         try:
             return wire.decode_result(result.tokens, result.residual, sent)
         except ValueError as exc:  # PayloadError included: never decompressed past sent's shape
@@ -294,7 +304,7 @@ class RemoteWorker:
         """A stage result's (N, 3C) qkv, for the (N, C) tokens ``sent``."""
         rows, cols = sent.shape
         try:
-            return wire.decode(result.qkv, (rows, 3 * cols))
+            return wire.decode(result.qkv, (rows, 3 * cols)).to(sent.device)
         except ValueError as exc:
             raise self._fail(WorkerError(f"worker {self.address} sent a malformed result: qkv {exc}")) from None
 

@@ -139,9 +139,9 @@ def summarize(
     extra: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """``summary.json``: the figures, then what ran and how (``remote_segments`` of ``segments`` sent
-    to workers), then what each server saw, each worker's link as the edge measured it (``links``:
-    round trips in ms, bytes per second), and its wire (``wire``: compression, tensor bytes as
-    sent and uncompressed)."""
+    to workers; ``devices``: where the edge and each worker computed), then what each server saw,
+    each worker's link as the edge measured it (``links``: round trips in ms, bytes per second),
+    and its wire (``wire``: compression, tensor bytes as sent and uncompressed)."""
     config = session.config
     return {
         **stats.to_json(),
@@ -159,6 +159,7 @@ def summarize(
         "keyframe_policy": settings.keyframes.describe(),
         "in_flight": settings.in_flight,
         "windows_per_frame": session.encoder.grid.num_windows,
+        "devices": session.devices_summary(),
         **(extra or {}),
         "exposure": session.exposure_summary(),
         "fleet": session.fleet_summary(),

@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from pedsam.stream.bench.encoder import format_table
 from pedsam.stream.bench.modes import raw_bytes_per_frame
@@ -59,6 +60,13 @@ def test_tiny_bench_runs_and_reports_consistent_figures(tmp_path: Path) -> None:
     assert "split-2-remote1 against split-2: edge CPU x" in done.stdout
     assert modes["split-2"]["raw_bytes_per_frame"] == raw_bytes_per_frame("tiny", "default")
     assert report["settings"]["model"] == "tiny" and report["machine"]["cores"] >= 1
+    # It computed on whatever device is present, said which, and every mode used that one.
+    device = report["device"]
+    assert device["device"] == ("cuda:0" if torch.cuda.is_available() else "cpu")
+    assert device["reason"].startswith("auto: ") and device["compute_dtype"] == "fp32"
+    assert {m["device"] for m in modes.values()} == {device["device"]} == {report["settings"]["device"]}
+    assert f"bench: computing on {device['device']}" in done.stderr
+    assert f"computed on {device['device']}" in done.stdout
     targets = {(t["target"], t["mode"]) for t in report["targets"]}
     # tiny is judged against the error bounds only: the speed targets are ViT-B's
     assert ("error_int8", "split-2-int8") in targets and ("error_fp32", "split-2") in targets

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -26,7 +27,7 @@ from pedsam.stream.media.overlay import draw_overlay
 from pedsam.stream.media.synthetic import make_clip
 from pedsam.stream.media.video import read_frames
 from pedsam.workers.models import RANDOM_WEIGHTS_NOTICE, build_sam
-from tests.support import assert_one_line_error, assert_same_mask, check_audit, pedsam, scene
+from tests.support import assert_one_line_error, assert_same_mask, check_audit, pedsam, scene, scrape
 
 
 def predictor_for(image: np.ndarray) -> SamPredictor:
@@ -130,6 +131,12 @@ async def test_run_writes_every_output_for_every_frame(tmp_path: Path) -> None:
     summary = json.loads((out / "summary.json").read_text())
     assert (summary["frames"], summary["frames_ok"], summary["frames_failed"]) == (8, 8, 0)
     assert summary["random_weights"] is True and len(summary["workers"]) == 3
+    # Where everything computed: the edge (chosen by auto), and each local worker on the same device.
+    edge = summary["devices"]["edge"]
+    assert edge["compute_dtype"] == "fp32" and edge["reason"].startswith("auto: ")
+    assert summary["devices"]["workers"] == {
+        w: {"device": edge["device"], "name": edge["name"], "compute_dtype": "fp32"} for w in summary["workers"]}
+    assert f"note: edge computes on {edge['device']}" in done.err
     assert summary["max_windows_per_server"] == 3 == -(-summary["windows_per_frame"] // 3)
     links = summary["links"]
     assert [links[w]["emulated"]["spec"] for w in summary["workers"]] == ["1gbit:1ms", "100mbit:10ms",
@@ -150,8 +157,10 @@ async def test_demo_runs_the_whole_pipeline(tmp_path: Path) -> None:
 
 
 async def test_worker_prints_its_address_serves_and_stops_on_sigterm() -> None:
+    """... and says where it computes: in its serving line, in Describe and in its metrics."""
     process = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "pedsam.stream", "worker", "--port", "0", "--model", "tiny", "--seed", "3",
+        "--metrics-port", "0",
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )
     try:
@@ -159,12 +168,19 @@ async def test_worker_prints_its_address_serves_and_stops_on_sigterm() -> None:
         line = (await asyncio.wait_for(process.stdout.readline(), 60)).decode()
         assert line.startswith("pedsam worker serving on 127.0.0.1:")
         assert "UNTRAINED" in line
+        device = "cuda:0" if torch.cuda.is_available() else "cpu"
+        assert f" device {device}" in line and "fp32 [auto: " in line, line
         address = line.split()[4]
         async with grpc.aio.insecure_channel(address) as channel:
             health = await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest())
             info = await pb_grpc.WindowWorkerStub(channel).Describe(pb.DescribeRequest())
         assert health.status == health_pb2.HealthCheckResponse.SERVING
         assert (info.preset, info.num_segments, info.random_weights) == ("tiny", 2, True)
+        assert (info.device, info.compute_dtype) == (device, "fp32")
+        port = int(re.search(r"metrics on port (\d+)", line).group(1))  # type: ignore[union-attr]
+        metrics = await asyncio.to_thread(scrape, port)
+        labels = (("compute_dtype", "fp32"), ("device", device), ("name", info.device_name))
+        assert metrics[("pedsam_worker_device_info", labels)] == 1
         process.send_signal(signal.SIGTERM)
         assert await asyncio.wait_for(process.wait(), 30) == 0
     finally:

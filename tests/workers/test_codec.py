@@ -59,3 +59,38 @@ def test_decode_result_adds_residuals_back_and_checks_their_shape() -> None:
     for residual in (True, False):  # a result of another shape is refused either way
         with pytest.raises(PayloadError, match=r"shape \(5, 8\), expected \(20, 8\)"):
             wire.decode_result(wire.encode(delta[:5], pb.CODEC_INT8), residual, sent)
+
+
+def awkward_tokens() -> torch.Tensor:
+    """Values that stress rounding: ties of int8's round half to even, fp16's largest values and
+    its subnormals, an all-zero row."""
+    tokens = torch.randn(40, 32, generator=torch.Generator().manual_seed(5)) * 3
+    tokens[0] = 0.0
+    tokens[1, :4] = torch.tensor([127.0, 0.5, -0.5, 1.5])  # scale 1: exact halves
+    tokens[2, :3] = torch.tensor([6.5e4, -6.0e4, 1e-7])  # near fp16's largest, and below its normals
+    return tokens
+
+
+@pytest.mark.parametrize("name", ["fp32", "fp16", "int8"])
+def test_encoding_where_the_tokens_are_gives_the_host_bytes(name: str) -> None:
+    """A GPU encodes on the device (torch) and a CPU on the host (numpy): the same bytes. The
+    device path runs here on the CPU, which is all that differs on a GPU."""
+    tokens = awkward_tokens()
+    host = wire.encode(tokens, wire.codec_id(name))
+    device = wire.encode_on_device(tokens, wire.codec_id(name))
+    assert (device.data, device.scales, list(device.shape)) == (host.data, host.scales, list(host.shape))
+
+
+@pytest.mark.parametrize("name", ["fp32", "fp16", "int8"])
+def test_decoding_onto_a_device_moves_the_wire_bytes_and_widens_them_there(name: str) -> None:
+    tokens = awkward_tokens()
+    tensor = wire.encode(tokens, wire.codec_id(name))
+    moved: list[torch.dtype] = []
+
+    def upload(values: torch.Tensor) -> torch.Tensor:  # stands in for a GPU's Uploader
+        moved.append(values.dtype)
+        return values.clone()
+
+    back = wire.decode(tensor, upload=upload)
+    assert torch.equal(back, wire.decode(tensor)) and back.dtype == torch.float32
+    assert moved == {"fp32": [torch.float32], "fp16": [torch.float16], "int8": [torch.int8, torch.float32]}[name]

@@ -60,6 +60,9 @@ async def test_describe_and_health(server) -> None:
     assert info.preset == "tiny" and info.fingerprint == model.fingerprint
     assert info.num_segments == 2 and info.window_size == 14 and info.embed_dim == 64
     assert info.random_weights
+    # Where it computes; no device memory limit on a CPU.
+    assert (info.device, info.device_name, info.compute_dtype, info.device_memory_bytes) == ("cpu", "cpu", "fp32", 0)
+    assert info.max_windows_per_request == 8
     async with grpc.aio.insecure_channel(address) as channel:
         reply = await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(service=""))
     assert reply.status == health_pb2.HealthCheckResponse.SERVING
@@ -250,6 +253,7 @@ async def test_real_worker_processes_round_trip(tiny_worker_model: WorkerModel) 
             client = RemoteWorker(address, fingerprint=tiny_worker_model.fingerprint)
             await client.connect()
             try:
+                assert client.device_json() == {"device": "cpu", "name": "cpu", "compute_dtype": "fp32"}
                 tokens = torch.randn(14 * 14 + 4 * 14, 64)
                 extents = [WHOLE, BORDER]
                 got = await client.run(0, 1, tokens, extents)
@@ -269,3 +273,98 @@ async def test_worker_process_with_other_seed_is_refused() -> None:
         client = RemoteWorker(local.addresses[0], fingerprint=model.fingerprint)
         with pytest.raises(WorkerError, match="other weights"):
             await client.connect()
+
+
+async def one_answer(stub: pb_grpc.WindowWorkerStub, request_: pb.SegmentRequest) -> pb.SegmentResult:
+    call = stub.Process()
+    await call.write(request_)
+    await call.done_writing()
+    [result] = [r async for r in call]
+    return result
+
+
+async def test_a_request_over_the_device_memory_limit_is_refused_naming_the_limit(
+    tiny_worker_model: WorkerModel,
+) -> None:
+    """The device memory limit (set here on the CPU, where it is optional, to reach the path a GPU
+    worker takes by default) caps what Describe offers and refuses a larger request by name."""
+    runner = tiny_worker_model.runner
+    budget = runner.request_bytes(2, stage=True)
+    server = WorkerServer(tiny_worker_model, WorkerLimits(device_memory_bytes=budget))
+    address = await server.start("127.0.0.1", 0)
+    try:
+        async with grpc.aio.insecure_channel(address, options=channel_options(64 << 20)) as channel:
+            stub = pb_grpc.WindowWorkerStub(channel)
+            info = await stub.Describe(pb.DescribeRequest())
+            assert (info.max_windows_per_request, info.device_memory_bytes) == (2, budget)
+            assert server.max_windows == 2
+            big, _ = request(tiny_worker_model, 1, [WHOLE, WHOLE, BORDER])
+            with pytest.raises(grpc.aio.AioRpcError) as refused:
+                await one_answer(stub, big)
+            assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+            details = refused.value.details()
+            assert "3 windows need about" in details and "--device-memory-mb" in details
+            assert "send at most 2 windows per request" in details
+            fits, tokens = request(tiny_worker_model, 2, [WHOLE, BORDER])
+            result = await one_answer(stub, fits)
+            want = runner.run(0, tokens, [WHOLE, BORDER])
+            torch.testing.assert_close(wire.decode(result.tokens), want, rtol=0, atol=0)
+    finally:
+        await server.stop(0)
+    assert server.stats.requests[("any", "resource_exhausted")] == 1
+
+
+async def test_a_device_that_runs_out_of_memory_refuses_that_request_and_serves_on(
+    server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _, stub, model = server
+    run = model.runner.run
+    failures = iter([torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")])
+
+    def first_fails(*args: object, **kwargs: object) -> torch.Tensor:
+        for error in failures:
+            raise error
+        return run(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(model.runner, "run", first_fails)
+    big, _ = request(model, 1, [WHOLE, WHOLE])
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await one_answer(stub, big)
+    assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert "cpu ran out of memory computing 2 windows; send fewer windows" in refused.value.details()
+    again, tokens = request(model, 2, [WHOLE])
+    result = await one_answer(stub, again)
+    torch.testing.assert_close(wire.decode(result.tokens), run(0, tokens, [WHOLE]), rtol=0, atol=0)
+
+
+def old_model_info() -> type:
+    """``ModelInfo`` as edges built before the device fields know it: pedsam.proto without them."""
+    from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
+
+    proto = descriptor_pb2.FileDescriptorProto()
+    pb.DESCRIPTOR.CopyToProto(proto)
+    proto.name = "old/pedsam.proto"  # into a pool of its own: same package, fewer fields
+    message = next(m for m in proto.message_type if m.name == "ModelInfo")
+    kept = [f for f in message.field if f.number < 12]  # 11: compressions, older than the device fields
+    assert len(kept) == len(message.field) - 4
+    del message.field[:]
+    message.field.extend(kept)
+    del proto.service[:]
+    pool = descriptor_pool.DescriptorPool()
+    pool.Add(proto)
+    return message_factory.GetMessageClass(pool.FindMessageTypeByName("pedsam.v1.ModelInfo"))
+
+
+async def test_an_edge_older_than_the_device_fields_reads_describe_as_before(server) -> None:
+    _, stub, model = server
+    data = (await stub.Describe(pb.DescribeRequest())).SerializeToString()
+    old = old_model_info().FromString(data)
+    assert (old.preset, old.fingerprint, old.num_segments, old.max_windows_per_request) == (
+        "tiny", model.fingerprint, 2, 8)
+    assert list(old.global_blocks) == [2, 5] and len(old.codecs) == 3
+    # And a worker older than them reads on a new edge as "unknown", never as a wrong device.
+    client = RemoteWorker("127.0.0.1:1", fingerprint=model.fingerprint)
+    old.DiscardUnknownFields()  # what an old worker sends: no device fields at all
+    client.info = pb.ModelInfo.FromString(old.SerializeToString())
+    assert client.info.fingerprint == model.fingerprint and not client.info.device
+    assert client.device_json() == {"device": "unknown", "name": "unknown", "compute_dtype": "unknown"}
