@@ -123,8 +123,9 @@ def test_remote_segments_out_of_range_is_a_config_error() -> None:
 
 @pytest.mark.vit_b
 async def test_vit_b_is_exact_for_every_number_of_remote_segments() -> None:
-    """ViT-B shape, N = 1..4 of its 4 segments, one frame each through 2 workers: exact, and the
-    tensor bytes are N quarters of a whole frame's 100.7 MB."""
+    """ViT-B shape, N = 1 and 3 of its 4 segments (and 4 from the session's own frame), one frame
+    each through 2 workers: exact, and the tensor bytes are N quarters of a whole frame's 100.7 MB
+    (every N is checked exactly on tiny, and on ViT-B's plan in tests/partitioner/test_plan.py)."""
     from concurrent.futures import ThreadPoolExecutor
 
     from pedsam.partitioner.assignment import Assignment
@@ -142,9 +143,10 @@ async def test_vit_b_is_exact_for_every_number_of_remote_segments() -> None:
             image, shares = first.prepared.tensor, first.audit.assignment.shares
             with torch.inference_mode():
                 reference = session.sam.image_encoder(image)
+            assert relative_error(first.tensor, reference) <= 1e-4  # N = 4, every segment sent
             remotes = [e for e in session.encoder.executors.values() if isinstance(e, RemoteWorker)]
             with ThreadPoolExecutor(1) as pool:
-                for n in (1, 2, 3, 4):
+                for n in (1, 3):
                     encoder = SplitEncoder(session.sam, session.preset, session.encoder.executors, pool,
                                            remote_segments=n)
                     before = sum(r.stats.raw_sent + r.stats.raw_received for r in remotes)
