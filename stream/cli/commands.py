@@ -36,6 +36,8 @@ def notice(session: EdgeSession) -> None:
             print(f"note: {session.placement.note}", file=sys.stderr)
     if session.random_weights:
         print(f"note: {session.weights_notice} (give --checkpoint for real masks)", file=sys.stderr)
+    if session.plan_choice is not None:
+        print(session.plan_choice.line(), file=sys.stderr)
 
 
 @contextlib.asynccontextmanager

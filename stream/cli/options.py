@@ -149,8 +149,9 @@ SPLIT = (
     _o("--codec", "codec", "wire codec; fp32 is exact", choices=CODEC_NAMES, default="fp32",
        key=("split", "codec")),
     _o("--plan", "plan", "default: global blocks whole on the edge; offload: workers also run their per-token "
-       "parts, the edge only the attention mixing (less edge CPU, ~3x the bytes)", choices=PLANS,
-       default="default", key=("split", "plan")),
+       "parts, the edge only the attention mixing (less edge CPU, ~3x the bytes); auto: one black calibration "
+       "frame, then the codec and remote segments that make a keyframe quickest over the measured links",
+       choices=(*PLANS, "auto"), default="default", key=("split", "plan")),
     _o("--remote-segments", "remote_segments", "send only the first N windowed segments to workers, compute the "
        "rest on the edge (ViT-B has 4); 1: one round trip and a quarter of the bytes per frame, and no worker "
        "receives tokens a global block has mixed (with --plan offload: the first N stages) (default: all)",

@@ -34,6 +34,7 @@ from prometheus_client import CollectorRegistry, start_http_server
 from pedsam.partitioner.assignment import EDGE, Assignment
 from pedsam.partitioner.offload import PLANS
 from pedsam.partitioner.scheduler import FAILOVER
+from pedsam.stream.core.autoplan import Measured, PlanChoice, choose
 from pedsam.stream.core.encoder import FrameAudit, SplitEncoder
 from pedsam.stream.core.executors import LocalExecutor, SegmentExecutor
 from pedsam.stream.core.memory import release_large_blocks
@@ -96,6 +97,9 @@ class EdgeConfig:
     on_failure: str = "edge"  # where a failed worker's windows go: edge, standby (else edge), stop
     reconnect_interval: float = 5.0
     metrics_port: int | None = None  # serve Prometheus metrics on 127.0.0.1:PORT (0: any free port)
+    # --plan auto: the codec and remote segments chosen from one calibration frame (see
+    # pedsam.stream.core.autoplan); codec and remote_segments are then where it starts from.
+    auto_plan: bool = False
     # Keyframes in the background of a live run: the edge's SAM work runs on one torch thread at
     # nice +10, and local workers at nice +10, so propagating every frame keeps the CPU it needs.
     background_sam: bool = False
@@ -196,6 +200,7 @@ class EdgeSession:
     _pool: ThreadPoolExecutor | None = field(default=None, init=False)
     _frames: int = field(default=0, init=False)
     _open: bool = field(default=False, init=False)
+    plan_choice: PlanChoice | None = field(default=None, init=False)  # with auto_plan: what was chosen
     placement: Placement | None = field(default=None, init=False)
 
     async def __aenter__(self) -> EdgeSession:
@@ -282,22 +287,16 @@ class EdgeSession:
             self._standby = remotes[len(addresses) :]
             self.fleet = Fleet({w.name: w for w in remotes}, reconnect_interval=config.reconnect_interval)
             # The edge is an executor too: a budget may keep windows on it (exactly, same runner).
-            self.encoder = SplitEncoder(
-                self.sam,
-                self.preset,
-                {e.name: e for e in (*self._executors, *self._standby)} | {EDGE: self.local_executor()},
-                self._pool,
-                execution=config.plan,
-                health=self.fleet,
-                on_failure=config.on_failure,
-                remote_segments=config.remote_segments,
-                placement=placement,
-            )
+            self._placement = placement
+            self.encoder = self._build_encoder(config.remote_segments)
             for worker in remotes:
                 if worker.info is not None and worker.info.compute_dtype not in ("", "fp32"):
                     log.warning("worker %s computes in %s: embeddings are within that precision's bound, not "
                                 "exact", worker.name, worker.info.compute_dtype)
             self.scheduler = self.new_scheduler()
+            if config.auto_plan:
+                self._open = True  # the calibration frame goes through the session as any frame does
+                self.plan_choice = await self._plan_automatically()
             if config.metrics_port is not None:
                 self._serve_metrics(config.metrics_port)
         except BaseException:
@@ -317,6 +316,58 @@ class EdgeSession:
         if setting != "auto":
             return setting
         return "off" if is_loopback_address(address) and not emulated else "zstd"
+
+    def _build_encoder(self, remote_segments: int | None) -> SplitEncoder:
+        config = self.config
+        assert self._pool is not None
+        return SplitEncoder(
+            self.sam,
+            self.preset,
+            {e.name: e for e in (*self._executors, *self._standby)} | {EDGE: self.local_executor()},
+            self._pool,
+            execution=config.plan,
+            health=self.fleet,
+            on_failure=config.on_failure,
+            remote_segments=remote_segments,
+            placement=self._placement,
+        )
+
+    async def _plan_automatically(self) -> PlanChoice:
+        """``--plan auto``: one black calibration frame through the exact split (it shows nothing,
+        and goes on a ledger of its own), then the codec and remote segments
+        :func:`~pedsam.stream.core.autoplan.choose` predicts a keyframe is quickest with."""
+        remotes = [e for e in self._executors if isinstance(e, RemoteWorker)]
+        size = self.preset.img_size
+        before = {w.name: (w.stats.payload_sent, w.stats.payload_received, w.stats.compute_seconds) for w in remotes}
+        started = time.perf_counter()
+        embedding = await self.embed(np.zeros((size, size, 3), np.uint8), scheduler=self.new_scheduler())
+        wall = time.perf_counter() - started
+        segments = len(self.preset.segments())
+        sent = [s for s in embedding.audit.segments if s.edge_only is None]
+        up = max((w.stats.payload_sent - before[w.name][0]) / max(1, len(sent)) for w in remotes)
+        down = max((w.stats.payload_received - before[w.name][1]) / max(1, len(sent)) for w in remotes)
+        compute = max((w.stats.compute_seconds - before[w.name][2]) / max(1, len(sent)) for w in remotes)
+        tokens = max(len(ids) for s in sent for ids in s.shares.values()) * self.preset.window_size ** 2
+        rates = [w.link.up.rate for w in remotes], [w.link.down.rate for w in remotes]
+        emulated = bool(self._relays)
+
+        def slowest(values: list[float | None]) -> float | None:
+            known = [v for v in values if v]
+            return min(known) if known and (emulated or not all(is_loopback_address(w.address) for w in remotes)) \
+                else None
+
+        measured = Measured(
+            segments=segments, rtt=max((w.link.rtt or 0.0) for w in remotes),
+            up_rate=slowest(rates[0]), down_rate=slowest(rates[1]), up_bytes=up, down_bytes=down,
+            scale_bytes=4.0 * tokens, worker_seconds=compute, workers=len(remotes),
+            edge_seconds=max(0.0, wall - sum(s.seconds for s in embedding.audit.segments)),
+        )
+        choice = choose(measured)
+        for worker in remotes:
+            worker.use_codec(choice.codec)
+        self.encoder = self._build_encoder(choice.remote_segments)
+        log.info("%s", choice.line())
+        return choice
 
     def _check_open(self) -> None:
         if not self._open:

@@ -96,6 +96,7 @@ class WireStats:
     raw_received: int = 0
     message_sent: int = 0
     message_received: int = 0
+    compute_seconds: float = 0.0  # what the worker reported computing, all requests
     seconds: Histogram = field(default_factory=Histogram)  # round trip of each request
 
 
@@ -277,6 +278,10 @@ class RemoteWorker:
             qkv = await _off_loop(tokens.numel() * 12, self._result_qkv, result, tokens)
         return out, qkv
 
+    def use_codec(self, name: str) -> None:
+        """Send (and ask for) tensors in codec ``name`` from now on (``--plan auto`` chooses it)."""
+        self._codec = wire.codec_id(name)
+
     def _check_usable(self) -> None:
         """Raise the reason this worker cannot take a request now: not connected, or failed."""
         if self._call is None:
@@ -384,6 +389,7 @@ class RemoteWorker:
         self.stats.raw_received += _raw(result.tokens) + _raw(result.qkv)
         self.stats.message_received += size
         self.stats.seconds.observe(time.perf_counter() - started)
+        self.stats.compute_seconds += result.compute_seconds
         log.debug(
             "frame %d segment %d: %d windows on %s in %.3f s (worker compute %.3f s)",
             frame_id, segment, windows, self.address,

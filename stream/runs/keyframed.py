@@ -18,6 +18,7 @@ policies (see its module docstring). Per frame taken from the source, in order:
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
@@ -71,6 +72,8 @@ class KeyframedRun:
         self.session, self.source, self.board = session, source, board
         self.wait = drops == "never"  # a keyframe's own result waits for SAM
         self.stats, self.scheduler = stats, scheduler
+        if session.plan_choice is not None and policy.kind == "adaptive":  # --plan auto: as often as links allow
+            policy = dataclasses.replace(policy, min_interval=max(policy.min_interval, session.plan_choice.seconds))
         self.chooser = KeyframeChooser(policy)
         self.propagator = MaskPropagator()
         self.current: dict[int, ObjectResult] = {}  # each object's mask on the last frame
