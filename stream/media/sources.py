@@ -223,30 +223,19 @@ class FileSource(FrameSource):
             frames.close()  # closes the container
 
 
-class PlaybackSource(FrameSource):
-    """A video file played at its own frame rate, as a camera would deliver it (``--realtime``).
+class ThreadFedSource(FrameSource):
+    """A live source fed by a reader thread through a :class:`LatestSlot` (latest frame wins,
+    drops counted). Subclasses start the thread in :meth:`open` with :meth:`_start`; the thread
+    hands items to the loop with :func:`_call`; :meth:`close` asks it to stop and waits for it."""
 
-    A reader thread decodes the file and hands each frame to a :class:`LatestSlot` at its
-    presentation time: a frame not taken before the next one is due is dropped and counted,
-    exactly as with a camera. Playback starts when the first frame is asked for, so the time
-    spent starting workers costs no frames. ``captured`` is the moment a frame was due.
-    """
-
-    kind = "file"
     live = True
 
-    def __init__(self, path: str | os.PathLike[str], *, stop_timeout: float = 5.0) -> None:
-        self.path = os.fspath(path)
+    def __init__(self, *, stop_timeout: float) -> None:
         self._stop_timeout = stop_timeout
         self._slot: LatestSlot[SourceFrame] | None = None
         self._stop = threading.Event()
-        self._go = threading.Event()
         self._thread: threading.Thread | None = None
         self._rate: fractions.Fraction | None = None
-
-    @property
-    def name(self) -> str:
-        return f"{self.path} (real time)"
 
     @property
     def dropped(self) -> int:
@@ -256,22 +245,62 @@ class PlaybackSource(FrameSource):
     def rate(self) -> fractions.Fraction | None:
         return self._rate
 
+    def _start(self, target: Callable[..., None], *args: Any) -> LatestSlot[SourceFrame]:
+        loop = asyncio.get_running_loop()
+        self._slot = slot = LatestSlot[SourceFrame]()
+        self._thread = threading.Thread(target=target, args=(loop, slot, *args), name=self.name, daemon=True)
+        self._thread.start()
+        return slot
+
+    async def next(self) -> SourceFrame | None:
+        if self._slot is None:
+            raise MediaError(f"{self.name}: source is not open")
+        return await self._slot.get()
+
+    async def close(self) -> None:
+        self._stop.set()
+        thread, self._thread = self._thread, None
+        if thread is not None:
+            await asyncio.to_thread(thread.join, self._stop_timeout)
+            if thread.is_alive():  # stuck in a blocking read; it releases what it holds on return
+                log.warning("%s: reader thread still blocked after %.1f s", self.name, self._stop_timeout)
+
+
+def _call(loop: asyncio.AbstractEventLoop, fn: Callable[..., Any], *args: Any) -> bool:
+    """Run ``fn(*args)`` on the loop from a reader thread; False once the loop is closed."""
+    try:
+        loop.call_soon_threadsafe(fn, *args)
+        return True
+    except RuntimeError:  # the loop is closed: nobody is listening any more
+        return False
+
+
+class PlaybackSource(ThreadFedSource):
+    """A video file played at its own frame rate, as a camera would deliver it (``--realtime``).
+
+    A reader thread decodes the file and hands each frame to a :class:`LatestSlot` at its
+    presentation time: a frame not taken before the next one is due is dropped and counted,
+    exactly as with a camera. Playback starts when the first frame is asked for, so the time
+    spent starting workers costs no frames. ``captured`` is the moment a frame was due.
+    """
+
+    kind = "file"
+
+    def __init__(self, path: str | os.PathLike[str], *, stop_timeout: float = 5.0) -> None:
+        super().__init__(stop_timeout=stop_timeout)
+        self.path = os.fspath(path)
+        self._go = threading.Event()
+
+    @property
+    def name(self) -> str:
+        return f"{self.path} (real time)"
+
     async def open(self) -> None:
         info = await asyncio.to_thread(probe_video, self.path)
         self._rate = info.rate
-        loop = asyncio.get_running_loop()
-        self._slot = slot = LatestSlot[SourceFrame]()
-        self._thread = threading.Thread(target=self._play, args=(loop, slot), name=f"play {self.path}", daemon=True)
-        self._thread.start()
+        self._start(self._play)
 
     def _play(self, loop: asyncio.AbstractEventLoop, slot: LatestSlot[SourceFrame]) -> None:
-        def call(fn: Callable[..., Any], *args: Any) -> bool:
-            try:
-                loop.call_soon_threadsafe(fn, *args)
-                return True
-            except RuntimeError:  # the loop is closed
-                return False
-
         frames = read_frames(self.path)
         try:
             while not self._go.wait(0.1):
@@ -286,26 +315,18 @@ class PlaybackSource(FrameSource):
                 due = start + frame.time
                 if due > now and self._stop.wait(due - now):
                     return
-                if not call(slot.put, SourceFrame(frame=frame, captured=max(due, now))):
+                if not _call(loop, slot.put, SourceFrame(frame=frame, captured=max(due, now))):
                     return
-            call(slot.end)
+            _call(loop, slot.end)
         except MediaError as exc:
-            call(slot.end, exc)
+            _call(loop, slot.end, exc)
         finally:
             if hasattr(frames, "close"):
                 frames.close()
 
     async def next(self) -> SourceFrame | None:
-        if self._slot is None:
-            raise MediaError(f"{self.path}: source is not open")
         self._go.set()
-        return await self._slot.get()
-
-    async def close(self) -> None:
-        self._stop.set()
-        thread, self._thread = self._thread, None
-        if thread is not None:
-            await asyncio.to_thread(thread.join, self._stop_timeout)
+        return await super().next()
 
 
 class Capture(Protocol):
@@ -330,7 +351,7 @@ def _open_capture(device: int | str) -> Capture:
     return capture
 
 
-class CameraSource(FrameSource):
+class CameraSource(ThreadFedSource):
     """Frames from anything OpenCV's ``VideoCapture`` opens: a camera index, a device, a URL.
 
     A reader thread opens the device, reads frames as fast as they come, converts BGR to RGB
@@ -349,34 +370,17 @@ class CameraSource(FrameSource):
         open_capture: Callable[[int | str], Capture] = _open_capture,
         stop_timeout: float = 5.0,
     ) -> None:
+        super().__init__(stop_timeout=stop_timeout)
         self.device = parse_camera(spec) if isinstance(spec, str) else spec
         self._open_capture = open_capture
-        self._stop_timeout = stop_timeout
-        self._slot: LatestSlot[SourceFrame] | None = None
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-        self._rate: fractions.Fraction | None = None
 
     @property
     def name(self) -> str:
         return f"camera {self.device}"
 
-    @property
-    def dropped(self) -> int:
-        return self._slot.dropped if self._slot is not None else 0
-
-    @property
-    def rate(self) -> fractions.Fraction | None:
-        return self._rate
-
     async def open(self) -> None:
-        loop = asyncio.get_running_loop()
-        self._slot = slot = LatestSlot[SourceFrame]()
-        opened: asyncio.Future[float] = loop.create_future()
-        self._thread = threading.Thread(
-            target=self._read_loop, args=(loop, slot, opened), name=f"camera {self.device}", daemon=True
-        )
-        self._thread.start()
+        opened: asyncio.Future[float] = asyncio.get_running_loop().create_future()
+        self._start(self._read_loop, opened)
         fps = await opened
         if 0 < fps <= 1000:
             self._rate = fractions.Fraction(fps).limit_denominator(1001)
@@ -386,11 +390,7 @@ class CameraSource(FrameSource):
         self, loop: asyncio.AbstractEventLoop, slot: LatestSlot[SourceFrame], opened: asyncio.Future[float]
     ) -> None:
         def call(fn: Callable[..., Any], *args: Any) -> bool:
-            try:
-                loop.call_soon_threadsafe(fn, *args)
-                return True
-            except RuntimeError:  # the loop is closed: nobody is listening any more
-                return False
+            return _call(loop, fn, *args)
 
         def settle(result: float | None, error: BaseException | None) -> None:
             if opened.done():
@@ -430,19 +430,6 @@ class CameraSource(FrameSource):
         finally:
             capture.release()
             call(slot.end)
-
-    async def next(self) -> SourceFrame | None:
-        if self._slot is None:
-            raise MediaError(f"{self.name}: source is not open")
-        return await self._slot.get()
-
-    async def close(self) -> None:
-        self._stop.set()
-        thread, self._thread = self._thread, None
-        if thread is not None:
-            await asyncio.to_thread(thread.join, self._stop_timeout)
-            if thread.is_alive():  # stuck in a blocking read; it releases the device on return
-                log.warning("%s: reader thread still blocked after %.1f s", self.name, self._stop_timeout)
 
 
 class VideoTrack(Protocol):
