@@ -254,14 +254,19 @@ async def serve(values: Values) -> int:
         host=values["host"], port=values["port"], in_flight=values["in_flight"],
         keyframes=KeyframePolicy.parse(values["keyframes"]),
         ice_servers=tuple(values["ice_servers"] or ()), max_peers=values["max_peers"],
-        certfile=values["cert"], keyfile=values["key"],
-    )
+        max_calls_per_client=values["max_calls_per_client"], certfile=values["cert"], keyfile=values["key"],
+        token=values["token"], operator_token=values["operator_token"],
+    ).guarded()
     async with stop_on_signals() as stop, EdgeSession(edge_config(values, background_sam=not config.keyframes.every_frame)) as session:
         notice(session)
         server = LiveServer(session, config)
         url = await server.start()
-        print(f"pedsam serve: open {url} in a browser ({len(session.executor_names)} workers); Ctrl-C stops",
+        page = f"{url}?token={config.token}" if config.token else url
+        print(f"pedsam serve: open {page} in a browser ({len(session.executor_names)} workers); Ctrl-C stops",
               flush=True)
+        if config.operator_token:
+            print(f"pedsam serve: calls and exposure at {url}peers?token={config.operator_token} (operator only)",
+                  flush=True)
         try:
             await stop.wait()
         finally:

@@ -315,6 +315,12 @@ SERVE = (
     _o("--ice-server", "ice_servers", "STUN/TURN server for both ends, e.g. stun:stun.example.org:3478 "
        "(repeatable; default none)", metavar="URL", repeat=True),
     _o("--max-peers", "max_peers", "calls at once", kind=int, default=4),
+    _o("--max-calls-per-client", "max_calls_per_client", "calls one client address may hold at once", kind=int,
+       default=2),
+    _o("--token", "token", "access token a browser needs for a call (default: generated and printed when "
+       "listening beyond loopback; none on loopback)", metavar="TOKEN"),
+    _o("--operator-token", "operator_token", "token GET /peers needs (default: generated and printed when "
+       "listening beyond loopback)", metavar="TOKEN"),
     _o("--cert", "cert", "TLS certificate (PEM), to serve HTTPS", metavar="PEM"),
     _o("--key", "key", "TLS private key (PEM)", metavar="PEM"),
 )

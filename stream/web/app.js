@@ -76,8 +76,14 @@ function iceComplete(pc) {
   });
 }
 
+// The access token the server printed with the page's address, carried on to its requests.
+const token = new URLSearchParams(window.location.search).get("token");
+const withToken = (path) => (token ? path + "?token=" + encodeURIComponent(token) : path);
+
 async function start() {
-  const config = await (await fetch("config")).json();
+  const reply0 = await fetch(withToken("config"));
+  const config = await reply0.json();
+  if (!reply0.ok) throw new Error(config.error);
   if (config.notice) {
     const notice = document.getElementById("notice");
     notice.textContent = "Note: " + config.notice + ".";
@@ -104,7 +110,7 @@ async function start() {
   setStatus("connecting to " + config.workers + "-worker server (" + config.model + ")...");
   await pc.setLocalDescription(await pc.createOffer());
   await iceComplete(pc);  // the server takes the offer with all its candidates
-  const reply = await fetch("offer", {
+  const reply = await fetch(withToken("offer"), {
     method: "POST",
     headers: { "Content-Type": "application/json" },
     body: JSON.stringify({ sdp: pc.localDescription.sdp, type: pc.localDescription.type }),

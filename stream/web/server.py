@@ -6,6 +6,14 @@ page asks ``GET /config`` for the ICE servers, sends its camera with an SDP offe
 lists every open call's objects and figures. All calls share one
 :class:`~pedsam.stream.core.session.EdgeSession`; each has its own objects, frames and stats.
 
+Who may use it: off loopback every call needs the access token (``--token``, or one generated
+and printed at start inside the page's URL), and ``GET /peers``, which shows every call's state
+and what each worker has seen of it, needs the operator token (``--operator-token``, or one
+generated and printed); each client address may hold ``--max-calls-per-client`` calls at once.
+On loopback the tokens are not asked for unless given. A token travels as ``?token=`` in the
+URL (the page carries it on) or as ``Authorization: Bearer``; tokens are compared in constant
+time and never logged.
+
 No STUN or TURN server is used unless given with ``--ice-server`` (repeatable), so by
 default the browser and the server must reach each other directly (loopback or a LAN).
 Browsers hand out the camera only to secure pages: ``http://127.0.0.1`` and
@@ -15,10 +23,13 @@ Browsers hand out the camera only to secure pages: ``http://127.0.0.1`` and
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import hmac
 import importlib.resources
 import itertools
 import json
 import logging
+import secrets
 import ssl
 from dataclasses import dataclass
 from typing import Any
@@ -27,6 +38,7 @@ from aiohttp import web
 
 from pedsam.stream.core.session import EdgeSession
 from pedsam.stream.errors import ConfigError
+from pedsam.stream.fleet.transport import is_loopback_address
 from pedsam.stream.runs.keyframes import KeyframePolicy
 from pedsam.stream.web.peer import PeerSession
 
@@ -47,14 +59,22 @@ class ServeConfig:
     keyframes: KeyframePolicy = KeyframePolicy(kind="adaptive")
     ice_servers: tuple[str, ...] = ()
     max_peers: int = 4
+    max_calls_per_client: int = 2
     certfile: str | None = None
     keyfile: str | None = None
+    token: str | None = None  # for a call: the page and POST /offer (None: none asked for)
+    operator_token: str | None = None  # for GET /peers (None: none asked for)
 
     def __post_init__(self) -> None:
         if self.in_flight < 1:
             raise ConfigError("--in-flight must be at least 1")
         if self.max_peers < 1:
             raise ConfigError("--max-peers must be at least 1")
+        if self.max_calls_per_client < 1:
+            raise ConfigError("--max-calls-per-client must be at least 1")
+        for name, token in (("--token", self.token), ("--operator-token", self.operator_token)):
+            if token is not None and (len(token) < 16 or not token.isprintable() or " " in token):
+                raise ConfigError(f"{name} must be at least 16 printable characters without spaces")
         if not 0 <= self.port <= 65535:
             raise ConfigError(f"--port {self.port} is not a TCP port")
         if (self.certfile is None) != (self.keyfile is None):
@@ -62,6 +82,16 @@ class ServeConfig:
         for url in self.ice_servers:
             if not url.startswith(("stun:", "stuns:", "turn:", "turns:")):
                 raise ConfigError(f"ICE server {url!r} must be a stun: or turn: URL")
+
+    def guarded(self) -> ServeConfig:
+        """This config with tokens generated where it listens beyond loopback and none was given."""
+        if is_loopback_address(f"{self.host}:0"):
+            return self
+        return dataclasses.replace(
+            self,
+            token=self.token or secrets.token_urlsafe(18),
+            operator_token=self.operator_token or secrets.token_urlsafe(18),
+        )
 
 
 def _static(name: str) -> str:
@@ -75,9 +105,10 @@ class LiveServer:
         self.session = session
         self.config = config
         self.peers: dict[str, PeerSession] = {}
+        self._clients: dict[str, str] = {}  # peer id -> the client address that opened it
         self._ids = itertools.count(1)
         self._runner: web.AppRunner | None = None
-        self.app = web.Application(client_max_size=MAX_OFFER_BYTES)
+        self.app = web.Application(client_max_size=MAX_OFFER_BYTES, middlewares=[self._guard])
         self.app.add_routes(
             [
                 web.get("/", self._page),
@@ -109,6 +140,18 @@ class LiveServer:
         host, port = self._runner.addresses[0][:2]
         shown = f"[{host}]" if ":" in host else host
         return f"{'https' if context else 'http'}://{shown}:{port}/"
+
+    @web.middleware
+    async def _guard(self, request: web.Request, handler: Any) -> web.StreamResponse:
+        """Calls need the access token, ``/peers`` the operator token (when they are set)."""
+        wanted = self.config.operator_token if request.path == "/peers" else self.config.token
+        if wanted is not None and request.path != "/app.js":
+            given = request.query.get("token") or request.headers.get("Authorization", "").removeprefix("Bearer ")
+            if not hmac.compare_digest(given.encode(), wanted.encode()):
+                who = "the operator token" if request.path == "/peers" else "the access token printed at start"
+                return _error(401 if request.path != "/peers" else 403, f"this needs {who} (?token=...)")
+        response: web.StreamResponse = await handler(request)
+        return response
 
     async def stop(self) -> None:
         """Close every call, then stop listening."""
@@ -148,7 +191,11 @@ class LiveServer:
             return _error(400, "the offer must be JSON: {\"sdp\": ..., \"type\": \"offer\"}")
         if len(self.peers) >= self.config.max_peers:
             return _error(503, f"this server takes {self.config.max_peers} calls at once; try again later")
+        client = request.remote or "unknown"
+        if sum(1 for c in self._clients.values() if c == client) >= self.config.max_calls_per_client:
+            return _error(429, f"{self.config.max_calls_per_client} calls from one client at once at most")
         peer_id = f"p{next(self._ids)}"
+        self._clients[peer_id] = client
         peer = PeerSession(
             self.session,
             peer_id=peer_id,
@@ -163,6 +210,7 @@ class LiveServer:
             answer = await peer.answer(body["sdp"], "offer")
         except (ValueError, AttributeError) as exc:  # aiortc's complaints about a bad SDP
             await peer.close()
+            self._forget(peer)
             return _error(400, f"cannot accept this offer: {exc}")
         log.info("peer %s connected (%d open)", peer_id, len(self.peers))
         return web.json_response({"sdp": answer.sdp, "type": answer.type, "peer": peer_id})
@@ -170,6 +218,7 @@ class LiveServer:
 
     def _forget(self, peer: PeerSession) -> None:
         self.peers.pop(peer.peer_id, None)
+        self._clients.pop(peer.peer_id, None)
 
 
 def _error(status: int, message: str) -> web.Response:

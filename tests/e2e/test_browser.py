@@ -43,6 +43,9 @@ REDNESS = """() => {
 }"""
 
 
+TOKEN = "browser-test-token-0123"  # what serve prints with the page's address off loopback
+
+
 def text_number(selector: str) -> str:
     return f"Number(document.querySelector('{selector}').textContent)"
 
@@ -54,7 +57,7 @@ async def server_url(tiny_workers: list[str]) -> AsyncIterator[tuple[LiveServer,
             pytest.fail("/usr/bin/chromium is missing: make test installs Debian's chromium package")
         pytest.skip("needs Debian's chromium (apt-get install chromium); make test installs it")
     async with EdgeSession(EdgeConfig(model=TINY, workers=tuple(tiny_workers))) as session:
-        live = LiveServer(session, ServeConfig(port=0))
+        live = LiveServer(session, ServeConfig(port=0, token=TOKEN))
         url = await live.start()
         try:
             yield live, url
@@ -72,7 +75,9 @@ async def test_browser_click_follows_an_object_and_lists_it(server_url: tuple[Li
             page = await browser.new_page()
             errors: list[str] = []
             page.on("pageerror", lambda error: errors.append(str(error)))
-            await page.goto(url)
+            refused = await page.goto(url)  # without the access token: no page, no call
+            assert refused is not None and refused.status == 401 and not live.peers
+            await page.goto(f"{url}?token={TOKEN}")
             await page.wait_for_function("document.getElementById('video').videoWidth > 0", timeout=60_000)
             await page.wait_for_function(
                 "document.getElementById('status').textContent.includes('connected')", timeout=30_000

@@ -76,10 +76,10 @@ class Client:
 
         self._reader = asyncio.create_task(read())
 
-    async def connect(self, http: aiohttp.ClientSession, url: str) -> None:
+    async def connect(self, http: aiohttp.ClientSession, url: str, token: str | None = None) -> None:
         await self.pc.setLocalDescription(await self.pc.createOffer())
         offer = {"sdp": self.pc.localDescription.sdp, "type": self.pc.localDescription.type}
-        async with http.post(url + "offer", json=offer) as reply:
+        async with http.post(url + "offer" + (f"?token={token}" if token else ""), json=offer) as reply:
             assert reply.status == 200, await reply.text()
             answer = await reply.json()
         self.peer = answer["peer"]
@@ -229,6 +229,43 @@ async def test_the_server_refuses_calls_beyond_its_limit(tiny_workers: list[str]
                 await client.close()
             await live.stop()
         assert live.peers == {}
+
+
+async def test_tokens_let_in_only_whom_they_should(tiny_workers: list[str]) -> None:
+    """With tokens (generated whenever serve listens beyond loopback): the page and a call need
+    the access token, /peers the operator token; one client holds a bounded number of calls."""
+    token, operator = "call-token-0123456789", "operator-token-0123456789"
+    async with EdgeSession(EdgeConfig(model=TINY, workers=tuple(tiny_workers))) as session:
+        live = LiveServer(session, ServeConfig(port=0, token=token, operator_token=operator,
+                                               max_calls_per_client=1))
+        url = await live.start()
+        clients = [Client(), Client()]
+        try:
+            async with aiohttp.ClientSession() as http:
+                for path, status in (("", 401), (f"?token={token}", 200), (f"config?token={operator}", 401),
+                                     ("app.js", 200), (f"peers?token={token}", 403), (f"peers?token={operator}", 200)):
+                    async with http.get(url + path) as reply:
+                        assert reply.status == status, path
+                async with http.get(url + "config", headers={"Authorization": f"Bearer {token}"}) as reply:
+                    assert reply.status == 200
+                with pytest.raises(AssertionError, match="401"):
+                    await clients[0].connect(http, url)  # no token: no call
+                await clients[0].connect(http, url, token)
+                with pytest.raises(AssertionError, match="429"):
+                    await clients[1].connect(http, url, token)  # one call per client here
+        finally:
+            for client in clients:
+                await client.close()
+            await live.stop()
+
+
+def test_listening_beyond_loopback_generates_tokens() -> None:
+    assert ServeConfig(host="127.0.0.1").guarded().token is None
+    open_ = ServeConfig(host="0.0.0.0").guarded()
+    assert open_.token and open_.operator_token and open_.token != open_.operator_token
+    assert ServeConfig(host="0.0.0.0", token="mine-0123456789abcdef").guarded().token == "mine-0123456789abcdef"
+    with pytest.raises(ValueError, match="16 printable"):
+        ServeConfig(token="short")
 
 
 def test_parse_message() -> None:
