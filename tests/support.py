@@ -79,7 +79,8 @@ def assert_one_line_error(done: Done, *words: str) -> None:
 
 
 def check_audit(path: Path, frames: int, segments: int) -> None:
-    """Invariant 2 from the audit file alone: every window once, no server over the cap."""
+    """Invariant 2 from the audit file alone: every window once, padding on the edge, no server
+    over the cap (a share of the frame's picture), none with every picture window."""
     records = read_records(path)
     assert len(records) == frames * segments
     assert sorted({(r["frame"], r["segment"]) for r in records}) == [
@@ -88,9 +89,14 @@ def check_audit(path: Path, frames: int, segments: int) -> None:
     for record in records:
         windows = [w for ids in record["shares"].values() for w in ids]
         assert sorted(windows) == list(range(record["num_windows"]))
+        picture = record["picture"]
+        assert len(picture) == record["num_windows"] and 0 < record["cap"] < 1
         servers = [ids for name, ids in record["shares"].items() if name != "edge"]
         assert len(servers) >= 2
-        assert max(len(ids) for ids in servers) <= record["cap"] < record["num_windows"]
+        for ids in servers:
+            assert all(picture[w] for w in ids)  # pure padding stays on the edge
+            assert sum(picture[w] for w in ids) / sum(picture) <= record["cap"] + 1e-9
+            assert len(ids) < sum(1 for p in picture if p)
 
 
 def assert_same_mask(got: np.ndarray, logits: np.ndarray, *, tolerance: float = 1e-3) -> None:

@@ -34,11 +34,12 @@ from pedsam.stream.core.memory import release_large_blocks
 from pedsam.stream.core.metrics import EdgeCollector, EdgeStats
 from pedsam.stream.core.predictor import MaskDecoder, MaskPrediction, PreparedImage, prepare_image
 from pedsam.stream.core.prompts import ObjectPrompt
-from pedsam.stream.core.scheduling import EdgeScheduler, RotationSettings
+from pedsam.stream.core.scheduling import DEFAULT_SCHEME, EdgeScheduler, RotationSettings
 from pedsam.stream.errors import ConfigError, MediaError, SessionError
 from pedsam.stream.fleet.health import Fleet
 from pedsam.stream.fleet.links import LinkRelay, LinkSpec
 from pedsam.stream.fleet.local import LocalWorkers
+from pedsam.stream.fleet.providers import check_providers
 from pedsam.stream.fleet.remote import RemoteWorker
 from pedsam.stream.fleet.transport import ANY_WORKER, ClientSecurity
 from pedsam.workers.errors import WorkerSideError
@@ -66,7 +67,7 @@ class EdgeConfig:
     model: ModelSource
     workers: tuple[str, ...] = ()
     local_workers: int = 0
-    scheme: str = "contiguous"
+    scheme: str = DEFAULT_SCHEME
     secret: bytes | None = None
     codec: str = "fp32"
     worker_threads: int = 1
@@ -88,6 +89,9 @@ class EdgeConfig:
     # Emulated links (tests and benches on this machine): one for every worker, or one per worker
     # in order, active then standby; kept as one per worker. See pedsam.stream.fleet.links.
     links: tuple[LinkSpec, ...] = ()
+    # Who runs each remote worker (address, provider): one worker per provider; required off
+    # this machine (see pedsam.stream.fleet.providers).
+    providers: tuple[tuple[str, str], ...] = ()
 
     def __post_init__(self) -> None:
         if self.plan not in PLANS:
@@ -112,6 +116,7 @@ class EdgeConfig:
             raise ConfigError("--reconnect-interval must be positive")
         if self.workers:  # plain text only on loopback or with an explicit insecure
             (self.security or ClientSecurity()).check((*self.workers, *self.standby))
+        check_providers((*self.workers, *self.standby), dict(self.providers))
         self.rotation.check(max(len(self.workers), self.local_workers))
         count = len(self.workers) + len(self.standby) if self.workers else self.local_workers + self.local_standby
         if len(self.links) == 1:
@@ -151,6 +156,7 @@ class EdgeSession:
     _metrics_server: Any = field(default=None, init=False)
     _pool: ThreadPoolExecutor | None = field(default=None, init=False)
     _frames: int = field(default=0, init=False)
+    _streams: int = field(default=0, init=False)
     _open: bool = field(default=False, init=False)
 
     async def __aenter__(self) -> EdgeSession:
@@ -202,6 +208,7 @@ class EdgeSession:
                 started, booting = await booting, None
                 addresses, standby = started[: config.local_workers], started[config.local_workers :]
             remotes: list[RemoteWorker] = []
+            providers = check_providers((*addresses, *standby), dict(config.providers))
             for index, address in enumerate((*addresses, *standby)):
                 via = None
                 if config.links:  # an emulated link in front of this worker
@@ -216,6 +223,7 @@ class EdgeSession:
                     request_timeout=config.request_timeout,
                     security=security,
                     via=via,
+                    provider=providers[address],
                 )
                 await worker.connect()
                 remotes.append(worker)
@@ -235,7 +243,11 @@ class EdgeSession:
                 health=self.fleet,
                 on_failure=config.on_failure,
             )
-            self.scheduler = self.new_scheduler()
+            self.scheduler = EdgeScheduler.build(
+                config.rotation, self.preset, self.executor_names, scheme=config.scheme, secret=config.secret,
+                allow_single=config.allow_single_server, standby=self.standby_names, failover=config.on_failure,
+                health=self.fleet,
+            )
             if config.metrics_port is not None:
                 self._serve_metrics(config.metrics_port)
         except BaseException:
@@ -255,19 +267,11 @@ class EdgeSession:
 
     def new_scheduler(self) -> EdgeScheduler:
         """A scheduler for one more video stream sharing this session (a browser call of
-        ``pedsam serve``): its own motion estimate and exposure ledger, the session's settings."""
-        config = self.config
-        return EdgeScheduler.build(
-            config.rotation,
-            self.preset,
-            self.executor_names,
-            scheme=config.scheme,
-            secret=config.secret,
-            allow_single=config.allow_single_server,
-            standby=self.standby_names,
-            failover=config.on_failure,
-            health=self.fleet,
-        )
+        ``pedsam serve``): its own frame sequence, motion estimate and rotation, the session's
+        settings, and the session's exposure ledger, so budgets bound what each worker sees
+        across every stream."""
+        self._streams += 1
+        return self.scheduler.for_stream(str(self._streams))
 
     @property
     def executor_names(self) -> list[str]:
@@ -379,7 +383,8 @@ class EdgeSession:
         log.info("edge metrics on http://127.0.0.1:%d/metrics", self.metrics_port)
 
     def exposure_summary(self) -> dict[str, object]:
-        """What each server has seen so far (:meth:`pedsam.stream.core.scheduling.EdgeScheduler.summary`)."""
+        """What each server has seen so far, over every stream of the session
+        (:meth:`pedsam.stream.core.scheduling.EdgeScheduler.summary`)."""
         return self.scheduler.summary()
 
     async def decode(

@@ -118,13 +118,16 @@ class RemoteWorker:
         security: ClientSecurity = ClientSecurity(insecure=True),
         via: str | None = None,
         probe_interval: float | None = 1.0,
+        provider: str | None = None,
     ) -> None:
         """``request_timeout``: seconds a segment request may take before the worker counts
         as failed (it hangs or is overloaded); None waits as long as the stream lives.
         ``via``: reach the worker through this address (an emulated link's relay); its name,
         token and TLS identity stay ``address``'s. ``probe_interval``: seconds between link
-        probes after the :data:`PROBES_ON_CONNECT` sent on connecting; None: only those."""
+        probes after the :data:`PROBES_ON_CONNECT` sent on connecting; None: only those.
+        ``provider``: who runs the worker (see :mod:`pedsam.stream.fleet.providers`), logged with it."""
         self.address = address
+        self.provider = provider
         self.via = via
         self._probe_interval = probe_interval
         self._prober: asyncio.Task[None] | None = None
@@ -188,7 +191,7 @@ class RemoteWorker:
                 break
         else:
             self._prober = asyncio.create_task(self._probe_every(), name=f"probe {self.address}")
-        log.info("connected to worker %s (%s)", self.address, info.preset)
+        log.info("connected to worker %s at provider %s (%s)", self.address, self.provider or "unnamed", info.preset)
         return info
 
     async def probe(self) -> bool:

@@ -9,6 +9,7 @@ import pytest
 import torch
 from segment_anything import SamPredictor
 
+from pedsam.partitioner.assignment import EDGE
 from pedsam.partitioner.schemes import SCHEMES
 from pedsam.stream.core.prompts import ObjectPrompt
 from pedsam.stream.core.session import EdgeConfig, EdgeSession
@@ -31,11 +32,13 @@ async def test_tiny_split_embedding_equals_monolithic(tiny_workers: list[str], s
             reference = session.sam.image_encoder(embedding.prepared.tensor)
     assert embedding.tensor.shape == reference.shape == (1, 64, 32, 32)
     assert relative_error(embedding.tensor, reference) <= 1e-4
-    # Every window of every segment went to exactly one worker, and all three took part.
+    # Every window of every segment went to exactly one executor, all three workers took part,
+    # and the bottom row of windows, pure padding for a 4:3 frame, stayed on the edge.
     for segment in embedding.audit.segments:
         seen = sorted(w for ids in segment.shares.values() for w in ids)
         assert seen == list(range(9))
-        assert len(segment.shares) == 3
+        assert len([name for name in segment.shares if name != EDGE]) == 3
+        assert segment.shares[EDGE] == [6, 7, 8]
 
 
 @pytest.mark.parametrize("plan", ["default", "offload"])
