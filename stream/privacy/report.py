@@ -202,9 +202,12 @@ def _window_masks(grid: WindowGrid, frame_size: tuple[int, int], img_size: int, 
 
 
 def _tracking(budget: Budget, servers: int, coalitions: int) -> Budget:
-    """``budget`` tracking coalitions of up to ``coalitions`` servers (fewer than all of them)."""
-    size = max(budget.coalition, min(coalitions, servers - 1))
-    return dataclasses.replace(budget, coalition=size) if size >= 2 else budget
+    """``budget`` also tracking coalitions of up to ``coalitions`` servers (fewer than all of
+    them), with no cap on those it tracks only for the report."""
+    size = min(coalitions, servers - 1)
+    if size <= budget.coalition:
+        return budget
+    return dataclasses.replace(budget, coalition=size, coalition_cap=None)
 
 
 def _policies(config: ReportConfig, grid: WindowGrid, frame_size: tuple[int, int], low: tuple[float, float],
