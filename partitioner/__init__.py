@@ -1,12 +1,17 @@
 """pedsam partitioner: pure logic deciding which windows of a frame go where.
 
-Modules: :mod:`~pedsam.partitioner.geometry` (the token grid cut into windows),
-:mod:`~pedsam.partitioner.schemes` (balanced shares of windows), :mod:`~pedsam.partitioner.contiguous` (the
-path behind the ``contiguous`` scheme), :mod:`~pedsam.partitioner.plan` (which encoder blocks run on
-workers, which on the edge), :mod:`~pedsam.partitioner.assignment` (per-frame window -> executor maps
-and their privacy checks), :mod:`~pedsam.partitioner.rotation` (per-frame rotation policies over a
-video), :mod:`~pedsam.partitioner.exposure` (the exposure ledger: what each server has seen over time),
-:mod:`~pedsam.partitioner.scheduler` (a policy checked against exposure budgets). No network, no torch.
+Modules: :mod:`~pedsam.partitioner.geometry` (the token grid cut into windows, and which hold
+picture), :mod:`~pedsam.partitioner.schemes` (shares of windows balanced by picture),
+:mod:`~pedsam.partitioner.balance` (cutting an order of windows with a stated bound),
+:mod:`~pedsam.partitioner.contiguous` (the path behind the ``contiguous`` scheme),
+:mod:`~pedsam.partitioner.plan` (which encoder blocks run on workers, which on the edge),
+:mod:`~pedsam.partitioner.assignment` (per-frame window -> executor maps and their privacy checks),
+:mod:`~pedsam.partitioner.split` (a scheme per frame size), :mod:`~pedsam.partitioner.rotation`
+(per-frame rotation policies over a video), :mod:`~pedsam.partitioner.adaptive` (the policy that
+follows the camera), :mod:`~pedsam.partitioner.exposure` (the exposure ledger: what each server
+and coalition has seen over time), :mod:`~pedsam.partitioner.budget` (the caps),
+:mod:`~pedsam.partitioner.scheduler` (a policy checked against exposure budgets). No network, no
+torch.
 
 Exceptions::
 
@@ -19,15 +24,18 @@ Messages are one readable line that says what to change.
 """
 
 from pedsam.partitioner.assignment import EDGE, Assignment, check_assignment, default_cap, fixed_assignment
+from pedsam.partitioner.balance import share_bound
 from pedsam.partitioner.errors import AssignmentError, BudgetError, PartitionerError, PartitionError
-from pedsam.partitioner.exposure import ExposureLedger, FrameExposure, ServerExposure
+from pedsam.partitioner.exposure import CoalitionExposure, ExposureLedger, FrameExposure, ServerExposure
 from pedsam.partitioner.geometry import Window, WindowGrid
 from pedsam.partitioner.plan import GlobalStep, ModelPlan, SegmentStep, Step, model_plan
 from pedsam.partitioner.rotation import ROTATIONS, RotationPolicy, make_rotation
-from pedsam.partitioner.scheduler import ON_EXCEED, Budget, ScheduledFrame, Scheduler
+from pedsam.partitioner.budget import AUTO, ON_EXCEED, Budget, Limits
+from pedsam.partitioner.scheduler import ScheduledFrame, Scheduler
 from pedsam.partitioner.schemes import SCHEMES, Share, partition
 
 __all__ = [
+    "AUTO",
     "EDGE",
     "ON_EXCEED",
     "ROTATIONS",
@@ -36,9 +44,11 @@ __all__ = [
     "AssignmentError",
     "Budget",
     "BudgetError",
+    "CoalitionExposure",
     "ExposureLedger",
     "FrameExposure",
     "GlobalStep",
+    "Limits",
     "ModelPlan",
     "PartitionError",
     "PartitionerError",
@@ -57,4 +67,5 @@ __all__ = [
     "make_rotation",
     "model_plan",
     "partition",
+    "share_bound",
 ]

@@ -6,9 +6,12 @@ one frame; the same assignment holds for every segment of that frame. Windows ar
 row-major ids of :mod:`pedsam.partitioner.geometry`.
 
 Invariant 2 of the design (no server sees a whole frame), as :func:`check_assignment` enforces
-it: every window goes to exactly one executor; no server (non-edge executor) gets more than the
-per-frame cap, by default ``ceil(windows / servers)``; and with two or more servers, no single
-server gets every window. The edge is trusted and has no cap.
+it, counted in *picture* (tokens that cover pixels of the frame; see
+:meth:`~pedsam.partitioner.geometry.WindowGrid.picture_tokens`): every window goes to exactly
+one executor; a window that is pure padding goes to the edge; no server (non-edge executor) gets
+more than the per-frame cap, a share of the frame's picture, by default
+:func:`default_cap`: ``1 / servers`` plus the largest window's share; and with two or more
+servers, no single server gets every picture window. The edge is trusted and has no cap.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from typing import Any
 
 from pedsam.partitioner.errors import AssignmentError
 
-__all__ = ["EDGE", "Assignment", "check_assignment", "default_cap", "fixed_assignment"]
+__all__ = ["EDGE", "Assignment", "check_assignment", "check_disjoint", "default_cap", "fixed_assignment"]
 
 EDGE = "edge"
 """The executor name for windows computed on the edge itself."""
@@ -63,13 +66,20 @@ class Assignment:
         return {"frame": self.frame_index, "shares": {name: list(ids) for name, ids in self.shares.items()}}
 
 
-def default_cap(num_windows: int, num_servers: int) -> int:
-    """The default per-frame cap: ``ceil(num_windows / num_servers)`` windows per server."""
+def default_cap(picture: int | Sequence[int], num_servers: int) -> float:
+    """The default per-frame cap, a share of the picture: ``1 / num_servers`` plus the largest
+    window's share (the partition schemes' guarantee, :mod:`pedsam.partitioner.balance`).
+
+    Args:
+        picture: per window id, its picture tokens; an int ``n`` means ``n`` windows of one
+            token each.
+        num_servers: servers sharing the frame, at least 1.
+    """
     if num_servers < 1:
         raise AssignmentError(f"need at least one server to compute a per-server cap, got {num_servers}")
-    if num_windows < 0:
-        raise AssignmentError(f"num_windows must be >= 0, got {num_windows}")
-    return -(-num_windows // num_servers)
+    weights = _weights(picture)
+    total = sum(weights)
+    return 1.0 / num_servers + (max(weights) / total if total else 0.0)
 
 
 def fixed_assignment(frame_index: int, shares: Sequence[Sequence[int]], servers: Sequence[str]) -> Assignment:
@@ -90,21 +100,12 @@ def fixed_assignment(frame_index: int, shares: Sequence[Sequence[int]], servers:
     return Assignment(frame_index=frame_index, shares={name: tuple(ids) for name, ids in zip(servers, shares)})
 
 
-def check_assignment(assignment: Assignment, num_windows: int, max_per_server: int | None = None) -> None:
-    """Check that ``assignment`` covers ``num_windows`` windows once each within the cap.
-
-    Args:
-        assignment: the frame's assignment.
-        num_windows: windows in the grid; valid ids are ``0..num_windows-1``.
-        max_per_server: most windows any non-edge executor may get this frame; default
-            :func:`default_cap` over the number of non-edge executors in the assignment.
+def check_disjoint(assignment: Assignment, num_windows: int) -> dict[int, str]:
+    """Check that every window id is in range and given at most once; returns window -> executor.
 
     Raises:
-        AssignmentError: an id is out of range or given twice, a window is missing, a server is
-            over the cap, or one server gets every window while there are two or more servers.
+        AssignmentError: an id out of range or given twice.
     """
-    if max_per_server is not None and max_per_server < 0:
-        raise AssignmentError(f"max_per_server must be >= 0, got {max_per_server}")
     owner: dict[int, str] = {}
     for name, ids in assignment.shares.items():
         for wid in ids:
@@ -120,6 +121,29 @@ def check_assignment(assignment: Assignment, num_windows: int, max_per_server: i
                     "give each window to exactly one executor"
                 )
             owner[wid] = name
+    return owner
+
+
+def check_assignment(assignment: Assignment, picture: int | Sequence[int], cap: float | None = None) -> None:
+    """Check that ``assignment`` covers every window once, padding on the edge, within the cap.
+
+    Args:
+        assignment: the frame's assignment.
+        picture: per window id, its picture tokens (ids are ``0..len(picture)-1``); an int
+            ``n`` means ``n`` windows of one token each, none of them padding.
+        cap: most of the frame's picture any non-edge executor may get this frame, a share in
+            ``(0, 1]``; default :func:`default_cap` over the non-edge executors in the assignment.
+
+    Raises:
+        AssignmentError: an id is out of range or given twice, a window is missing, a server
+            got a window of pure padding, a server is over the cap, or one server gets every
+            picture window while there are two or more servers.
+    """
+    weights = _weights(picture)
+    num_windows = len(weights)
+    if cap is not None and not 0.0 < cap <= 1.0 + 1e-9:
+        raise AssignmentError(f"the per-frame cap is a share of the picture in (0, 1], got {cap!r}")
+    owner = check_disjoint(assignment, num_windows)
     missing = [wid for wid in range(num_windows) if wid not in owner]
     if missing:
         raise AssignmentError(
@@ -129,16 +153,34 @@ def check_assignment(assignment: Assignment, num_windows: int, max_per_server: i
     servers = [name for name in assignment.shares if name != EDGE]
     if not servers:
         return
-    cap = default_cap(num_windows, len(servers)) if max_per_server is None else max_per_server
+    total = sum(weights)
+    limit = default_cap(weights, len(servers)) if cap is None else cap
+    pictured = sum(1 for w in weights if w)
     for name in servers:
-        count = len(assignment.shares[name])
-        if count > cap:
+        ids = assignment.shares[name]
+        padding = [wid for wid in ids if not weights[wid]]
+        if padding:
             raise AssignmentError(
-                f"frame {assignment.frame_index}: server {name} got {count} of {num_windows} windows, "
-                f"over the per-frame cap of {cap}; spread the windows or compute some on the edge"
+                f"frame {assignment.frame_index}: server {name} got windows {padding}, which are pure "
+                f"padding; padding windows stay on the edge"
             )
-        if len(servers) >= 2 and num_windows > 0 and count == num_windows:
+        got = sum(weights[wid] for wid in ids) / total if total else 0.0
+        if got > limit + 1e-9:
             raise AssignmentError(
-                f"frame {assignment.frame_index}: server {name} got every window of the frame; "
+                f"frame {assignment.frame_index}: server {name} got {got:.3f} of the picture "
+                f"({len(ids)} of {num_windows} windows), over the per-frame cap of {limit:.3f}; "
+                "spread the windows or compute some on the edge"
+            )
+        if len(servers) >= 2 and pictured > 0 and len(ids) == pictured:
+            raise AssignmentError(
+                f"frame {assignment.frame_index}: server {name} got every picture window of the frame; "
                 "it would see the whole frame, so split the windows across servers"
             )
+
+
+def _weights(picture: int | Sequence[int]) -> list[int]:
+    if isinstance(picture, int):
+        if picture < 0:
+            raise AssignmentError(f"num_windows must be >= 0, got {picture}")
+        return [1] * picture
+    return [int(w) for w in picture]

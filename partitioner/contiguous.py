@@ -2,14 +2,16 @@
 
 The construction: cut the ``rows`` x ``cols`` window grid into vertical strips and walk it,
 down the first strip, up the second, down the third, ..., each strip row by row in a snake, and
-cut the walk into ``k`` consecutive runs of balanced lengths. Inside a strip, consecutive cells
-of the walk are 4-neighbours, so a run is 4-connected as long as every strip junction it crosses
-joins two neighbouring cells. A run of ``s`` windows inside a strip of width ``w`` is about
+cut the walk into ``k`` consecutive runs balanced by picture tokens
+(:mod:`pedsam.partitioner.balance`). Inside a strip, consecutive cells of the walk are
+4-neighbours, so a run is 4-connected as long as every strip junction it crosses joins two
+neighbouring cells. A run of ``s`` windows inside a strip of width ``w`` is about
 ``w`` x ``s / w`` windows, so strips about ``sqrt(s)`` wide give near-square shares. We try
 several strip layouts in both orientations (vertical strips, or horizontal strips via the
-transpose) and both orders of run lengths, drop those whose runs would cross a broken junction,
-and keep the cut with the fewest window edges between different shares. A single strip (a plain
-row snake) has no junction, so a valid candidate always exists.
+transpose), cut by weight from either end with each rounding of the cuts (and by window
+count), drop those whose runs would cross a broken junction or break the bound, and keep the cut
+whose heaviest share is lightest, then the one with the fewest window edges between different
+shares. A single strip (a plain row snake) has no junction, so a valid candidate always exists.
 
 Junctions: a strip walked as a plain row snake ends on the corner next to the following strip's
 start when its height is odd. For even height, the last two rows are walked column by column
@@ -25,13 +27,9 @@ import math
 
 import numpy as np
 
-__all__ = ["balanced_sizes", "contiguous_order", "cut_edges", "strip_walk"]
+from pedsam.partitioner.balance import ROUNDINGS, weighted_runs
 
-
-def balanced_sizes(n: int, k: int) -> list[int]:
-    """``k`` run lengths summing to ``n``, the first ``n % k`` of them one longer."""
-    base, extra = divmod(n, k)
-    return [base + 1 if i < extra else base for i in range(k)]
+__all__ = ["contiguous_order", "cut_edges", "strip_walk"]
 
 
 def _strip(height: int, width: int, down: bool) -> tuple[np.ndarray, np.ndarray]:
@@ -100,19 +98,28 @@ def _width_options(cols: int, target: float) -> list[list[int]]:
     return options
 
 
-def contiguous_order(rows: int, cols: int, k: int) -> tuple[np.ndarray, list[int]]:
-    """The walk and run lengths whose cut into ``k`` runs is the most compact we find.
+def contiguous_order(rows: int, cols: int, k: int, weights: np.ndarray | None = None) -> tuple[np.ndarray, list[int]]:
+    """The walk and run lengths whose cut into ``k`` runs is the most balanced and compact we find.
+
+    Args:
+        rows, cols: the window grid.
+        k: number of runs.
+        weights: (rows * cols,) picture tokens per row-major window id; default 1 each.
 
     Returns:
-        Row-major window ids in walk order, and ``k`` balanced run lengths (summing to
-        ``rows * cols``) to cut it into; every run is 4-connected. Compactness is the number of
+        Row-major window ids in walk order, and ``k`` run lengths (summing to ``rows * cols``)
+        to cut it into; every run is 4-connected and holds at most ``sum / k + max`` of the
+        weight (:func:`pedsam.partitioner.balance.weighted_runs`). Among the candidates within
+        that bound the one whose heaviest run is lightest wins, then the one with the fewest
         window edges between different runs; ties go to the first candidate tried.
     """
     n = rows * cols
+    weight = np.ones(n, dtype=np.int64) if weights is None else np.asarray(weights, dtype=np.int64)
     target = math.sqrt(n / k)
-    big_first = balanced_sizes(n, k)
-    orders = [big_first] if n % k == 0 else [big_first, big_first[::-1]]
-    best: tuple[int, np.ndarray, list[int]] | None = None
+    bound = int(weight.sum()) / k + int(weight.max())
+    base, extra = divmod(n, k)
+    counted = [base + 1 if i < extra else base for i in range(k)]  # by count: kept when within the bound
+    best: tuple[int, int, np.ndarray, list[int]] | None = None
     for transpose in (False, True):
         h, w = (cols, rows) if transpose else (rows, cols)
         for widths in _width_options(w, target):
@@ -120,14 +127,19 @@ def contiguous_order(rows: int, cols: int, k: int) -> tuple[np.ndarray, list[int
             if transpose:
                 r, c = np.divmod(walk, w)
                 walk = c * cols + r
-            for sizes in orders:
+            cuts = [weighted_runs(weight[walk], k, rounding) for rounding in ROUNDINGS]
+            cuts += [weighted_runs(weight[walk[::-1]], k, rounding)[::-1] for rounding in ROUNDINGS]
+            for sizes in (*cuts, counted, counted[::-1]):
                 ends = set(np.cumsum(sizes).tolist())
                 if not all(p in ends for p in broken):
                     continue
                 labels = np.empty(n, dtype=np.int64)
                 labels[walk] = np.repeat(np.arange(k), sizes)
+                heaviest = int(np.bincount(labels, weights=weight, minlength=k).max())
+                if heaviest > bound:
+                    continue
                 cost = cut_edges(labels.reshape(rows, cols))
-                if best is None or cost < best[0]:
-                    best = (cost, walk, sizes)
-    assert best is not None, "the single-strip walk is always valid"
-    return best[1], best[2]
+                if best is None or (heaviest, cost) < best[:2]:
+                    best = (heaviest, cost, walk, sizes)
+    assert best is not None, "the single-strip walk cut by weight is always valid"
+    return best[2], best[3]

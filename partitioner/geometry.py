@@ -6,6 +6,12 @@ windowed blocks pad that grid with zeros at the bottom and right to ``padded_h``
 (multiples of ``window_size``) and cut it into ``rows`` x ``cols`` windows of
 ``window_size`` x ``window_size`` tokens. A window's id is row-major: ``row * cols + col``.
 Border windows hold fewer *valid* (unpadded) tokens; :class:`Window` records only those.
+
+*Picture* tokens are the tokens that cover pixels of the real frame: SAM resizes a frame's
+longest side to the encoder input and pads the rest of the square with zeros, so a 4:3 frame
+fills ``content = (48, 64)`` of ViT-B's 64x64 tokens and a 16:9 one ``(36, 64)``. Content always
+starts at the top-left token. A window with no picture token (5 of ViT-B's 25 for 4:3, 10 for
+16:9) is *pure padding*: its first-segment input is the same on every frame and shows nothing.
 """
 
 from __future__ import annotations
@@ -17,7 +23,11 @@ import numpy as np
 
 from pedsam.partitioner.errors import PartitionError
 
-__all__ = ["Window", "WindowGrid"]
+__all__ = ["TokenOffset", "Window", "WindowGrid"]
+
+TokenOffset = tuple[float, float]
+"""``(dy, dx)`` tokens: where a frame's top-left token sits in scene coordinates (frame 0 at
+``(0, 0)``; a camera panning right makes ``dx`` grow)."""
 
 
 def _require_positive(name: str, value: object) -> int:
@@ -142,6 +152,41 @@ class WindowGrid:
         if row < self.rows - 1:
             found.append(wid + self.cols)
         return tuple(found)
+
+    def picture_tokens(self, content: tuple[int, int] | None = None) -> np.ndarray:
+        """Picture tokens of every window.
+
+        Args:
+            content: ``(rows, cols)`` tokens covering the frame, from the top-left token
+                (clipped to the grid); default the whole grid.
+
+        Returns:
+            (num_windows,) int64: per window id, how many of its valid tokens lie inside
+            ``content``; 0 for a window that is pure padding.
+        """
+        rows, cols = self._content(content)
+        tops = np.array([w.top for w in self._windows], dtype=np.int64)
+        lefts = np.array([w.left for w in self._windows], dtype=np.int64)
+        heights = np.clip(rows - tops, 0, self.window_size)
+        widths = np.clip(cols - lefts, 0, self.window_size)
+        return heights * widths
+
+    def picture_windows(self, content: tuple[int, int] | None = None) -> tuple[int, ...]:
+        """Ids of the windows holding at least one picture token, ascending."""
+        return tuple(int(w) for w in np.flatnonzero(self.picture_tokens(content)))
+
+    def picture_shape(self, content: tuple[int, int] | None = None) -> tuple[int, int]:
+        """``(rows, cols)`` of windows holding picture: those windows form that rectangle at the
+        top-left of the window grid (content starts at the top-left token)."""
+        rows, cols = self._content(content)
+        size = self.window_size
+        return (-(-rows // size), -(-cols // size))
+
+    def _content(self, content: tuple[int, int] | None) -> tuple[int, int]:
+        if content is None:
+            return (self.grid_h, self.grid_w)
+        rows, cols = content
+        return (max(0, min(int(rows), self.grid_h)), max(0, min(int(cols), self.grid_w)))
 
     def token_owner_map(self, shares: Sequence[Sequence[int]]) -> np.ndarray:
         """Which share holds each token.

@@ -1,9 +1,11 @@
 """Rotation policies: which server gets which share of windows on each frame of a video.
 
-A policy turns (frame index, the edge's secret, the camera's motion so far) into an
-:class:`~pedsam.partitioner.assignment.Assignment` of one frame. The shares themselves come from a
-partition scheme (:mod:`pedsam.partitioner.schemes`), so every policy composes with every scheme. With
-``M`` servers and ``k`` shares (*slots*) per frame:
+A policy turns (frame index, the edge's secret, the camera's motion so far, the frame's picture)
+into an :class:`~pedsam.partitioner.assignment.Assignment` of one frame. The shares themselves
+come from a partition scheme (:mod:`pedsam.partitioner.schemes`) over the frame's picture
+windows, so every policy composes with every scheme and every aspect ratio; windows of pure
+padding are in no share (the scheduler keeps them on the edge). With ``M`` servers and ``k``
+shares (*slots*) per frame:
 
 - ``fixed``: server ``s`` gets share ``s`` on every frame (``k = M``). A server sees the same
   image region of every frame.
@@ -17,21 +19,26 @@ partition scheme (:mod:`pedsam.partitioner.schemes`), so every policy composes w
   slot ``i`` always goes to pool ``i``, rotating round-robin inside it. A server only ever sees
   one region, and only every (pool size)-th frame.
 - ``scene-anchored``: each server owns windows of the *scene*, not of the image. Scene
-  coordinates are image token coordinates plus the camera offset; the frame-0 assignment
-  fixes which server owns which scene window, tiled with the window grid as period. On each
-  frame the offset is rounded to whole windows and every image window goes to the owner of
-  the scene window it then shows, so each frame is a permutation of the frame-0 shares (same
-  sizes). With a still or jittering camera (under half a window) it is ``fixed``; with a moving
-  one a server keeps seeing the same part of the world, give or take half a window (the grid
-  of windows is fixed in the image, so windows straddle scene windows between steps).
+  coordinates are image token coordinates plus the camera offset; the frame-0 shares fix which
+  server owns which scene window, tiled with the picture's window rectangle as period. On each
+  frame the offset is rounded to whole windows and every picture window goes to the owner of
+  the scene window it then shows. With a still or jittering camera (under half a window) it is
+  ``fixed``; with a moving one a server keeps seeing the same part of the world, give or take
+  half a window. A moved frame is a rearrangement of the frame-0 shares, so a share can hold
+  more picture than the scheme's bound (border windows hold less picture than inner ones): the
+  scheduler's per-frame cap moves the excess to the edge.
+- ``adaptive`` (:mod:`pedsam.partitioner.adaptive`): ``fixed`` over the scheme's shares while the
+  camera is still; once it travels, ``fixed`` over *bands along the travel* (the ``rows`` scheme
+  when it moves sideways, ``columns`` when it moves up or down), and back to the scheme's shares
+  once it has settled.
 
 Offsets are ``(dy, dx)`` in tokens: the scene position of the frame's top-left token, frame 0
 at ``(0, 0)``; a camera panning right makes ``dx`` grow. ``content`` is ``(rows, cols)``, the
 tokens covering the real image from the top-left (the rest is SAM's padding; default the whole
-grid). Only ``scene-anchored`` reads the offset; no policy needs ``content`` today.
-Assignments list only the servers that get windows this frame (``pooled`` and a
-``keyed-random`` with ``k < M`` leave some idle), so :func:`~pedsam.partitioner.assignment.check_assignment`'s
-default cap is ``ceil(windows / k)``.
+grid). Assignments list only the servers that get windows this frame (``pooled`` and a
+``keyed-random`` with ``k < M`` leave some idle). Every share holds at most ``1 / k`` of the
+picture plus one window (:func:`~pedsam.partitioner.balance.share_bound`), except as said for
+``scene-anchored``.
 """
 
 from __future__ import annotations
@@ -39,32 +46,30 @@ from __future__ import annotations
 import hashlib
 import hmac
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
 
+from pedsam.partitioner.adaptive import AdaptiveRotation
 from pedsam.partitioner.assignment import EDGE, Assignment
 from pedsam.partitioner.errors import PartitionError
-from pedsam.partitioner.geometry import WindowGrid
-from pedsam.partitioner.schemes import Share, partition
+from pedsam.partitioner.geometry import TokenOffset, WindowGrid
+from pedsam.partitioner.split import Split
 
 __all__ = [
     "ROTATIONS",
+    "AdaptiveRotation",
     "FixedRotation",
     "KeyedRandomRotation",
     "PooledRotation",
     "RotationPolicy",
     "RoundRobinRotation",
     "SceneAnchoredRotation",
-    "TokenOffset",
     "make_rotation",
 ]
 
-ROTATIONS: tuple[str, ...] = ("fixed", "round-robin", "keyed-random", "pooled", "scene-anchored")
-
-TokenOffset = tuple[float, float]
-"""``(dy, dx)`` tokens: where the frame's top-left token sits in scene coordinates."""
+ROTATIONS: tuple[str, ...] = ("fixed", "round-robin", "keyed-random", "pooled", "scene-anchored", "adaptive")
 
 
 class RotationPolicy(Protocol):
@@ -78,13 +83,21 @@ class RotationPolicy(Protocol):
 
     @property
     def slots(self) -> int:
-        """Shares per frame, ``k``; each active server gets at most ``ceil(windows / k)``."""
+        """Shares per frame, ``k``."""
+        ...
+
+    @property
+    def mode(self) -> str:
+        """What the policy does now: its name, or for ``adaptive`` ``still`` / ``travel-rows`` /
+        ``travel-columns``."""
         ...
 
     def propose(
         self, frame_index: int, offset: TokenOffset = (0.0, 0.0), content: tuple[int, int] | None = None
     ) -> Assignment:
-        """The assignment of frame ``frame_index``; camera ``offset`` and ``content`` in tokens."""
+        """The assignment of frame ``frame_index``; camera ``offset`` and ``content`` in tokens.
+
+        Frames are proposed in the order they are sent (``adaptive`` follows the camera)."""
         ...
 
 
@@ -100,41 +113,50 @@ def _keyed_permutation(secret: bytes, label: str, frame_index: int, n: int) -> l
 
 @dataclass(frozen=True, slots=True)
 class FixedRotation:
-    """Server ``servers[s]`` gets ``shares[s]`` on every frame."""
+    """Server ``servers[s]`` gets share ``s`` on every frame."""
 
-    shares: tuple[Share, ...]
+    split: Split
     servers: tuple[str, ...]
     name: str = "fixed"
 
     @property
     def slots(self) -> int:
-        return len(self.shares)
+        return self.split.k
+
+    @property
+    def mode(self) -> str:
+        return self.name
 
     def propose(
         self, frame_index: int, offset: TokenOffset = (0.0, 0.0), content: tuple[int, int] | None = None
     ) -> Assignment:
-        return Assignment(frame_index=frame_index, shares=dict(zip(self.servers, self.shares)))
+        return Assignment(frame_index=frame_index, shares=dict(zip(self.servers, self.split.shares(content))))
 
 
 @dataclass(frozen=True, slots=True)
 class RoundRobinRotation:
-    """Server ``servers[s]`` gets ``shares[(s + frame_index) mod k]``."""
+    """Server ``servers[s]`` gets share ``(s + frame_index) mod k``."""
 
-    shares: tuple[Share, ...]
+    split: Split
     servers: tuple[str, ...]
     name: str = "round-robin"
 
     @property
     def slots(self) -> int:
-        return len(self.shares)
+        return self.split.k
+
+    @property
+    def mode(self) -> str:
+        return self.name
 
     def propose(
         self, frame_index: int, offset: TokenOffset = (0.0, 0.0), content: tuple[int, int] | None = None
     ) -> Assignment:
-        k = len(self.shares)
+        shares = self.split.shares(content)
+        k = len(shares)
         return Assignment(
             frame_index=frame_index,
-            shares={server: self.shares[(s + frame_index) % k] for s, server in enumerate(self.servers)},
+            shares={server: shares[(s + frame_index) % k] for s, server in enumerate(self.servers)},
         )
 
 
@@ -142,32 +164,28 @@ class RoundRobinRotation:
 class KeyedRandomRotation:
     """``slots`` of the servers, each with a share, drawn per frame from a keyed PRF.
 
-    With ``scheme == "random"`` the shares themselves are re-partitioned per frame (salt = the
-    frame index); with any other scheme they are the scheme's fixed shares.
+    With the ``random`` scheme the shares themselves are re-partitioned per frame (salt = the
+    frame index); with any other scheme they are the scheme's shares of the frame's picture.
     """
 
-    grid: WindowGrid
+    split: Split
     servers: tuple[str, ...]
-    scheme: str
     secret: bytes
-    slots: int
-    allow_single: bool = False
     name: str = "keyed-random"
-    _shares: tuple[Share, ...] = field(init=False, repr=False, compare=False)
 
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "_shares", partition(
-            self.grid, self.slots, self.scheme, secret=self.secret, allow_single=self.allow_single
-        ))
+    @property
+    def slots(self) -> int:
+        return self.split.k
+
+    @property
+    def mode(self) -> str:
+        return self.name
 
     def propose(
         self, frame_index: int, offset: TokenOffset = (0.0, 0.0), content: tuple[int, int] | None = None
     ) -> Assignment:
-        shares = self._shares
-        if self.scheme == "random":
-            shares = partition(
-                self.grid, self.slots, "random", secret=self.secret, salt=frame_index, allow_single=self.allow_single
-            )
+        salt = frame_index if self.split.scheme == "random" else 0
+        shares = self.split.shares(content, salt)
         order = _keyed_permutation(self.secret, "servers", frame_index, len(self.servers))
         return Assignment(
             frame_index=frame_index,
@@ -179,17 +197,21 @@ class KeyedRandomRotation:
 class PooledRotation:
     """Slot ``i`` goes to pool ``i`` (servers ``i, i+k, i+2k, ...``), round-robin inside the pool."""
 
-    shares: tuple[Share, ...]
+    split: Split
     servers: tuple[str, ...]
     name: str = "pooled"
 
     @property
     def slots(self) -> int:
-        return len(self.shares)
+        return self.split.k
+
+    @property
+    def mode(self) -> str:
+        return self.name
 
     @property
     def pools(self) -> tuple[tuple[str, ...], ...]:
-        k = len(self.shares)
+        k = self.split.k
         return tuple(self.servers[i::k] for i in range(k))
 
     def propose(
@@ -197,7 +219,8 @@ class PooledRotation:
     ) -> Assignment:
         return Assignment(
             frame_index=frame_index,
-            shares={pool[frame_index % len(pool)]: share for pool, share in zip(self.pools, self.shares)},
+            shares={pool[frame_index % len(pool)]: share
+                    for pool, share in zip(self.pools, self.split.shares(content))},
         )
 
 
@@ -205,39 +228,40 @@ class PooledRotation:
 class SceneAnchoredRotation:
     """Windows follow the scene in whole-window steps (see the module docstring)."""
 
-    grid: WindowGrid
-    shares: tuple[Share, ...]
+    split: Split
     servers: tuple[str, ...]
     name: str = "scene-anchored"
-    _owner: np.ndarray = field(init=False, repr=False, compare=False)
-
-    def __post_init__(self) -> None:
-        owner = np.empty(self.grid.num_windows, dtype=np.int64)
-        for s, share in enumerate(self.shares):
-            owner[list(share)] = s
-        object.__setattr__(self, "_owner", owner.reshape(self.grid.rows, self.grid.cols))
 
     @property
     def slots(self) -> int:
-        return len(self.shares)
+        return self.split.k
+
+    @property
+    def mode(self) -> str:
+        return self.name
 
     def steps(self, offset: TokenOffset) -> tuple[int, int]:
         """The camera offset in whole windows (rows, cols), rounded to the nearest."""
-        size = self.grid.window_size
+        size = self.split.grid.window_size
         return (int(round(offset[0] / size)), int(round(offset[1] / size)))
 
     def propose(
         self, frame_index: int, offset: TokenOffset = (0.0, 0.0), content: tuple[int, int] | None = None
     ) -> Assignment:
-        grid = self.grid
+        grid = self.split.grid
+        rows, cols = grid.picture_shape(content)
+        owner = np.empty((rows, cols), dtype=np.int64)
+        for s, share in enumerate(self.split.shares(content)):
+            for wid in share:
+                owner[divmod(wid, grid.cols)] = s
         dr, dc = self.steps(offset)
-        # Image window (r, c) shows scene window (r + dr, c + dc); the window lattice wraps.
-        rows = (np.arange(grid.rows) + dr) % grid.rows
-        cols = (np.arange(grid.cols) + dc) % grid.cols
-        owner = self._owner[np.ix_(rows, cols)].ravel()
+        # Picture window (r, c) shows scene window (r + dr, c + dc); the lattice wraps with the
+        # picture's window rectangle as period.
+        moved = owner[np.ix_((np.arange(rows) + dr) % rows, (np.arange(cols) + dc) % cols)]
+        ids = (np.arange(rows)[:, None] * grid.cols + np.arange(cols)[None, :])
         return Assignment(
             frame_index=frame_index,
-            shares={server: tuple(int(w) for w in np.flatnonzero(owner == s)) for s, server in enumerate(self.servers)},
+            shares={server: tuple(int(w) for w in np.sort(ids[moved == s])) for s, server in enumerate(self.servers)},
         )
 
 
@@ -246,7 +270,7 @@ def make_rotation(
     grid: WindowGrid,
     servers: Sequence[str],
     *,
-    scheme: str = "contiguous",
+    scheme: str = "interleaved",
     secret: bytes | None = None,
     slots: int | None = None,
     allow_single: bool = False,
@@ -293,16 +317,16 @@ def make_rotation(
     needs_secret = name == "keyed-random" or scheme == "random"
     if needs_secret and not secret:
         raise PartitionError(f"{name} with the {scheme} scheme needs the edge's secret (non-empty bytes)")
+    split = Split(grid, k, scheme, secret, allow_single)
     if name == "keyed-random":
         assert secret is not None
-        return KeyedRandomRotation(
-            grid=grid, servers=names, scheme=scheme, secret=secret, slots=k, allow_single=allow_single
-        )
-    shares = partition(grid, k, scheme, secret=secret, allow_single=allow_single)
+        return KeyedRandomRotation(split=split, servers=names, secret=secret)
     if name == "fixed":
-        return FixedRotation(shares=shares, servers=names)
+        return FixedRotation(split=split, servers=names)
     if name == "round-robin":
-        return RoundRobinRotation(shares=shares, servers=names)
+        return RoundRobinRotation(split=split, servers=names)
     if name == "pooled":
-        return PooledRotation(shares=shares, servers=names)
-    return SceneAnchoredRotation(grid=grid, shares=shares, servers=names)
+        return PooledRotation(split=split, servers=names)
+    if name == "adaptive":
+        return AdaptiveRotation(split=split, servers=names)
+    return SceneAnchoredRotation(split=split, servers=names)

@@ -87,7 +87,8 @@ def assert_one_line_error(done: Done, *words: str) -> None:
 
 
 def check_audit(path: Path, frames: int, segments: int, remote_segments: int | None = None) -> None:
-    """Invariant 2 from the audit file alone: every window once, no server over the cap; with
+    """Invariant 2 from the audit file alone: every window once, padding on the edge, no server
+    over the cap (a share of the frame's picture), none with every picture window; with
     ``remote_segments``, every later segment computed whole on the edge and said so."""
     records = read_records(path)
     assert len(records) == frames * segments
@@ -101,9 +102,13 @@ def check_audit(path: Path, frames: int, segments: int, remote_segments: int | N
             assert list(record["shares"]) == ["edge"] and record["edge_only"] == "remote_segments"
             continue
         assert "edge_only" not in record
+        picture = record["picture"]
+        assert len(picture) == record["num_windows"] and 0 < record["cap"] < 1
         servers = [ids for name, ids in record["shares"].items() if name != "edge"]
-        assert len(servers) >= 2
-        assert max(len(ids) for ids in servers) <= record["cap"] < record["num_windows"]
+        for ids in servers:  # (a budget may have kept some servers' whole shares on the edge)
+            assert all(picture[w] for w in ids)  # pure padding stays on the edge
+            assert sum(picture[w] for w in ids) / sum(picture) <= record["cap"] + 1e-9
+            assert len(ids) < sum(1 for p in picture if p)
 
 
 def assert_same_mask(got: np.ndarray, logits: np.ndarray, *, tolerance: float = 1e-3) -> None:

@@ -110,19 +110,32 @@ def bench_image(size: int, seed: int = 0) -> np.ndarray:
     return out
 
 
-def raw_bytes_per_frame(preset_name: str, plan: str, remote_segments: int | None = None) -> int:
+def raw_bytes_per_frame(
+    preset_name: str, plan: str, remote_segments: int | None = None, frame_size: tuple[int, int] | None = None
+) -> int:
     """float32 bytes of the tensors that must cross between edge and workers for one frame.
 
     Default plan: each segment's valid tokens go out and come back, an (N, C) matrix each way.
     Offload plan (:mod:`pedsam.partitioner.offload`): a stage also sends the attention output of the
     block it finishes, (N, C), and returns the qkv of the block it starts, (N, 3C). With
-    ``remote_segments``, only the first that many segments (stages) cross.
+    ``remote_segments``, only the first that many segments (stages) cross. ``N`` counts the
+    windows that hold picture of a frame of ``frame_size`` ``(H, W)`` pixels (default a square
+    one, every window): windows of pure padding stay on the edge.
     """
+    from pedsam.partitioner.geometry import WindowGrid
     from pedsam.partitioner.offload import offload_stages
     from pedsam.partitioner.plan import model_plan
 
     preset = PRESETS[preset_name]
-    matrix = preset.grid_size**2 * preset.embed_dim * 4  # one (N, C) float32 over all windows
+    grid = WindowGrid.for_encoder(preset.img_size, preset.patch_size, preset.window_size)
+    if frame_size is None:
+        tokens = preset.grid_size**2
+    else:
+        height, width = frame_size
+        scale = preset.img_size / max(height, width)  # SAM's ResizeLongestSide, in tokens
+        content = (-(-int(height * scale + 0.5) // preset.patch_size), -(-int(width * scale + 0.5) // preset.patch_size))
+        tokens = sum(grid.window(w).num_tokens for w in grid.picture_windows(content))
+    matrix = tokens * preset.embed_dim * 4  # one (N, C) float32 over the windows that leave the edge
     model = model_plan(preset.depth, preset.global_attn_indexes)
     count = len(model.remote_segments(remote_segments))
     if plan == "default":

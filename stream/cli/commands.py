@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from pedsam.stream.cli.errors import require
-from pedsam.stream.cli.settings import Values, edge_config, prompts, run_settings
+from pedsam.stream.cli.settings import Values, defaults_in_force, edge_config, prompts, run_settings
 from pedsam.stream.core.prompts import ObjectPrompt
 from pedsam.stream.core.session import EdgeSession
 from pedsam.stream.errors import ConfigError
@@ -27,9 +27,14 @@ from pedsam.stream.runs.recorder import Recorder
 __all__ = ["bench", "bench_pipeline", "config_check", "demo", "embed", "run", "segment", "serve", "stream"]
 
 
-def notice(session: EdgeSession) -> None:
-    """The lines a person gets before any output: where the edge computes (and why: what ``auto``
-    found), and about the weights."""
+def notice(session: EdgeSession, defaults: dict[str, Any]) -> None:
+    """The lines a person gets before any output, once the session is open (so a bad setting is
+    the only line): the split and privacy settings nobody chose (``defaults``, flag -> value: see
+    :func:`~pedsam.stream.cli.settings.defaults_in_force`), where the edge computes (and why: what
+    ``auto`` found), and about the weights."""
+    if defaults:
+        shown = " ".join(f"{flag} {value}" for flag, value in defaults.items())
+        print(f"note: defaults in force: {shown}", file=sys.stderr)
     if session.placement is not None:
         print(f"note: edge computes on {session.placement.describe()} [{session.placement.reason}]", file=sys.stderr)
         if session.placement.note:
@@ -59,12 +64,12 @@ async def embed(values: Values) -> int:
     from pedsam.stream.runs.audit import AuditWriter
 
     image = read_image(values["image"])
-    async with EdgeSession(edge_config(values)) as session:
-        notice(session)
+    config = edge_config(values)
+    async with EdgeSession(config) as session:
+        notice(session, defaults_in_force(values))
         embedding = await session.embed(image)
         if values["audit"]:
-            with AuditWriter(values["audit"], num_windows=session.encoder.grid.num_windows,
-                             cap=session.scheduler.window_cap) as audit:
+            with AuditWriter(values["audit"], num_windows=session.encoder.grid.num_windows) as audit:
                 audit.write(embedding.audit)
     array = embedding.numpy().astype(np.float32)
     try:
@@ -84,8 +89,9 @@ async def segment(values: Values) -> int:
     objects = prompts(values)
     for prompt in objects:
         prompt.check_inside(image.shape[1], image.shape[0])
-    async with EdgeSession(edge_config(values)) as session:
-        notice(session)
+    config = edge_config(values)
+    async with EdgeSession(config) as session:
+        notice(session, defaults_in_force(values))
         predictions = await session.segment(image, objects)
     out = Path(values["out"])
     paths = [out] if len(predictions) == 1 else [out.with_name(f"{out.stem}-{i}{out.suffix}")
@@ -164,10 +170,11 @@ async def _run_file(
 
     info = probe_video(video)
     config = edge_config(values)
+    defaults = defaults_in_force(values)
     # Ctrl-C interrupts a file run (exit 130): the records so far are kept, and no summary.json
     # passes the run off as complete.
     async with EdgeSession(config) as session:
-        notice(session)
+        notice(session, defaults)
         kind = "local " if config.local_workers else ""
         print(f"{len(session.executor_names)} {kind}workers {', '.join(session.executor_names)}; "
               f"model {config.model.describe()}")
@@ -176,14 +183,14 @@ async def _run_file(
         summary = await run_source(
             session, FileSource(video, skip_corrupt=True), objects, settings, recorder=recorder, views=views,
             extra={"video": str(video), "width": info.width, "height": info.height,
-                              "rate": str(info.rate), "objects": [o.to_json() for o in objects]},
+                   "rate": str(info.rate), "objects": [o.to_json() for o in objects], "defaults": defaults},
         )
     return report(summary, recorder.paths)
 
 
 def _recorder(session: EdgeSession, out: Path, **kwargs: Any) -> Recorder:
     return Recorder(
-        out, num_windows=session.encoder.grid.num_windows, cap=session.scheduler.window_cap,
+        out, num_windows=session.encoder.grid.num_windows,
         banner=session.weights_notice if session.random_weights else None,
         weights="random" if session.random_weights else None, **kwargs,
     )
@@ -194,15 +201,17 @@ def report(summary: dict[str, Any], paths: Sequence[Path] = ()) -> int:
     print(f"{summary['frames']} frames ({summary['frames_ok']} ok, {summary['frames_failed']} failed, "
           f"{summary['frames_dropped']} dropped) in {summary['seconds']:.1f} s, {summary['fps']:.3g} fps; "
           f"latency p50 {summary['latency_p50_s']} s, p95 {summary['latency_p95_s']} s")
-    if "max_windows_per_server" in summary:
-        print(f"largest share any worker saw: {summary['max_windows_per_server']} of "
-              f"{summary['windows_per_frame']} windows per frame")
+    if "max_picture_share_per_server" in summary:
+        print(f"largest share any worker saw: {summary['max_picture_share_per_server']:.0%} of a frame's picture "
+              f"({summary['max_windows_per_server']} of {summary['windows_per_frame']} windows)")
     exposure = summary.get("exposure")
     if exposure and exposure.get("exposure"):
         servers = exposure["exposure"].values()
-        print(f"rotation {exposure['rotation']}: over any {exposure['horizon']} frames a worker saw at most "
-              f"{max(s['max_scene_share'] for s in servers):.0%} of the scene; longest run on one window "
-              f"{max(s['longest_run'] for s in servers)} frames; edge computed {exposure['edge_windows']} windows")
+        print(f"rotation {exposure['rotation']}: a worker saw at most {max(s['max_run_scene_share'] for s in servers):.0%} "
+              f"of the scene since the start ({max(s['max_scene_share'] for s in servers):.0%} over any "
+              f"{exposure['horizon']} frames); longest run on one piece of scene "
+              f"{max(s['longest_run'] for s in servers)} frames; edge computed {exposure['edge_windows']} windows "
+              f"({exposure['edge_share']:.0%}) in workers' place")
     if paths:
         print(f"outputs: {', '.join(map(str, paths))}")
     if summary["frames_failed"]:
@@ -220,6 +229,7 @@ async def stream(values: Values) -> int:
     objects = prompts(values)
     settings = run_settings(values, drops="latest")
     config = edge_config(values, background_sam=not settings.keyframes.every_frame)
+    defaults = defaults_in_force(values)
     display = Display() if values["display"] else None
     if values["realtime"] and values["file"] is None:
         raise ConfigError("--realtime plays a --file at its own rate; a camera is real time already")
@@ -230,7 +240,7 @@ async def stream(values: Values) -> int:
         source = PlaybackSource(values["file"]) if values["realtime"] else FileSource(values["file"])
     async with stop_on_signals() as stop, source:  # a bad camera or file fails before workers start
         async with EdgeSession(config) as session:
-            notice(session)
+            notice(session, defaults)
             recorder = _recorder(session, Path(values["record"]), rate=source.rate) if values["record"] else None
             views: list[View] = [] if values["no_progress"] else [StatusLine(objects=len(objects))]
             if display is not None:
@@ -238,7 +248,7 @@ async def stream(values: Values) -> int:
             summary = await run_source(
                 session, source, objects, settings, recorder=recorder, views=views, stop=stop,
                 banner=session.weights_notice if session.random_weights else None,
-                extra={"objects": [o.to_json() for o in objects]},
+                extra={"objects": [o.to_json() for o in objects], "defaults": defaults},
             )
     report(summary, recorder.paths if recorder is not None else ())
     return 0
@@ -257,8 +267,9 @@ async def serve(values: Values) -> int:
         max_calls_per_client=values["max_calls_per_client"], certfile=values["cert"], keyfile=values["key"],
         token=values["token"], operator_token=values["operator_token"],
     ).guarded()
-    async with stop_on_signals() as stop, EdgeSession(edge_config(values, background_sam=not config.keyframes.every_frame)) as session:
-        notice(session)
+    edge = edge_config(values, background_sam=not config.keyframes.every_frame)
+    async with stop_on_signals() as stop, EdgeSession(edge) as session:
+        notice(session, defaults_in_force(values))
         server = LiveServer(session, config)
         url = await server.start()
         page = f"{url}?token={config.token}" if config.token else url
@@ -283,13 +294,11 @@ def config_check(values: Values) -> int:
     path = values["file"]
     _, resolved = parse(["run", "VIDEO", "--out", "OUT", "--config", path])
     config = edge_config(resolved)
-    assert resolved.file is not None
-    entries = {w.address: w for w in resolved.file.workers}
     security = config.security or ClientSecurity()
+    providers = dict(config.providers)
 
     def describe(address: str) -> str:
-        entry = entries.get(address)
-        notes = [entry.provider] if entry is not None and entry.provider else []
+        notes = [providers[address]] if address in providers else []
         notes.append("token" if security.token_for(address) else "no token")
         return f"{address} ({', '.join(notes)})"
 
@@ -313,8 +322,10 @@ def config_check(values: Values) -> int:
         f"split      scheme {config.scheme}, codec {config.codec}, plan {config.plan}, "
         f"{resolved['in_flight']} frames in flight",
         f"wire       segments to workers: {config.remote_segments or 'all'}, compression {config.compression}",
-        f"rotation   {config.rotation.policy}; budgets: frame {budget.frame_cap}, scene {budget.scene_cap} over "
-        f"{budget.horizon} frames, on budget: {budget.on_exceed}",
+        f"rotation   {config.rotation.policy}; budgets: frame {budget.frame_cap or 'auto'}, scene {budget.scene_cap}, "
+        f"horizon {budget.horizon_cap} over {budget.horizon} frames, run {budget.run_cap} frames, coalitions of "
+        f"{budget.coalition}{'' if budget.coalition == 1 else f' capped at {budget.coalition_cap}'}, on budget: "
+        f"{budget.on_exceed}",
         f"failover   on failure: {config.on_failure}, reconnect every {config.reconnect_interval:g} s, "
         f"request timeout {config.request_timeout} s",
         f"metrics    {'metrics on port ' + str(config.metrics_port) if config.metrics_port is not None else 'off'}",

@@ -20,7 +20,8 @@ Paths in the file are relative to the file's folder. Example::
     device = "auto"                     # --device: auto, cpu, cuda, cuda:N, mps
     dtype = "fp32"                      # --compute-dtype: fp32, or bf16/fp16 on a GPU
     [rotation]
-    policy = "keyed-random"             # --rotation; also slots, frame_cap, scene_cap,
+    policy = "adaptive"                 # --rotation; also slots, frame_cap, scene_cap ("auto", "none"
+    scene_cap = "auto"                  #   or a share), horizon_cap, run_cap, coalition, coalition_cap,
     horizon = 50                        #   horizon, on_budget, motion (false: --no-motion)
     [failover]
     on_failure = "standby"              # --on-failure; also reconnect_interval,
@@ -40,6 +41,7 @@ Errors name the key that is wrong and say what it should be.
 
 from __future__ import annotations
 
+import argparse
 import os
 import tomllib
 from collections.abc import Sequence
@@ -47,7 +49,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pedsam.stream.cli.options import Option
+from pedsam.stream.cli.options import Option, cap, frames_or_none
 from pedsam.stream.errors import ConfigError
 
 __all__ = ["EdgeFile", "WorkerEntry", "check_providers", "load"]
@@ -85,6 +87,13 @@ def _where(path: Path, section: str, key: str) -> str:
 
 def _check(value: Any, option: Option, where: str) -> Any:
     """``value`` from the file, checked as the flag's own parsing would; returns what to store."""
+    if option.kind in (cap, frames_or_none):  # a number, or a word the flag takes
+        if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+            raise ConfigError(f"{where} = {value!r}: give a number or a word the flag {option.flags[-1]} takes")
+        try:
+            return option.kind(str(value))
+        except argparse.ArgumentTypeError as exc:
+            raise ConfigError(f"{where} = {exc}") from None
     if option.kind is bool:
         if not isinstance(value, bool):
             raise ConfigError(f"{where} = {value!r}: give true or false")
@@ -187,14 +196,12 @@ def _workers(file: Path, entries: Any) -> tuple[WorkerEntry, ...]:
 
 
 def check_providers(config: EdgeFile) -> None:
-    """Refuse two workers at one provider: one party would see both their shares."""
-    seen: dict[str, str] = {}
-    for worker in config.workers:
-        if worker.provider is None:
-            continue
-        if worker.provider in seen:
-            raise ConfigError(
-                f"{config.path}: workers {seen[worker.provider]} and {worker.address} are both at provider "
-                f"{worker.provider!r}: one party would see both their shares; put them at different providers"
-            )
-        seen.setdefault(worker.provider, worker.address)
+    """Refuse two workers (active or standby) at one provider, and a worker off this machine that
+    names none (:func:`pedsam.stream.fleet.providers.check_providers`), naming the file."""
+    from pedsam.stream.fleet.providers import check_providers as check_fleet  # grpc: only with a file
+
+    providers = {w.address: w.provider for w in config.workers if w.provider is not None}
+    try:
+        check_fleet([w.address for w in config.workers], providers)
+    except ConfigError as exc:
+        raise ConfigError(f"{config.path}: {exc}") from None

@@ -19,7 +19,8 @@ from typing import Any
 
 from pedsam.partitioner.offload import PLANS
 from pedsam.partitioner.rotation import ROTATIONS
-from pedsam.partitioner.scheduler import FAILOVER, ON_EXCEED
+from pedsam.partitioner.budget import ON_EXCEED
+from pedsam.partitioner.scheduler import FAILOVER
 from pedsam.partitioner.schemes import SCHEMES
 from pedsam.protos import pedsam_pb2 as pb
 from pedsam.stream.fleet.links import PROFILES
@@ -32,7 +33,31 @@ CODEC_NAMES = tuple(n.removeprefix("CODEC_").lower() for n in pb.Codec.keys() if
 # EdgeConfig.compression's settings (pedsam.stream.core.session.WIRE_COMPRESSIONS, which a test compares).
 WIRE_COMPRESSIONS = ("auto", "off", *COMPRESSIONS)
 
-__all__ = ["EDGE", "GROUPS", "Option", "Section", "add_logging", "add_options", "pick", "sections"]
+__all__ = ["EDGE", "GROUPS", "Option", "Section", "add_logging", "add_options", "cap", "frames_or_none", "pick",
+           "sections"]
+
+
+def cap(text: str) -> float | str | None:
+    """A cap's value: a share in ``(0, 1]``, ``auto`` (set from the frame and the number of
+    workers) or ``none`` (no cap)."""
+    word = str(text).strip().lower()
+    if word in ("auto", "none"):
+        return None if word == "none" else "auto"
+    try:
+        return float(word)  # its range is the budget's to check, with a message naming the cap
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: give a share in (0, 1], auto or none") from None
+
+
+def frames_or_none(text: str) -> int | None:
+    """A number of frames (``>= 1``), or ``none``."""
+    word = str(text).strip().lower()
+    if word == "none":
+        return None
+    try:
+        return int(word)  # its range is the budget's to check
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: give a whole number of frames or none") from None
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -48,7 +73,7 @@ class Option:
     flags: tuple[str, ...]
     dest: str
     help: str
-    kind: type = str
+    kind: Any = str  # int, float, str, bool, or a parser: cap, frames_or_none
     default: Any = None
     choices: Sequence[str] | None = None
     metavar: str | None = None
@@ -66,7 +91,7 @@ class Option:
         if self.kind is bool:
             parser.add_argument(*self.flags, action="store_true", **common)
             return
-        metavar = self.metavar or {int: "N", float: "X"}.get(self.kind)
+        metavar = self.metavar or {int: "N", float: "X", cap: "F|auto|none", frames_or_none: "N|none"}.get(self.kind)
         if self.repeat:
             parser.add_argument(*self.flags, action="append", type=self.kind, metavar=metavar, **common)
         else:
@@ -117,7 +142,8 @@ DEVICE = (
 )
 
 WORKERS = (
-    _o("--workers", "workers", "comma-separated HOST:PORT of running workers", metavar="HOST:PORT,..."),
+    _o("--workers", "workers", "comma-separated HOST:PORT of running workers, each with @PROVIDER (who runs it; "
+       "needed off this machine, one worker per provider)", metavar="HOST:PORT@PROVIDER,..."),
     _o("--local-workers", "local_workers", "start N workers on loopback for this run", kind=int, metavar="N",
        key=("", "local_workers")),
     _o("--allow-single-server", "allow_single_server", "allow one worker, which then sees whole frames",
@@ -127,7 +153,8 @@ WORKERS = (
     _o("--request-timeout", "request_timeout",
        "seconds a worker may take for one segment before it counts as failed; 0: no limit",
        kind=float, default=60.0, key=("failover", "request_timeout")),
-    _o("--standby", "standby", "standby workers, used only when one fails", metavar="HOST:PORT,..."),
+    _o("--standby", "standby", "standby workers, used only when one fails, each with @PROVIDER",
+       metavar="HOST:PORT@PROVIDER,..."),
     _o("--local-standby", "local_standby", "start N standby workers on loopback", kind=int, metavar="N",
        key=("", "local_standby")),
     _o("--on-failure", "on_failure",
@@ -142,8 +169,8 @@ WORKERS = (
 )
 
 SPLIT = (
-    _o("--scheme", "scheme", "partition scheme: which windows form a share", choices=SCHEMES,
-       default="contiguous", key=("split", "scheme")),
+    _o("--scheme", "scheme", "partition scheme: which windows form a share; interleaved gives no worker two "
+       "neighbouring windows", choices=SCHEMES, default="interleaved", key=("split", "scheme")),
     _o("--secret", "secret", "edge secret for the random scheme and keyed rotation (default: fresh per run)",
        key=("split", "secret")),
     _o("--codec", "codec", "wire codec; fp32 is exact", choices=CODEC_NAMES, default="fp32",
@@ -162,15 +189,25 @@ SPLIT = (
 )
 
 ROTATION = (
-    _o("--rotation", "rotation", "which server gets which share on each frame", choices=ROTATIONS,
-       default="fixed", key=("rotation", "policy")),
+    _o("--rotation", "rotation", "which server gets which share on each frame; adaptive: fixed while the camera is "
+       "still, bands along its travel while it moves", choices=ROTATIONS, default="adaptive",
+       key=("rotation", "policy")),
     _o("--slots", "slots", "shares per frame for pooled (default workers/2) and keyed-random (default workers)",
        kind=int, metavar="K", key=("rotation", "slots")),
-    _o("--frame-cap", "frame_cap", "most of one frame a server may get, 0-1 (default: ceil(windows/K))",
-       kind=float, metavar="F", key=("rotation", "frame_cap")),
-    _o("--scene-cap", "scene_cap", "most scene a server may see over the horizon, in frames' worth, 0-1 "
-       "(default none)", kind=float, metavar="F", key=("rotation", "scene_cap")),
-    _o("--horizon", "horizon", "frames in the sliding window of the exposure ledger and --scene-cap",
+    _o("--frame-cap", "frame_cap", "most of one frame's picture a server may get; auto: 1/K plus one window, what "
+       "the schemes guarantee", kind=cap, default="auto", metavar="F|auto", key=("rotation", "frame_cap")),
+    _o("--scene-cap", "scene_cap", "most of a stream's scene a server may have seen since the stream started; "
+       "auto: the per-frame cap, so only rotation or a moving camera is held back", kind=cap, default="auto",
+       key=("rotation", "scene_cap")),
+    _o("--horizon-cap", "horizon_cap", "most scene a server may take in over the horizon, across every stream, in "
+       "frames' worth, 0-1", kind=cap, default="none", key=("rotation", "horizon_cap")),
+    _o("--run-cap", "run_cap", "most consecutive frames a server may hold one piece of scene", kind=frames_or_none,
+       default=100, key=("rotation", "run_cap")),
+    _o("--coalition", "coalition", "count every set of up to T workers as one party in the exposure ledger and the "
+       "budgets (1: each worker alone)", kind=int, default=1, metavar="T", key=("rotation", "coalition")),
+    _o("--coalition-cap", "coalition_cap", "most of a stream's scene a coalition may have seen since it started; "
+       "auto: T times the per-frame cap", kind=cap, default="auto", key=("rotation", "coalition_cap")),
+    _o("--horizon", "horizon", "frames in the sliding window of the exposure ledger and --horizon-cap",
        kind=int, default=50, metavar="T", key=("rotation", "horizon")),
     _o("--on-budget", "on_budget", "over a cap: compute those windows on the edge, or stop", choices=ON_EXCEED,
        default="edge", key=("rotation", "on_budget")),
@@ -371,7 +408,10 @@ ENTROPY_BENCH = (
 PRIVACY = (
     _o("--servers", "servers", "shares per frame", kind=int, default=3),
     _o("--pool-size", "pool_size", "servers per slot for pooled", kind=int, default=2),
-    _o("--policies", "policies", "comma-separated rotation policies", default=",".join(ROTATIONS)),
+    _o("--policies", "policies", "comma-separated rotation policies, each under --scheme and the budget flags; "
+       "the defaults row (no flags) is always added", default=",".join(ROTATIONS)),
+    _o("--coalitions", "coalitions", "report the worst coalition of up to T workers per policy (0: none)", kind=int,
+       default=2, metavar="T"),
     _o("--max-frames", "max_frames", "frames per video at most", kind=int, default=200),
     _o("--stride", "stride", "use every S-th frame", kind=int, default=1),
     _o("--eval-every", "eval_every", "compare mosaics every N frames", kind=int, default=5),

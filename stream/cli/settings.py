@@ -17,17 +17,19 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from pedsam.stream.cli.config_file import EdgeFile, check_providers, load
-from pedsam.stream.cli.options import GROUPS, Option
+from pedsam.stream.cli.options import GROUPS, Option, cap, frames_or_none
 from pedsam.stream.errors import ConfigError, PromptError
+from pedsam.stream.fleet.providers import split_provider
 
 if TYPE_CHECKING:  # the builders import these when called: the command line starts quickly
+    from pedsam.partitioner.budget import Budget
     from pedsam.stream.core.prompts import ObjectPrompt
     from pedsam.stream.core.session import EdgeConfig
     from pedsam.stream.runs.engine import DropPolicy
     from pedsam.stream.runs.job import RunSettings
     from pedsam.workers.models import ModelSource
 
-__all__ = ["Values", "resolve"]
+__all__ = ["Values", "budget", "defaults_in_force", "resolve"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,8 +71,11 @@ def resolve(
         if "local_workers" in given and "workers" not in given:  # replaces the file's fleet
             values["workers"] = values["standby"] = None
         else:
-            active = [w.address for w in file.workers if not w.standby]
-            spare = [w.address for w in file.workers if w.standby]
+            def entry(w: Any) -> str:
+                return f"{w.address}@{w.provider}" if w.provider else w.address
+
+            active = [entry(w) for w in file.workers if not w.standby]
+            spare = [entry(w) for w in file.workers if w.standby]
             if active:
                 values["workers"] = ",".join(active)
             if spare:
@@ -80,7 +85,64 @@ def resolve(
 
 
 def addresses(text: str | None) -> tuple[str, ...]:
-    return tuple(w.strip() for w in (text or "").split(",") if w.strip())
+    """The addresses of ``HOST:PORT[@PROVIDER],...``."""
+    return tuple(split_provider(w)[0] for w in (text or "").split(",") if w.strip())
+
+
+def providers(*texts: str | None) -> tuple[tuple[str, str], ...]:
+    """``(address, provider)`` of every ``HOST:PORT@PROVIDER`` in ``texts``."""
+    found = []
+    for text in texts:
+        for entry in (text or "").split(","):
+            if entry.strip():
+                address, provider = split_provider(entry)
+                if provider is not None:
+                    found.append((address, provider))
+    return tuple(found)
+
+
+def budget(values: Mapping[str, Any]) -> Budget:
+    """The :class:`~pedsam.partitioner.scheduler.Budget` of the rotation flags (caps, horizon, coalition)."""
+    from pedsam.partitioner.errors import PartitionerError
+    from pedsam.partitioner.budget import Budget
+
+    def parsed(dest: str, parse: Any) -> Any:
+        value = values.get(dest)
+        return parse(value) if isinstance(value, str) else value  # defaults are the words themselves
+
+    frame_cap = parsed("frame_cap", cap)
+    if frame_cap is None:
+        raise ConfigError("--frame-cap none: a per-frame cap is always in force (no worker sees a whole frame); "
+                          "give a share in (0, 1] or auto")
+    try:
+        return Budget(
+            frame_cap=None if frame_cap == "auto" else frame_cap,
+            scene_cap=parsed("scene_cap", cap),
+            horizon_cap=parsed("horizon_cap", cap),
+            run_cap=parsed("run_cap", frames_or_none),
+            coalition=values.get("coalition") or 1,
+            coalition_cap=parsed("coalition_cap", cap),
+            horizon=values["horizon"],
+            on_exceed=values.get("on_budget") or "edge",
+        )
+    except PartitionerError as exc:
+        raise ConfigError(str(exc)) from None
+    except argparse.ArgumentTypeError as exc:
+        raise ConfigError(str(exc)) from None
+
+
+def defaults_in_force(values: Values) -> dict[str, Any]:
+    """The privacy settings a command runs with that nobody chose: flag -> its default, for every
+    split and rotation flag neither given nor set by the config file."""
+    chosen = set(values.given) | set(values.file.values if values.file is not None else ())
+    found: dict[str, Any] = {}
+    for option in (*GROUPS["split"], *GROUPS["rotation and exposure budgets (per server, over video)"]):
+        if option.dest in values.data and option.dest not in chosen and option.dest != "secret":
+            default = values.data[option.dest]
+            if option.kind is bool or default is None:
+                continue  # a switch left off, or a setting the policy picks (--slots)
+            found[option.flags[0]] = default
+    return found
 
 
 def model_source(values: Mapping[str, Any]) -> ModelSource:
@@ -98,8 +160,6 @@ def model_source(values: Mapping[str, Any]) -> ModelSource:
 def edge_config(values: Values, *, background_sam: bool = False) -> EdgeConfig:
     """The :class:`~pedsam.stream.core.session.EdgeConfig` of an edge command's values;
     ``background_sam`` for a live run whose keyframes run behind its frame path."""
-    from pedsam.partitioner.errors import PartitionerError
-    from pedsam.partitioner.scheduler import Budget
     from pedsam.stream.core.scheduling import RotationSettings
     from pedsam.stream.core.session import EdgeConfig
     from pedsam.stream.fleet.links import parse_links
@@ -115,12 +175,7 @@ def edge_config(values: Values, *, background_sam: bool = False) -> EdgeConfig:
     if values.file is not None and values.file.tokens and values.get("workers"):
         # per-worker tokens from the config file; a --token-file line wins
         security = replace(security, tokens={**values.file.tokens, **security.tokens})
-    try:
-        budget = Budget(frame_cap=values["frame_cap"], scene_cap=values["scene_cap"], horizon=values["horizon"],
-                        on_exceed=values["on_budget"])
-    except PartitionerError as exc:
-        raise ConfigError(str(exc)) from None
-    rotation = RotationSettings(policy=values["rotation"], slots=values["slots"], budget=budget,
+    rotation = RotationSettings(policy=values["rotation"], slots=values["slots"], budget=budget(values),
                                 motion=not values["no_motion"])
     timeout = values["request_timeout"]
     return EdgeConfig(
@@ -148,6 +203,7 @@ def edge_config(values: Values, *, background_sam: bool = False) -> EdgeConfig:
         compression=values["compression"],
         device=values["device"],
         compute_dtype=values["compute_dtype"],
+        providers=providers(values.get("workers"), values.get("standby")),
     )
 
 

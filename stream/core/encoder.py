@@ -15,6 +15,13 @@ Torch work on the edge runs on one dedicated thread (:class:`EdgeThread`), on th
 the neck; shares leave it only to be encoded for the wire. Sending shares out
 and failing over is :class:`~pedsam.stream.core.shares.ShareRunner`'s; the offload plan's loop
 is :mod:`pedsam.stream.core.offload`.
+
+Windows of pure padding (the square input's zero rows or columns below or beside a frame that is
+not square) never leave the edge. Their tokens before the first segment are the patch embedding's
+bias plus the position embedding on every frame, and a windowed block looks at nothing outside
+its window, so their first segment's result is the same on every frame: the default plan
+computes it once per window and reuses it. Later segments follow global blocks, which mix every
+token of the frame in, so those are computed each frame.
 """
 
 from __future__ import annotations
@@ -25,7 +32,7 @@ from concurrent.futures import Executor
 import torch
 from pedsam.workers.sam import Sam
 
-from pedsam.partitioner.assignment import Assignment, check_assignment
+from pedsam.partitioner.assignment import EDGE, Assignment, check_assignment
 from pedsam.partitioner.geometry import Window, WindowGrid
 from pedsam.partitioner.offload import PLANS
 from pedsam.partitioner.plan import GlobalStep, ModelPlan, SegmentStep, model_plan
@@ -81,6 +88,7 @@ class SplitEncoder:
         self.shares = ShareRunner(self.grid, executors, health or NeverDown(), on_failure, remote)
         if tuple(s.blocks for s in self.plan.segments) != preset.segments():
             raise AssertionError("partitioner plan and worker segments disagree")
+        self._padding: dict[int, torch.Tensor] = {}  # window id -> its first segment's result, pure padding
 
     @property
     def executors(self) -> dict[str, SegmentExecutor]:
@@ -96,13 +104,14 @@ class SplitEncoder:
             image: (1, 3, S, S) float32, as ``Sam.preprocess`` returns it (S = img_size); on
                 any device (it is moved to the edge's).
             assignment: which executor computes which windows of this frame (the session's
-                scheduler decides it; every window exactly once).
+                scheduler decides it, within its caps; every window exactly once).
 
         Returns:
             (1, out_chans, S/16, S/16) float32, equal to ``sam.image_encoder(image)`` up to float
             rounding, on the edge's device, and the :class:`FrameAudit`.
         """
-        check_assignment(assignment, self.grid.num_windows)
+        # Coverage only: the per-frame cap counts picture, which the scheduler checked.
+        check_assignment(assignment, self.grid.num_windows, cap=1.0)
         unknown = set(assignment.shares) - set(self.executors)
         if unknown:
             raise WorkerError(f"assignment names executors that are not connected: {sorted(unknown)}")
@@ -112,11 +121,13 @@ class SplitEncoder:
             x = await offload.encode(self.sam, self.plan, self.shares, self.edge, frame_index, x, assignment, audit,
                                      self.placement)
         else:
+            padding = self._pure_padding(image, assignment)
             for step in self.plan.steps:
                 if isinstance(step, GlobalStep):
                     x = await self.edge.run(self._global_block, step.block, x)
                 else:
-                    x = await self._segment(frame_index, step, x, assignment, audit)
+                    x = await self._segment(frame_index, step, x, assignment, audit,
+                                            padding if step.index == 0 else ())
         embedding = await self.edge.run(self._neck, x)
         return embedding, audit
 
@@ -138,12 +149,36 @@ class SplitEncoder:
         out: torch.Tensor = self.sam.image_encoder.neck(x.permute(0, 3, 1, 2))
         return out
 
+    def _pure_padding(self, image: torch.Tensor, assignment: Assignment) -> tuple[int, ...]:
+        """The edge's windows whose pixels are all SAM's zero padding in ``image`` (1, 3, S, S).
+
+        Normalised pixels of a real frame are never exactly 0 (SAM's channel means are not whole
+        numbers), so an all-zero window holds no picture."""
+        patch = self.preset.patch_size
+        found = []
+        for wid in assignment.shares.get(EDGE, ()):
+            w = self.grid.window(wid)
+            region = image[0, :, w.top * patch : (w.top + w.height) * patch, w.left * patch : (w.left + w.width) * patch]
+            if not torch.any(region):
+                found.append(wid)
+        return tuple(found)
+
     async def _segment(
-        self, frame_index: int, step: SegmentStep, x: torch.Tensor, assignment: Assignment, audit: FrameAudit
+        self, frame_index: int, step: SegmentStep, x: torch.Tensor, assignment: Assignment, audit: FrameAudit,
+        padding: tuple[int, ...] = (),
     ) -> torch.Tensor:
-        """One windowed segment on every share: (1, H, W, C) -> (1, H, W, C)."""
+        """One windowed segment on every share: (1, H, W, C) -> (1, H, W, C).
+
+        ``padding``: windows of the edge's share that are pure padding (first segment only):
+        their result is reused from an earlier frame when there is one."""
         grid_tokens = x[0]  # (H, W, C)
         out = torch.empty_like(grid_tokens)
+        reused = [wid for wid in padding if wid in self._padding]
+        for wid in reused:
+            scatter_windows(out, [self.grid.window(wid)], self._padding[wid])
+        if reused:
+            kept = {name: tuple(w for w in ids if w not in reused) for name, ids in assignment.shares.items()}
+            assignment = Assignment(frame_index=assignment.frame_index, shares=kept)
 
         def prepare(windows: list[Window]) -> Callable[[SegmentExecutor], Awaitable[torch.Tensor]]:
             tokens = gather_windows(grid_tokens, windows)
@@ -154,4 +189,10 @@ class SplitEncoder:
             scatter_windows(out, windows, result)
 
         await self.shares.each_share(step.index, assignment, audit, prepare, store)
+        for wid in padding:
+            if wid not in self._padding:
+                self._padding[wid] = gather_windows(out, [self.grid.window(wid)]).clone()
+        if reused:  # computed on the edge, once: the audit says so, every window once
+            computed = audit.segments[-1].shares
+            computed[EDGE] = sorted([*computed.get(EDGE, []), *reused])
         return out.unsqueeze(0)

@@ -7,9 +7,14 @@ frame's size to tokens of the encoder's grid, and schedules the frame. The sessi
 synchronously, before the frame's first ``await``, so frames are scheduled in the order their
 embeddings are requested even when several are in flight.
 
+One :class:`EdgeScheduler` schedules one *stream* (a file, a camera, a browser call): its own
+frame sequence (what the rotation policy counts), its own motion estimate and policy state. The
+streams of one session share one exposure ledger (:meth:`EdgeScheduler.for_stream`), so every
+budget bounds what a worker has seen across all of them.
+
 :class:`RotationSettings` is the user's choice of policy and budget, a field of
-:class:`pedsam.stream.core.session.EdgeConfig`; every command that runs frames takes it from ``--rotation``
-and the budget flags (see :func:`pedsam.stream.cli.main`'s ``_add_workers``).
+:class:`pedsam.stream.core.session.EdgeConfig`; its defaults are the command line's
+(:mod:`pedsam.stream.cli.options`), the most protective sensible ones.
 """
 
 from __future__ import annotations
@@ -24,16 +29,27 @@ import numpy as np
 
 from pedsam.partitioner.errors import BudgetError, FailoverError, PartitionerError
 from pedsam.partitioner.geometry import WindowGrid
-from pedsam.partitioner.rotation import make_rotation
-from pedsam.partitioner.scheduler import Budget, ScheduledFrame, Scheduler
+from pedsam.partitioner.rotation import ROTATIONS, RotationPolicy, make_rotation
+from pedsam.partitioner.budget import AUTO, Budget
+from pedsam.partitioner.scheduler import ScheduledFrame, Scheduler
 from pedsam.stream.core.motion import MotionEstimator, content_tokens, token_offset
 from pedsam.stream.errors import ConfigError, ExposureBudgetError, WorkerError
 from pedsam.stream.fleet.health import WorkerHealth
 from pedsam.workers.models import ModelPreset
 
-__all__ = ["EdgeScheduler", "RotationSettings"]
+__all__ = ["DEFAULT_BUDGET", "DEFAULT_SCHEME", "EdgeScheduler", "PolicySpec", "RotationSettings"]
 
 log = logging.getLogger(__name__)
+
+DEFAULT_SCHEME = "interleaved"
+"""The partition scheme with no flags: no worker gets two neighbouring windows (measured to reveal
+least of a frame: see the README's privacy tables)."""
+
+DEFAULT_BUDGET = Budget(scene_cap=AUTO, run_cap=100, coalition_cap=AUTO)
+"""The budget with no flags: per frame ``1/k`` of the picture plus one window, the same share of
+the scene since the stream started, at most 100 consecutive frames on one piece of scene (with
+``--coalition t``: ``t`` times the per-frame share for a coalition), and over-budget windows
+computed on the edge."""
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -43,26 +59,28 @@ class RotationSettings:
     Attributes:
         policy: a rotation policy of :data:`pedsam.partitioner.rotation.ROTATIONS`.
         slots: shares per frame (``pooled``, ``keyed-random``); None for the policy's default.
-        budget: per-frame and horizon caps, horizon ``T``, and what to do when one is hit.
-        motion: estimate camera motion (needed by ``scene-anchored``; makes the ledger's scene
-            coordinates motion-compensated).
+        budget: the caps, the horizon ``T``, the coalition size, and what to do when one is hit.
+        motion: estimate camera motion (needed by ``adaptive`` and ``scene-anchored``; makes the
+            ledger's scene coordinates motion-compensated).
     """
 
-    policy: str = "fixed"
+    policy: str = "adaptive"
     slots: int | None = None
-    budget: Budget = Budget()
+    budget: Budget = DEFAULT_BUDGET
     motion: bool = True
 
     def check(self, servers: int) -> None:
         """Refuse settings that cannot work with ``servers`` workers, before any worker starts.
 
         Raises:
-            ConfigError: unknown policy, or a slot count the policy cannot use.
+            ConfigError: unknown policy, a slot count the policy cannot use, or coalitions as
+                large as the fleet.
         """
-        from pedsam.partitioner.rotation import ROTATIONS
-
         if self.policy not in ROTATIONS:
             raise ConfigError(f"unknown rotation policy {self.policy!r}; use one of: {', '.join(ROTATIONS)}")
+        if self.budget.coalition > 1 and self.budget.coalition >= servers:
+            raise ConfigError(f"--coalition {self.budget.coalition}: a coalition of every one of the {servers} "
+                              "workers sees every frame whole; track coalitions smaller than the fleet")
         if self.slots is None:
             return
         if self.policy not in ("pooled", "keyed-random"):
@@ -76,14 +94,16 @@ class RotationSettings:
 
 @dataclass
 class EdgeScheduler:
-    """Schedules a session's frames; owns the motion estimate and the exposure ledger."""
+    """Schedules one stream's frames; owns its motion estimate, its policy and its frame count."""
 
     scheduler: Scheduler
     preset: ModelPreset
     motion: MotionEstimator | None
     health: WorkerHealth | None = None
     last: ScheduledFrame | None = field(default=None, init=False)
+    frames: int = field(default=0, init=False)  # frames of this stream scheduled so far
     _frame_size: tuple[int, int] | None = field(default=None, init=False)
+    spec: PolicySpec | None = field(default=None, repr=False)  # how to make another stream's policy
 
     @classmethod
     def build(
@@ -99,37 +119,41 @@ class EdgeScheduler:
         failover: str = "edge",
         health: WorkerHealth | None = None,
     ) -> EdgeScheduler:
-        """A scheduler for ``servers``; a fresh secret is drawn when the policy needs one and none is given.
+        """The first stream's scheduler for ``servers``; a fresh secret is drawn when the policy
+        needs one and none is given.
 
         ``standby``, ``failover``: see :class:`pedsam.partitioner.scheduler.Scheduler`; ``health`` says
         which workers are down when a frame is scheduled."""
         grid = WindowGrid.for_encoder(preset.img_size, preset.patch_size, preset.window_size)
         if secret is None and (settings.policy == "keyed-random" or scheme == "random"):
             secret = secrets.token_bytes(32)
+        spec = PolicySpec(settings=settings, grid=grid, servers=tuple(servers), scheme=scheme, secret=secret,
+                          allow_single=allow_single)
         try:
-            policy = make_rotation(
-                settings.policy, grid, servers, scheme=scheme, secret=secret, slots=settings.slots,
-                allow_single=allow_single,
-            )
+            scheduler = Scheduler(spec.make(), grid, settings.budget, standby=standby, failover=failover, stream="0")
         except PartitionerError as exc:
             raise ConfigError(str(exc)) from None
         motion = MotionEstimator() if settings.motion else None
-        try:
-            scheduler = Scheduler(policy, grid, settings.budget, standby=standby, failover=failover)
-        except PartitionerError as exc:
-            raise ConfigError(str(exc)) from None
-        return cls(scheduler=scheduler, preset=preset, motion=motion, health=health)
+        return cls(scheduler=scheduler, preset=preset, motion=motion, health=health, spec=spec)
+
+    def for_stream(self, stream: str) -> EdgeScheduler:
+        """A scheduler for another stream of the same session: its own policy, frame count and
+        motion, over the same servers and the same exposure ledger (budgets across streams)."""
+        assert self.spec is not None
+        scheduler = self.scheduler.for_stream(self.spec.make(), stream)
+        motion = MotionEstimator() if self.spec.settings.motion else None
+        return EdgeScheduler(scheduler=scheduler, preset=self.preset, motion=motion, health=self.health, spec=self.spec)
 
     @property
-    def window_cap(self) -> int:
-        """Most windows any server gets in one frame."""
-        return self.scheduler.window_cap
+    def stream(self) -> str:
+        return self.scheduler.stream
 
     def schedule(self, frame_index: int, image: np.ndarray | None, frame_size: tuple[int, int]) -> ScheduledFrame:
-        """Schedule the next frame sent.
+        """Schedule the next frame sent of this stream.
 
         Args:
-            frame_index: the frame's index in the session.
+            frame_index: the frame's index in the session (its id on the wire and in the audit);
+                the rotation follows the stream's own count, :attr:`frames`.
             image: the HxWx3 uint8 RGB frame, for motion; None when only its tensor is at hand
                 (the camera offset then stays where it was).
             frame_size: the frame's ``(H, W)`` in pixels.
@@ -151,32 +175,57 @@ class EdgeScheduler:
         content = content_tokens(frame_size, preset.img_size, preset.patch_size)
         try:
             down = [name for name in self.scheduler.ledger.servers if self.health is not None and self.health.is_down(name)]
-            scheduled = self.scheduler.schedule(frame_index, offset=offset, content=content, down=down)
+            scheduled = self.scheduler.schedule(self.frames, offset=offset, content=content, down=down)
         except BudgetError as exc:
             raise ExposureBudgetError(str(exc)) from None
         except FailoverError as exc:
             raise WorkerError(str(exc)) from None
+        self.frames += 1
         if scheduled.to_edge:
-            log.info("frame %d: budget moved %d windows to the edge", frame_index,
-                     len(scheduled.assignment.shares.get("edge", ())))
+            log.info("frame %d: budgets moved %d windows to the edge (%s)", frame_index,
+                     sum(len(ids) for ids in scheduled.to_edge.values()), "; ".join(sorted(set(scheduled.reasons.values()))))
         self.last = scheduled
         return scheduled
 
     def record(self, scheduled: ScheduledFrame) -> dict[str, Any]:
-        """A frame's exposure record for the audit log: the schedule, the policy and its caps."""
+        """A frame's exposure record for the audit log: the schedule, the policy and its caps.
+
+        ``limits.frame`` is the per-frame cap as a share of the picture and ``picture`` the
+        picture tokens of every window: a server's share of the frame is the sum of its windows'
+        ``picture`` over the sum of all."""
         budget = self.scheduler.budget
         return {
             "rotation": self.scheduler.policy.name,
-            "window_cap": self.window_cap,
-            "frame_cap": budget.frame_cap,
-            "scene_cap": budget.scene_cap,
             "horizon": budget.horizon,
             **scheduled.to_json(),
         }
 
     def summary(self) -> dict[str, Any]:
-        """The run's exposure summary (JSON-ready), with the motion estimator's cut count."""
+        """The exposure summary of every stream sharing this ledger (JSON-ready), with this
+        stream's motion estimator's cut count."""
         out = self.scheduler.summary()
+        out["stream"] = {"id": self.stream, "frames": self.frames, "mode": self.scheduler.policy.mode}
         if self.motion is not None:
             out["motion_cuts"] = self.motion.cuts
         return out
+
+
+
+@dataclass(frozen=True, slots=True)
+class PolicySpec:
+    """What a stream's rotation policy is made of; each stream gets a fresh one (policies such as
+    ``adaptive`` keep state)."""
+
+    settings: RotationSettings
+    grid: WindowGrid
+    servers: tuple[str, ...]
+    scheme: str
+    secret: bytes | None
+    allow_single: bool
+
+    def make(self) -> RotationPolicy:
+        try:
+            return make_rotation(self.settings.policy, self.grid, self.servers, scheme=self.scheme,
+                                 secret=self.secret, slots=self.settings.slots, allow_single=self.allow_single)
+        except PartitionerError as exc:
+            raise ConfigError(str(exc)) from None

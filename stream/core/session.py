@@ -41,11 +41,12 @@ from pedsam.stream.core.memory import release_large_blocks
 from pedsam.stream.core.metrics import EdgeCollector, EdgeStats
 from pedsam.stream.core.predictor import MaskDecoder, MaskPrediction, PreparedImage, prepare_image
 from pedsam.stream.core.prompts import ObjectPrompt
-from pedsam.stream.core.scheduling import EdgeScheduler, RotationSettings
+from pedsam.stream.core.scheduling import DEFAULT_SCHEME, EdgeScheduler, RotationSettings
 from pedsam.stream.errors import ConfigError, MediaError, SessionError
 from pedsam.stream.fleet.health import Fleet
 from pedsam.stream.fleet.links import LinkRelay, LinkSpec
 from pedsam.stream.fleet.local import LocalWorkers
+from pedsam.stream.fleet.providers import check_providers
 from pedsam.stream.fleet.remote import RemoteWorker
 from pedsam.stream.fleet.transport import ANY_WORKER, ClientSecurity, is_loopback_address
 from pedsam.workers.device import Placement, check_request, select
@@ -81,7 +82,7 @@ class EdgeConfig:
     model: ModelSource
     workers: tuple[str, ...] = ()
     local_workers: int = 0
-    scheme: str = "contiguous"
+    scheme: str = DEFAULT_SCHEME
     secret: bytes | None = None
     codec: str = "fp32"
     worker_threads: int = 1
@@ -115,6 +116,9 @@ class EdgeConfig:
     # bf16 | fp16, the latter two on a GPU); local workers get the same. See pedsam.workers.device.
     device: str = "auto"
     compute_dtype: str = "fp32"
+    # Who runs each remote worker (address, provider): one worker per provider; required off
+    # this machine (see pedsam.stream.fleet.providers).
+    providers: tuple[tuple[str, str], ...] = ()
 
     def __post_init__(self) -> None:
         try:
@@ -153,6 +157,7 @@ class EdgeConfig:
                                   f"windowed segments; give 1..{segments}")
         if self.workers:  # plain text only on loopback or with an explicit insecure
             (self.security or ClientSecurity()).check((*self.workers, *self.standby))
+        check_providers((*self.workers, *self.standby), dict(self.providers))
         self.rotation.check(max(len(self.workers), self.local_workers))
         count = len(self.workers) + len(self.standby) if self.workers else self.local_workers + self.local_standby
         if len(self.links) == 1:
@@ -199,6 +204,7 @@ class EdgeSession:
     _metrics_server: Any = field(default=None, init=False)
     _pool: ThreadPoolExecutor | None = field(default=None, init=False)
     _frames: int = field(default=0, init=False)
+    _streams: int = field(default=0, init=False)
     _open: bool = field(default=False, init=False)
     plan_choice: PlanChoice | None = field(default=None, init=False)  # with auto_plan: what was chosen
     placement: Placement | None = field(default=None, init=False)
@@ -262,6 +268,7 @@ class EdgeSession:
                 started, booting = await booting, None
                 addresses, standby = started[: config.local_workers], started[config.local_workers :]
             remotes: list[RemoteWorker] = []
+            providers = check_providers((*addresses, *standby), dict(config.providers))
             for index, address in enumerate((*addresses, *standby)):
                 via = None
                 if config.links:  # an emulated link in front of this worker
@@ -277,6 +284,7 @@ class EdgeSession:
                     request_timeout=config.request_timeout,
                     security=security,
                     via=via,
+                    provider=providers[address],
                 )
                 await worker.connect()
                 remotes.append(worker)
@@ -293,7 +301,7 @@ class EdgeSession:
                 if worker.info is not None and worker.info.compute_dtype not in ("", "fp32"):
                     log.warning("worker %s computes in %s: embeddings are within that precision's bound, not "
                                 "exact", worker.name, worker.info.compute_dtype)
-            self.scheduler = self.new_scheduler()
+            self.scheduler = self._build_scheduler()
             if config.auto_plan:
                 self._open = True  # the calibration frame goes through the session as any frame does
                 self.plan_choice = await self._plan_automatically()
@@ -332,6 +340,15 @@ class EdgeSession:
             placement=self._placement,
         )
 
+    def _build_scheduler(self) -> EdgeScheduler:
+        """A scheduler with a ledger of its own (see :meth:`new_scheduler` for one more stream)."""
+        config = self.config
+        return EdgeScheduler.build(
+            config.rotation, self.preset, self.executor_names, scheme=config.scheme, secret=config.secret,
+            allow_single=config.allow_single_server, standby=self.standby_names, failover=config.on_failure,
+            health=self.fleet,
+        )
+
     async def _plan_automatically(self) -> PlanChoice:
         """``--plan auto``: one black calibration frame through the exact split (it shows nothing,
         and goes on a ledger of its own), then the codec and remote segments
@@ -340,7 +357,7 @@ class EdgeSession:
         size = self.preset.img_size
         before = {w.name: (w.stats.payload_sent, w.stats.payload_received, w.stats.compute_seconds) for w in remotes}
         started = time.perf_counter()
-        embedding = await self.embed(np.zeros((size, size, 3), np.uint8), scheduler=self.new_scheduler())
+        embedding = await self.embed(np.zeros((size, size, 3), np.uint8), scheduler=self._build_scheduler())
         wall = time.perf_counter() - started
         segments = len(self.preset.segments())
         sent = [s for s in embedding.audit.segments if s.edge_only is None]
@@ -376,19 +393,11 @@ class EdgeSession:
 
     def new_scheduler(self) -> EdgeScheduler:
         """A scheduler for one more video stream sharing this session (a browser call of
-        ``pedsam serve``): its own motion estimate and exposure ledger, the session's settings."""
-        config = self.config
-        return EdgeScheduler.build(
-            config.rotation,
-            self.preset,
-            self.executor_names,
-            scheme=config.scheme,
-            secret=config.secret,
-            allow_single=config.allow_single_server,
-            standby=self.standby_names,
-            failover=config.on_failure,
-            health=self.fleet,
-        )
+        ``pedsam serve``): its own frame sequence, motion estimate and rotation, the session's
+        settings, and the session's exposure ledger, so budgets bound what each worker sees
+        across every stream."""
+        self._streams += 1
+        return self.scheduler.for_stream(str(self._streams))
 
     @property
     def executor_names(self) -> list[str]:
@@ -525,7 +534,8 @@ class EdgeSession:
         log.info("edge metrics on http://127.0.0.1:%d/metrics", self.metrics_port)
 
     def exposure_summary(self) -> dict[str, object]:
-        """What each server has seen so far (:meth:`pedsam.stream.core.scheduling.EdgeScheduler.summary`)."""
+        """What each server has seen so far, over every stream of the session
+        (:meth:`pedsam.stream.core.scheduling.EdgeScheduler.summary`)."""
         return self.scheduler.summary()
 
     async def decode(

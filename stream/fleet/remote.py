@@ -135,6 +135,7 @@ class RemoteWorker:
         security: ClientSecurity = ClientSecurity(insecure=True),
         via: str | None = None,
         probe_interval: float | None = 1.0,
+        provider: str | None = None,
     ) -> None:
         """``request_timeout``: seconds a segment request may take before the worker counts
         as failed (it hangs or is overloaded); None waits as long as the stream lives.
@@ -142,8 +143,10 @@ class RemoteWorker:
         token and TLS identity stay ``address``'s. ``probe_interval``: seconds between link
         probes after the :data:`PROBES_ON_CONNECT` sent on connecting; None: only those.
         ``compression``: a name of :data:`pedsam.workers.entropy.COMPRESSIONS` to compress tensors
-        with, both ways, when the worker lists it (else plain bytes), or ``"off"``."""
+        with, both ways, when the worker lists it (else plain bytes), or ``"off"``.
+        ``provider``: who runs the worker (see :mod:`pedsam.stream.fleet.providers`), logged with it."""
         self.address = address
+        self.provider = provider
         self.via = via
         self._probe_interval = probe_interval
         self._prober: asyncio.Task[None] | None = None
@@ -215,8 +218,8 @@ class RemoteWorker:
                 break
         else:
             self._prober = asyncio.create_task(self._probe_every(), name=f"probe {self.address}")
-        log.info("connected to worker %s (%s on %s, %s)", self.address, info.preset, info.device or "unknown device",
-                 info.compute_dtype or "fp32")
+        log.info("connected to worker %s at provider %s (%s on %s, %s)", self.address, self.provider or "unnamed",
+                 info.preset, info.device or "unknown device", info.compute_dtype or "fp32")
         return info
 
     @property

@@ -24,11 +24,13 @@ from pedsam.stream.privacy.report import VideoResult  # noqa: E402
 __all__ = ["METRICS", "render_html"]
 
 METRICS: tuple[tuple[str, str, str], ...] = (
-    ("exposure", "max_frame_share", "largest share of one frame"),
+    ("exposure", "max_frame_share", "largest share of one frame's picture"),
     ("exposure", "max_scene_share", "largest share of the scene over the horizon"),
+    ("exposure", "max_run_scene_share", "largest share of the scene since the start"),
+    ("exposure", "coalition_run_scene_share", "worst coalition: share of the scene since the start"),
     ("exposure", "max_distinct_windows", "distinct window slots seen over the horizon"),
-    ("exposure", "longest_run", "longest run on one window (frames)"),
-    ("exposure", "edge_share", "windows the edge computed itself"),
+    ("exposure", "longest_run", "longest run on one piece of scene (frames)"),
+    ("exposure", "edge_share", "picture windows the edge computed itself"),
     ("mosaic", "coverage_mean", "mosaic: coverage of the current frame (mean)"),
     ("mosaic", "psnr_db_mean", "mosaic: PSNR over covered pixels (dB)"),
     ("mosaic", "ssim_mean", "mosaic: SSIM over covered pixels"),
@@ -54,7 +56,7 @@ def _image_png(image: np.ndarray, height: int = 180) -> str:
 
 def _bars(videos: Sequence[dict[str, Any]]) -> str:
     labels = list(videos[0]["policies"])
-    figure, axes = plt.subplots(2, 5, figsize=(20, 7))
+    figure, axes = plt.subplots(2, 6, figsize=(24, 7))
     width = 0.8 / max(1, len(videos))
     for axis, (group, key, title) in zip(axes.flat, METRICS):
         for i, video in enumerate(videos):
@@ -90,15 +92,17 @@ def _fmt(value: Any) -> str:
 
 
 def _budget(budget: dict[str, Any]) -> str:
-    """The report's budget in words, e.g. ``scene cap 0.5 of a frame over 50 frames, over budget: edge``."""
-    caps = []
-    if budget.get("frame_cap") is not None:
-        caps.append(f"frame cap {budget['frame_cap']:g}")
+    """A budget in words, e.g. ``frame cap auto, scene cap 0.5 of the scene since the start, over budget: edge``."""
+    caps = [f"frame cap {budget.get('frame_cap', 'auto')}"]
     if budget.get("scene_cap") is not None:
-        caps.append(f"scene cap {budget['scene_cap']:g} of a frame over {budget['horizon']} frames")
-    if not caps:
-        return f"none (horizon {budget['horizon']} frames)"
-    return ", ".join(caps) + f", over budget: {budget['on_exceed']}"
+        caps.append(f"scene cap {budget['scene_cap']} of the scene since the start")
+    if budget.get("horizon_cap") is not None:
+        caps.append(f"{budget['horizon_cap']} frames' worth of scene over {budget['horizon']} frames")
+    if budget.get("run_cap") is not None:
+        caps.append(f"runs of at most {budget['run_cap']} frames")
+    if budget.get("coalition_cap") is not None:
+        caps.append(f"coalitions of {budget['coalition']} capped at {budget['coalition_cap']}")
+    return ", ".join(caps) + f" (horizon {budget['horizon']} frames), over budget: {budget['on_exceed']}"
 
 
 def render_html(report: dict[str, Any], results: Sequence[VideoResult]) -> str:
@@ -114,9 +118,14 @@ def render_html(report: dict[str, Any], results: Sequence[VideoResult]) -> str:
         f"<p>Model {html.escape(report['model'])} (patch embedding {report['embed_dim']} channels from "
         f"{report['patch_pixels']} pixel values per patch); {report['servers']} shares per frame, scheme "
         f"{html.escape(report['scheme'])}, pooled with {report['pool_size']} servers per slot; budget "
-        f"{html.escape(_budget(report['budget']))}. Each figure is the worst single server of a policy; "
+        f"{html.escape(_budget(report['budget']))}. Each figure is the worst single server of a policy (the "
+        f"coalition column: the worst set of up to {report['coalitions']} servers); "
         "<em>monolithic</em> is one cloud server receiving whole frames.</p>",
     ]
+    if report.get("defaults"):
+        defaults = report["defaults"]
+        parts.append(f"<p><em>defaults</em> is a run with no flags: rotation {html.escape(defaults['rotation'])}, "
+                     f"scheme {html.escape(defaults['scheme'])}, budget {html.escape(_budget(defaults))}.</p>")
     if report["random_weights"]:
         parts.append("<p><strong>Seeded random weights.</strong> Token inversion needs only the patch "
                      "embedding, which a server knows for any public model; untrained weights invert as well "

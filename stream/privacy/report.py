@@ -15,13 +15,17 @@ prologue gives each frame's first-segment tokens; the camera offset comes from
   filled grey) against the same detectors on the true frame.
 
 Per policy the report gives the worst server (the one whose mosaic covers most of the frame,
-and for detection the one with most matches), since one curious server is the threat. The
-``monolithic`` baseline is one cloud server receiving every window of every frame.
-Servers are named ``s0, s1, ...``; ``pooled`` uses ``servers * pool_size`` of them.
+and for detection the one with most matches), since one curious server is the threat, and the
+worst coalition of up to ``coalitions`` servers by the share of the scene they saw together since
+the start. The ``monolithic`` baseline is one cloud server receiving every window of every frame.
+The ``defaults`` row is what a run with no flags does (``ReportConfig.defaults``: the default
+rotation, scheme and budget), whatever the report's own policies, scheme and budget. Servers are
+named ``s0, s1, ...``; ``pooled`` uses ``servers * pool_size`` of them.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import statistics
@@ -35,8 +39,10 @@ import numpy as np
 from pedsam.partitioner.assignment import EDGE
 from pedsam.partitioner.geometry import WindowGrid
 from pedsam.partitioner.rotation import ROTATIONS, make_rotation
-from pedsam.partitioner.scheduler import Budget, Scheduler
+from pedsam.partitioner.budget import Budget
+from pedsam.partitioner.scheduler import Scheduler
 from pedsam.stream.core.motion import MotionEstimator, content_tokens, input_scale, token_offset
+from pedsam.stream.core.scheduling import DEFAULT_SCHEME, RotationSettings
 from pedsam.stream.errors import ConfigError
 from pedsam.stream.media.video import probe_video, read_frames
 from pedsam.stream.privacy.detection import Detectors, matched
@@ -44,12 +50,14 @@ from pedsam.stream.privacy.inversion import TokenInverter, prologue
 from pedsam.stream.privacy.mosaic import Mosaic, psnr, ssim
 from pedsam.workers.models import ModelSource, get_preset
 
-__all__ = ["BASELINE", "PolicyResult", "ReportConfig", "VideoResult", "run_report"]
+__all__ = ["BASELINE", "DEFAULTS", "PolicyResult", "ReportConfig", "VideoResult", "run_report"]
 
 log = logging.getLogger(__name__)
 
 BASELINE = "monolithic"
 """The label of the one-cloud-server baseline."""
+DEFAULTS = "defaults"
+"""The label of the row with no flags: the default rotation, scheme and budget."""
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -71,7 +79,9 @@ class ReportConfig:
         secret: the edge secret of ``keyed-random`` and the ``random`` scheme (fixed, so the
             report is reproducible).
         motion: estimate camera motion; off, every frame is at offset 0 (right for a camera
-            known to be fixed, where objects moving through the shot only bias the estimate).
+            known to be fixed).
+        coalitions: report the worst coalition of up to this many servers (below 2: none).
+        defaults: the rotation settings and scheme of the ``defaults`` row; None: no such row.
     """
 
     model: ModelSource
@@ -86,6 +96,8 @@ class ReportConfig:
     detect_every: int = 25
     secret: bytes = b"pedsam privacy report"
     motion: bool = True
+    coalitions: int = 2
+    defaults: tuple[RotationSettings, str] | None = (RotationSettings(), DEFAULT_SCHEME)
 
     def __post_init__(self) -> None:
         unknown = [p for p in self.policies if p not in ROTATIONS]
@@ -106,6 +118,8 @@ class PolicyResult:
     servers: tuple[str, ...]
     scheduler: Scheduler
     mosaics: dict[str, Mosaic]
+    scheme: str = ""
+    modes: dict[str, int] = field(default_factory=dict)  # frames per policy mode (adaptive: still / travel)
     frames: list[int] = field(default_factory=list)
     coverage: list[float] = field(default_factory=list)
     psnr: list[float | None] = field(default_factory=list)
@@ -117,18 +131,27 @@ class PolicyResult:
     def to_json(self, num_windows: int) -> dict[str, Any]:
         summary = self.scheduler.summary()
         servers = summary["exposure"].values()
+        coalitions = summary.get("coalitions", {})
+        worst = max(coalitions, key=lambda name: coalitions[name]["max_run_scene_share"], default=None)
         defined_psnr = [v for v in self.psnr if v is not None]
         defined_ssim = [v for v in self.ssim if v is not None]
         return {
             "servers": len(self.servers),
             "slots": summary["slots"],
+            "scheme": self.scheme,
+            "budget": summary["budget"],
+            "modes": dict(self.modes),
             "exposure": {
                 "max_frame_share": max(s["max_frame_share"] for s in servers),
                 "max_distinct_windows": max(s["max_distinct_windows"] for s in servers) / num_windows,
                 "max_scene_share": max(s["max_scene_share"] for s in servers),
+                "run_scene_share": max(s["run_scene_share"] for s in servers),
+                "max_run_scene_share": max(s["max_run_scene_share"] for s in servers),
                 "max_scene_frames": max(s["max_scene_frames"] for s in servers),
                 "longest_run": max(s["longest_run"] for s in servers),
                 "edge_share": summary["edge_share"],
+                "worst_coalition": worst,
+                "coalition_run_scene_share": None if worst is None else coalitions[worst]["max_run_scene_share"],
             },
             "mosaic": {
                 "coverage_mean": _round(statistics.fmean(self.coverage)) if self.coverage else None,
@@ -178,22 +201,37 @@ def _window_masks(grid: WindowGrid, frame_size: tuple[int, int], img_size: int, 
     return masks
 
 
+def _tracking(budget: Budget, servers: int, coalitions: int) -> Budget:
+    """``budget`` also tracking coalitions of up to ``coalitions`` servers (fewer than all of
+    them), with no cap on those it tracks only for the report."""
+    size = min(coalitions, servers - 1)
+    if size <= budget.coalition:
+        return budget
+    return dataclasses.replace(budget, coalition=size, coalition_cap=None)
+
+
 def _policies(config: ReportConfig, grid: WindowGrid, frame_size: tuple[int, int], low: tuple[float, float],
               high: tuple[float, float]) -> list[PolicyResult]:
     k = config.servers
     out = []
     cloud = make_rotation("fixed", grid, ["cloud"], allow_single=True)
-    plans: list[tuple[str, Any]] = [(BASELINE, Scheduler(cloud, grid, Budget(horizon=config.budget.horizon)))]
+    plans: list[tuple[str, Scheduler, str]] = [
+        (BASELINE, Scheduler(cloud, grid, Budget(horizon=config.budget.horizon)), "whole frames")]
+    rows: list[tuple[str, str, str, Budget, int | None]] = []
     for name in config.policies:
+        rows.append((name, name, config.scheme, config.budget, k if name in ("pooled", "keyed-random") else None))
+    if config.defaults is not None:
+        settings, scheme = config.defaults
+        rows.append((DEFAULTS, settings.policy, scheme, settings.budget, settings.slots))
+    for label, name, scheme, budget, slots in rows:
         count = k * config.pool_size if name == "pooled" else k
-        servers = [f"s{i}" for i in range(count)]
-        policy = make_rotation(name, grid, servers, scheme=config.scheme, secret=config.secret,
-                               slots=k if name in ("pooled", "keyed-random") else None)
-        plans.append((name, Scheduler(policy, grid, config.budget)))
-    for label, scheduler in plans:
-        servers = scheduler.policy.servers
-        out.append(PolicyResult(label=label, servers=servers, scheduler=scheduler,
-                                mosaics={s: Mosaic(frame_size, low, high) for s in servers}))
+        policy = make_rotation(name, grid, [f"s{i}" for i in range(count)], scheme=scheme, secret=config.secret,
+                               slots=slots)
+        plans.append((label, Scheduler(policy, grid, _tracking(budget, count, config.coalitions)), scheme))
+    for label, scheduler, scheme in plans:
+        names = scheduler.policy.servers
+        out.append(PolicyResult(label=label, servers=names, scheduler=scheduler, scheme=scheme,
+                                mosaics={s: Mosaic(frame_size, low, high) for s in names}))
     return out
 
 
@@ -248,6 +286,7 @@ def evaluate_video(
             truth = image
         for result in results:
             scheduled = result.scheduler.schedule(index, offset=offset, content=content)
+            result.modes[scheduled.mode] = result.modes.get(scheduled.mode, 0) + 1
             for server, ids in scheduled.assignment.shares.items():
                 if server == EDGE or not ids:
                     continue
@@ -266,6 +305,7 @@ def evaluate_video(
         "frames": len(frames),
         "stride": config.stride,
         "windows_per_frame": grid.num_windows,
+        "padding_windows": grid.num_windows - len(grid.picture_windows(content)),  # the edge's, every segment
         "content_tokens": list(content),
         "motion": {
             "estimated": config.motion,
@@ -339,6 +379,9 @@ def run_report(
         "pool_size": config.pool_size,
         "scheme": config.scheme,
         "budget": config.budget.to_json(),
+        "coalitions": config.coalitions,
+        "defaults": None if config.defaults is None else {"scheme": config.defaults[1],
+                                                         **config.defaults[0].to_json()},
         "eval_every": config.eval_every,
         "detect_every": config.detect_every,
         "videos": [r.record for r in results],

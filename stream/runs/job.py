@@ -126,7 +126,8 @@ async def run_source(
         for view in views:
             view.close()
         if recorder is not None:
-            summary["max_windows_per_server"] = recorder.audit.max_share
+            summary["max_windows_per_server"] = recorder.audit.max_windows
+            summary["max_picture_share_per_server"] = round(recorder.audit.max_share, 6)
             await asyncio.to_thread(recorder.close, summary if finished else None)
     return summary
 

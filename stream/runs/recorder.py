@@ -96,7 +96,7 @@ class Recorder:
         rate: frames per second of ``overlay.mp4`` (default 30).
         size: (W, H) of the overlay; default the first recorded frame's (later frames of
             another size are scaled to it).
-        num_windows, cap: the frame's window count and the per-frame cap, for the audit log.
+        num_windows: the frame's window count, for the audit log.
         banner: drawn on every frame (the weights' note), or None.
         weights: noted in every ``masks.jsonl`` record, or None.
     """
@@ -108,7 +108,6 @@ class Recorder:
         rate: fractions.Fraction | None = None,
         size: tuple[int, int] | None = None,
         num_windows: int,
-        cap: int,
         banner: str | None = None,
         weights: str | None = None,
     ) -> None:
@@ -126,7 +125,7 @@ class Recorder:
         self._closed = False
         self._overlay: OverlayWriter | None = None
         self._records = MaskRecordWriter(self.out / "masks.jsonl")
-        self.audit = AuditWriter(self.out / "audit.jsonl", num_windows=num_windows, cap=cap)
+        self.audit = AuditWriter(self.out / "audit.jsonl", num_windows=num_windows)
 
     @property
     def paths(self) -> list[Path]:

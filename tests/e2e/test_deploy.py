@@ -19,6 +19,7 @@ import yaml
 from dockerfile_parse import DockerfileParser
 
 from pedsam.stream.cli.main import parse
+from pedsam.stream.cli.settings import addresses
 from pedsam.stream.fleet.remote import RemoteWorker
 from pedsam.stream.fleet.transport import ClientSecurity
 from pedsam.workers.certs import make_demo_pki
@@ -157,12 +158,14 @@ def test_compose_services_agree_with_the_cli_and_the_certs_they_use(tmp_path: Pa
     edge = shlex.split(services["edge"]["command"][0].split("&&")[1])
     assert edge[:2] == ["pedsam", "run"]
     run = parse(edge[1:])[1]
-    assert run["workers"] == ",".join(f"{h}:50051" for h in hosts)
+    # Every worker names its provider (in a real deployment, each its own; here one machine plays three).
+    assert run["workers"] == ",".join(f"{h}:50051@provider-{h[-1]}" for h in hosts)
+    assert addresses(run["workers"]) == tuple(f"{h}:50051" for h in hosts)
     files.update([run["tls_ca"], run["tls_cert"], run["tls_key"], run["token_file"]])
     for path in files:
         assert (made / Path(path).name).is_file(), path
     tokens = (made / "edge-tokens").read_text().split()
-    assert tokens[0::2] == run["workers"].split(",")
+    assert tuple(tokens[0::2]) == addresses(run["workers"])
 
 
 def manifests() -> list[dict[str, Any]]:

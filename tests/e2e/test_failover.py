@@ -70,15 +70,19 @@ def assert_exact(session: EdgeSession, frames: list[np.ndarray], embeddings: lis
         assert float((embedding.tensor - want).abs().max() / want.abs().max()) <= 1e-4
 
 
-def assert_audit(embeddings: list[Embedding], cap: int, windows: int) -> dict[str, int]:
-    """Every window computed once per segment, servers within the cap; returns failovers per worker."""
+def assert_audit(embeddings: list[Embedding], windows: int) -> dict[str, int]:
+    """Every window computed once per segment, servers within the per-frame cap (a share of the
+    frame's picture, from the frame's exposure record); returns failovers per worker."""
     failovers: dict[str, int] = {}
     for embedding in embeddings:
+        exposure = embedding.audit.exposure
+        assert exposure is not None
+        picture, cap = exposure["picture"], exposure["limits"]["frame"]
         for segment in embedding.audit.segments:
             computed = sorted(w for ids in segment.shares.values() for w in ids)
             assert computed == list(range(windows))
             for name, ids in segment.shares.items():
-                assert name == EDGE or len(ids) <= cap
+                assert name == EDGE or sum(picture[w] for w in ids) <= cap * sum(picture) + 1e-6
             for name, record in segment.failover.items():
                 assert set(record["edge"]) <= set(segment.shares[EDGE])
                 failovers[name] = failovers.get(name, 0) + 1
@@ -94,7 +98,7 @@ async def test_kill_9_mid_video_fails_over_to_the_edge_exactly() -> None:
 
         embeddings = await embed_all(session, FRAMES, 4, kill)
         assert_exact(session, FRAMES, embeddings)
-        failovers = assert_audit(embeddings, session.scheduler.window_cap, 9)
+        failovers = assert_audit(embeddings, 9)
         assert failovers.get(victim, 0) >= 1
         # Frames scheduled after the failure never name the dead worker.
         last = embeddings[-1].audit
@@ -130,7 +134,7 @@ async def test_a_worker_that_closes_its_stream_is_failed_over() -> None:
 
         embeddings = await embed_all(session, FRAMES[:6], 2, stop)
         assert_exact(session, FRAMES[:6], embeddings)
-        assert assert_audit(embeddings, session.scheduler.window_cap, 9).get(victim, 0) >= 1
+        assert assert_audit(embeddings, 9).get(victim, 0) >= 1
         assert session.fleet_summary()["down"] == [victim]
 
 
@@ -182,7 +186,7 @@ async def test_a_standby_takes_over_within_its_budget() -> None:
 
         embeddings = await embed_all(session, FRAMES, 2, kill)
         assert_exact(session, FRAMES, embeddings)
-        assert_audit(embeddings, session.scheduler.window_cap, 9)
+        assert_audit(embeddings, 9)
         used = [e for e in embeddings if standby in e.audit.assignment.shares]
         assert used, "the standby never took over"
         for embedding in embeddings:
@@ -215,7 +219,7 @@ async def test_a_batch_run_loses_no_frame_when_a_worker_dies(tmp_path: Path) -> 
             os.kill(victim.pid, signal.SIGKILL)
 
         kill = asyncio.create_task(killer())
-        recorder = Recorder(out, num_windows=session.encoder.grid.num_windows, cap=session.scheduler.window_cap)
+        recorder = Recorder(out, num_windows=session.encoder.grid.num_windows)
         summary = await run_source(session, FileSource(clip.path), [ObjectPrompt(points=((40.0, 40.0),), labels=(1,))],
                                    RunSettings(), recorder=recorder)
         await kill
@@ -226,6 +230,8 @@ async def test_a_batch_run_loses_no_frame_when_a_worker_dies(tmp_path: Path) -> 
     assert any("failover" in line for line in audit)
     for line in audit:
         assert sorted(w for ids in line["shares"].values() for w in ids) == list(range(line["num_windows"]))
-        assert all(len(ids) <= line["cap"] for name, ids in line["shares"].items() if name != EDGE)
+        picture = line["picture"]
+        assert all(sum(picture[w] for w in ids) <= line["cap"] * sum(picture) + 1e-6
+                   for name, ids in line["shares"].items() if name != EDGE)
     fleet = json.loads((out / "summary.json").read_text())["fleet"]
     assert fleet["events"][0]["event"] == "down"

@@ -73,7 +73,9 @@ def check_outputs(out: Path, frames: int, workers: list[str]) -> list[dict[str, 
     for line in audit:
         windows = sorted(w for ids in line["shares"].values() for w in ids)
         assert windows == list(range(line["num_windows"]))
-        assert max(len(ids) for ids in line["shares"].values()) <= line["cap"]
+        picture = line["picture"]  # a server's share: its windows' picture tokens over the frame's
+        assert all(sum(picture[w] for w in ids) <= line["cap"] * sum(picture) + 1e-6
+                   for name, ids in line["shares"].items() if name != "edge")
     return records
 
 

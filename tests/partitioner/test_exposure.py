@@ -6,6 +6,8 @@ what the scheduler sent, and check every cap on every frame.
 
 from __future__ import annotations
 
+import dataclasses
+import itertools
 from collections.abc import Sequence
 
 import pytest
@@ -13,8 +15,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pedsam.partitioner.assignment import EDGE, Assignment
+from pedsam.partitioner.balance import share_bound
 from pedsam.partitioner.errors import BudgetError, PartitionError
-from pedsam.partitioner.exposure import ExposureLedger
+from pedsam.partitioner.exposure import ExposureLedger, ServerExposure
 from pedsam.partitioner.geometry import WindowGrid
 from pedsam.partitioner.rotation import ROTATIONS, make_rotation
 from pedsam.partitioner.scheduler import Budget, Scheduler
@@ -39,21 +42,24 @@ def scene_cells(grid: WindowGrid, ids: Sequence[int], offset: tuple[float, float
 def test_static_fixed_camera_exposure_is_the_share() -> None:
     grid = VIT_B
     scheduler = Scheduler(make_rotation("fixed", grid, SERVERS[:3], scheme="rows"), grid, Budget(horizon=10))
-    content = (48, 64)  # a 4:3 frame: the bottom 16 token rows are padding
+    content = (48, 64)  # a 4:3 frame: the bottom 16 token rows, the last row of windows, are padding
     for frame in range(5):
         scheduled = scheduler.schedule(frame, content=content)
     total = content[0] * content[1]
+    assert scheduled.padding == (20, 21, 22, 23, 24)
+    assert set(scheduled.padding) <= set(scheduled.assignment.shares[EDGE]) and not scheduled.to_edge
+    assert scheduled.exposure.edge_windows == 0  # padding is no extra work for the edge
     for name, ids in scheduled.assignment.shares.items():
+        if name == EDGE:
+            continue
         mine = len(scene_cells(grid, ids, (0, 0), content))
         e = scheduled.exposure.servers[name]
-        assert e.frame_share == pytest.approx(mine / total)
-        assert e.scene_share == pytest.approx(mine / total)
+        assert e.frame_share == pytest.approx(mine / total) and e.frame_share <= 1 / 3 + 196 / total
+        assert e.scene_share == e.run_scene_share == pytest.approx(mine / total)
         assert e.distinct_windows == len(ids)
         assert e.run == 5
-    # The last band is rows 3-4 of windows: token rows 42-63, of which only 42-47 hold pixels.
-    # Rows: the last share is windows 17-24; of those only row 3 (token rows 42-47) holds pixels.
-    assert scheduled.exposure.servers[SERVERS[2]].frame_share == pytest.approx(6 * (64 - 28) / total)
     assert scheduler.summary()["exposure"][SERVERS[0]]["longest_run"] == 5
+    assert scheduler.summary()["edge_share"] == 0.0
 
 
 def test_round_robin_on_a_still_camera_shows_every_server_the_whole_scene() -> None:
@@ -105,7 +111,7 @@ def test_pooled_servers_never_see_a_window_two_frames_running() -> None:
 
 
 def test_budget_moves_windows_to_the_edge_never_to_another_server() -> None:
-    scheduler = Scheduler(make_rotation("round-robin", VIT_B, SERVERS[:3]), VIT_B, Budget(scene_cap=0.5, horizon=20))
+    scheduler = Scheduler(make_rotation("round-robin", VIT_B, SERVERS[:3]), VIT_B, Budget(horizon_cap=0.5, horizon=20))
     moved = 0
     for frame in range(6):
         scheduled = scheduler.schedule(frame)
@@ -115,6 +121,7 @@ def test_budget_moves_windows_to_the_edge_never_to_another_server() -> None:
         assert sorted(scheduled.assignment.shares.get(EDGE, ())) == sorted(
             w for ids in scheduled.to_edge.values() for w in ids
         )
+        assert all("frames' worth" in why for why in scheduled.reasons.values())
         moved += len(scheduled.assignment.shares.get(EDGE, ()))
         assert all(e.scene_share <= e.scene_frames <= 0.5 for e in scheduled.exposure.servers.values())
     assert moved > 0
@@ -123,7 +130,7 @@ def test_budget_moves_windows_to_the_edge_never_to_another_server() -> None:
 
 def test_stop_setting_raises_before_anything_is_sent() -> None:
     scheduler = Scheduler(
-        make_rotation("round-robin", VIT_B, SERVERS[:3]), VIT_B, Budget(scene_cap=0.5, on_exceed="stop")
+        make_rotation("round-robin", VIT_B, SERVERS[:3]), VIT_B, Budget(horizon_cap=0.5, on_exceed="stop")
     )
     scheduler.schedule(0)
     with pytest.raises(BudgetError, match=r"frame 1: the cap of 0.5 frames' worth of scene over 50 frames .* a:1"):
@@ -131,11 +138,65 @@ def test_stop_setting_raises_before_anything_is_sent() -> None:
     assert scheduler.ledger.frames == 1
 
 
+def test_the_auto_scene_cap_never_holds_back_a_still_camera_and_stops_rotation() -> None:
+    content = (48, 64)
+    for scheme in ("interleaved", "contiguous", "rows"):
+        still = Scheduler(make_rotation("fixed", VIT_B, SERVERS[:3], scheme=scheme), VIT_B, Budget(scene_cap="auto"))
+        for frame in range(20):
+            assert not still.schedule(frame, content=content).to_edge
+    rotating = Scheduler(make_rotation("round-robin", VIT_B, SERVERS[:3]), VIT_B, Budget(scene_cap="auto"))
+    limit = share_bound(VIT_B.picture_tokens(content)[:20], 3)
+    for frame in range(20):
+        scheduled = rotating.schedule(frame, content=content)
+        assert scheduled.limits.scene == pytest.approx(limit)
+        assert all(e.run_scene_share <= limit + 1e-9 for e in scheduled.exposure.servers.values())
+    assert rotating.summary()["edge_share"] > 0.5  # rotating a still scene is what the cap refuses
+
+
+def test_the_scene_cap_counts_the_whole_run_not_the_horizon() -> None:
+    # Round-robin with a horizon of 2 frames: the horizon forgets, the whole run does not.
+    scheduler = Scheduler(make_rotation("round-robin", VIT_B, SERVERS[:3]), VIT_B, Budget(scene_cap=0.6, horizon=2))
+    for frame in range(9):
+        scheduled = scheduler.schedule(frame)
+        for e in scheduled.exposure.servers.values():
+            assert e.run_scene_share <= 0.6 + 1e-9
+    summary = scheduler.summary()["exposure"]
+    assert max(s["run_scene_share"] for s in summary.values()) > 0.5
+
+
+def test_the_run_cap_rests_a_piece_of_scene_on_the_edge_for_a_frame() -> None:
+    scheduler = Scheduler(make_rotation("fixed", VIT_B, SERVERS[:3]), VIT_B, Budget(run_cap=4))
+    rested = []
+    for frame in range(12):
+        scheduled = scheduler.schedule(frame, content=(48, 64))
+        rested.append(bool(scheduled.to_edge))
+        assert all(e.run <= 4 for e in scheduled.exposure.servers.values())
+        if scheduled.to_edge:
+            assert all("run cap of 4" in why for why in scheduled.reasons.values())
+    assert rested == [False] * 4 + [True] + [False] * 4 + [True] + [False] * 2
+    assert scheduler.summary()["exposure"][SERVERS[0]]["longest_run"] == 4
+
+
+def test_runs_follow_the_scene_not_the_window() -> None:
+    # Scene-anchored on a pan: a server holds the same piece of scene while its window ids change.
+    grid = VIT_B
+    scheduler = Scheduler(make_rotation("scene-anchored", grid, SERVERS[:3], scheme="columns"), grid, Budget())
+    for frame in range(8):
+        scheduled = scheduler.schedule(frame, offset=(0.0, 14.0 * frame))  # one window a frame
+    assert max(e.run for e in scheduled.exposure.servers.values()) >= 4
+    assert max(e.distinct_windows for e in scheduled.exposure.servers.values()) > 9
+
+
 @pytest.mark.parametrize(
     ("kwargs", "words"),
     [
         ({"frame_cap": 0.0}, "in \\(0, 1\\]"),
-        ({"scene_cap": 1.5}, "in \\(0, 1\\]"),
+        ({"scene_cap": 1.5}, "in \\(0, 1\\] or 'auto'"),
+        ({"scene_cap": "most"}, "or 'auto'"),
+        ({"horizon_cap": 0.0}, "horizon_cap"),
+        ({"run_cap": 0}, "run_cap"),
+        ({"coalition": 0}, "coalition"),
+        ({"coalition_cap": 2.0}, "coalition_cap"),
         ({"horizon": 0}, "horizon"),
         ({"on_exceed": "ignore"}, "on_exceed"),
     ],
@@ -146,11 +207,15 @@ def test_bad_budgets_are_refused(kwargs: dict[str, object], words: str) -> None:
 
 
 @st.composite
-def runs(draw: st.DrawFn) -> dict[str, object]:
+def runs(draw: st.DrawFn, coalition: int = 1) -> dict[str, object]:
     window = draw(st.integers(2, 6))
-    grid = WindowGrid(draw(st.integers(window, 4 * window)), draw(st.integers(window + 1, 4 * window)), window)
-    servers = draw(st.integers(2, 5))
-    servers = min(servers, grid.num_windows)
+    low = window if coalition == 1 else 2 * window
+    grid = WindowGrid(draw(st.integers(low, 4 * window)), draw(st.integers(low + 1, 4 * window)), window)
+    content = (draw(st.integers(1, grid.grid_h)), draw(st.integers(1, grid.grid_w)))
+    if len(grid.picture_windows(content)) < coalition + 1:
+        content = (grid.grid_h, grid.grid_w)  # at least 2x2 windows: room for coalition + 1 servers
+    pictured = len(grid.picture_windows(content))
+    servers = max(coalition + 1, min(draw(st.integers(2, 5)), pictured))
     rotation = draw(st.sampled_from(ROTATIONS))
     scheme = draw(st.sampled_from(SCHEMES))
     frames = draw(st.integers(1, 14))
@@ -160,32 +225,54 @@ def runs(draw: st.DrawFn) -> dict[str, object]:
     for dy, dx in steps:
         offsets.append((y, x))
         y, x = y + dy, x + dx
-    content = (draw(st.integers(1, grid.grid_h)), draw(st.integers(1, grid.grid_w)))
     budget = Budget(
         frame_cap=draw(st.none() | st.floats(0.05, 1.0)),
-        scene_cap=draw(st.none() | st.floats(0.05, 1.0)),
+        scene_cap=draw(st.none() | st.just("auto") | st.floats(0.05, 1.0)),
+        horizon_cap=draw(st.none() | st.floats(0.05, 1.0)),
+        run_cap=draw(st.none() | st.integers(1, 4)),
+        coalition=coalition,
+        coalition_cap=draw(st.none() | st.just("auto") | st.floats(0.05, 1.0)) if coalition > 1 else None,
         horizon=draw(st.integers(1, 6)),
     )
     return {"grid": grid, "servers": tuple(f"w{i}" for i in range(servers)), "rotation": rotation,
             "scheme": scheme, "offsets": offsets, "content": content, "budget": budget}
 
 
-@settings(max_examples=150, deadline=None)
-@given(runs())
-def test_caps_hold_and_the_ledger_matches_brute_force(run: dict[str, object]) -> None:
+def longest_run(sent: list[tuple[Assignment, tuple[float, float]]], grid: WindowGrid, server: str,
+                content: tuple[int, int]) -> int:
+    """Brute force: the longest run of consecutive frames, up to the last, holding one scene cell."""
+    held = [scene_cells(grid, a.shares.get(server, ()), o, content) for a, o in sent]
+    best = 0
+    for cell in held[-1]:
+        length = 0
+        for cells in reversed(held):
+            if cell not in cells:
+                break
+            length += 1
+        best = max(best, length)
+    return best
+
+
+def drive(run: dict[str, object]) -> None:
+    """Schedule a run (and the same run with on_exceed="stop"), checking every figure and cap
+    against a brute-force recount from what was sent."""
     grid: WindowGrid = run["grid"]  # type: ignore[assignment]
     servers: tuple[str, ...] = run["servers"]  # type: ignore[assignment]
     budget: Budget = run["budget"]  # type: ignore[assignment]
     offsets: list[tuple[float, float]] = run["offsets"]  # type: ignore[assignment]
     content: tuple[int, int] = run["content"]  # type: ignore[assignment]
     policy = make_rotation(str(run["rotation"]), grid, servers, scheme=str(run["scheme"]), secret=b"k")
+    twin = make_rotation(str(run["rotation"]), grid, servers, scheme=str(run["scheme"]), secret=b"k")
     scheduler = Scheduler(policy, grid, budget)
-    stopper = Scheduler(policy, grid, Budget(frame_cap=budget.frame_cap, scene_cap=budget.scene_cap,
-                                             horizon=budget.horizon, on_exceed="stop"))
+    stopper = Scheduler(twin, grid, dataclasses.replace(budget, on_exceed="stop"))
     stopped = False
     sent: list[tuple[Assignment, tuple[float, float]]] = []
+    picture = grid.picture_tokens(content)
+    total = content[0] * content[1]
+    parties = [p for size in range(1, budget.coalition + 1) for p in itertools.combinations(servers, size)]
     for frame, offset in enumerate(offsets):
         scheduled = scheduler.schedule(frame, offset=offset, content=content)
+        limits = scheduled.limits
         moved = bool(scheduled.to_edge)
         if not stopped:
             if moved:
@@ -196,35 +283,102 @@ def test_caps_hold_and_the_ledger_matches_brute_force(run: dict[str, object]) ->
                 assert stopper.schedule(frame, offset=offset, content=content).assignment == scheduled.assignment
         assignment = scheduled.assignment
         sent.append((assignment, offset))
-        # Coverage, and nothing handed from one server to another.
+        # Coverage, padding on the edge, and nothing handed from one server to another.
         owners = sorted(w for ids in assignment.shares.values() for w in ids)
         assert owners == list(range(grid.num_windows))
+        assert set(scheduled.padding) == {w for w in range(grid.num_windows) if not picture[w]}
+        assert set(scheduled.padding) <= set(assignment.shares.get(EDGE, ()))
         for server, ids in assignment.shares.items():
             if server != EDGE:
                 assert set(ids) <= set(scheduled.proposed.shares[server])
-                assert len(ids) <= -(-grid.num_windows // policy.slots)
-        # Brute force over the horizon.
+                assert picture[list(ids)].sum() <= limits.frame * total + 1e-9
+        # Brute force over the horizon and the whole run.
         window = sent[-budget.horizon :]
         scene = set().union(*(scene_cells(grid, range(grid.num_windows), o, content) for _, o in window))
-        total = content[0] * content[1]
-        for server in servers:
-            now = scene_cells(grid, assignment.shares.get(server, ()), offset, content)
-            seen = set().union(*(scene_cells(grid, a.shares.get(server, ()), o, content) for a, o in window))
-            e = scheduled.exposure.servers[server]
+        whole = set().union(*(scene_cells(grid, range(grid.num_windows), o, content) for _, o in sent))
+        for party in parties:
+            def cells_of(a: Assignment, o: tuple[float, float]) -> set[tuple[int, int]]:
+                return set().union(*(scene_cells(grid, a.shares.get(s, ()), o, content) for s in party))
+
+            now = cells_of(assignment, offset)
+            seen = set().union(*(cells_of(a, o) for a, o in window))
+            ever = set().union(*(cells_of(a, o) for a, o in sent))
+            e = (scheduled.exposure.servers[party[0]] if len(party) == 1
+                 else scheduled.exposure.coalitions["+".join(party)])
             assert e.frame_share == pytest.approx(len(now) / total)
             assert e.scene_share == pytest.approx(len(seen) / len(scene))
+            assert e.run_scene_share == pytest.approx(len(ever) / len(whole))
             assert e.scene_frames == pytest.approx(len(seen) / total)
+            if len(party) > 1:
+                if limits.coalition is not None:
+                    assert len(ever) / len(whole) <= limits.coalition + 1e-9
+                continue
+            server = party[0]
+            assert isinstance(e, ServerExposure)
             assert e.distinct_windows == len({w for a, _ in window for w in a.shares.get(server, ())})
-            if budget.frame_cap is not None:
-                assert len(now) / total <= budget.frame_cap + 1e-9
-            if budget.scene_cap is not None:
-                assert len(seen) / len(scene) <= len(seen) / total <= budget.scene_cap + 1e-9
-            run_length = 0
-            for w in assignment.shares.get(server, ()):
-                length = 0
-                for a, _ in reversed(sent):
-                    if w not in a.shares.get(server, ()):
-                        break
-                    length += 1
-                run_length = max(run_length, length)
-            assert e.run == run_length
+            assert e.run == longest_run(sent, grid, server, content)
+            if limits.scene is not None:
+                assert len(ever) / len(whole) <= limits.scene + 1e-9
+            if limits.horizon is not None:
+                assert len(seen) / total <= limits.horizon + 1e-9
+            if limits.run is not None:
+                assert e.run <= limits.run
+
+
+@settings(max_examples=150, deadline=None)
+@given(runs())
+def test_caps_hold_and_the_ledger_matches_brute_force(run: dict[str, object]) -> None:
+    drive(run)
+
+
+@settings(max_examples=60, deadline=None)
+@given(runs(coalition=2))
+def test_coalitions_of_two_match_brute_force_and_their_cap_holds(run: dict[str, object]) -> None:
+    drive(run)
+
+
+@settings(max_examples=25, deadline=None)
+@given(runs(coalition=3))
+def test_coalitions_of_three_match_brute_force_and_their_cap_holds(run: dict[str, object]) -> None:
+    drive(run)
+
+
+def test_a_coalition_sees_the_union_and_its_cap_holds_back_rotation() -> None:
+    servers = SERVERS[:3]
+    free = Scheduler(make_rotation("round-robin", VIT_B, servers), VIT_B, Budget(coalition=2))
+    for frame in range(3):
+        scheduled = free.schedule(frame, content=(48, 64))
+    pair = scheduled.exposure.coalitions["a:1+b:1"]
+    assert pair.run_scene_share == pytest.approx(1.0)  # round-robin: two workers pool the whole scene
+    assert set(free.summary()["coalitions"]) == {"a:1+b:1", "a:1+c:1", "b:1+c:1"}
+    capped = Scheduler(make_rotation("round-robin", VIT_B, servers), VIT_B, Budget(coalition=2, coalition_cap="auto"))
+    for frame in range(6):
+        scheduled = capped.schedule(frame, content=(48, 64))
+        assert all(c.run_scene_share <= scheduled.limits.coalition + 1e-9 for c in scheduled.exposure.coalitions.values())
+    assert scheduled.limits.coalition == pytest.approx(2 * share_bound(VIT_B.picture_tokens((48, 64))[:20], 3))
+    with pytest.raises(PartitionError, match="coalition of 3 of 3 workers"):
+        Scheduler(make_rotation("fixed", VIT_B, servers), VIT_B, Budget(coalition=3))
+
+
+def test_two_streams_keep_their_own_rotation_and_share_the_budgets() -> None:
+    # Two calls whose frames alternate, over one ledger: pooled rotates within each call's own
+    # frame sequence (a shared counter would give each call every other frame: a fixed pool slot).
+    servers = ("a:1", "b:1", "c:1", "d:1")
+    budget = Budget(horizon_cap=0.6, horizon=10)
+    first = Scheduler(make_rotation("pooled", VIT_B, servers), VIT_B, budget, stream="A")
+    second = first.for_stream(make_rotation("pooled", VIT_B, servers), "B")
+    assert second.ledger is first.ledger
+    for frame in range(10):
+        for scheduler in (first, second):
+            scheduled = scheduler.schedule(frame, content=(48, 64))
+            assert scheduled.exposure.stream == scheduler.stream
+            for e in scheduled.exposure.servers.values():
+                assert e.scene_frames <= 0.6 + 1e-9  # both calls' horizons, together
+    summary = first.summary()
+    assert summary["streams"] == 2 and summary["frames"] == 20
+    assert {s["longest_run"] for s in summary["exposure"].values()} == {1}
+    # A server's intake across both calls is what the cap held back: one call alone is under it.
+    assert summary["edge_windows"] > 0
+    alone = Scheduler(make_rotation("pooled", VIT_B, servers), VIT_B, budget)
+    for frame in range(10):
+        assert not alone.schedule(frame, content=(48, 64)).to_edge

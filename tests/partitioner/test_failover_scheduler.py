@@ -44,8 +44,8 @@ def test_standby_takes_a_down_servers_share() -> None:
     assert frame.exposure.servers["s:1"].windows == len(proposed)
     # Two servers down: each standby takes at most one share's worth (the per-frame cap).
     frame = s.schedule(1, down={"a:1", "b:1"})
-    assert len(frame.assignment.shares["s:1"]) <= s.window_cap
-    assert len(frame.assignment.shares["t:1"]) <= s.window_cap
+    for standby in ("s:1", "t:1"):
+        assert frame.exposure.servers[standby].frame_share <= frame.limits.frame + 1e-9
     assert set(frame.assignment.shares["s:1"]) | set(frame.assignment.shares["t:1"]) == set(
         frame.proposed.shares["a:1"]) | set(frame.proposed.shares["b:1"])
 
@@ -56,7 +56,7 @@ def test_standby_budget_sends_the_rest_to_the_edge() -> None:
     frame = s.schedule(0, down={"c:1"})
     taken = frame.assignment.shares.get("s:1", ())
     assert 0 < len(taken) < len(frame.proposed.shares["c:1"])
-    assert frame.exposure.servers["s:1"].scene_frames <= 0.2 + 1e-9
+    assert frame.exposure.servers["s:1"].run_scene_share <= 0.2 + 1e-9
     moved = frame.failover["c:1"]
     assert moved["s:1"] == taken and set(moved[EDGE]) <= set(frame.assignment.shares[EDGE])
     assert sorted(taken + moved[EDGE]) == sorted(frame.proposed.shares["c:1"])
@@ -81,20 +81,22 @@ def test_standby_must_not_be_active_or_the_edge() -> None:
 
 @settings(max_examples=150, deadline=None)
 @given(
-    policy=st.sampled_from([p for p in ROTATIONS if p != "scene-anchored"]),
+    policy=st.sampled_from(ROTATIONS),
     failover=st.sampled_from(["edge", "standby"]),
     downs=st.lists(st.sets(st.sampled_from(ACTIVE + STANDBY)), min_size=1, max_size=8),
-    scene_cap=st.one_of(st.none(), st.floats(0.1, 1.0)),
+    scene_cap=st.one_of(st.none(), st.just("auto"), st.floats(0.1, 1.0)),
     frame_cap=st.one_of(st.none(), st.floats(0.1, 1.0)),
+    content=st.sampled_from([None, (48, 64), (36, 64)]),
 )
 def test_failover_never_breaks_coverage_caps_or_budgets(
-    policy: str, failover: str, downs: list[set[str]], scene_cap: float | None, frame_cap: float | None
+    policy: str, failover: str, downs: list[set[str]], scene_cap: float | str | None, frame_cap: float | None,
+    content: tuple[int, int] | None,
 ) -> None:
     s = scheduler(policy, failover=failover, budget=Budget(scene_cap=scene_cap, frame_cap=frame_cap, horizon=4))
     for index, down in enumerate(downs):
-        frame = s.schedule(index, down=down, offset=(index * 3.0, -index * 2.0))
+        frame = s.schedule(index, down=down, offset=(index * 3.0, -index * 2.0), content=content)
         shares = frame.assignment.shares
-        check_assignment(frame.assignment, VIT_B.num_windows, s.window_cap)
+        check_assignment(frame.assignment, frame.picture, frame.limits.frame)
         for server, ids in shares.items():
             if server == EDGE:
                 continue
@@ -104,7 +106,8 @@ def test_failover_never_breaks_coverage_caps_or_budgets(
             else:
                 assert failover == "standby"
         for name, exposure in frame.exposure.servers.items():
+            assert exposure.frame_share <= frame.limits.frame + 1e-9
             if frame_cap is not None:
                 assert exposure.frame_share <= frame_cap + 1e-9
-            if scene_cap is not None:
-                assert exposure.scene_frames <= scene_cap + 1e-9
+            if frame.limits.scene is not None:
+                assert exposure.run_scene_share <= frame.limits.scene + 1e-9

@@ -32,6 +32,32 @@ def test_vit_b_numbers() -> None:
     assert [w.num_tokens for w in grid.windows].count(196) == 16
 
 
+def test_picture_tokens_of_a_4_3_and_a_16_9_frame() -> None:
+    grid = WindowGrid.for_encoder(1024, 16, 14)
+    four_three = grid.picture_tokens((48, 64))  # 768x576 -> 1024x768 input: 48 rows of tokens
+    assert int(four_three.sum()) == 48 * 64
+    assert grid.picture_windows((48, 64)) == tuple(range(20))  # the bottom row of windows: padding
+    assert four_three[15:20].tolist() == [6 * 14, 6 * 14, 6 * 14, 6 * 14, 6 * 8]
+    assert grid.picture_shape((48, 64)) == (4, 5)
+    sixteen_nine = grid.picture_tokens((36, 64))
+    assert len(grid.picture_windows((36, 64))) == 15 and int(sixteen_nine.sum()) == 36 * 64
+    portrait = grid.picture_tokens((64, 36))
+    assert [int(w) for w in np.flatnonzero(portrait == 0)] == [w for w in range(25) if w % 5 >= 3]
+    assert grid.picture_tokens().tolist() == [w.num_tokens for w in grid.windows]
+    assert grid.picture_tokens((0, 64)).sum() == 0 and grid.picture_shape((100, 100)) == (5, 5)
+
+
+@settings(max_examples=100, deadline=None)
+@given(grid=grids, data=st.data())
+def test_picture_tokens_count_the_content_rectangle(grid: WindowGrid, data: st.DataObject) -> None:
+    rows, cols = data.draw(st.integers(0, grid.grid_h)), data.draw(st.integers(0, grid.grid_w))
+    picture = grid.picture_tokens((rows, cols))
+    assert int(picture.sum()) == rows * cols
+    shape = grid.picture_shape((rows, cols))
+    inside = [w.id for w in grid.windows if w.row < shape[0] and w.col < shape[1]]
+    assert grid.picture_windows((rows, cols)) == (tuple(inside) if rows and cols else ())
+
+
 def test_small_encoder_and_exact_fit() -> None:
     grid = WindowGrid.for_encoder(448, 16, 14)  # 28x28 tokens: exactly 2x2 windows, no padding
     assert (grid.rows, grid.cols, grid.padded_h) == (2, 2, 28)

@@ -1,4 +1,4 @@
-"""partitioner.schemes: balanced, disjoint, covering shares of a frame's windows."""
+"""partitioner.schemes: disjoint shares of a frame's picture windows, balanced by picture tokens."""
 
 from __future__ import annotations
 
@@ -11,11 +11,21 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pedsam.partitioner import SCHEMES, PartitionError, WindowGrid, partition
+from pedsam.partitioner import SCHEMES, PartitionError, WindowGrid, partition, share_bound
+from pedsam.partitioner.balance import ROUNDINGS, weighted_runs
 from pedsam.partitioner.contiguous import cut_edges
 
 VIT_B = WindowGrid.for_encoder(1024, 16, 14)
 SECRET = b"edge-only secret"
+ASPECTS = {"4:3": (3, 4), "16:9": (9, 16), "9:16": (16, 9), "1:1": (1, 1)}  # height : width
+
+
+def picture_of(grid: WindowGrid, aspect: tuple[int, int]) -> tuple[int, int]:
+    """``content`` of a frame of ``aspect`` (H, W) resized SAM's way onto ``grid``: longest side full."""
+    h, w = aspect
+    if w >= h:
+        return (max(1, -(-grid.grid_h * h // w)), grid.grid_w)
+    return (grid.grid_h, max(1, -(-grid.grid_w * w // h)))
 
 
 @st.composite
@@ -47,13 +57,16 @@ def is_connected(grid: WindowGrid, share: tuple[int, ...]) -> bool:
     return seen == members
 
 
-def assert_balanced_cover(grid: WindowGrid, k: int, shares: tuple[tuple[int, ...], ...]) -> None:
-    n = grid.num_windows
+def assert_balanced_cover(
+    grid: WindowGrid, k: int, shares: tuple[tuple[int, ...], ...], content: tuple[int, int] | None = None
+) -> None:
+    """Every picture window once, nothing else, and no share over 1/k of the picture plus one window."""
+    picture = grid.picture_tokens(content)
     assert len(shares) == k
     assert all(share and list(share) == sorted(share) for share in shares)
-    assert sorted(wid for share in shares for wid in share) == list(range(n))
-    sizes = [len(share) for share in shares]
-    assert max(sizes) == -(-n // k) and min(sizes) == n // k, sizes
+    assert sorted(wid for share in shares for wid in share) == [int(w) for w in np.flatnonzero(picture)]
+    worst = max(int(picture[list(share)].sum()) for share in shares) / int(picture.sum())
+    assert worst <= share_bound(picture[picture > 0], k) + 1e-12, (worst, [len(s) for s in shares])
 
 
 @pytest.mark.parametrize("scheme", SCHEMES)
@@ -73,6 +86,60 @@ def test_vit_b_grid_every_k(scheme: str, k: int) -> None:
     assert_balanced_cover(VIT_B, k, shares)
 
 
+@pytest.mark.parametrize("scheme", SCHEMES)
+@pytest.mark.parametrize("aspect", ASPECTS)
+@settings(max_examples=25, deadline=None)
+@given(window=st.integers(1, 16), side=st.integers(1, 96), k=st.integers(2, 6))
+def test_the_worst_share_is_a_kth_of_the_picture_plus_one_window(
+    scheme: str, aspect: str, window: int, side: int, k: int
+) -> None:
+    grid = WindowGrid(side, side, window)
+    content = picture_of(grid, ASPECTS[aspect])
+    if len(grid.picture_windows(content)) < k:
+        with pytest.raises(PartitionError, match="windows to share"):
+            partition(grid, k, scheme, content=content, secret=SECRET)
+        return
+    assert_balanced_cover(grid, k, partition(grid, k, scheme, content=content, secret=SECRET), content)
+
+
+@pytest.mark.parametrize("scheme", SCHEMES)
+@pytest.mark.parametrize("aspect", ASPECTS)
+@pytest.mark.parametrize("k", range(2, 7))
+def test_vit_b_every_aspect_and_k(scheme: str, aspect: str, k: int) -> None:
+    content = picture_of(VIT_B, ASPECTS[aspect])
+    assert_balanced_cover(VIT_B, k, partition(VIT_B, k, scheme, content=content, secret=SECRET), content)
+
+
+def test_padding_windows_are_in_no_share() -> None:
+    # ViT-B: a 4:3 frame leaves the bottom row of windows pure padding, a 16:9 one two rows.
+    for content, padding in (((48, 64), set(range(20, 25))), ((36, 64), set(range(15, 25))),
+                             ((64, 36), {w for w in range(25) if w % 5 >= 3})):
+        for scheme in SCHEMES:
+            shares = partition(VIT_B, 3, scheme, content=content, secret=SECRET)
+            assert set(range(25)) - {w for share in shares for w in share} == padding
+
+
+@pytest.mark.parametrize(("content", "k", "worst"), [((48, 64), 3, 0.344), ((36, 64), 3, 0.340), ((36, 64), 2, 0.510)])
+def test_contiguous_on_vit_b_was_half_a_frame_and_is_now_a_kth(content: tuple[int, int], k: int, worst: float) -> None:
+    # Balanced by window count, contiguous gave one worker 0.49 of a 4:3 frame with 3 workers,
+    # 0.56 of a 16:9 one, and 0.92 of a 16:9 one with 2.
+    picture = VIT_B.picture_tokens(content)
+    shares = partition(VIT_B, k, "contiguous", content=content)
+    assert max(picture[list(s)].sum() for s in shares) / picture.sum() == pytest.approx(worst, abs=5e-4)
+
+
+@settings(max_examples=200, deadline=None)
+@given(weights=st.lists(st.integers(0, 200), min_size=1, max_size=60), rounding=st.sampled_from(ROUNDINGS),
+       data=st.data())
+def test_weighted_runs_keep_the_bound_for_any_weights(weights: list[int], rounding: str, data: st.DataObject) -> None:
+    k = data.draw(st.integers(1, len(weights)))
+    sizes = weighted_runs(weights, k, rounding)
+    assert len(sizes) == k and all(size >= 1 for size in sizes) and sum(sizes) == len(weights)
+    ends = np.cumsum([0, *sizes])
+    heaviest = max(sum(weights[a:b]) for a, b in zip(ends, ends[1:]))
+    assert heaviest <= sum(weights) / k + max(weights)
+
+
 @settings(max_examples=80, deadline=None)
 @given(case=grid_and_k())
 def test_contiguous_shares_are_connected_and_no_worse_than_bands(case: tuple[WindowGrid, int]) -> None:
@@ -80,6 +147,8 @@ def test_contiguous_shares_are_connected_and_no_worse_than_bands(case: tuple[Win
     shares = partition(grid, k, "contiguous", allow_single=True)
     for share in shares:
         assert is_connected(grid, share), share
+    if grid.grid_h % grid.window_size or grid.grid_w % grid.window_size:
+        return  # unequal windows: balance by picture comes first, compactness second
     cut = cut_edges(labels(grid, shares))
     bands = min(cut_edges(labels(grid, partition(grid, k, s, allow_single=True))) for s in ("rows", "columns"))
     assert cut <= bands
@@ -96,12 +165,13 @@ def test_contiguous_is_compact(rows: int, cols: int, k: int, max_cut: int) -> No
 
 
 def test_contiguous_vit_b_three_servers_gets_a_square() -> None:
-    # 25 windows into 9 + 8 + 8: the 9 can be an exact 3x3 block of windows.
+    # 25 whole windows into 9 + 8 + 8: the 9 can be an exact 3x3 block of windows.
     def bbox(share: tuple[int, ...]) -> tuple[int, int]:
         rows, cols = zip(*(divmod(wid, 5) for wid in share))
         return max(rows) - min(rows) + 1, max(cols) - min(cols) + 1
 
-    assert any(len(share) == 9 and bbox(share) == (3, 3) for share in partition(VIT_B, 3, "contiguous"))
+    grid = WindowGrid(15, 15, 3)
+    assert any(len(share) == 9 and bbox(share) == (3, 3) for share in partition(grid, 3, "contiguous"))
 
 
 @settings(max_examples=80, deadline=None)
@@ -145,7 +215,8 @@ def test_rows_and_columns_are_consecutive_bands(case: tuple[WindowGrid, int]) ->
 def test_random_follows_the_documented_hmac_derivation() -> None:
     key = hmac.new(SECRET, b"7", hashlib.sha256).digest()
     order = sorted(range(25), key=lambda w: hmac.new(key, w.to_bytes(4, "big"), hashlib.sha256).digest())
-    expected = tuple(tuple(sorted(order[a:b])) for a, b in ((0, 9), (9, 17), (17, 25)))
+    ends = np.cumsum([0, *weighted_runs(VIT_B.picture_tokens()[order], 3)])
+    expected = tuple(tuple(sorted(order[a:b])) for a, b in zip(ends, ends[1:]))
     assert partition(VIT_B, 3, "random", secret=SECRET, salt=7) == expected
 
 
@@ -205,8 +276,11 @@ def test_unknown_scheme_lists_the_valid_ones() -> None:
 
 
 def test_more_servers_than_windows() -> None:
-    with pytest.raises(PartitionError, match=r"k=26 shares but the 5x5 window grid has only 25 windows; use at most 25"):
+    with pytest.raises(PartitionError, match=r"k=26 shares but the 5x5 window grid has only 25 windows to share; "
+                                             r"use at most 25 servers"):
         partition(VIT_B, 26)
+    with pytest.raises(PartitionError, match=r"5x5 window grid \(15 of its 25 hold picture\) has only 15 windows"):
+        partition(VIT_B, 16, content=(36, 64))
 
 
 @pytest.mark.parametrize("k", [0, -2])

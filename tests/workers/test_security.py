@@ -150,7 +150,8 @@ async def test_mutual_tls_requires_a_client_certificate(tiny_worker_model: Worke
 def test_plain_text_off_this_machine_needs_an_explicit_insecure() -> None:
     with pytest.raises(ConfigError, match="--insecure"):
         EdgeConfig(model=TINY, workers=("10.0.0.7:50051", "10.0.0.8:50051"))
-    EdgeConfig(model=TINY, workers=("10.0.0.7:50051", "10.0.0.8:50051"), security=ClientSecurity(insecure=True))
+    EdgeConfig(model=TINY, workers=("10.0.0.7:50051", "10.0.0.8:50051"), security=ClientSecurity(insecure=True),
+               providers=(("10.0.0.7:50051", "provider-a"), ("10.0.0.8:50051", "provider-b")))
     EdgeConfig(model=TINY, workers=("127.0.0.1:1", "[::1]:2"))  # loopback never leaves the machine
     with pytest.raises(SecurityError, match="--insecure"):
         ServerSecurity()

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import replace
+from typing import Any
 
 import numpy as np
 import pytest
 import torch
 from segment_anything import SamPredictor
 
+from pedsam.partitioner.assignment import EDGE
 from pedsam.partitioner.schemes import SCHEMES
 from pedsam.stream.core.prompts import ObjectPrompt
 from pedsam.stream.core.session import EdgeConfig, EdgeSession
@@ -31,11 +33,13 @@ async def test_tiny_split_embedding_equals_monolithic(tiny_workers: list[str], s
             reference = session.sam.image_encoder(embedding.prepared.tensor)
     assert embedding.tensor.shape == reference.shape == (1, 64, 32, 32)
     assert relative_error(embedding.tensor, reference) <= 1e-4
-    # Every window of every segment went to exactly one worker, and all three took part.
+    # Every window of every segment went to exactly one executor, all three workers took part,
+    # and the bottom row of windows, pure padding for a 4:3 frame, stayed on the edge.
     for segment in embedding.audit.segments:
         seen = sorted(w for ids in segment.shares.values() for w in ids)
         assert seen == list(range(9))
-        assert len(segment.shares) == 3
+        assert len([name for name in segment.shares if name != EDGE]) == 3
+        assert segment.shares[EDGE] == [6, 7, 8]
 
 
 @pytest.mark.parametrize("plan", ["default", "offload"])
@@ -118,3 +122,28 @@ async def test_vit_b_split_embedding_equals_monolithic() -> None:
         assert got.mask.shape == (480, 640)
         np.testing.assert_array_equal(got.mask, want.mask)
         assert got.score == pytest.approx(want.score, rel=1e-4)
+
+
+async def test_padding_windows_first_segment_is_computed_once(tiny_workers: list[str]) -> None:
+    # A 4:3 frame at the tiny model: windows 6, 7, 8 are pure padding and stay on the edge. Their
+    # first segment sees the same tokens on every frame, so the edge computes it once.
+    config = EdgeConfig(model=TINY, workers=tuple(tiny_workers))
+    frames = [scene(240, 320, seed=s) for s in (1, 2, 3)]
+    async with EdgeSession(config) as session:
+        edge = session.encoder.executors[EDGE]
+        asked: list[tuple[int, int, int]] = []  # (frame, segment, windows)
+        run = edge.run
+
+        async def counting(frame_id: int, segment: int, tokens: torch.Tensor, extents: Any) -> torch.Tensor:
+            asked.append((frame_id, segment, len(extents)))
+            return await run(frame_id, segment, tokens, extents)
+
+        edge.run = counting  # type: ignore[method-assign]
+        embeddings = [await session.embed(image) for image in frames]
+        with torch.inference_mode():
+            references = [session.sam.image_encoder(e.prepared.tensor) for e in embeddings]
+    for embedding, reference in zip(embeddings, references):
+        assert relative_error(embedding.tensor, reference) <= 1e-4
+        for segment in embedding.audit.segments:  # the audit names them every frame, every segment
+            assert segment.shares[EDGE] == [6, 7, 8]
+    assert asked == [(0, 0, 3), (0, 1, 3), (1, 1, 3), (2, 1, 3)]

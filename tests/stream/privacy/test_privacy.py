@@ -14,7 +14,7 @@ from pedsam.stream.media.panning import make_pan_clip
 from pedsam.stream.privacy.detection import Detectors, iou, matched
 from pedsam.stream.privacy.inversion import TokenInverter, prologue
 from pedsam.stream.privacy.mosaic import Mosaic, psnr, ssim
-from pedsam.stream.privacy.report import BASELINE, ReportConfig, run_report
+from pedsam.stream.privacy.report import BASELINE, DEFAULTS, ReportConfig, run_report
 from pedsam.workers.models import build_sam
 from tests.support import TINY, pedsam, scene
 
@@ -64,25 +64,36 @@ def test_report_ranks_policies_as_the_threat_model_says(tmp_path: Path) -> None:
     report, results = run_report([clip.path], config)
     [video] = report["videos"]
     policies = video["policies"]
-    assert list(policies) == [BASELINE, "fixed", "round-robin", "keyed-random", "pooled", "scene-anchored"]
+    assert list(policies) == [BASELINE, "fixed", "round-robin", "keyed-random", "pooled", "scene-anchored", "adaptive",
+                              DEFAULTS]
     assert policies[BASELINE]["mosaic"]["coverage_mean"] == 1.0
     assert policies[BASELINE]["exposure"]["max_scene_share"] == 1.0
     fixed, rr, pooled = policies["fixed"], policies["round-robin"], policies["pooled"]
     # Rotation spreads each server over the whole frame within a few frames; fixed does not.
     assert rr["mosaic"]["coverage_mean"] > fixed["mosaic"]["coverage_mean"] + 0.15
     assert rr["exposure"]["max_scene_share"] > 0.95 > fixed["exposure"]["max_scene_share"]
-    # ... but breaks runs: no server sees the same window twice running, with fixed every frame.
-    assert rr["exposure"]["longest_run"] == 1 and fixed["exposure"]["longest_run"] == 16
+    # ... but breaks runs: a server holds a piece of scene at most two frames running (a piece the
+    # pan carries across the border into the next share), with fixed all 16.
+    assert rr["exposure"]["longest_run"] <= 2 and fixed["exposure"]["longest_run"] == 16
     assert pooled["servers"] == 6 and pooled["exposure"]["longest_run"] == 1
     assert pooled["exposure"]["max_scene_share"] < 0.95
     assert video["frames"] == 16 and len(fixed["series"]["frame"]) == 6  # frames 0, 3, ..., 15
     assert set(results[0].views) == set(policies)
+    # The worst pair of workers: with round-robin two of three pool the whole scene.
+    assert rr["exposure"]["worst_coalition"] is not None and rr["exposure"]["coalition_run_scene_share"] > 0.95
+    assert fixed["exposure"]["coalition_run_scene_share"] < rr["exposure"]["coalition_run_scene_share"]
+    assert policies[BASELINE]["exposure"]["worst_coalition"] is None  # one server: no coalition
+    # The defaults row: interleaved, adaptive, no worker past the whole-run scene cap.
+    defaults = policies[DEFAULTS]
+    assert defaults["scheme"] == "interleaved" and defaults["budget"]["scene_cap"] == "auto"
+    assert defaults["exposure"]["max_run_scene_share"] <= 1 / 3 + 196 / 768 + 1e-6  # tiny, 4:3: 1/3 + one window
+    assert set(defaults["modes"]) <= {"still", "travel-rows", "travel-columns"} and sum(defaults["modes"].values()) == 16
 
     capped = ReportConfig(model=TINY, max_frames=16, eval_every=3, detect_every=8, policies=("round-robin",),
                           budget=Budget(scene_cap=0.5))
     report, _ = run_report([clip.path], capped)
     capped_rr = report["videos"][0]["policies"]["round-robin"]
-    assert capped_rr["exposure"]["max_scene_frames"] <= 0.5
+    assert capped_rr["exposure"]["max_run_scene_share"] <= 0.5
     assert capped_rr["exposure"]["edge_share"] > 0.2
     assert capped_rr["mosaic"]["coverage_mean"] < rr["mosaic"]["coverage_mean"]
 
@@ -103,10 +114,12 @@ async def test_privacy_report_command_writes_json_and_html(tmp_path: Path) -> No
                         "fixed,pooled", "--eval-every", "2", "--detect-every", "3")
     assert done.code == 0, done.err
     report = json.loads((out / "report.json").read_text())
-    assert list(report["videos"][0]["policies"]) == [BASELINE, "fixed", "pooled"]
+    assert list(report["videos"][0]["policies"]) == [BASELINE, "fixed", "pooled", DEFAULTS]
+    assert report["defaults"]["rotation"] == "adaptive" and report["defaults"]["scheme"] == "interleaved"
+    assert report["scheme"] == "contiguous" and report["budget"]["scene_cap"] is None  # the rows: a policy alone
     page = (out / "report.html").read_text()
     assert "{'" not in page and "': " not in page  # settings read as words, not as a Python dict
-    assert page.count("data:image/png;base64,") >= 5  # bars, coverage plot, true frame, 3 mosaics
+    assert page.count("data:image/png;base64,") >= 6  # bars, coverage plot, true frame, 4 mosaics
     assert "pooled" in done.out and "token inversion" in done.out
 
 
@@ -117,6 +130,7 @@ async def test_privacy_report_command_writes_json_and_html(tmp_path: Path) -> No
         (["pan.mp4", "--policies", "fixed,spin"], "unknown rotation policies ['spin']"),
         (["pan.mp4", "--servers", "1"], "--servers 2 or more"),
         (["pan.mp4", "--scene-cap", "0"], "scene_cap is a share"),
+        (["pan.mp4", "--run-cap", "0"], "run_cap is a number of frames"),
     ],
 )
 def test_privacy_report_bad_input_gets_one_line(

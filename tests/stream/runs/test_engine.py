@@ -100,7 +100,9 @@ async def test_frames_in_flight_are_encoded_at_the_same_time(session: EdgeSessio
     assert [r.frame.index for r in results] == list(range(6)) and all(r.error is None for r in results)
     # From a frame's first segment request to its last result, per frame (6 frames, 2 segments each).
     spans = {frame: (min(s for s, _ in calls), max(e for _, e in calls)) for frame, calls in work.items()}
-    assert len(spans) == 6 and all(len(calls) == 2 * 3 for calls in work.values())
+    # Each segment: at least the 3 workers' shares (the edge's share is the bottom row, pure
+    # padding of 4:3, whose first segment is computed once, plus what a budget keeps home).
+    assert len(spans) == 6 and all(len(calls) >= 2 * 3 for calls in work.values())
     overlapping = {
         frame for frame, (start, end) in spans.items()
         for other, (other_start, other_end) in spans.items()

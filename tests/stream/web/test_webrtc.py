@@ -201,10 +201,13 @@ async def test_two_browsers_are_isolated(server: tuple[LiveServer, str]) -> None
                 peers = {p["peer"]: p for p in await reply.json()}
             assert len(peers[first.peer or ""]["objects"]) == 1
             assert peers[second.peer or ""]["objects"] == []
-            # Each call keeps its own exposure ledger: only the first sent frames to workers.
-            assert peers[first.peer or ""]["exposure"]["frames"] >= 1
-            assert peers[second.peer or ""]["exposure"]["frames"] == 0
-            assert live.session.exposure_summary()["frames"] == 0
+            # Each call keeps its own frame sequence (its rotation's), in one ledger per worker:
+            # only the first sent frames to workers, and the ledger counts them for every call.
+            mine, theirs = peers[first.peer or ""]["exposure"], peers[second.peer or ""]["exposure"]
+            assert mine["stream"]["frames"] >= 1 and theirs["stream"]["frames"] == 0
+            assert mine["stream"]["id"] != theirs["stream"]["id"]
+            assert theirs["frames"] == mine["frames"] == mine["stream"]["frames"] and theirs["streams"] == 1
+            assert live.session.exposure_summary()["stream"]["frames"] == 0
             box = first.objects[0]["box"]
             assert redness(first.frames[-3:], box) > redness(second.frames[-3:], box) + 10
         finally:
