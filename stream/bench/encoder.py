@@ -82,10 +82,28 @@ class EncoderBench:
     whole_process: int = 2  # rounds of the whole-process row (0: skip it)
     json: str | None = None
     device: str = "auto"
+    frame: str = ""  # WxH of the bench image; empty: the model's square input
 
     @classmethod
     def of(cls, values: Mapping[str, Any]) -> EncoderBench:
         return cls(**{f.name: values[f.name] for f in fields(cls) if f.name in values})
+
+
+def frame_size(text: str) -> tuple[int, int] | None:
+    """``--frame WxH`` as (H, W); None for an empty text (the model's square input).
+
+    Raises:
+        ConfigError: not two positive whole numbers.
+    """
+    if not text:
+        return None
+    try:
+        width, height = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        width = height = 0
+    if width < 1 or height < 1:
+        raise ConfigError(f"--frame takes WxH in pixels, e.g. 640x480; got {text!r}")
+    return height, width
 
 
 def _names(text: str, option: str, allowed: tuple[str, ...] | list[str]) -> list[str]:
@@ -290,7 +308,7 @@ async def run(args: EncoderBench) -> int:
     settings = BenchSettings(
         model=args.model, seed=args.seed, frames=args.frames, warmup=args.warmup, scheme=args.scheme,
         edge_threads=max(1, args.edge_threads or os.cpu_count() or 1), worker_threads=max(1, args.worker_threads),
-        device=placement.device,
+        device=placement.device, frame_size=frame_size(args.frame),
     )
     print(f"bench: computing on {placement.describe()} [{placement.reason}]", file=sys.stderr, flush=True)
     started = time.time()

@@ -64,6 +64,9 @@ class BenchSettings:
     edge_threads: int
     worker_threads: int
     device: str = "cpu"  # a device torch names ("cpu", "cuda:0", "mps"), as the parent selected it
+    # (H, W) of the bench image; None: the model's square input (no padding). A frame that is not
+    # square leaves windows of pure padding, which stay on the edge (see SplitEncoder).
+    frame_size: tuple[int, int] | None = None
 
 
 @dataclass(kw_only=True)
@@ -93,10 +96,12 @@ class ModeRecord:
     remote_segments: int | None = None
 
 
-def bench_image(size: int, seed: int = 0) -> np.ndarray:
-    """A (size, size, 3) uint8 RGB scene: smooth gradients, discs and boxes, and sensor noise."""
+def bench_image(size: int, seed: int = 0, *, width: int | None = None) -> np.ndarray:
+    """A (size, width or size, 3) uint8 RGB scene: smooth gradients, discs and boxes, and sensor noise."""
     rng = np.random.default_rng(seed)
-    y, x = np.mgrid[0:size, 0:size].astype(np.float32) / max(1, size - 1)
+    width = size if width is None else width
+    y, x = np.mgrid[0:size, 0:width].astype(np.float32)
+    y, x = y / max(1, size - 1), x / max(1, width - 1)
     image = np.stack([200 * x + 30, 180 * y + 40, 120 * (1 - x * y) + 60], axis=-1)
     for _ in range(12):
         cy, cx, r = rng.uniform(0.1, 0.9), rng.uniform(0.1, 0.9), rng.uniform(0.03, 0.15)
@@ -183,7 +188,8 @@ async def _measure(
     )
     if wire is not None:
         record.wire_bytes_per_frame = (wire() - moved) / settings.frames
-        record.raw_bytes_per_frame = raw_bytes_per_frame(settings.model, spec.plan, spec.remote_segments)
+        record.raw_bytes_per_frame = raw_bytes_per_frame(settings.model, spec.plan, spec.remote_segments,
+                                                         frame_size=settings.frame_size)
     return record, embedding
 
 
@@ -201,7 +207,8 @@ async def measure_mode(spec: ModeSpec, settings: BenchSettings) -> tuple[ModeRec
     placement = select(settings.device)
     source = ModelSource(preset=settings.model, seed=settings.seed)
     preset = PRESETS[settings.model]
-    image = bench_image(preset.img_size, seed=settings.seed)
+    height, width = settings.frame_size or (preset.img_size, preset.img_size)
+    image = bench_image(height, seed=settings.seed, width=width)
     if spec.kind == "split":
         return await _measure_split(spec, settings, source, image)
     sam = source.build().to(placement.device)
@@ -268,7 +275,10 @@ def main(argv: Sequence[str]) -> int:
     """``SPEC_JSON SETTINGS_JSON OUT_DIR [STEM]``: write ``OUT_DIR/STEM.json`` and ``.npy``
     (``STEM`` defaults to the mode's name)."""
     spec = ModeSpec(**json.loads(argv[0]))
-    settings = BenchSettings(**json.loads(argv[1]))
+    fields = json.loads(argv[1])
+    if fields.get("frame_size") is not None:
+        fields["frame_size"] = tuple(fields["frame_size"])
+    settings = BenchSettings(**fields)
     out_dir = Path(argv[2])
     stem = argv[3] if len(argv) > 3 else spec.name
     record, embedding = asyncio.run(measure_mode(spec, settings))

@@ -380,6 +380,8 @@ BENCH = (
     _o("--whole-process", "whole_process", "rounds of the whole-process row: stock SamPredictor against "
        "pedsam embed with 2 local workers, each a whole process on one image and a checkpoint file; 0 skips it",
        kind=int, default=2),
+    _o("--frame", "frame", "size of the bench image (a frame that is not square leaves windows of pure "
+       "padding on the edge); default: the model's square input", metavar="WxH", default=""),
     _o("--json", "json", "write every figure here", metavar="OUT.json"),
 )
 

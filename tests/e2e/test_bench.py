@@ -34,7 +34,7 @@ def test_tiny_bench_runs_and_reports_consistent_figures(tmp_path: Path) -> None:
     out = tmp_path / "bench.json"
     command = [
         sys.executable, "-m", "pedsam.stream", "bench", "--model", "tiny", "--frames", "2", "--warmup", "1",
-        "--workers", "2", "--codecs", "fp32,int8", "--plans", "default,offload", "--whole-process", "1", "--json", str(out),
+        "--workers", "2", "--codecs", "fp32,int8", "--plans", "default,offload", "--whole-process", "1", "--frame", "400x300", "--json", str(out),
     ]
     done = subprocess.run(command, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
@@ -58,7 +58,11 @@ def test_tiny_bench_runs_and_reports_consistent_figures(tmp_path: Path) -> None:
     assert modes["split-2-remote1"]["wire_vs_raw"] == pytest.approx(1.0, abs=0.01)
     assert modes["split-2-remote1"]["wire_vs_default_plan"] == pytest.approx(0.5, abs=0.01)
     assert "split-2-remote1 against split-2: edge CPU x" in done.stdout
-    assert modes["split-2"]["raw_bytes_per_frame"] == raw_bytes_per_frame("tiny", "default")
+    # A 4:3 frame: the bottom row of tiny's 3x3 windows is pure padding (128 of 1024 tokens) and
+    # stays on the edge, so 7/8 of a square frame's bytes cross.
+    assert report["settings"]["frame_size"] == [300, 400]
+    assert modes["split-2"]["raw_bytes_per_frame"] == raw_bytes_per_frame("tiny", "default", frame_size=(300, 400))
+    assert modes["split-2"]["raw_bytes_per_frame"] == raw_bytes_per_frame("tiny", "default") * 7 // 8
     assert report["settings"]["model"] == "tiny" and report["machine"]["cores"] >= 1
     # It computed on whatever device is present, said which, and every mode used that one.
     device = report["device"]
