@@ -6,7 +6,7 @@ import asyncio
 import sys
 import time
 import urllib.request
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
@@ -16,7 +16,9 @@ import pytest
 import torch
 from prometheus_client.parser import text_string_to_metric_families
 
+from pedsam.partitioner.geometry import WindowGrid
 from pedsam.protos import pedsam_pb2 as pb
+from pedsam.stream.core.shares import gather_windows
 from pedsam.stream.media.masks_io import read_records
 from pedsam.workers import codec as wire
 from pedsam.workers.models import ModelSource
@@ -124,12 +126,15 @@ def assert_same_mask(got: np.ndarray, logits: np.ndarray, *, tolerance: float = 
 class Received:
     """One request a worker computed, as it received it, and whether its answer was a residual."""
 
-    frame: int
+    request_id: int
+    frame_id: int  # as the request said (the pedsam edge sends 0)
     segment: int
     windows: int
+    extents: list[tuple[int, int]]  # (height, width) per window, in the request's order
     tokens: torch.Tensor  # (N, C) float32, decoded as the worker decoded them
     residual_asked: bool
     residual_sent: bool
+    header: pb.SegmentRequest  # the request without its tensors (tokens, mixed)
 
 
 def record_requests(server: WorkerServer) -> list[Received]:
@@ -140,15 +145,37 @@ def record_requests(server: WorkerServer) -> list[Received]:
 
     def recording(request: pb.SegmentRequest) -> pb.SegmentResult:
         result = compute(request)
+        header = pb.SegmentRequest()
+        header.CopyFrom(request)
+        header.ClearField("tokens")
+        header.ClearField("mixed")
         received.append(Received(
-            frame=request.frame_id, segment=request.segment, windows=len(request.extents),
+            request_id=request.request_id, frame_id=request.frame_id, segment=request.segment,
+            windows=len(request.extents), extents=[(e.height, e.width) for e in request.extents],
             tokens=wire.decode(request.tokens).clone(), residual_asked=request.residual_result,
-            residual_sent=result.residual,
+            residual_sent=result.residual, header=header,
         ))
         return result
 
     service._compute = recording  # type: ignore[method-assign]
     return received
+
+
+def carried_windows(request: Received, prologue: torch.Tensor, grid: WindowGrid, candidates: Sequence[int]) -> list[int]:
+    """The ids of the windows a first-segment request carried, in its order, told apart by their
+    tokens: each window's must be exactly ``prologue``'s ((H, W, C) tokens after patch and
+    position embedding) in one of ``candidates`` (fp32 on the wire)."""
+    order = []
+    pieces = request.tokens.split([height * width for height, width in request.extents])
+    for (height, width), piece in zip(request.extents, pieces, strict=True):
+        found = [
+            wid for wid in candidates
+            if (grid.window(wid).height, grid.window(wid).width) == (height, width)
+            and torch.equal(gather_windows(prologue, [grid.window(wid)]), piece)
+        ]
+        assert len(found) == 1, f"a {height}x{width} window matches windows {found} of {list(candidates)}"
+        order.extend(found)
+    return order
 
 
 def scrape(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:

@@ -6,6 +6,13 @@ and scatters the results back; the frame's audit gets one :class:`SegmentAudit`.
 plan (:mod:`pedsam.stream.core.encoder`) and the offload plan (:mod:`pedsam.stream.core.offload`)
 are two loops over the model's steps built on it.
 
+Window order: a share's windows are gathered in an order drawn afresh for every share of every
+segment from the operating system's randomness (:func:`secret_order`), and the results scattered
+back by the same windows, so the order undoes itself and the embedding is unchanged. A worker so
+learns nothing from where a window sits in its request (row-major order would tell it where its
+windows lie relative to each other). The tokens themselves still tell it: see the README's
+privacy model. The audit lists window ids sorted.
+
 Remote segments: with ``--remote-segments N`` only segments ``0..N-1`` are sent out; every window
 of a later segment is computed on the edge, in one batch, by the same segment runner (exact), and
 its audit entry says so (``edge_only``). Nothing of those segments reaches any worker.
@@ -22,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import random
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping, Sequence
 from concurrent.futures import Executor
@@ -38,7 +46,7 @@ from pedsam.stream.fleet.health import WorkerHealth
 
 __all__ = [
     "KEPT_BY_REMOTE_SEGMENTS", "EdgeThread", "FrameAudit", "SegmentAudit", "ShareRunner", "computed_shares", "gather_windows",
-    "run_all", "scatter_windows", "window_token_index",
+    "run_all", "scatter_windows", "secret_order", "window_token_index",
 ]
 
 T = TypeVar("T")
@@ -83,23 +91,28 @@ class FrameAudit:
         }
 
 
+def secret_order(window_ids: Sequence[int]) -> list[int]:
+    """``window_ids`` in a uniformly random order drawn from the operating system's randomness
+    (``random.SystemRandom``), which nothing outside the edge can predict or replay."""
+    return random.SystemRandom().sample(list(window_ids), len(window_ids))
+
+
 def window_token_index(
     windows: Sequence[Window], grid_width: int, device: torch.device | str = "cpu"
 ) -> torch.Tensor:
-    """(N,) int64 on ``device``: for the valid tokens of ``windows`` (row-major, one window after
-    another), their row-major positions in an (H, ``grid_width``) token grid. Read only: it is
-    shared."""
-    return _token_index(tuple(windows), grid_width, str(device))
+    """(N,) int64 on ``device``: for the valid tokens of ``windows`` (row-major within a window,
+    windows one after another in the order given), their row-major positions in an
+    (H, ``grid_width``) token grid."""
+    if not windows:
+        raise ValueError("no windows to index")
+    return torch.cat([_token_index(w, grid_width, str(device)) for w in windows])
 
 
 @functools.lru_cache(maxsize=512)
-def _token_index(windows: tuple[Window, ...], grid_width: int, device: str) -> torch.Tensor:
-    # Cached: a frame cuts the same shares in every segment, and shares recur across frames.
-    parts = [
-        ((w.top + torch.arange(w.height)) * grid_width).view(-1, 1) + (w.left + torch.arange(w.width))
-        for w in windows
-    ]
-    return torch.cat([p.reshape(-1) for p in parts]).to(device)
+def _token_index(window: Window, grid_width: int, device: str) -> torch.Tensor:
+    # Cached per window: every frame cuts the same windows, and only the order of a share changes.
+    rows = (window.top + torch.arange(window.height)) * grid_width
+    return (rows.view(-1, 1) + (window.left + torch.arange(window.width))).reshape(-1).to(device)
 
 
 def gather_windows(grid_tokens: torch.Tensor, windows: Sequence[Window]) -> torch.Tensor:
@@ -158,12 +171,13 @@ class ShareRunner:
         store: Callable[[list[Window], T], None],
     ) -> None:
         """For every non-empty share: ``prepare(windows)`` makes the call (gathering its tokens
-        once), the call runs on the share's executor (or the edge), ``store`` takes the result."""
+        once), the call runs on the share's executor (or the edge), ``store`` takes the result.
+        ``windows`` come in the share's :func:`secret_order`; both callbacks get the same list."""
         started = time.perf_counter()
         failover: dict[str, dict[str, Any]] = {}
 
         async def one(name: str, window_ids: Sequence[int]) -> None:
-            windows = [self.grid.window(wid) for wid in window_ids]
+            windows = [self.grid.window(wid) for wid in secret_order(window_ids)]
             call = prepare(windows)
             store(windows, await self.run_share(name, window_ids, call, failover))
 

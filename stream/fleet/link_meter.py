@@ -125,6 +125,11 @@ class LinkMeter:
         the order of the writes."""
         self._sent[request_id] = _Sent(size=size, at=at)
 
+    def timing(self, request_id: int) -> bool:
+        """Whether ``request_id`` is a request still waiting here to be timed (sent, and not yet
+        timed or forgotten)."""
+        return request_id in self._sent
+
     def answered(self, request_id: int, *, size: int, at: float, received: float, left: float) -> None:
         """The result of ``request_id`` (``size`` bytes) was read at ``at``; call these in the
         order results are read. ``received`` and ``left``: the worker's clock when the request had

@@ -10,6 +10,11 @@ worker that lists the compression in its ``ModelInfo``: a worker that predates i
 bytes and asked for none. :class:`WireStats` counts the bytes as they cross, after compression,
 and the bytes they stand for.
 
+A request tells the worker no more than its computation needs: its id is 64 random bits (ids
+say nothing of order or count), its ``frame_id`` is 0 (the frame stays in the edge's own logs
+and errors), and its windows come in the order :class:`~pedsam.stream.core.shares.ShareRunner`
+drew for it.
+
 The worker's link is measured from the same traffic (:attr:`RemoteWorker.link`, see
 :mod:`pedsam.stream.fleet.link_meter`): a ``Ping`` every ``probe_interval`` seconds on the same
 channel for the round trip, and the requests and results themselves for each direction's rate.
@@ -19,8 +24,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
 import logging
+import secrets
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -165,7 +170,7 @@ class RemoteWorker:
         self._call: grpc.aio.StreamStreamCall[bytes, bytes] | None = None
         self._reader: asyncio.Task[None] | None = None
         self._pending: dict[int, asyncio.Future[tuple[pb.SegmentResult, int]]] = {}  # result, its bytes
-        self._ids = itertools.count(1)
+        self._building: set[int] = set()  # ids drawn for requests not yet sent
         self._write_lock = asyncio.Lock()
         self._failure: WorkerError | None = None
         self.info: pb.ModelInfo | None = None
@@ -256,7 +261,7 @@ class RemoteWorker:
         self, frame_id: int, segment: int, tokens: torch.Tensor, extents: Sequence[Extent]
     ) -> torch.Tensor:
         self._check_usable()
-        outgoing = await _off_loop(tokens.numel() * 4, self._segment_request, frame_id, segment, tokens, extents)
+        outgoing = await self._build(tokens.numel() * 4, self._segment_request, segment, tokens, extents)
         result = await self._exchange(outgoing, frame_id, segment, len(extents))
         return await _off_loop(tokens.numel() * 4, self._result_tokens, result, tokens)
 
@@ -273,7 +278,7 @@ class RemoteWorker:
             self.info.global_blocks
         ):
             raise WorkerError(f"worker {self.address} does not run global blocks (offload plan); update it")
-        outgoing = await _off_loop(tokens.numel() * 8, self._stage_request, frame_id, stage, tokens, mixed, extents)
+        outgoing = await self._build(tokens.numel() * 8, self._stage_request, stage, tokens, mixed, extents)
         result = await self._exchange(outgoing, frame_id, stage.segment, len(extents))
         out = await _off_loop(tokens.numel() * 4, self._result_tokens, result, tokens)
         qkv = None
@@ -316,12 +321,34 @@ class RemoteWorker:
         except ValueError as exc:
             raise self._fail(WorkerError(f"worker {self.address} sent a malformed result: qkv {exc}")) from None
 
+    def _new_request_id(self) -> int:
+        """A fresh request id, on the event loop: 64 random bits, none of this worker's requests
+        being built or in flight (nor one its link meter still times); it counts as being built
+        until :meth:`_exchange` sends it or :meth:`_build` gives it up."""
+        while True:
+            request_id = secrets.randbits(64)
+            taken = request_id in self._pending or request_id in self._building or self.link.timing(request_id)
+            if not taken:
+                self._building.add(request_id)
+                return request_id
+
+    async def _build(self, size: int, make: Callable[..., _Outgoing], *args: Any) -> _Outgoing:
+        """``make(request_id, *args)`` with a fresh request id (on a thread for ``size`` bytes or
+        more; see :func:`_off_loop`)."""
+        request_id = self._new_request_id()
+        try:
+            return await _off_loop(size, make, request_id, *args)
+        except BaseException:
+            self._building.discard(request_id)
+            raise
+
     def _segment_request(
-        self, frame_id: int, segment: int, tokens: torch.Tensor, extents: Sequence[Extent]
+        self, request_id: int, segment: int, tokens: torch.Tensor, extents: Sequence[Extent]
     ) -> _Outgoing:
+        # frame_id stays 0: the worker only echoes it, and a frame number would tell it which
+        # frame (and, in a batch run, where in the video) its windows come from.
         request = pb.SegmentRequest(
-            request_id=next(self._ids),
-            frame_id=frame_id,
+            request_id=request_id,
             segment=segment,
             model_fingerprint=self._fingerprint,
             extents=[pb.WindowExtent(height=h, width=w) for h, w in extents],
@@ -333,15 +360,14 @@ class RemoteWorker:
 
     def _stage_request(
         self,
-        frame_id: int,
+        request_id: int,
         stage: OffloadStage,
         tokens: torch.Tensor,
         mixed: torch.Tensor | None,
         extents: Sequence[Extent],
     ) -> _Outgoing:
-        request = pb.SegmentRequest(
-            request_id=next(self._ids),
-            frame_id=frame_id,
+        request = pb.SegmentRequest(  # frame_id stays 0, as in _segment_request
+            request_id=request_id,
             segment=stage.segment,
             model_fingerprint=self._fingerprint,
             extents=[pb.WindowExtent(height=h, width=w) for h, w in extents],
@@ -359,10 +385,12 @@ class RemoteWorker:
         return _Outgoing.of(request)
 
     async def _exchange(self, outgoing: _Outgoing, frame_id: int, segment: int, windows: int) -> pb.SegmentResult:
-        """Send one serialized request on the session stream and wait for its result."""
+        """Send one serialized request on the session stream and wait for its result; ``frame_id``
+        (the edge's own) names the frame in the log and in errors only."""
         assert self._call is not None
         request_id = outgoing.request_id
         future: asyncio.Future[tuple[pb.SegmentResult, int]] = asyncio.get_running_loop().create_future()
+        self._building.discard(request_id)
         self._pending[request_id] = future
         started = time.perf_counter()
         try:
