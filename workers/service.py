@@ -12,7 +12,9 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import logging
+import os
 import signal
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -55,6 +57,9 @@ class WorkerSettings:
     device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
     compute_dtype: str = "fp32"  # fp32 | bf16 | fp16 (the latter two on a GPU only)
     device_memory_mb: float | None = None  # one request's device memory; None: 80 % of free (CUDA)
+    # Shut down when standard input closes: an edge keeps its local workers' stdin open, so they
+    # stop with it however it ends (kill -9 included) instead of holding their memory.
+    stop_on_stdin_eof: bool = False
 
     def __post_init__(self) -> None:
         if min(self.max_streams, self.max_queued, self.max_message_mb, self.threads) < 1 or self.stream_window_mb <= 0:
@@ -107,6 +112,22 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(name).is_loopback
     except ValueError:
         return False
+
+
+def _stop_on_eof(loop: asyncio.AbstractEventLoop, fd: int, stop: asyncio.Event) -> None:
+    """Set ``stop`` once ``fd`` reads end of file (whatever else arrives is discarded)."""
+
+    def readable() -> None:
+        try:
+            data = os.read(fd, 4096)
+        except OSError:
+            data = b""
+        if not data:
+            loop.remove_reader(fd)
+            log.warning("standard input closed: the process that started this worker is gone; shutting down")
+            stop.set()
+
+    loop.add_reader(fd, readable)
 
 
 async def serve(settings: WorkerSettings, *, ready: Sequence[str] = ()) -> int:
@@ -167,6 +188,8 @@ async def serve(settings: WorkerSettings, *, ready: Sequence[str] = ()) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    if settings.stop_on_stdin_eof:
+        _stop_on_eof(loop, sys.stdin.fileno(), stop)
     waiter = asyncio.create_task(server.wait())
     stopper = asyncio.create_task(stop.wait())
     try:
@@ -174,6 +197,8 @@ async def serve(settings: WorkerSettings, *, ready: Sequence[str] = ()) -> int:
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
+        if settings.stop_on_stdin_eof:
+            loop.remove_reader(sys.stdin.fileno())
         log.info("worker %s shutting down", address)
         await server.stop(settings.grace)
         if probe is not None:

@@ -332,6 +332,8 @@ WORKER = (
        "refused (RESOURCE_EXHAUSTED) (default on CUDA: 80%% of what is free once the weights are loaded; "
        "elsewhere no limit)", kind=float, metavar="MB"),
     _o("--grace", "grace", "seconds to drain on shutdown", kind=float, default=5.0),
+    _o("--stop-on-stdin-eof", "stop_on_stdin_eof", "shut down, as on SIGTERM, when standard input closes (an "
+       "edge's local workers: they follow the edge even when it is killed)", kind=bool),
     _o("--health-port", "health_port", "also serve grpc.health.v1 alone, in plain text, on this port (probes)",
        kind=int, metavar="PORT"),
     _o("--metrics-port", "metrics_port", "serve Prometheus metrics at http://HOST:PORT/metrics", kind=int,

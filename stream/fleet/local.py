@@ -105,6 +105,7 @@ class LocalWorkers:
             "--threads", str(self.threads),
             "--device", self.device,
             "--compute-dtype", self.compute_dtype,
+            "--stop-on-stdin-eof",  # its stdin is a pipe from this process: it ends when we do
         ]
         if self.token is not None:
             args += ["--token-file", self._token_file()]
@@ -112,7 +113,7 @@ class LocalWorkers:
             args += ["--checkpoint", self.source.checkpoint]
         nice = self.nice
         process = await asyncio.create_subprocess_exec(
-            *args, stdout=asyncio.subprocess.PIPE, stdin=asyncio.subprocess.DEVNULL,
+            *args, stdout=asyncio.subprocess.PIPE, stdin=asyncio.subprocess.PIPE,
             preexec_fn=(lambda: os.nice(nice)) if nice else None,
         )
         try:
@@ -171,6 +172,8 @@ async def _terminate(process: asyncio.subprocess.Process, timeout: float = 10.0)
         except asyncio.TimeoutError:
             process.kill()
             await process.wait()
+    if process.stdin is not None:
+        process.stdin.close()
     # Drain what the worker printed so its pipe is not left open.
     if process.stdout is not None:
         try:

@@ -233,6 +233,38 @@ async def test_ctrl_c_stops_the_local_workers(tmp_path: Path) -> None:
             await process.wait()
 
 
+async def test_local_workers_end_when_their_edge_is_killed(tmp_path: Path) -> None:
+    """kill -9 gives the edge no chance to stop its workers; they notice their stdin close and go,
+    instead of holding a model's memory and CPU for nobody."""
+    clip = make_clip(tmp_path / "clip.mp4", frames=200, width=160, height=128)
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "pedsam.stream", "run", clip.path, "--local-workers", "2", "--point", "40,40",
+        "--out", str(tmp_path / "out"), "--no-progress",
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+    )
+    try:
+        masks = tmp_path / "out" / "masks.jsonl"
+        for _ in range(600):  # wait until frames are flowing through the workers
+            if masks.exists() and masks.read_text().count("\n") >= 2:
+                break
+            await asyncio.sleep(0.1)
+        workers = children_of(process.pid)
+        assert len(workers) == 2
+    finally:
+        process.kill()
+        await process.wait()
+
+    def alive(pid: int) -> bool:
+        stat = Path(f"/proc/{pid}/stat")
+        return stat.exists() and stat.read_text().split()[2] != "Z"
+
+    for _ in range(200):  # they drain for at most --grace (5 s)
+        if not any(alive(pid) for pid in workers):
+            break
+        await asyncio.sleep(0.05)
+    assert not any(alive(pid) for pid in workers), "local workers outlived their edge"
+
+
 def wrong_checkpoint(path: Path) -> Path:
     state = build_sam("tiny").state_dict()
     state["image_encoder.blocks.0.attn.qkv.weight"] = torch.zeros(3, 3)
