@@ -92,13 +92,22 @@ async def test_masks_identical_to_sam_predictor(tiny_workers: list[str]) -> None
 
 @pytest.mark.vit_b
 async def test_vit_b_split_embedding_equals_monolithic() -> None:
-    """ViT-B shape (1024 px, 64x64 tokens padded to 70x70, 25 windows, 4 segments)."""
+    """ViT-B shape (1024 px, 64x64 tokens padded to 70x70, 25 windows, 4 segments), one 4:3 frame
+    through 2 workers: exact, with the masks SAM gives; and with only N = 1 or 3 of the segments
+    sent (every N is checked on tiny, and on ViT-B's plan in tests/partitioner/test_plan.py), exact
+    with N quarters of the frame's bytes, less its padding: the bottom 8 of 64 token rows."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from pedsam.partitioner.assignment import Assignment
+    from pedsam.stream.core.encoder import SplitEncoder
+    from pedsam.stream.fleet.remote import RemoteWorker
     from pedsam.workers.server import WorkerLimits, WorkerModel, WorkerServer
 
     source = ModelSource(preset="vit_b", seed=1)
     model = WorkerModel(source)
     servers = [WorkerServer(model, WorkerLimits()) for _ in range(2)]
     addresses = [await s.start("127.0.0.1", 0) for s in servers]
+    remote: dict[int, tuple[float, int, list[str | None]]] = {}  # N -> (error, tensor bytes, edge_only)
     try:
         config = EdgeConfig(model=source, workers=tuple(addresses), scheme="interleaved")
         async with EdgeSession(config) as session:
@@ -112,6 +121,16 @@ async def test_vit_b_split_embedding_equals_monolithic() -> None:
             split_masks = [await session.decode(embedding, p) for p in prompts]
             monolithic = replace(embedding, tensor=reference)
             reference_masks = [await session.decode(monolithic, p) for p in prompts]
+            workers = [e for e in session.encoder.executors.values() if isinstance(e, RemoteWorker)]
+            image, shares = embedding.prepared.tensor, embedding.audit.assignment.shares
+            with ThreadPoolExecutor(1) as pool:
+                for n in (1, 3):
+                    encoder = SplitEncoder(session.sam, session.preset, session.encoder.executors, pool,
+                                           remote_segments=n)
+                    before = sum(w.stats.raw_sent + w.stats.raw_received for w in workers)
+                    tensor, audit = await encoder.encode(n, image, Assignment(frame_index=n, shares=shares))
+                    moved = sum(w.stats.raw_sent + w.stats.raw_received for w in workers) - before
+                    remote[n] = (relative_error(tensor, reference), moved, [s.edge_only for s in audit.segments])
     finally:
         for s in servers:
             await s.stop(0)
@@ -122,6 +141,10 @@ async def test_vit_b_split_embedding_equals_monolithic() -> None:
         assert got.mask.shape == (480, 640)
         np.testing.assert_array_equal(got.mask, want.mask)
         assert got.score == pytest.approx(want.score, rel=1e-4)
+    for n, (error, moved, edge_only) in remote.items():
+        assert error <= 1e-4, n
+        assert moved == n * 2 * 56 * 64 * 768 * 4, n
+        assert edge_only == [None] * n + ["remote_segments"] * (4 - n)
 
 
 async def test_padding_windows_first_segment_is_computed_once(tiny_workers: list[str]) -> None:

@@ -125,40 +125,5 @@ def test_remote_segments_out_of_range_is_a_config_error() -> None:
     assert EdgeConfig(model=TINY, workers=workers, remote_segments=2).remote_segments == 2
 
 
-@pytest.mark.vit_b
-async def test_vit_b_is_exact_for_every_number_of_remote_segments() -> None:
-    """ViT-B shape, N = 1 and 3 of its 4 segments (and 4 from the session's own frame), one frame
-    each through 2 workers: exact, and the tensor bytes are N quarters of a whole frame's 100.7 MB,
-    less the 4:3 frame's padding: the bottom 8 of 64 token rows stay on the edge (every N is checked exactly on tiny, and on ViT-B's plan in tests/partitioner/test_plan.py)."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    from pedsam.partitioner.assignment import Assignment
-    from pedsam.stream.core.encoder import SplitEncoder
-    from pedsam.workers.models import ModelSource
-
-    source = ModelSource(preset="vit_b", seed=1)
-    model = WorkerModel(source)
-    servers = [WorkerServer(model, WorkerLimits()) for _ in range(2)]
-    addresses = [await s.start("127.0.0.1", 0) for s in servers]
-    try:
-        config = EdgeConfig(model=source, workers=tuple(addresses), scheme="interleaved")
-        async with EdgeSession(config) as session:
-            first = await session.embed(scene(480, 640, seed=5))
-            image, shares = first.prepared.tensor, first.audit.assignment.shares
-            with torch.inference_mode():
-                reference = session.sam.image_encoder(image)
-            assert relative_error(first.tensor, reference) <= 1e-4  # N = 4, every segment sent
-            remotes = [e for e in session.encoder.executors.values() if isinstance(e, RemoteWorker)]
-            with ThreadPoolExecutor(1) as pool:
-                for n in (1, 3):
-                    encoder = SplitEncoder(session.sam, session.preset, session.encoder.executors, pool,
-                                           remote_segments=n)
-                    before = sum(r.stats.raw_sent + r.stats.raw_received for r in remotes)
-                    embedding, audit = await encoder.encode(n, image, Assignment(frame_index=n, shares=shares))
-                    raw = sum(r.stats.raw_sent + r.stats.raw_received for r in remotes) - before
-                    assert relative_error(embedding, reference) <= 1e-4, n
-                    assert raw == n * 2 * 56 * 64 * 768 * 4, n
-                    assert [s.edge_only for s in audit.segments] == [None] * n + ["remote_segments"] * (4 - n)
-    finally:
-        for s in servers:
-            await s.stop(0)
+# ViT-B with N = 1 and 3: tests/stream/core/test_encoder.py::test_vit_b_split_embedding_equals_monolithic,
+# which shares its model, frame and reference.
