@@ -363,6 +363,13 @@ async def bench_entropy(values: Values) -> int:
     return await run_bench(EntropyBench.of(values))
 
 
+async def bench_verify(values: Values) -> int:
+    from pedsam.stream.bench.verify import VerifyBench
+    from pedsam.stream.bench.verify import run as run_bench
+
+    return await run_bench(VerifyBench.of(values))
+
+
 async def bench_pipeline(values: Values) -> int:
     from pedsam.stream.bench.pipeline import PipelineBench
     from pedsam.stream.bench.pipeline import run as run_bench

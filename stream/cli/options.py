@@ -452,7 +452,16 @@ LINK_BENCH = (
     _o("--json", "json", "also write every row as JSON", metavar="FILE"),
 )
 
+VERIFY_BENCH = (
+    _o("--fractions", "fractions", "--verify settings to measure against none, comma-separated", default="0.05",
+       metavar="F,..."),
+    _o("--frames", "frames", "measured frames per setting", kind=int, default=6),
+    _o("--warmup", "warmup", "unmeasured frames per setting first", kind=int, default=1),
+    _o("--json", "json", "also write the figures as JSON", metavar="FILE"),
+)
+
 GROUPS.update({
+    "bench-verify": VERIFY_BENCH,
     "bench-link": LINK_BENCH,
     "bench-propagation": PROPAGATION_BENCH,
     "worker": WORKER,
