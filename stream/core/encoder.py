@@ -77,6 +77,7 @@ class SplitEncoder:
         remote_segments: int | None = None,
         placement: Placement = CPU,
         watch: Watch | None = None,
+        bounds: BlockBounds | None = None,
     ) -> None:
         """``execution``: ``"default"`` runs global blocks whole on the edge; ``"offload"`` runs
         their per-token parts on the executors too (see :mod:`pedsam.stream.core.offload`).
@@ -84,7 +85,8 @@ class SplitEncoder:
         edge computes the rest (None: all); in the offload plan a segment's stage goes with it
         (the per-token parts of the global blocks beside it). ``placement``: where ``sam`` is
         (the caller moved it) and the blocks' precision. ``watch``: check workers' results
-        (``--verify``; see the module docstring).
+        (``--verify``; see the module docstring), against ``bounds`` (``sam``'s, computed here
+        when not given).
 
         Raises:
             PartitionError: ``remote_segments`` outside ``1..`` the model's segment count.
@@ -101,7 +103,7 @@ class SplitEncoder:
         self.remote_segments = len(self.plan.remote_segments(remote_segments))
         remote = None if remote_segments is None else range(self.remote_segments)
         self.shares = ShareRunner(self.grid, executors, health or NeverDown(), on_failure, remote, watch)
-        self.bounds = BlockBounds(sam) if watch is not None else None
+        self.bounds = (bounds or BlockBounds(sam)) if watch is not None else None
         if tuple(s.blocks for s in self.plan.segments) != preset.segments():
             raise AssertionError("partitioner plan and worker segments disagree")
         self._padding: dict[int, torch.Tensor] = {}  # window id -> its first segment's result, pure padding

@@ -35,6 +35,7 @@ from pedsam.partitioner.assignment import EDGE, Assignment
 from pedsam.partitioner.offload import PLANS
 from pedsam.partitioner.scheduler import FAILOVER
 from pedsam.stream.core.autoplan import Measured, PlanChoice, choose
+from pedsam.stream.core.bounds import BlockBounds
 from pedsam.stream.core.encoder import FrameAudit, SplitEncoder
 from pedsam.stream.core.executors import LocalExecutor, SegmentExecutor
 from pedsam.stream.core.memory import release_large_blocks
@@ -212,6 +213,7 @@ class EdgeSession:
     _pool: ThreadPoolExecutor | None = field(default=None, init=False)
     _frames: int = field(default=0, init=False)
     watch: Watch | None = field(default=None, init=False)
+    _bounds: BlockBounds | None = field(default=None, init=False)
     _streams: int = field(default=0, init=False)
     _open: bool = field(default=False, init=False)
     plan_choice: PlanChoice | None = field(default=None, init=False)  # with auto_plan: what was chosen
@@ -305,6 +307,7 @@ class EdgeSession:
             # The edge is an executor too: a budget may keep windows on it (exactly, same runner).
             self._placement = placement
             self.watch = Watch(config.verify)
+            self._bounds = await asyncio.to_thread(BlockBounds, self.sam)
             self.encoder = self._build_encoder(config.remote_segments, config.codec)
             for worker in remotes:
                 if worker.info is not None and worker.info.compute_dtype not in ("", "fp32"):
@@ -357,6 +360,7 @@ class EdgeSession:
             remote_segments=remote_segments,
             placement=self._placement,
             watch=self.watch,
+            bounds=self._bounds,
         )
 
     def _build_scheduler(self) -> EdgeScheduler:
