@@ -12,6 +12,8 @@ only knows "bad value" still catches them::
         ├── ConfigError  (also ValueError)  bad command-line option or setting
         ├── SessionError                    an edge session used before it was opened
         ├── WorkerError                     worker unreachable, refusing, or failing
+        │   └── TamperingError              a worker's result is not what its windows give
+        │                                   (--verify: recomputed on the edge, or impossible)
         └── ExposureBudgetError             sending a frame would exceed an exposure budget
                                             (with --on-budget stop)
 
@@ -22,8 +24,8 @@ family once, at the boundary where they occur, with the original chained as ``__
 from __future__ import annotations
 
 __all__ = [
-    "ConfigError", "ExposureBudgetError", "MediaError", "PedsamError", "PromptError", "SessionError", "WorkerError",
-    "first_error",
+    "ConfigError", "ExposureBudgetError", "MediaError", "PedsamError", "PromptError", "SessionError", "TamperingError",
+    "WorkerError", "first_error",
 ]
 
 
@@ -45,6 +47,18 @@ class SessionError(PedsamError):
 
 class WorkerError(PedsamError):
     """A worker that is unreachable, refuses, or fails."""
+
+
+class TamperingError(WorkerError):
+    """A worker returned a result its windows cannot give: windows the edge recomputed differ
+    beyond the tolerance, or values are impossible (not finite, or beyond what the blocks can
+    produce). ``windows``: the window ids concerned; ``check``: ``"recomputed"`` or
+    ``"impossible"``."""
+
+    def __init__(self, message: str, *, windows: tuple[int, ...], check: str) -> None:
+        super().__init__(message)
+        self.windows = windows
+        self.check = check
 
 
 class ConfigError(PedsamError, ValueError):

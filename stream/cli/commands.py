@@ -328,6 +328,7 @@ def config_check(values: Values) -> int:
         f"{budget.on_exceed}",
         f"failover   on failure: {config.on_failure}, reconnect every {config.reconnect_interval:g} s, "
         f"request timeout {config.request_timeout} s",
+        f"verify     the edge recomputes {config.verify:g} of each worker's windows to check it",
         f"metrics    {'metrics on port ' + str(config.metrics_port) if config.metrics_port is not None else 'off'}",
     ]
     if config.links:
@@ -360,6 +361,13 @@ async def bench_entropy(values: Values) -> int:
     from pedsam.stream.bench.entropy import run as run_bench
 
     return await run_bench(EntropyBench.of(values))
+
+
+async def bench_verify(values: Values) -> int:
+    from pedsam.stream.bench.verify import VerifyBench
+    from pedsam.stream.bench.verify import run as run_bench
+
+    return await run_bench(VerifyBench.of(values))
 
 
 async def bench_pipeline(values: Values) -> int:

@@ -26,6 +26,7 @@ Paths in the file are relative to the file's folder. Example::
     [failover]
     on_failure = "standby"              # --on-failure; also reconnect_interval,
     request_timeout = 60                #   request_timeout, connect_timeout
+    verify = 0.05                       # --verify: share of windows the edge rechecks
     [tls]
     ca = "pki/ca.pem"                   # --tls-ca; also cert, key, server_name, insecure
     [metrics]

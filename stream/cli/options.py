@@ -162,6 +162,10 @@ WORKERS = (
        "or stop", choices=FAILOVER, default="edge", key=("failover", "on_failure")),
     _o("--reconnect-interval", "reconnect_interval", "seconds between attempts to reconnect a failed worker",
        kind=float, default=5.0, key=("failover", "reconnect_interval")),
+    # The default is pedsam.stream.core.verify.DEFAULT_VERIFY (a test compares them; this module imports no torch).
+    _o("--verify", "verify", "watch workers: the edge recomputes this share of each worker's windows, picked in "
+       "secret, and takes a worker whose results differ out of service for the session; 0 to 1",
+       kind=float, default=0.05, metavar="F", key=("failover", "verify")),
     _o("--link", "link", "emulate a finite link to each worker on this machine (tests and benches): "
        "RATE:RTT like 100mbit:10ms, UP/DOWN:RTT like 20mbit/50mbit:50ms (up: edge to worker), or "
        f"{', '.join(PROFILES)}; one for every worker, or comma-separated, one per worker (standby last)",
@@ -452,7 +456,16 @@ LINK_BENCH = (
     _o("--json", "json", "also write every row as JSON", metavar="FILE"),
 )
 
+VERIFY_BENCH = (
+    _o("--fractions", "fractions", "--verify settings to measure against none, comma-separated", default="0.05",
+       metavar="F,..."),
+    _o("--frames", "frames", "measured frames per setting", kind=int, default=6),
+    _o("--warmup", "warmup", "unmeasured frames per setting first", kind=int, default=1),
+    _o("--json", "json", "also write the figures as JSON", metavar="FILE"),
+)
+
 GROUPS.update({
+    "bench-verify": VERIFY_BENCH,
     "bench-link": LINK_BENCH,
     "bench-propagation": PROPAGATION_BENCH,
     "worker": WORKER,

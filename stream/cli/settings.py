@@ -204,6 +204,7 @@ def edge_config(values: Values, *, background_sam: bool = False) -> EdgeConfig:
         device=values["device"],
         compute_dtype=values["compute_dtype"],
         providers=providers(values.get("workers"), values.get("standby")),
+        verify=values["verify"],
     )
 
 

@@ -22,10 +22,19 @@ bias plus the position embedding on every frame, and a windowed block looks at n
 its window, so their first segment's result is the same on every frame: the default plan
 computes it once per window and reuses it. Later segments follow global blocks, which mix every
 token of the frame in, so those are computed each frame.
+
+Watched workers (``--verify``, :mod:`pedsam.stream.core.verify`): each share's result is checked
+as it arrives, against the most its blocks can produce (:mod:`pedsam.stream.core.bounds`) and, for
+a secret sample of its windows, against the edge's own computation. A worker caught is replaced
+by the edge for the rest of that segment; and since unchecked windows it computed earlier (in this
+frame, or in a frame still under way) may be tampered too, and a global block has since mixed
+them into every token, a frame that used any of its windows without checking all of them is
+computed again without it before it is returned (its audit then has a second ``attempt``).
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable, Mapping
 from concurrent.futures import Executor
 
@@ -37,8 +46,10 @@ from pedsam.partitioner.geometry import Window, WindowGrid
 from pedsam.partitioner.offload import PLANS
 from pedsam.partitioner.plan import GlobalStep, ModelPlan, SegmentStep, model_plan
 from pedsam.stream.core import offload
+from pedsam.stream.core.bounds import BlockBounds
 from pedsam.stream.core.executors import SegmentExecutor
 from pedsam.stream.core.shares import EdgeThread, FrameAudit, SegmentAudit, ShareRunner, gather_windows, scatter_windows
+from pedsam.stream.core.verify import LIMIT_MARGIN, Watch
 from pedsam.stream.errors import WorkerError
 from pedsam.stream.fleet.health import NeverDown, WorkerHealth
 from pedsam.workers import kernels
@@ -46,6 +57,8 @@ from pedsam.workers.device import CPU, Placement
 from pedsam.workers.presets import ModelPreset
 
 __all__ = ["FrameAudit", "SegmentAudit", "SplitEncoder"]
+
+log = logging.getLogger(__name__)
 
 
 class SplitEncoder:
@@ -63,13 +76,17 @@ class SplitEncoder:
         on_failure: str = "edge",
         remote_segments: int | None = None,
         placement: Placement = CPU,
+        watch: Watch | None = None,
+        bounds: BlockBounds | None = None,
     ) -> None:
         """``execution``: ``"default"`` runs global blocks whole on the edge; ``"offload"`` runs
         their per-token parts on the executors too (see :mod:`pedsam.stream.core.offload`).
         ``remote_segments``: only segments ``0..N-1`` go to the executors of the assignment, the
         edge computes the rest (None: all); in the offload plan a segment's stage goes with it
         (the per-token parts of the global blocks beside it). ``placement``: where ``sam`` is
-        (the caller moved it) and the blocks' precision.
+        (the caller moved it) and the blocks' precision. ``watch``: check workers' results
+        (``--verify``; see the module docstring), against ``bounds`` (``sam``'s, computed here
+        when not given).
 
         Raises:
             PartitionError: ``remote_segments`` outside ``1..`` the model's segment count.
@@ -85,7 +102,8 @@ class SplitEncoder:
         self.edge = EdgeThread(edge_pool)
         self.remote_segments = len(self.plan.remote_segments(remote_segments))
         remote = None if remote_segments is None else range(self.remote_segments)
-        self.shares = ShareRunner(self.grid, executors, health or NeverDown(), on_failure, remote)
+        self.shares = ShareRunner(self.grid, executors, health or NeverDown(), on_failure, remote, watch)
+        self.bounds = (bounds or BlockBounds(sam)) if watch is not None else None
         if tuple(s.blocks for s in self.plan.segments) != preset.segments():
             raise AssertionError("partitioner plan and worker segments disagree")
         self._padding: dict[int, torch.Tensor] = {}  # window id -> its first segment's result, pure padding
@@ -116,20 +134,41 @@ class SplitEncoder:
         if unknown:
             raise WorkerError(f"assignment names executors that are not connected: {sorted(unknown)}")
         audit = FrameAudit(frame=frame_index, assignment=assignment)
-        x = await self.edge.run(self._prologue, image)
-        if self.execution == "offload":
-            x = await offload.encode(self.sam, self.plan, self.shares, self.edge, frame_index, x, assignment, audit,
-                                     self.placement)
-        else:
-            padding = self._pure_padding(image, assignment)
-            for step in self.plan.steps:
-                if isinstance(step, GlobalStep):
-                    x = await self.edge.run(self._global_block, step.block, x)
-                else:
-                    x = await self._segment(frame_index, step, x, assignment, audit,
-                                            padding if step.index == 0 else ())
+        prologue = await self.edge.run(self._prologue, image)
+        padding = self._pure_padding(image, assignment) if self.execution != "offload" else ()
+        while True:
+            x = await self._blocks(frame_index, prologue, assignment, audit, padding)
+            tainted = self._tainted(audit)
+            if not tainted:
+                break
+            audit.attempt += 1
+            log.warning("frame %d: computing it again without %s, caught tampering while the frame was under way",
+                        frame_index, ", ".join(sorted(tainted)))
         embedding = await self.edge.run(self._neck, x)
         return embedding, audit
+
+    async def _blocks(
+        self, frame_index: int, x: torch.Tensor, assignment: Assignment, audit: FrameAudit, padding: tuple[int, ...]
+    ) -> torch.Tensor:
+        """Every block of the encoder on the prologue's (1, H, W, C) tokens, under the plan."""
+        if self.execution == "offload":
+            return await offload.encode(self.sam, self.plan, self.shares, self.edge, frame_index, x, assignment,
+                                        audit, self.placement, self.bounds)
+        for step in self.plan.steps:
+            if isinstance(step, GlobalStep):
+                x = await self.edge.run(self._global_block, step.block, x)
+            else:
+                x = await self._segment(frame_index, step, x, assignment, audit, padding if step.index == 0 else ())
+        return x
+
+    def _tainted(self, audit: FrameAudit) -> set[str]:
+        """Workers caught by now whose results this attempt at the frame used without checking
+        every window of them (with ``--verify 1`` every window was checked: none)."""
+        watch = self.shares.watch
+        if watch is None or watch.fraction >= 1.0 or not watch.caught:
+            return set()
+        used = {name for s in audit.segments if s.attempt == audit.attempt for name, ids in s.shares.items() if ids}
+        return used & set(watch.caught)
 
     @torch.inference_mode()
     def _prologue(self, image: torch.Tensor) -> torch.Tensor:
@@ -188,7 +227,10 @@ class SplitEncoder:
         def store(windows: list[Window], result: torch.Tensor) -> None:
             scatter_windows(out, windows, result)
 
-        await self.shares.each_share(step.index, assignment, audit, prepare, store)
+        limits: tuple[float, ...] = ()
+        if self.bounds is not None:  # the largest magnitude honest results can have
+            limits = (self.bounds.tokens(float(grid_tokens.abs().max()), step.blocks) * LIMIT_MARGIN,)
+        await self.shares.each_share(step.index, assignment, audit, prepare, store, limits)
         for wid in padding:
             if wid not in self._padding:
                 self._padding[wid] = gather_windows(out, [self.grid.window(wid)]).clone()

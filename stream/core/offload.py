@@ -29,8 +29,10 @@ from pedsam.partitioner.assignment import Assignment
 from pedsam.partitioner.geometry import Window
 from pedsam.partitioner.offload import OffloadStage, offload_stages
 from pedsam.partitioner.plan import GlobalStep, ModelPlan
+from pedsam.stream.core.bounds import BlockBounds
 from pedsam.stream.core.executors import SegmentExecutor
 from pedsam.stream.core.shares import EdgeThread, FrameAudit, ShareRunner, gather_windows, scatter_windows
+from pedsam.stream.core.verify import LIMIT_MARGIN
 from pedsam.workers import kernels
 from pedsam.workers.device import CPU, Placement
 
@@ -77,6 +79,7 @@ async def encode(
     assignment: Assignment,
     audit: FrameAudit,
     placement: Placement = CPU,
+    bounds: BlockBounds | None = None,
 ) -> torch.Tensor:
     """Run every block of the encoder on ``x`` under the offload plan.
 
@@ -89,6 +92,7 @@ async def encode(
         assignment: the frame's (checked) assignment; every stage uses it.
         audit: the frame's audit record; one entry per segment is appended.
         placement: where ``sam`` and ``x`` are, and the blocks' precision.
+        bounds: with ``--verify``, the blocks' bounds: workers' results beyond them are refused.
 
     Returns:
         (1, H, W, C) float32 tokens after the last block, before the neck.
@@ -110,7 +114,8 @@ async def encode(
         stage = stages[step.index]
         if stage.finish != waiting:
             raise AssertionError(f"offload stage {stage} does not follow block {waiting}")
-        tokens, qkv = await _run_stage(shares, frame_index, stage, tokens, mixed, assignment, audit)
+        limits = _limits(bounds, step.blocks, stage, tokens, mixed)
+        tokens, qkv = await _run_stage(shares, frame_index, stage, tokens, mixed, assignment, audit, limits)
         waiting = mixed = None
     if waiting is not None:
         tokens = await edge.run(_finish, sam, placement, waiting, tokens, mixed)
@@ -118,6 +123,24 @@ async def encode(
 
 
 Result = tuple[torch.Tensor, torch.Tensor | None]
+
+
+def _limits(
+    bounds: BlockBounds | None, blocks: tuple[int, ...], stage: OffloadStage, tokens: torch.Tensor,
+    mixed: torch.Tensor | None,
+) -> tuple[float, ...]:
+    """The largest magnitudes an honest stage's (N, C) tokens and (N, 3C) qkv can have (none
+    without ``bounds``): the stage finishes its global block (with the attention output ``mixed``)
+    and runs the segment's ``blocks``."""
+    if bounds is None:
+        return ()
+    largest = float(tokens.abs().max())
+    if stage.finish is not None and mixed is not None:
+        largest = bounds.finished(largest, stage.finish, float(mixed.abs().max()))
+    largest = bounds.tokens(largest, blocks) * LIMIT_MARGIN
+    if stage.start is None:
+        return (largest,)
+    return (largest, bounds.qkv[stage.start] * LIMIT_MARGIN)
 
 
 async def _run_stage(
@@ -128,8 +151,10 @@ async def _run_stage(
     mixed: torch.Tensor | None,
     assignment: Assignment,
     audit: FrameAudit,
+    limits: tuple[float, ...] = (),
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """One stage on every executor's share; returns the (H, W, C) tokens and (H, W, 3C) qkv."""
+    """One stage on every executor's share; returns the (H, W, C) tokens and (H, W, 3C) qkv
+    (``limits``: the largest magnitudes honest results can have, see :func:`_limits`)."""
     height, width, channels = tokens.shape
     out = torch.empty_like(tokens)
     qkv = torch.empty(height, width, 3 * channels, device=tokens.device) if stage.start is not None else None
@@ -146,5 +171,5 @@ async def _run_stage(
         if qkv is not None and result_qkv is not None:
             scatter_windows(qkv, windows, result_qkv)
 
-    await shares.each_share(stage.segment, assignment, audit, prepare, store)
+    await shares.each_share(stage.segment, assignment, audit, prepare, store, limits)
     return out, qkv

@@ -35,6 +35,7 @@ from pedsam.partitioner.assignment import EDGE, Assignment
 from pedsam.partitioner.offload import PLANS
 from pedsam.partitioner.scheduler import FAILOVER
 from pedsam.stream.core.autoplan import Measured, PlanChoice, choose
+from pedsam.stream.core.bounds import BlockBounds
 from pedsam.stream.core.encoder import FrameAudit, SplitEncoder
 from pedsam.stream.core.executors import LocalExecutor, SegmentExecutor
 from pedsam.stream.core.memory import release_large_blocks
@@ -42,6 +43,7 @@ from pedsam.stream.core.metrics import EdgeCollector, EdgeStats
 from pedsam.stream.core.predictor import MaskDecoder, MaskPrediction, PreparedImage, prepare_image
 from pedsam.stream.core.prompts import ObjectPrompt
 from pedsam.stream.core.scheduling import DEFAULT_SCHEME, EdgeScheduler, RotationSettings
+from pedsam.stream.core.verify import DEFAULT_VERIFY, Watch, tolerance
 from pedsam.stream.errors import ConfigError, MediaError, SessionError
 from pedsam.stream.fleet.health import Fleet
 from pedsam.stream.fleet.links import LinkRelay, LinkSpec
@@ -119,6 +121,9 @@ class EdgeConfig:
     # Who runs each remote worker (address, provider): one worker per provider; required off
     # this machine (see pedsam.stream.fleet.providers).
     providers: tuple[tuple[str, str], ...] = ()
+    # Watched workers: the share of each worker's windows the edge recomputes in secret to check
+    # its results (0: none, 1: all); see pedsam.stream.core.verify.
+    verify: float = DEFAULT_VERIFY
 
     def __post_init__(self) -> None:
         try:
@@ -145,6 +150,9 @@ class EdgeConfig:
             raise ConfigError("--on-failure standby needs standby workers: give --standby or --local-standby")
         if self.reconnect_interval <= 0:
             raise ConfigError("--reconnect-interval must be positive")
+        if isinstance(self.verify, bool) or not isinstance(self.verify, (int, float)) or not 0 <= self.verify <= 1:
+            raise ConfigError(f"--verify {self.verify:g}: give the share of each worker's windows the edge "
+                              "recomputes to check it, from 0 (none) to 1 (all)")
         if self.compression not in WIRE_COMPRESSIONS:
             raise ConfigError(f"unknown --compression {self.compression!r}; choose one of {', '.join(WIRE_COMPRESSIONS)}")
         if self.remote_segments is not None:
@@ -204,6 +212,8 @@ class EdgeSession:
     _metrics_server: Any = field(default=None, init=False)
     _pool: ThreadPoolExecutor | None = field(default=None, init=False)
     _frames: int = field(default=0, init=False)
+    watch: Watch | None = field(default=None, init=False)
+    _bounds: BlockBounds | None = field(default=None, init=False)
     _streams: int = field(default=0, init=False)
     _open: bool = field(default=False, init=False)
     plan_choice: PlanChoice | None = field(default=None, init=False)  # with auto_plan: what was chosen
@@ -296,7 +306,9 @@ class EdgeSession:
             self.fleet = Fleet({w.name: w for w in remotes}, reconnect_interval=config.reconnect_interval)
             # The edge is an executor too: a budget may keep windows on it (exactly, same runner).
             self._placement = placement
-            self.encoder = self._build_encoder(config.remote_segments)
+            self.watch = Watch(config.verify)
+            self._bounds = await asyncio.to_thread(BlockBounds, self.sam)
+            self.encoder = self._build_encoder(config.remote_segments, config.codec)
             for worker in remotes:
                 if worker.info is not None and worker.info.compute_dtype not in ("", "fp32"):
                     log.warning("worker %s computes in %s: embeddings are within that precision's bound, not "
@@ -325,9 +337,18 @@ class EdgeSession:
             return setting
         return "off" if is_loopback_address(address) and not emulated else "zstd"
 
-    def _build_encoder(self, remote_segments: int | None) -> SplitEncoder:
+    def _build_encoder(self, remote_segments: int | None, codec: str) -> SplitEncoder:
+        """The split encoder over every executor; with ``--verify``, watching workers whose
+        results cross in ``codec`` (each with the tolerance of its codec and precisions)."""
         config = self.config
-        assert self._pool is not None
+        assert self._pool is not None and self.placement is not None
+        if self.watch is not None:
+            edge_dtype = self.placement.compute_dtype
+            self.watch.tolerances = {
+                w.name: tolerance(codec, (edge_dtype, w.info.compute_dtype if w.info is not None else "fp32"))
+                for w in (*self._executors, *self._standby) if isinstance(w, RemoteWorker)
+            }
+            self.watch.default = tolerance(codec, (edge_dtype,))
         return SplitEncoder(
             self.sam,
             self.preset,
@@ -338,6 +359,8 @@ class EdgeSession:
             on_failure=config.on_failure,
             remote_segments=remote_segments,
             placement=self._placement,
+            watch=self.watch,
+            bounds=self._bounds,
         )
 
     def _build_scheduler(self) -> EdgeScheduler:
@@ -382,7 +405,7 @@ class EdgeSession:
         choice = choose(measured)
         for worker in remotes:
             worker.use_codec(choice.codec)
-        self.encoder = self._build_encoder(choice.remote_segments)
+        self.encoder = self._build_encoder(choice.remote_segments, choice.codec)
         log.info("%s", choice.line())
         return choice
 
@@ -439,9 +462,12 @@ class EdgeSession:
         }
 
     def fleet_summary(self) -> dict[str, object]:
-        """Workers down now, every down/up event, and the failover settings (JSON-ready)."""
+        """Workers down now, every down/up event, the failover settings, and what watching them
+        found (JSON-ready): ``verify``, ``windows_verified``, ``workers_caught`` and per worker
+        caught the frame, segment, windows and check that caught it."""
         fleet = self.fleet.summary() if self.fleet is not None else {"down": [], "events": []}
-        return {"on_failure": self.config.on_failure, "standby": self.standby_names, **fleet}
+        watch = (self.watch or Watch(self.config.verify)).summary()
+        return {"on_failure": self.config.on_failure, "standby": self.standby_names, **fleet, **watch}
 
     @property
     def random_weights(self) -> bool:

@@ -23,6 +23,11 @@ stop, its windows of this segment are computed on the edge, as are its windows o
 segment while it stays down. The edge is trusted, so this never widens what any server sees;
 the result stays exact (the same segment runner). The audit records each case under
 ``failover``.
+
+Watched workers (``--verify``): with a :class:`~pedsam.stream.core.verify.Watch`, each worker's
+result is checked as it arrives (impossible values; a secret sample of its windows recomputed on
+the edge meanwhile). A worker caught fails over as one that failed, and its failover record says
+``caught`` (the windows, and which check); it stays down for the rest of the session.
 """
 
 from __future__ import annotations
@@ -41,7 +46,8 @@ import torch
 from pedsam.partitioner.assignment import EDGE, Assignment
 from pedsam.partitioner.geometry import Window, WindowGrid
 from pedsam.stream.core.executors import SegmentExecutor
-from pedsam.stream.errors import WorkerError, first_error
+from pedsam.stream.core.verify import Watch
+from pedsam.stream.errors import TamperingError, WorkerError, first_error
 from pedsam.stream.fleet.health import WorkerHealth
 
 __all__ = [
@@ -59,15 +65,18 @@ KEPT_BY_REMOTE_SEGMENTS = "remote_segments"
 class SegmentAudit:
     """One segment of one frame: ``shares`` is who computed which windows (each window once);
     ``failover`` names workers whose windows the edge computed instead, with ``sent`` telling
-    whether the worker had received them before it failed, and why; ``edge_only`` says why the
-    edge computed the whole segment without sending any of it (:data:`KEPT_BY_REMOTE_SEGMENTS`),
-    or is None."""
+    whether the worker had received them before it failed, and why (and ``caught`` when
+    ``--verify`` caught it: ``windows``, ``check``); ``edge_only`` says why the edge computed the
+    whole segment without sending any of it (:data:`KEPT_BY_REMOTE_SEGMENTS`), or is None;
+    ``attempt`` counts the frame's computations (2 and up: recomputed without a worker caught
+    while the frame was under way, see :class:`~pedsam.stream.core.encoder.SplitEncoder`)."""
 
     segment: int
     shares: dict[str, list[int]]
     seconds: float
     failover: dict[str, dict[str, Any]] = field(default_factory=dict)
     edge_only: str | None = None
+    attempt: int = 1
 
 
 @dataclass
@@ -78,6 +87,7 @@ class FrameAudit:
     assignment: Assignment
     segments: list[SegmentAudit] = field(default_factory=list)
     exposure: dict[str, Any] | None = None  # the scheduler's per-server exposure record, if any
+    attempt: int = 1  # the computation of the frame under way (see SegmentAudit.attempt)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -85,7 +95,8 @@ class FrameAudit:
             "segments": [
                 {"segment": s.segment, "shares": s.shares, "seconds": round(s.seconds, 4),
                  **({"failover": s.failover} if s.failover else {}),
-                 **({"edge_only": s.edge_only} if s.edge_only else {})}
+                 **({"edge_only": s.edge_only} if s.edge_only else {}),
+                 **({"attempt": s.attempt} if s.attempt > 1 else {})}
                 for s in self.segments
             ],
         }
@@ -153,14 +164,22 @@ class ShareRunner:
         health: WorkerHealth,
         on_failure: str,
         remote: Iterable[int] | None = None,
+        watch: Watch | None = None,
     ) -> None:
         """``remote``: the segments whose shares go to their executors (None: every segment); the
-        edge computes every window of any other segment."""
+        edge computes every window of any other segment. ``watch``: check workers' results
+        (``--verify``; None: take them as they come)."""
         self.grid = grid
         self.executors = dict(executors)
         self.health = health
         self.on_failure = on_failure  # "stop": a failed worker fails the frame
         self.remote = None if remote is None else frozenset(remote)
+        self.watch = watch
+
+    @property
+    def caught(self) -> frozenset[str]:
+        """Workers the watch caught: out of service for good, whatever their health says."""
+        return frozenset(self.watch.caught) if self.watch is not None else frozenset()
 
     async def each_share(
         self,
@@ -169,17 +188,21 @@ class ShareRunner:
         audit: FrameAudit,
         prepare: Callable[[list[Window]], Callable[[SegmentExecutor], Awaitable[T]]],
         store: Callable[[list[Window], T], None],
+        limits: Sequence[float] = (),
     ) -> None:
         """For every non-empty share: ``prepare(windows)`` makes the call (gathering its tokens
         once), the call runs on the share's executor (or the edge), ``store`` takes the result.
-        ``windows`` come in the share's :func:`secret_order`; both callbacks get the same list."""
+        ``windows`` come in the share's :func:`secret_order`; both callbacks get the same list.
+        ``limits``: per tensor of a result, the largest magnitude an honest executor can return
+        (for the watch; empty: none known)."""
         started = time.perf_counter()
         failover: dict[str, dict[str, Any]] = {}
 
         async def one(name: str, window_ids: Sequence[int]) -> None:
             windows = [self.grid.window(wid) for wid in secret_order(window_ids)]
             call = prepare(windows)
-            store(windows, await self.run_share(name, window_ids, call, failover))
+            check = self._check(name, audit.frame, segment, windows, prepare, limits)
+            store(windows, await self.run_share(name, window_ids, call, failover, check))
 
         shares = {name: ids for name, ids in assignment.shares.items() if ids}
         edge_only = None
@@ -194,8 +217,30 @@ class ShareRunner:
                 seconds=time.perf_counter() - started,
                 failover=failover,
                 edge_only=edge_only,
+                attempt=audit.attempt,
             )
         )
+
+    def _check(
+        self,
+        name: str,
+        frame: int,
+        segment: int,
+        windows: list[Window],
+        prepare: Callable[[list[Window]], Callable[[SegmentExecutor], Awaitable[T]]],
+        limits: Sequence[float],
+    ) -> Callable[[Awaitable[T]], Awaitable[T]] | None:
+        """The watch's check of worker ``name``'s result for ``windows`` (None for the edge, or
+        with no watch): recomputes its sample with the same ``prepare`` on the edge."""
+        watch = self.watch
+        if watch is None or name == EDGE:
+            return None
+        edge = self.executors[EDGE]
+
+        def recompute(sample: list[Window]) -> Awaitable[T]:
+            return prepare(sample)(edge)
+
+        return lambda pending: watch.checked(name, frame, segment, windows, pending, recompute, limits)
 
     async def run_share(
         self,
@@ -203,24 +248,31 @@ class ShareRunner:
         window_ids: Sequence[int],
         call: Callable[[SegmentExecutor], Awaitable[T]],
         failover: dict[str, dict[str, Any]],
+        check: Callable[[Awaitable[T]], Awaitable[T]] | None = None,
     ) -> T:
         """``call`` on executor ``name``, or on the edge if ``name`` is a worker that is down or
-        fails now (then recorded in ``failover``); a failure is re-raised when settings say stop."""
+        fails now (then recorded in ``failover``); a failure is re-raised when settings say stop.
+        ``check``: the watch's step around a worker's result (:meth:`_check`); a worker it
+        catches fails now, and for good."""
         edge = self.executors[EDGE]
-        if name != EDGE and self.health.is_down(name):
+        if name != EDGE and (self.health.is_down(name) or name in self.caught):
             if self.on_failure == "stop":
                 raise WorkerError(f"worker {name} is down and the settings say stop (--on-failure stop)")
-            failover[name] = {"edge": list(window_ids), "sent": False, "reason": "down"}
+            reason = "caught" if name in self.caught else "down"
+            failover[name] = {"edge": list(window_ids), "sent": False, "reason": reason}
             return await call(edge)
         try:
-            return await call(self.executors[name])
+            pending = call(self.executors[name])
+            return await (check(pending) if check is not None else pending)
         except WorkerError as exc:
             if name == EDGE:
                 raise
-            self.health.mark_down(name, str(exc))
+            self.health.mark_down(name, str(exc), revive=not isinstance(exc, TamperingError))
             if self.on_failure == "stop":
                 raise
             failover[name] = {"edge": list(window_ids), "sent": True, "reason": str(exc)}
+            if isinstance(exc, TamperingError):
+                failover[name]["caught"] = {"windows": list(exc.windows), "check": exc.check}
             return await call(edge)
 
 

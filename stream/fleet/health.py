@@ -5,6 +5,10 @@ missed its deadline) until the edge has reconnected to it: a background task ret
 ``reconnect_interval`` seconds (Describe, fingerprint check, a fresh session stream) and marks it
 up again on success. While it is down the scheduler gives it nothing and the encoder computes
 any of its windows still in flight on the edge (see :mod:`pedsam.stream.core.encoder`).
+
+A worker caught returning tampered tokens (``--verify``, :mod:`pedsam.stream.core.verify`) is
+marked down the same way but never brought back: that it answers again says nothing about
+whether it computes honestly.
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ class WorkerHealth(Protocol):
 
     def is_down(self, name: str) -> bool: ...
 
-    def mark_down(self, name: str, reason: str) -> None: ...
+    def mark_down(self, name: str, reason: str, *, revive: bool = True) -> None: ...
 
 
 class NeverDown:
@@ -37,7 +41,7 @@ class NeverDown:
     def is_down(self, name: str) -> bool:
         return False
 
-    def mark_down(self, name: str, reason: str) -> None:
+    def mark_down(self, name: str, reason: str, *, revive: bool = True) -> None:
         return None
 
 
@@ -61,12 +65,22 @@ class Fleet:
     def is_down(self, name: str) -> bool:
         return name in self.down
 
-    def mark_down(self, name: str, reason: str) -> None:
-        """Take ``name`` out of service (idempotent) and start trying to bring it back."""
-        if name not in self._workers or name in self.down:
+    def mark_down(self, name: str, reason: str, *, revive: bool = True) -> None:
+        """Take ``name`` out of service (idempotent) and start trying to bring it back; with
+        ``revive`` False (caught tampering) keep it out for good, and stop any attempt under way."""
+        if name not in self._workers:
+            return
+        if not revive:
+            reviver = self._revivers.pop(name, None)
+            if reviver is not None:
+                reviver.cancel()
+        if name in self.down:
             return
         self.down.add(name)
         self._event(name, "down", reason)
+        if not revive:  # the caller has said why, in its own line
+            log.info("worker %s is down for the rest of this session", name)
+            return
         log.warning("worker %s is down (%s); failing over, reconnecting every %g s", name, reason,
                     self.reconnect_interval)
         self._revivers[name] = asyncio.get_running_loop().create_task(self._revive(name), name=f"revive {name}")

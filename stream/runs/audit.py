@@ -17,6 +17,12 @@ exceeded silently) can be checked from the file too.
 worker had received them before failing: they count as seen) and the reason. A segment past
 ``--remote-segments`` has every window under ``edge`` and ``"edge_only": "remote_segments"``:
 no worker received any of it.
+
+A worker caught returning tampered tokens (``--verify``) has its failover record's ``caught``:
+the ``windows`` that gave it away and the ``check`` (``recomputed``: they differ from the edge's
+own computation; ``impossible``: values no honest computation gives). A frame computed again
+without it (see :mod:`pedsam.stream.core.encoder`) has a second set of lines for the frame, each
+with ``"attempt": 2``: what the workers received the second time.
 """
 
 from __future__ import annotations
@@ -66,6 +72,8 @@ class AuditWriter:
                 record["failover"] = segment.failover
             if segment.edge_only:
                 record["edge_only"] = segment.edge_only
+            if segment.attempt > 1:
+                record["attempt"] = segment.attempt
             if index == 0 and audit.exposure is not None:
                 record["exposure"] = audit.exposure
             self._writer.write(record)

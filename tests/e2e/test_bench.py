@@ -132,3 +132,23 @@ def test_link_bench_runs_a_live_stream_through_an_emulated_link(tmp_path: Path) 
     assert row["sam_keyframes"] >= 1 and row["edge_cpu_ms_per_frame"] > 0
     assert row["up_mbit_s_per_link"] is not None and row["up_mbit_s_per_link"] <= 40 * 1.05  # never over the link
     assert "| 40mbit:20ms | adaptive | fp32 | 2 |" in done.stdout
+
+
+def test_verify_bench_measures_every_setting_and_recomputes_what_it_says(tmp_path: Path) -> None:
+    """``pedsam bench-verify``: no checks, --verify 0 and each fraction, frame by frame; the windows
+    recomputed grow with the fraction (tiny, 3 workers: 12 worker windows a frame), none caught."""
+    out = tmp_path / "verify.json"
+    command = [sys.executable, "-m", "pedsam.stream", "bench-verify", "--frames", "3", "--fractions", "0.5,1",
+               "--json", str(out)]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "caught" not in done.stdout
+    rows = {row["verify"]: row for row in json.loads(out.read_text())["rows"]}
+    assert list(rows) == ["off", "0", "0.5", "1"]
+    assert rows["off"]["cpu_ratio"] == rows["off"]["wall_ratio"] == 1.0
+    assert rows["off"]["windows_verified"] == rows["0"]["windows_verified"] == 0
+    assert 0 < rows["0.5"]["windows_verified"] < rows["1"]["windows_verified"] == 12
+    done = subprocess.run([sys.executable, "-m", "pedsam.stream", "bench-verify", "--fractions", "2"],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == ["pedsam: error: --fractions '2': give shares of windows in (0, 1]"]

@@ -140,6 +140,8 @@ async def test_run_writes_every_output_for_every_frame(tmp_path: Path) -> None:
     # 160x128 at the tiny model: 6 windows hold picture (832 tokens, at most 196 in one), 3 are
     # padding and stay on the edge; no worker gets more than a third of the picture and a window.
     assert 0 < summary["max_picture_share_per_server"] <= 1 / 3 + 196 / 832 + 1e-6
+    fleet = summary["fleet"]  # watched by default: nothing caught, every recomputed window exact
+    assert fleet["verify"] == 0.05 and fleet["workers_caught"] == 0 and fleet["largest_difference"] <= 1e-4
     assert summary["max_windows_per_server"] <= 3 and summary["defaults"]["--rotation"] == "adaptive"
     links = summary["links"]
     assert [links[w]["emulated"]["spec"] for w in summary["workers"]] == ["1gbit:1ms", "100mbit:10ms",
@@ -292,6 +294,7 @@ async def test_bad_inputs_get_one_readable_line(tmp_path: Path) -> None:
           "--checkpoint", str(wrong_checkpoint(tmp_path / "bad.pth")), *local),
          ["bad.pth", "qkv.weight has shape (3, 3)"]),
         (("run", clip, "--point", "1,1", "--out", str(out), "--workers", "127.0.0.1:1"), ["one worker would see every window"]),
+        (("run", clip, "--point", "1,1", "--out", str(out), *local, "--verify", "2"), ["--verify 2:", "from 0", "to 1"]),
     ]
     results = await asyncio.gather(*(pedsam(*args) for args, _ in cases))
     for (args, words), done in zip(cases, results):

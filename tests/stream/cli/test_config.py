@@ -49,6 +49,7 @@ motion = false
 [failover]
 on_failure = "standby"
 request_timeout = 20
+verify = 0.25
 [tls]
 ca = "pki/ca.pem"
 cert = "pki/edge.pem"
@@ -84,7 +85,7 @@ def test_config_sets_the_flags_and_the_command_line_wins(fleet_config: Path) -> 
     assert config.workers == ("a.example:50051", "b.example:50051") and config.standby == ("c.example:50051",)
     assert config.rotation.policy == "round-robin" and config.rotation.budget.frame_cap == 0.5
     assert config.rotation.motion is False
-    assert config.on_failure == "standby" and config.request_timeout == 20
+    assert config.on_failure == "standby" and config.request_timeout == 20 and config.verify == 0.25
     assert config.remote_segments == 1 and config.compression == "zstd"
     assert config.links == (PROFILES["lte"],) * 3  # one for every worker, standby included
     assert config.security is not None and config.security.ca is not None and config.security.cert is not None
@@ -100,6 +101,8 @@ def test_config_sets_the_flags_and_the_command_line_wins(fleet_config: Path) -> 
     assert local.remote_segments == 2 and local.compression == "off"
     _, plain = edge_config_of(["run", "v.mp4", "--out", "o", "--local-workers", "2"])
     assert plain.remote_segments is None and plain.compression == "auto"  # all segments; auto
+    _, watched = edge_config_of(["run", "v.mp4", "--out", "o", "--config", str(fleet_config), "--verify", "1"])
+    assert watched.verify == 1.0  # the flag beat the file
 
 
 def test_wire_settings_the_parser_offers_are_the_ones_the_session_takes() -> None:
@@ -138,6 +141,7 @@ def test_link_flag_one_spec_per_worker_or_one_for_all(fleet_config: Path) -> Non
          "workers a:1 and b:1 are both at provider 'p'"),
         ("[model\n", "not valid TOML"),
         ("link = 3\n", "link = 3: give a string"),
+        ("[failover]\nverify = 'some'\n", "[failover] verify = 'some': give a number"),
     ],
 )
 def test_config_errors_point_at_the_key(tmp_path: Path, text: str, words: str) -> None:
@@ -156,6 +160,7 @@ def test_config_check_prints_what_would_run(fleet_config: Path, tmp_path: Path) 
     assert "mutual TLS" in out and "metrics on port 9109" in out
     assert "links      emulated on this machine: 20mbit/50mbit:50ms, 20mbit/50mbit:50ms, 20mbit/50mbit:50ms" in out
     assert "wire       segments to workers: 1, compression zstd" in out
+    assert "verify     the edge recomputes 0.25 of each worker's windows" in out
     bad = write(tmp_path / "bad.toml", "[failover]\non_failure = 'pray'\n")
     done = pedsam("config", "check", str(bad))
     assert done.returncode == 2
