@@ -158,13 +158,13 @@ COMMANDS: tuple[Command, ...] = (
             parts=[("bench", GROUPS["bench-pipeline"]), ("model", pick("model", "seed")),
                    ("workers and split", pick("local_workers", "plan", "in_flight"))],
             defaults={"model": "tiny", "local_workers": 3, "in_flight": 3}),
+    Command(name="bench-entropy", help="lossless compression of the wire's tensors on real footage: ratio and CPU",
+            handler=f"{_C}:bench_entropy", parts=[("bench", GROUPS["bench-entropy"]), ("model", pick("seed"))]),
     Command(name="bench-verify", help="what --verify costs the edge: CPU and wall per frame against no checks, "
                                       "settings alternating frame by frame", handler=f"{_C}:bench_verify",
             parts=[("bench", GROUPS["bench-verify"]), ("model", pick("model", "seed")),
                    ("workers", pick("local_workers"))],
             defaults={"model": "tiny", "local_workers": 3}),
-    Command(name="bench-entropy", help="lossless compression of the wire's tensors on real footage: ratio and CPU",
-            handler=f"{_C}:bench_entropy", parts=[("bench", GROUPS["bench-entropy"]), ("model", pick("seed"))]),
 )
 
 

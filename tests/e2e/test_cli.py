@@ -9,6 +9,7 @@ import re
 import signal
 import subprocess
 import sys
+from collections import Counter
 from pathlib import Path
 
 import av
@@ -146,9 +147,11 @@ async def test_run_writes_every_output_for_every_frame(tmp_path: Path) -> None:
     links = summary["links"]
     assert [links[w]["emulated"]["spec"] for w in summary["workers"]] == ["1gbit:1ms", "100mbit:10ms",
                                                                           "200mbit/100mbit:4ms"]
+    # One answer per segment request; a budget may keep a worker's whole share home on a frame.
+    requests = Counter(name for r in read_records(out / "audit.jsonl") for name, ids in r["shares"].items() if ids)
     for worker, rtt in zip(summary["workers"], (1, 10, 4)):
         assert links[worker]["probes"] >= 3 and links[worker]["rtt_ms"] >= rtt - 1
-        assert links[worker]["up_bytes"] > 0 and links[worker]["down_messages"] == 8 * 2
+        assert links[worker]["up_bytes"] > 0 and links[worker]["down_messages"] == requests[worker] > 0
 
 
 async def test_demo_runs_the_whole_pipeline(tmp_path: Path) -> None:
@@ -207,20 +210,25 @@ def children_of(pid: int) -> list[int]:
     return found
 
 
-async def test_ctrl_c_stops_the_local_workers(tmp_path: Path) -> None:
+async def start_run_with_local_workers(tmp_path: Path, output: int) -> tuple[asyncio.subprocess.Process, list[int]]:
+    """``pedsam run`` over a long clip with 2 local workers, once frames are flowing through them:
+    the process and its workers' pids. ``output``: where its stdout and stderr go."""
     clip = make_clip(tmp_path / "clip.mp4", frames=200, width=160, height=128)
     process = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "pedsam.stream", "run", clip.path, "--local-workers", "2", "--point", "40,40",
-        "--out", str(tmp_path / "out"), "--no-progress",
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        "--out", str(tmp_path / "out"), "--no-progress", stdout=output, stderr=output,
     )
+    masks = tmp_path / "out" / "masks.jsonl"
+    for _ in range(600):
+        if masks.exists() and masks.read_text().count("\n") >= 2:
+            break
+        await asyncio.sleep(0.1)
+    return process, children_of(process.pid)
+
+
+async def test_ctrl_c_stops_the_local_workers(tmp_path: Path) -> None:
+    process, workers = await start_run_with_local_workers(tmp_path, asyncio.subprocess.PIPE)
     try:
-        masks = tmp_path / "out" / "masks.jsonl"
-        for _ in range(600):  # wait until frames are flowing through the workers
-            if masks.exists() and masks.read_text().count("\n") >= 2:
-                break
-            await asyncio.sleep(0.1)
-        workers = children_of(process.pid)
         assert len(workers) == 2
         process.send_signal(signal.SIGINT)
         _, err = await asyncio.wait_for(process.communicate(), 60)
@@ -238,19 +246,8 @@ async def test_ctrl_c_stops_the_local_workers(tmp_path: Path) -> None:
 async def test_local_workers_end_when_their_edge_is_killed(tmp_path: Path) -> None:
     """kill -9 gives the edge no chance to stop its workers; they notice their stdin close and go,
     instead of holding a model's memory and CPU for nobody."""
-    clip = make_clip(tmp_path / "clip.mp4", frames=200, width=160, height=128)
-    process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "pedsam.stream", "run", clip.path, "--local-workers", "2", "--point", "40,40",
-        "--out", str(tmp_path / "out"), "--no-progress",
-        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
-    )
+    process, workers = await start_run_with_local_workers(tmp_path, asyncio.subprocess.DEVNULL)
     try:
-        masks = tmp_path / "out" / "masks.jsonl"
-        for _ in range(600):  # wait until frames are flowing through the workers
-            if masks.exists() and masks.read_text().count("\n") >= 2:
-                break
-            await asyncio.sleep(0.1)
-        workers = children_of(process.pid)
         assert len(workers) == 2
     finally:
         process.kill()
