@@ -31,15 +31,19 @@ def test_readme_opens_with_two_commands_and_ci_runs_the_second() -> None:
     ci = [line.strip() for line in (ROOT / ".ci" / "run").read_text().splitlines()]
     assert commands[1] in ci
     # The README's test command runs the type checks and every test, with nothing filtered out.
-    dry = subprocess.run(["make", "-n", "test"], cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    dry = subprocess.run(["make", "-n", "test"], cwd=ROOT, env=clean_env(), capture_output=True, text=True,
+                         check=True).stdout
     assert "mypy -p pedsam" in dry
     pytest_line = next(line for line in dry.splitlines() if "-m pytest" in line)
     assert pytest_line.split("-m pytest", 1)[1].split() == ["-q", "-p", "no:cacheprovider"]
 
 
 def clean_env() -> dict[str, str]:
-    """This process's environment without its virtual environment, as a fresh shell has it."""
-    env = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "PYTHONPATH", "PYTEST_ADDOPTS")}
+    """This process's environment without its virtual environment, as a fresh shell has it (and
+    without an enclosing make's variables: ``make test PYTEST_ARGS=...`` would reach the clone's
+    make through MAKEFLAGS and override what a test sets)."""
+    outer = ("VIRTUAL_ENV", "PYTHONPATH", "PYTEST_ADDOPTS", "MAKEFLAGS", "MFLAGS", "MAKELEVEL", "MAKEOVERRIDES")
+    env = {k: v for k, v in os.environ.items() if k not in outer}
     venv_bin = str(Path(sys.executable).parent)
     env["PATH"] = os.pathsep.join(p for p in env.get("PATH", "").split(os.pathsep) if p != venv_bin)
     return env
