@@ -215,7 +215,7 @@ def report(summary: dict[str, Any], paths: Sequence[Path] = ()) -> int:
     if exposure and exposure.get("keep_local"):
         keep = exposure["keep_local"]
         print(f"keep-local {','.join(keep['kinds'])}: {exposure['kept_windows']} windows kept home as sensitive; "
-              f"detection {keep['detect_cpu_ms_mean']:.1f} ms CPU per frame over {keep['frames']} frames")
+              f"detection {keep['detect_ms_mean']:.1f} ms per frame over {keep['frames']} frames")
     if paths:
         print(f"outputs: {', '.join(map(str, paths))}")
     if summary["frames_failed"]:
@@ -374,6 +374,13 @@ async def bench_verify(values: Values) -> int:
     from pedsam.stream.bench.verify import run as run_bench
 
     return await run_bench(VerifyBench.of(values))
+
+
+async def bench_keep_local(values: Values) -> int:
+    from pedsam.stream.bench.keep_local import KeepLocalBench
+    from pedsam.stream.bench.keep_local import run as run_bench
+
+    return await run_bench(KeepLocalBench.of(values))
 
 
 async def bench_pipeline(values: Values) -> int:

@@ -471,7 +471,14 @@ VERIFY_BENCH = (
     _o("--json", "json", "also write the figures as JSON", metavar="FILE"),
 )
 
+KEEP_LOCAL_BENCH = (
+    _o("--max-frames", "max_frames", "frames per video at most", kind=int, default=200),
+    _o("--stride", "stride", "use every S-th frame", kind=int, default=1),
+    _o("--json", "json", "also write the figures as JSON", metavar="FILE"),
+)
+
 GROUPS.update({
+    "bench-keep-local": KEEP_LOCAL_BENCH,
     "bench-verify": VERIFY_BENCH,
     "bench-link": LINK_BENCH,
     "bench-propagation": PROPAGATION_BENCH,

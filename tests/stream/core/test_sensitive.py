@@ -6,6 +6,9 @@ workers record what they receive, so "never sent" is checked on the wire, not on
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -17,8 +20,8 @@ from pedsam.stream.core.sensitive import Detector, KeepLocal, SensitiveRegions, 
 from pedsam.stream.core.session import EdgeConfig, EdgeSession
 from pedsam.stream.errors import ConfigError
 from pedsam.workers.server import WorkerServer
-from tests.faces import face_frames
-from tests.support import TINY, carried_windows, record_requests
+from tests.faces import face_frames, write_clip
+from tests.support import TINY, carried_windows, pedsam, record_requests
 
 TINY_GRID = WindowGrid.for_encoder(512, 16, 14)  # 32x32 tokens, 3x3 windows
 FRAME = (240, 320)  # tiny: 10 frame pixels a token, 140 a window; window row 2 is padding
@@ -130,3 +133,16 @@ async def test_without_the_hold_or_the_flag_the_face_window_is_sent(tiny_servers
     sent, kept, summary, _ = await embed_face_clip(tiny_servers, KeepLocal())
     assert all(FACE_WINDOW in windows for windows in sent) and kept == [[]] * 5
     assert summary["kept_windows"] == 0 and "keep_local" not in summary
+
+
+async def test_bench_counts_what_the_tracker_keeps(tmp_path: Path) -> None:
+    """``pedsam bench-keep-local`` on the face clip: the face's window on every frame (the blank
+    one held), nothing else kept, figures written as JSON."""
+    clip = write_clip(tmp_path / "face.mp4", face_frames(5, blank={BLANK}))
+    done = await pedsam("bench-keep-local", clip, "--model", "tiny", "--keep-local", "faces",
+                        "--json", str(tmp_path / "bench.json"))
+    assert done.code == 0, done.err
+    [row] = json.loads((tmp_path / "bench.json").read_text())
+    assert row["frames"] == 5 and row["frames_with_kept"] == 5 and row["held_frames"] == 1
+    assert row["detections"] == 4 and row["edge_share"] > 0 and row["detect_cpu_ms_p50"] > 0
+    assert "face.mp4: 5 frames, --keep-local faces (hold 8)" in done.out
