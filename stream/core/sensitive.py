@@ -175,6 +175,7 @@ class SensitiveRegions:
     held: int = 0  # frames on which a region was kept without being found on that frame
     seconds: float = 0.0  # detection wall time over all frames (OpenCV may use several threads meanwhile)
     longest: float = 0.0
+    _shape: tuple[int, ...] | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         if self.detector is None:
@@ -182,7 +183,10 @@ class SensitiveRegions:
 
     def update(self, image: np.ndarray) -> list[Box]:
         """Detect on the next frame (HxWx3 uint8 RGB) and return every region kept on it, XYXY
-        frame pixels: this frame's finds and the held ones not found again."""
+        frame pixels: this frame's finds and the held ones not found again. A frame of another size
+        (a browser's camera changed) starts afresh: held boxes were in the old frame's pixels."""
+        if image.shape != self._shape:
+            self.regions, self._shape = [], image.shape
         started = time.perf_counter()
         found = [_widened(box, self.settings.margin) for box in self.detector(image)]
         spent = time.perf_counter() - started

@@ -51,7 +51,8 @@ async def run_face_clip(tmp_path: Path, workers: list[str], *flags: str) -> tupl
     done = await pedsam("run", clip, "--point", "250,60", "--workers", ",".join(workers), "--rotation", "fixed",
                         "--out", str(out), "--no-progress", *flags)
     assert done.code == 0, done.err
-    check_audit(out / "audit.jsonl", frames=5, segments=2)
+    if "--keyframes" not in flags:  # every frame sent: invariant 2 from the audit file alone
+        check_audit(out / "audit.jsonl", frames=5, segments=2)
     return read_records(out / "audit.jsonl"), json.loads((out / "summary.json").read_text())
 
 
@@ -69,6 +70,12 @@ async def test_run_keeps_the_face_home_on_every_frame_and_says_so(tmp_path: Path
     assert exposure["kept_windows"] == sum(len(k) for k in kept_by_frame.values())
     assert exposure["keep_local"]["frames"] == 5 and exposure["keep_local"]["held_frames"] == 1
     assert exposure["keep_local"]["detect_ms_mean"] > 0
+
+    # keyframes every 2nd frame: the frames in between are searched too, so the hold counts them
+    records, summary = await run_face_clip(tmp_path, tiny_workers, "--keep-local", "faces", "--keyframes", "every:2")
+    assert len({r["frame"] for r in records}) == 3  # frames 0, 2 and 4 went through the split
+    assert all(FACE_WINDOWS <= set(r["exposure"]["kept"]) for r in records if "exposure" in r)
+    assert summary["exposure"]["keep_local"]["frames"] == 5 and summary["exposure"]["keep_local"]["detections"] == 4
 
     records, summary = await run_face_clip(tmp_path, tiny_workers)  # without the flag the face is sent
     for record in records:

@@ -54,6 +54,8 @@ def test_a_region_is_held_for_the_grace_period_and_grows_meanwhile() -> None:
     assert held[4] == []  # 3 frames unseen: past the hold
     assert held[5] == [(100.0, 100.0, 200.0, 200.0)]
     assert regions.summary()["held_frames"] == 2 and regions.summary()["detections"] == 3
+    frame["index"] = 6
+    assert regions.update(np.zeros((4, 6, 3), np.uint8)) == []  # another frame size: boxes of the old one dropped
 
 
 def test_the_drawn_face_is_found_and_the_blank_frame_has_none() -> None:
