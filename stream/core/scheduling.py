@@ -201,6 +201,8 @@ class EdgeScheduler:
         if scheduled.to_edge:
             log.info("frame %d: budgets moved %d windows to the edge (%s)", frame_index,
                      sum(len(ids) for ids in scheduled.to_edge.values()), "; ".join(sorted(set(scheduled.reasons.values()))))
+        if scheduled.kept:
+            log.debug("frame %d: %d windows kept home as sensitive", frame_index, len(scheduled.kept))
         self.last = scheduled
         return scheduled
 

@@ -15,6 +15,7 @@ import torch
 
 from pedsam.partitioner.assignment import EDGE
 from pedsam.partitioner.geometry import WindowGrid
+from pedsam.partitioner.offload import PLANS
 from pedsam.stream.core.scheduling import RotationSettings
 from pedsam.stream.core.sensitive import Detector, KeepLocal, SensitiveRegions, windows_touching
 from pedsam.stream.core.session import EdgeConfig, EdgeSession
@@ -77,7 +78,7 @@ def test_bad_settings_are_config_errors() -> None:
 
 
 async def embed_face_clip(
-    servers: dict[str, WorkerServer], keep_local: KeepLocal
+    servers: dict[str, WorkerServer], keep_local: KeepLocal, plan: str = "default"
 ) -> tuple[list[set[int]], list[list[int]], dict[str, object], float]:
     """Five frames with the face (gone on frame BLANK) through 3 recording workers. Per frame:
     the windows any worker received (told apart by their tokens) and the audit's kept windows;
@@ -85,7 +86,7 @@ async def embed_face_clip(
     received = {address: record_requests(server) for address, server in servers.items()}
     # fixed shares: what a worker gets is never held back by a scene budget, only by keep-local
     config = EdgeConfig(model=TINY, workers=tuple(servers), rotation=RotationSettings(policy="fixed"),
-                        keep_local=keep_local)
+                        keep_local=keep_local, plan=plan)
     sent: list[set[int]] = []
     kept: list[list[int]] = []
     error = 0.0
@@ -114,10 +115,11 @@ async def embed_face_clip(
     return sent, kept, summary, error
 
 
+@pytest.mark.parametrize("plan", PLANS)
 async def test_keep_local_faces_never_sends_the_face_window_even_when_the_detector_misses(
-    tiny_servers: dict[str, WorkerServer],
+    tiny_servers: dict[str, WorkerServer], plan: str
 ) -> None:
-    sent, kept, summary, error = await embed_face_clip(tiny_servers, KeepLocal(kinds=("faces",)))
+    sent, kept, summary, error = await embed_face_clip(tiny_servers, KeepLocal(kinds=("faces",)), plan)
     assert error <= 1e-4  # windows computed on the edge: the same embedding
     for index, (windows, home) in enumerate(zip(sent, kept)):
         assert FACE_WINDOW in home and FACE_WINDOW not in windows, index
