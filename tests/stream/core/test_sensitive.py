@@ -75,6 +75,9 @@ def test_bad_settings_are_config_errors() -> None:
     with pytest.raises(ConfigError, match="--keep-local-hold -1"):
         KeepLocal.parse("faces", hold=-1)
     assert KeepLocal.parse("none") == KeepLocal() and not KeepLocal().enabled
+    import pedsam.stream
+
+    assert pedsam.stream.KeepLocal is KeepLocal  # the library API names it
 
 
 async def embed_face_clip(
