@@ -35,7 +35,8 @@ Per frame and party, :meth:`ExposureLedger.record` reports (:class:`ServerExposu
 
 :meth:`ExposureLedger.summary` gives the maximum of each over the run, the whole-run shares now,
 the longest run, and counts: ``edge_share`` is the picture windows the edge computed in a
-server's place (budgets, failover) over all picture windows sent or kept. Frames of a stream must be recorded in the order they are sent.
+server's place (budgets, failover, sensitive regions) over all picture windows sent or kept, and
+``kept_windows`` those of them the edge kept home because it saw something sensitive there. Frames of a stream must be recorded in the order they are sent.
 """
 
 from __future__ import annotations
@@ -223,6 +224,7 @@ class ExposureLedger:
         self._local: dict[tuple[int, int], tuple[tuple[np.ndarray, np.ndarray], ...]] = {}
         self.frames = 0
         self.edge_windows = 0
+        self.kept_windows = 0
         self.picture_windows = 0
 
     @property
@@ -269,10 +271,12 @@ class ExposureLedger:
     # ---- recording ------------------------------------------------------------------------------
 
     def record(
-        self, frame_index: int, shares: Mapping[str, Sequence[int]], cells: FrameCells, *, stream: str = "0"
+        self, frame_index: int, shares: Mapping[str, Sequence[int]], cells: FrameCells, *, stream: str = "0",
+        kept: int = 0,
     ) -> FrameExposure:
         """Add one frame of ``stream`` as sent: ``shares`` maps executor -> window ids
-        (:data:`EDGE` allowed). Servers of the ledger missing from ``shares`` received nothing."""
+        (:data:`EDGE` allowed). Servers of the ledger missing from ``shares`` received nothing.
+        ``kept``: how many of the edge's picture windows it kept home as sensitive."""
         unknown = [name for name in shares if name != EDGE and name not in self.servers]
         if unknown:
             raise PartitionError(f"the ledger does not know servers {unknown}; it tracks {list(self.servers)}")
@@ -283,6 +287,7 @@ class ExposureLedger:
         run_total = len(state.scene_ever)
         edge = sum(1 for w in shares.get(EDGE, ()) if cells.cells[w].size)  # padding is no extra work
         self.edge_windows += edge
+        self.kept_windows += kept
         self.picture_windows += sum(1 for c in cells.cells if c.size)
         self.frames += 1
         state.frames += 1
@@ -348,6 +353,7 @@ class ExposureLedger:
             "picture_windows": self.picture_windows,
             "edge_windows": self.edge_windows,
             "edge_share": round(self.edge_windows / self.picture_windows, 6) if self.picture_windows else 0.0,
+            "kept_windows": self.kept_windows,
             "servers": {},
         }
         for party, m in self._maxima.items():

@@ -4,6 +4,7 @@ For each frame of a stream, in the order its frames are sent::
 
     proposed = policy.propose(frame, offset, content)  who the policy wants to get what
     padding windows -> EDGE                             pure padding never leaves the edge
+    kept windows -> EDGE                                sensitive regions stay home (keep)
     for each server: admit windows while within budget  the rest go to EDGE, or BudgetError
     ledger.record(final assignment)                     exposure as of this frame
 
@@ -28,6 +29,11 @@ proposal would exceed a cap the scheduler never hands the windows to another ser
 computes them itself), with ``on_exceed="stop"`` it raises :class:`BudgetError` and nothing of
 the frame is sent. Within one server's proposed windows, the ones that add the fewest new scene
 cells are admitted first.
+
+Kept windows: the caller may name windows the edge must compute itself whatever the policy says
+(``keep``: the edge saw something sensitive there, see :mod:`pedsam.stream.core.sensitive`). They
+go to the edge before any budget is checked, so no server receives them and the ledger never
+counts them as seen; :attr:`ScheduledFrame.kept` lists those with picture.
 
 Streams: several videos may share one ledger (:meth:`Scheduler.for_stream`): each has its own
 policy (its own frame sequence and camera) and all are budgeted against what each server has
@@ -69,6 +75,7 @@ class ScheduledFrame:
         assignment: what is sent: servers' windows plus :data:`EDGE`'s, if any.
         proposed: what the rotation policy asked for.
         padding: windows of pure padding, kept on the edge (part of :data:`EDGE`'s share).
+        kept: picture windows the caller kept on the edge (``keep``; part of :data:`EDGE`'s share).
         to_edge: server -> its proposed windows that a budget moved to the edge.
         reasons: server -> which cap moved them (one readable phrase).
         failover: down server -> {executor (a standby or :data:`EDGE`) -> its windows taken over}.
@@ -90,6 +97,7 @@ class ScheduledFrame:
     mode: str
     reasons: Mapping[str, str] = field(default_factory=dict)
     failover: Mapping[str, Mapping[str, tuple[int, ...]]] = field(default_factory=dict)
+    kept: tuple[int, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
         """The frame's exposure record for the audit log."""
@@ -101,6 +109,7 @@ class ScheduledFrame:
             "limits": self.limits.to_json(),
             "padding": list(self.padding),
             "to_edge": {name: list(ids) for name, ids in self.to_edge.items()},
+            "kept": list(self.kept),
         }
         if self.reasons:
             record["reasons"] = dict(self.reasons)
@@ -190,6 +199,7 @@ class Scheduler:
         offset: TokenOffset = (0.0, 0.0),
         content: tuple[int, int] | None = None,
         down: Collection[str] = (),
+        keep: Collection[int] = (),
     ) -> ScheduledFrame:
         """Schedule the next frame of this stream.
 
@@ -198,6 +208,7 @@ class Scheduler:
             offset: camera offset ``(dy, dx)`` in tokens (scene position of the top-left token).
             content: ``(rows, cols)`` tokens covering the real image; default the whole grid.
             down: servers (active or standby) that cannot take work now.
+            keep: window ids the edge computes itself this frame, whatever the policy proposes.
 
         Raises:
             BudgetError: a budget would be exceeded and ``on_exceed == "stop"``; the ledger is
@@ -213,12 +224,15 @@ class Scheduler:
         scene_after = len(self.ledger.scene_ever(self.stream) | set(cells.union(range(n)).tolist()))
         frame = _Frame(cells=cells, stream=self.stream, limits=limits, scene_after=scene_after)
         padding = tuple(w for w in range(n) if not picture[w])
+        if any(isinstance(w, bool) or not isinstance(w, int) or not 0 <= w < n for w in keep):
+            raise PartitionError(f"frame {frame_index}: windows to keep must be ids 0..{n - 1}, got {sorted(keep)}")
+        kept = tuple(sorted(w for w in set(keep) if picture[w]))
         shares: dict[str, tuple[int, ...]] = {}
         to_edge: dict[str, tuple[int, ...]] = {}
         reasons: dict[str, str] = {}
         displaced: dict[str, tuple[int, ...]] = {}
         for server, ids in proposed.shares.items():
-            ids = tuple(w for w in ids if picture[w])
+            ids = tuple(w for w in ids if picture[w] and w not in kept)
             if server in down:
                 if ids and self.failover == "stop":
                     raise FailoverError(
@@ -238,13 +252,13 @@ class Scheduler:
                 to_edge[server] = rejected
                 reasons[server] = why
         failover = self._fail_over(displaced, shares, frame, down)
-        edge = set(padding) | {w for ids in to_edge.values() for w in ids}
+        edge = set(padding) | set(kept) | {w for ids in to_edge.values() for w in ids}
         edge |= {w for moved in failover.values() for w in moved.get(EDGE, ())}
         if edge:
             shares[EDGE] = tuple(sorted(edge))
         assignment = Assignment(frame_index=frame_index, shares=shares)
         check_assignment(assignment, picture, limits.frame)
-        exposure = self.ledger.record(frame_index, shares, cells, stream=self.stream)
+        exposure = self.ledger.record(frame_index, shares, cells, stream=self.stream, kept=len(kept))
         self._verify(exposure, limits)
         return ScheduledFrame(
             assignment=assignment,
@@ -258,6 +272,7 @@ class Scheduler:
             limits=limits,
             mode=self.policy.mode,
             failover=MappingProxyType({k: MappingProxyType(v) for k, v in failover.items()}),
+            kept=kept,
         )
 
     def _fail_over(

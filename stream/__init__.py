@@ -35,6 +35,7 @@ if TYPE_CHECKING:
     from pedsam.stream.core.predictor import MaskPrediction
     from pedsam.stream.core.prompts import ObjectPrompt
     from pedsam.stream.core.scheduling import RotationSettings
+    from pedsam.stream.core.sensitive import KeepLocal
     from pedsam.stream.core.session import EdgeConfig, EdgeSession, Embedding
     from pedsam.stream.errors import (
         ConfigError,
@@ -59,6 +60,7 @@ _WHERE = {
     "MaskPrediction": "pedsam.stream.core.predictor",
     "ObjectPrompt": "pedsam.stream.core.prompts",
     "RotationSettings": "pedsam.stream.core.scheduling",
+    "KeepLocal": "pedsam.stream.core.sensitive",
     "EdgeConfig": "pedsam.stream.core.session",
     "EdgeSession": "pedsam.stream.core.session",
     "Embedding": "pedsam.stream.core.session",

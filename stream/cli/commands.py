@@ -212,6 +212,10 @@ def report(summary: dict[str, Any], paths: Sequence[Path] = ()) -> int:
               f"{exposure['horizon']} frames); longest run on one piece of scene "
               f"{max(s['longest_run'] for s in servers)} frames; edge computed {exposure['edge_windows']} windows "
               f"({exposure['edge_share']:.0%}) in workers' place")
+    if exposure and exposure.get("keep_local"):
+        keep = exposure["keep_local"]
+        print(f"keep-local {','.join(keep['kinds'])}: {exposure['kept_windows']} windows kept home as sensitive; "
+              f"detection {keep['detect_ms_mean']:.1f} ms per frame over {keep['frames']} frames")
     if paths:
         print(f"outputs: {', '.join(map(str, paths))}")
     if summary["frames_failed"]:
@@ -322,6 +326,8 @@ def config_check(values: Values) -> int:
         f"split      scheme {config.scheme}, codec {config.codec}, plan {config.plan}, "
         f"{resolved['in_flight']} frames in flight",
         f"wire       segments to workers: {config.remote_segments or 'all'}, compression {config.compression}",
+        "keep home  " + (f"{', '.join(config.keep_local.kinds)}, held {config.keep_local.hold} frames after the last "
+                         "detection" if config.keep_local.enabled else "nothing (--keep-local none)"),
         f"rotation   {config.rotation.policy}; budgets: frame {budget.frame_cap or 'auto'}, scene {budget.scene_cap}, "
         f"horizon {budget.horizon_cap} over {budget.horizon} frames, run {budget.run_cap} frames, coalitions of "
         f"{budget.coalition}{'' if budget.coalition == 1 else f' capped at {budget.coalition_cap}'}, on budget: "
@@ -368,6 +374,13 @@ async def bench_verify(values: Values) -> int:
     from pedsam.stream.bench.verify import run as run_bench
 
     return await run_bench(VerifyBench.of(values))
+
+
+async def bench_keep_local(values: Values) -> int:
+    from pedsam.stream.bench.keep_local import KeepLocalBench
+    from pedsam.stream.bench.keep_local import run as run_bench
+
+    return await run_bench(KeepLocalBench.of(values))
 
 
 async def bench_pipeline(values: Values) -> int:

@@ -15,6 +15,7 @@ Paths in the file are relative to the file's folder. Example::
     plan = "default"                    # --plan
     remote_segments = 1                 # --remote-segments (default: all)
     compression = "auto"                # --compression
+    keep_local = "faces,people"         # --keep-local; keep_local_hold = 8: --keep-local-hold
     in_flight = 3                       # --in-flight (run, stream)
     [compute]
     device = "auto"                     # --device: auto, cpu, cuda, cuda:N, mps

@@ -165,6 +165,13 @@ COMMANDS: tuple[Command, ...] = (
             parts=[("bench", GROUPS["bench-verify"]), ("model", pick("model", "seed")),
                    ("workers", pick("local_workers"))],
             defaults={"model": "tiny", "local_workers": 3}),
+    Command(name="bench-keep-local", help="what --keep-local costs the edge per clip: detection CPU per frame and "
+                                          "the share of windows kept home", handler=f"{_C}:bench_keep_local",
+            parts=[("bench", GROUPS["bench-keep-local"]), ("model", pick("model")),
+                   ("split", pick("keep_local", "keep_local_hold"))],
+            defaults={"model": "vit_b", "keep_local": "faces,people"},
+            own=_positional(("videos", {"nargs": "+", "metavar": "VIDEO",
+                                        "help": "videos to measure (e.g. samples/media/vtest.avi)"}))),
 )
 
 

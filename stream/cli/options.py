@@ -190,6 +190,13 @@ SPLIT = (
     _o("--compression", "compression", "lossless compression of tensors on the wire, with workers that take it: "
        "auto compresses to workers off this machine or behind --link, not on loopback", choices=WIRE_COMPRESSIONS,
        default="auto", key=("split", "compression")),
+    # The kinds are pedsam.stream.core.sensitive.KINDS (checked there when the config is built; a
+    # test compares them with this help): this module imports no OpenCV.
+    _o("--keep-local", "keep_local", "sensitive regions stay home: the edge looks for faces, people (comma-separated) "
+       "on every frame and computes every window touching one itself, so no worker receives those pixels; costs "
+       "edge CPU and edge share", default="none", metavar="faces,people|none", key=("split", "keep_local")),
+    _o("--keep-local-hold", "keep_local_hold", "frames a sensitive region stays home after the detector last found "
+       "it, so a missed frame does not send it (default 8)", kind=int, metavar="N", key=("split", "keep_local_hold")),
 )
 
 ROTATION = (
@@ -464,7 +471,14 @@ VERIFY_BENCH = (
     _o("--json", "json", "also write the figures as JSON", metavar="FILE"),
 )
 
+KEEP_LOCAL_BENCH = (
+    _o("--max-frames", "max_frames", "frames per video at most", kind=int, default=200),
+    _o("--stride", "stride", "use every S-th frame", kind=int, default=1),
+    _o("--json", "json", "also write the figures as JSON", metavar="FILE"),
+)
+
 GROUPS.update({
+    "bench-keep-local": KEEP_LOCAL_BENCH,
     "bench-verify": VERIFY_BENCH,
     "bench-link": LINK_BENCH,
     "bench-propagation": PROPAGATION_BENCH,

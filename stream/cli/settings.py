@@ -161,6 +161,7 @@ def edge_config(values: Values, *, background_sam: bool = False) -> EdgeConfig:
     """The :class:`~pedsam.stream.core.session.EdgeConfig` of an edge command's values;
     ``background_sam`` for a live run whose keyframes run behind its frame path."""
     from pedsam.stream.core.scheduling import RotationSettings
+    from pedsam.stream.core.sensitive import KeepLocal
     from pedsam.stream.core.session import EdgeConfig
     from pedsam.stream.fleet.links import parse_links
     from pedsam.stream.fleet.transport import ClientSecurity
@@ -178,6 +179,7 @@ def edge_config(values: Values, *, background_sam: bool = False) -> EdgeConfig:
     rotation = RotationSettings(policy=values["rotation"], slots=values["slots"], budget=budget(values),
                                 motion=not values["no_motion"])
     timeout = values["request_timeout"]
+    keep_local = KeepLocal.parse(values.get("keep_local") or "none", hold=values.get("keep_local_hold"))
     return EdgeConfig(
         model=model_source(values),
         workers=addresses(values.get("workers")),
@@ -205,6 +207,7 @@ def edge_config(values: Values, *, background_sam: bool = False) -> EdgeConfig:
         compute_dtype=values["compute_dtype"],
         providers=providers(values.get("workers"), values.get("standby")),
         verify=values["verify"],
+        keep_local=keep_local,
     )
 
 

@@ -12,6 +12,11 @@ frame sequence (what the rotation policy counts), its own motion estimate and po
 streams of one session share one exposure ledger (:meth:`EdgeScheduler.for_stream`), so every
 budget bounds what a worker has seen across all of them.
 
+With ``--keep-local`` each stream also holds its sensitive regions
+(:mod:`pedsam.stream.core.sensitive`): the frame is searched before it is scheduled, and every
+window touching a region kept on it goes to the edge. :meth:`EdgeScheduler.observe` feeds the
+frames a keyframed run shows without sending, so the hold counts every frame of the camera.
+
 :class:`RotationSettings` is the user's choice of policy and budget, a field of
 :class:`pedsam.stream.core.session.EdgeConfig`; its defaults are the command line's
 (:mod:`pedsam.stream.cli.options`), the most protective sensible ones.
@@ -33,6 +38,7 @@ from pedsam.partitioner.rotation import ROTATIONS, RotationPolicy, make_rotation
 from pedsam.partitioner.budget import AUTO, Budget
 from pedsam.partitioner.scheduler import ScheduledFrame, Scheduler
 from pedsam.stream.core.motion import MotionEstimator, content_tokens, token_offset
+from pedsam.stream.core.sensitive import KeepLocal, SensitiveRegions, windows_touching
 from pedsam.stream.errors import ConfigError, ExposureBudgetError, WorkerError
 from pedsam.stream.fleet.health import WorkerHealth
 from pedsam.workers.models import ModelPreset
@@ -100,6 +106,7 @@ class EdgeScheduler:
     preset: ModelPreset
     motion: MotionEstimator | None
     health: WorkerHealth | None = None
+    sensitive: SensitiveRegions | None = None
     last: ScheduledFrame | None = field(default=None, init=False)
     frames: int = field(default=0, init=False)  # frames of this stream scheduled so far
     _frame_size: tuple[int, int] | None = field(default=None, init=False)
@@ -118,23 +125,25 @@ class EdgeScheduler:
         standby: Sequence[str] = (),
         failover: str = "edge",
         health: WorkerHealth | None = None,
+        keep_local: KeepLocal = KeepLocal(),
     ) -> EdgeScheduler:
         """The first stream's scheduler for ``servers``; a fresh secret is drawn when the policy
         needs one and none is given.
 
         ``standby``, ``failover``: see :class:`pedsam.partitioner.scheduler.Scheduler`; ``health`` says
-        which workers are down when a frame is scheduled."""
+        which workers are down when a frame is scheduled; ``keep_local``: what the edge keeps home."""
         grid = WindowGrid.for_encoder(preset.img_size, preset.patch_size, preset.window_size)
         if secret is None and (settings.policy == "keyed-random" or scheme == "random"):
             secret = secrets.token_bytes(32)
         spec = PolicySpec(settings=settings, grid=grid, servers=tuple(servers), scheme=scheme, secret=secret,
-                          allow_single=allow_single)
+                          allow_single=allow_single, keep_local=keep_local)
         try:
             scheduler = Scheduler(spec.make(), grid, settings.budget, standby=standby, failover=failover, stream="0")
         except PartitionerError as exc:
             raise ConfigError(str(exc)) from None
         motion = MotionEstimator() if settings.motion else None
-        return cls(scheduler=scheduler, preset=preset, motion=motion, health=health, spec=spec)
+        return cls(scheduler=scheduler, preset=preset, motion=motion, health=health, spec=spec,
+                   sensitive=spec.regions())
 
     def for_stream(self, stream: str) -> EdgeScheduler:
         """A scheduler for another stream of the same session: its own policy, frame count and
@@ -142,7 +151,8 @@ class EdgeScheduler:
         assert self.spec is not None
         scheduler = self.scheduler.for_stream(self.spec.make(), stream)
         motion = MotionEstimator() if self.spec.settings.motion else None
-        return EdgeScheduler(scheduler=scheduler, preset=self.preset, motion=motion, health=self.health, spec=self.spec)
+        return EdgeScheduler(scheduler=scheduler, preset=self.preset, motion=motion, health=self.health, spec=self.spec,
+                             sensitive=self.spec.regions())
 
     @property
     def stream(self) -> str:
@@ -160,8 +170,15 @@ class EdgeScheduler:
 
         Raises:
             ExposureBudgetError: a budget would be exceeded and the settings say stop.
+            ConfigError: ``--keep-local`` is on and there is no ``image`` to search.
         """
         preset = self.preset
+        keep: tuple[int, ...] = ()
+        if self.sensitive is not None:
+            if image is None:
+                raise ConfigError("--keep-local searches every frame it sends; this frame came without its pixels")
+            boxes = self.sensitive.update(image)
+            keep = windows_touching(boxes, frame_size, self.scheduler.grid, preset.img_size, preset.patch_size)
         offset_px = (0.0, 0.0)
         if self.motion is not None:
             if image is not None:
@@ -175,7 +192,7 @@ class EdgeScheduler:
         content = content_tokens(frame_size, preset.img_size, preset.patch_size)
         try:
             down = [name for name in self.scheduler.ledger.servers if self.health is not None and self.health.is_down(name)]
-            scheduled = self.scheduler.schedule(self.frames, offset=offset, content=content, down=down)
+            scheduled = self.scheduler.schedule(self.frames, offset=offset, content=content, down=down, keep=keep)
         except BudgetError as exc:
             raise ExposureBudgetError(str(exc)) from None
         except FailoverError as exc:
@@ -184,8 +201,16 @@ class EdgeScheduler:
         if scheduled.to_edge:
             log.info("frame %d: budgets moved %d windows to the edge (%s)", frame_index,
                      sum(len(ids) for ids in scheduled.to_edge.values()), "; ".join(sorted(set(scheduled.reasons.values()))))
+        if scheduled.kept:
+            log.debug("frame %d: %d windows kept home as sensitive", frame_index, len(scheduled.kept))
         self.last = scheduled
         return scheduled
+
+    def observe(self, image: np.ndarray) -> None:
+        """A frame of the stream that is shown but not sent (HxWx3 uint8 RGB): with
+        ``--keep-local``, searched for sensitive regions so that their hold counts it; else nothing."""
+        if self.sensitive is not None:
+            self.sensitive.update(image)
 
     def record(self, scheduled: ScheduledFrame) -> dict[str, Any]:
         """A frame's exposure record for the audit log: the schedule, the policy and its caps.
@@ -207,6 +232,8 @@ class EdgeScheduler:
         out["stream"] = {"id": self.stream, "frames": self.frames, "mode": self.scheduler.policy.mode}
         if self.motion is not None:
             out["motion_cuts"] = self.motion.cuts
+        if self.sensitive is not None:
+            out["keep_local"] = self.sensitive.summary()
         return out
 
 
@@ -222,6 +249,11 @@ class PolicySpec:
     scheme: str
     secret: bytes | None
     allow_single: bool
+    keep_local: KeepLocal = KeepLocal()
+
+    def regions(self) -> SensitiveRegions | None:
+        """A stream's own sensitive regions, or None when ``--keep-local`` is off."""
+        return SensitiveRegions(self.keep_local) if self.keep_local.enabled else None
 
     def make(self) -> RotationPolicy:
         try:

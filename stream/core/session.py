@@ -10,8 +10,9 @@ This is the library API the CLI is a thin layer over::
 Where it computes: ``EdgeConfig.device`` (default ``auto``: the first CUDA GPU, else MPS, else
 the CPU) is selected when the session opens, before any worker starts or any weight is read
 (:attr:`EdgeSession.placement` says which, and why). The global blocks, the neck, the prompt
-encoder, the mask decoder and the windows the edge computes itself (budgets, failover) run
-there; frames are resized on the host exactly as SamPredictor does and normalised on the device.
+encoder, the mask decoder and the windows the edge computes itself (budgets, failover, sensitive
+regions) run there; frames are resized on the host exactly as SamPredictor does and normalised on
+the device.
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ from pedsam.stream.core.metrics import EdgeCollector, EdgeStats
 from pedsam.stream.core.predictor import MaskDecoder, MaskPrediction, PreparedImage, prepare_image
 from pedsam.stream.core.prompts import ObjectPrompt
 from pedsam.stream.core.scheduling import DEFAULT_SCHEME, EdgeScheduler, RotationSettings
+from pedsam.stream.core.sensitive import KeepLocal
 from pedsam.stream.core.verify import DEFAULT_VERIFY, Watch, tolerance
 from pedsam.stream.errors import ConfigError, MediaError, SessionError
 from pedsam.stream.fleet.health import Fleet
@@ -124,6 +126,9 @@ class EdgeConfig:
     # Watched workers: the share of each worker's windows the edge recomputes in secret to check
     # its results (0: none, 1: all); see pedsam.stream.core.verify.
     verify: float = DEFAULT_VERIFY
+    # Sensitive regions the edge finds and computes itself, with their hold over frames (off by
+    # default: it costs edge CPU and edge share); see pedsam.stream.core.sensitive.
+    keep_local: KeepLocal = KeepLocal()
 
     def __post_init__(self) -> None:
         try:
@@ -369,7 +374,7 @@ class EdgeSession:
         return EdgeScheduler.build(
             config.rotation, self.preset, self.executor_names, scheme=config.scheme, secret=config.secret,
             allow_single=config.allow_single_server, standby=self.standby_names, failover=config.on_failure,
-            health=self.fleet,
+            health=self.fleet, keep_local=config.keep_local,
         )
 
     async def _plan_automatically(self) -> PlanChoice:

@@ -156,6 +156,7 @@ def summarize(
         "plan": "auto" if config.auto_plan else config.plan,
         "plan_choice": session.plan_choice.to_json() if session.plan_choice is not None else None,
         "remote_segments": session.encoder.remote_segments,
+        "keep_local": list(config.keep_local.kinds),
         "segments": session.encoder.plan.num_segments,
         "drops": settings.drops,
         "keyframe_policy": settings.keyframes.describe(),

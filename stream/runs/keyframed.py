@@ -117,6 +117,7 @@ class KeyframedRun:
             return FrameResult(frame=frame, objects=(), error=frame.error or self.failure, audit=None, latency=0.0)
         if not len(self.board):
             self._forget()
+            self._observe(frame.image)
             return FrameResult(frame=frame, objects=(), error=None, audit=None,
                                latency=time.monotonic() - item.captured)
         height, width = frame.image.shape[:2]
@@ -154,7 +155,13 @@ class KeyframedRun:
                 self._apply(frame.index, frame.image, predictions)
                 return self._result(item, audit, keyframe=True)
             self.flight = _Flight(frame.index, frame.image, task)
+        else:
+            self._observe(frame.image)
         return self._result(item, audit, keyframe=given and not unmasked)
+
+    def _observe(self, image: np.ndarray) -> None:
+        """A frame that is not sent: its sensitive regions still count (``--keep-local``'s hold)."""
+        (self.scheduler or self.session.scheduler).observe(image)
 
     def _result(self, item: SourceFrame, audit: FrameAudit | None, *, keyframe: bool) -> FrameResult:
         objects = tuple(self.current[t.id] for t in self.board.tracks() if t.id in self.current)

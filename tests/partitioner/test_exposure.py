@@ -382,3 +382,27 @@ def test_two_streams_keep_their_own_rotation_and_share_the_budgets() -> None:
     alone = Scheduler(make_rotation("pooled", VIT_B, servers), VIT_B, budget)
     for frame in range(10):
         assert not alone.schedule(frame, content=(48, 64)).to_edge
+
+
+def test_kept_windows_go_to_the_edge_and_no_server_is_charged_for_them() -> None:
+    """``keep``: the windows go to the edge before any budget, whatever the policy proposed; the
+    ledger charges no server for them and counts them kept; padding in ``keep`` is just padding."""
+    grid = VIT_B
+    content = (48, 64)  # windows 20..24 are padding
+    plain = Scheduler(make_rotation("fixed", grid, SERVERS[:3], scheme="interleaved"), grid)
+    keeping = Scheduler(make_rotation("fixed", grid, SERVERS[:3], scheme="interleaved"), grid)
+    keep = {0, 6, 12, 21}
+    for frame in range(3):
+        sent = plain.schedule(frame, content=content)
+        kept = keeping.schedule(frame, content=content, keep=keep)
+        assert kept.kept == (0, 6, 12)
+        assert set(kept.kept) <= set(kept.assignment.shares[EDGE])
+        for name in SERVERS[:3]:
+            assert set(kept.assignment.shares[name]) == set(sent.assignment.shares[name]) - keep
+            assert kept.exposure.servers[name].windows == len(kept.assignment.shares[name])
+        assert any(set(sent.assignment.shares[name]) & keep for name in SERVERS[:3])  # would have been sent
+        assert kept.to_json()["kept"] == [0, 6, 12] and sent.to_json()["kept"] == []
+    assert keeping.summary()["kept_windows"] == 9 and plain.summary()["kept_windows"] == 0
+    assert keeping.summary()["edge_windows"] == 9
+    with pytest.raises(PartitionError, match="windows to keep"):
+        keeping.schedule(3, content=content, keep={25})

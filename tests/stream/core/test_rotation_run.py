@@ -167,11 +167,12 @@ def test_the_library_defaults_are_the_command_lines() -> None:
     values = parse(["run", "v.mp4", "--out", "o", "--point", "1,1", "--local-workers", "3"])[1]
     config = edge_config(values)
     assert config.rotation == RotationSettings()
+    assert config.keep_local == EdgeConfig(model=TINY, local_workers=3).keep_local and not config.keep_local.enabled
     assert config.scheme == EdgeConfig(model=TINY, local_workers=3).scheme == "interleaved"
     assert config.rotation.policy == "adaptive" and config.rotation.budget.scene_cap == "auto"
     assert config.rotation.budget.run_cap == 100 and config.rotation.budget.frame_cap is None
     assert defaults_in_force(values) == {
-        "--scheme": "interleaved", "--codec": "fp32", "--plan": "default", "--compression": "auto",
+        "--scheme": "interleaved", "--codec": "fp32", "--plan": "default", "--compression": "auto", "--keep-local": "none",
         "--rotation": "adaptive", "--frame-cap": "auto", "--scene-cap": "auto", "--horizon-cap": "none", "--run-cap": 100,
         "--coalition": 1, "--coalition-cap": "auto", "--horizon": 50, "--on-budget": "edge",
     }
