@@ -2,9 +2,18 @@
 
 Pixels are the frame's own (``H x W``); a frame at camera offset ``(dy, dx)`` pixels (see
 :mod:`pedsam.stream.core.motion`) puts its pixel ``(y, x)`` at scene pixel ``(y + dy, x + dx)``, rounded.
-The mosaic keeps the latest pixel the server received at each scene pixel, as an online
-attacker would. :meth:`Mosaic.view` cuts the mosaic back out at a frame's offset: the
-server's best reconstruction of that frame and the pixels it covers.
+
+The mosaic keeps the *best* view of each scene pixel, as a careful attacker would: every pixel
+it received comes with the error the attacker expects of it (from what crossed the wire: zero
+for fp32 tokens, the quantisation step for int8; see :mod:`pedsam.stream.privacy.wire`), and a
+newer view replaces an older one unless it is clearly worse (expected error above
+``WORSE_RATIO`` times the old one plus ``WORSE_SLACK`` grey levels). Among views of about equal
+quality the latest wins, so a moving person is seen where they are now.
+
+:meth:`Mosaic.view` cuts the mosaic back out at a frame's offset: the server's best
+reconstruction of that frame, the pixels it covers and their expected error;
+:func:`merge_views` pools the views of a coalition's members; :meth:`Mosaic.filled` is the scene
+the server has covered over the whole run (its panorama).
 
 :func:`psnr` and :func:`ssim` compare a reconstruction with the true frame over covered pixels
 only; SSIM is the standard one (Gaussian window, sigma 1.5) on the grey image.
@@ -13,11 +22,19 @@ only; SSIM is the standard one (Gaussian window, sigma 1.5) on the grey image.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import cv2
 import numpy as np
 
-__all__ = ["Mosaic", "psnr", "ssim"]
+__all__ = ["Mosaic", "View", "merge_views", "psnr", "ssim"]
+
+WORSE_RATIO = 1.25
+WORSE_SLACK = 0.5  # grey levels: below this, expected errors count as equal
+
+View = tuple[np.ndarray, np.ndarray, np.ndarray]
+"""A frame as one party knows it: (H, W, 3) uint8 RGB, (H, W) bool covered, (H, W) float32
+expected error in grey levels (``inf`` where not covered)."""
 
 
 class Mosaic:
@@ -29,24 +46,48 @@ class Mosaic:
         rows = math.ceil(high[0]) - self.origin[0] + self.height + 1
         cols = math.ceil(high[1]) - self.origin[1] + self.width + 1
         self.canvas = np.zeros((rows, cols, 3), np.uint8)
-        self.filled = np.zeros((rows, cols), bool)
+        self.error = np.full((rows, cols), np.inf, np.float32)
 
-    def _slices(self, offset: tuple[float, float]) -> tuple[slice, slice]:
+    @property
+    def filled(self) -> np.ndarray:
+        """(rows, cols) bool: the scene pixels this mosaic holds, in scene coordinates."""
+        return np.isfinite(self.error)
+
+    def slices(self, offset: tuple[float, float]) -> tuple[slice, slice]:
+        """Where a frame at camera ``offset`` lies on the canvas."""
         top = int(round(offset[0])) - self.origin[0]
         left = int(round(offset[1])) - self.origin[1]
         return slice(top, top + self.height), slice(left, left + self.width)
 
-    def paste(self, image: np.ndarray, mask: np.ndarray, offset: tuple[float, float]) -> None:
-        """Lay ``image`` (H, W, 3) uint8 where ``mask`` (H, W) bool is set, at camera ``offset``."""
-        rows, cols = self._slices(offset)
-        canvas, filled = self.canvas[rows, cols], self.filled[rows, cols]
-        canvas[mask] = image[mask]
-        filled |= mask
+    def paste(self, image: np.ndarray, mask: np.ndarray, offset: tuple[float, float],
+              error: np.ndarray | None = None) -> None:
+        """Lay ``image`` (H, W, 3) uint8 where ``mask`` (H, W) bool is set, at camera ``offset``,
+        keeping an older pixel where this one is clearly worse; ``error`` (H, W) float32: the
+        expected error of each pixel in grey levels (default 0, exact)."""
+        rows, cols = self.slices(offset)
+        canvas, stored = self.canvas[rows, cols], self.error[rows, cols]
+        new = np.zeros(mask.shape, np.float32) if error is None else error
+        take = mask & ~(new > WORSE_RATIO * stored + WORSE_SLACK)
+        canvas[take] = image[take]
+        stored[take] = new[take]
 
-    def view(self, offset: tuple[float, float]) -> tuple[np.ndarray, np.ndarray]:
-        """The frame at ``offset`` as the mosaic knows it: (H, W, 3) uint8 and (H, W) bool covered."""
-        rows, cols = self._slices(offset)
-        return self.canvas[rows, cols].copy(), self.filled[rows, cols].copy()
+    def view(self, offset: tuple[float, float]) -> View:
+        """The frame at ``offset`` as the mosaic knows it (see :data:`View`)."""
+        rows, cols = self.slices(offset)
+        error = self.error[rows, cols].copy()
+        return self.canvas[rows, cols].copy(), np.isfinite(error), error
+
+
+def merge_views(views: Sequence[View]) -> View:
+    """What a coalition knows of a frame: per pixel, the member view with the lowest expected
+    error (the first member's on a tie)."""
+    image, covered, error = (a.copy() for a in views[0])
+    for other_image, _, other_error in views[1:]:
+        better = other_error < error
+        image[better] = other_image[better]
+        error[better] = other_error[better]
+    covered = np.isfinite(error)
+    return image, covered, error
 
 
 def psnr(truth: np.ndarray, guess: np.ndarray, mask: np.ndarray) -> float | None:
