@@ -335,7 +335,7 @@ def evaluate_video(
         value = psnr(image, recon, whole)
         if value is not None:
             inversion.append(value)
-        scene.paste(image, whole, offset_px)
+        scene.paste(image, whole, offset_px, index)
         offset = token_offset(offset_px, frame_size, img_size, patch)
         evaluate = index % config.eval_every == 0 or index == last
         detect = index % config.detect_every == 0
@@ -356,7 +356,7 @@ def evaluate_video(
                 if server == EDGE or not ids:
                     continue
                 mask = np.logical_or.reduce([masks[w] for w in ids])
-                result.mosaics[server].paste(recon, mask, offset_px, error)
+                result.mosaics[server].paste(recon, mask, offset_px, index, error)
             if evaluate or reference is not None:
                 _attack(result, index, image, offset_px, scene, evaluate, reference, detectors)
         if index % 20 == 0:
@@ -407,7 +407,7 @@ def _attack(result: PolicyResult, index: int, image: np.ndarray, offset_px: tupl
         area = int(seen.sum())
         held = {s: result.mosaics[s].filled & seen for s in result.servers}
     for party in (*result.singles, *result.groups):
-        view, covered, _ = merge_views([own[s] for s in party.members])
+        view, covered, _, _ = merge_views([own[s] for s in party.members])
         if evaluate:
             party.coverage.append(float(covered.mean()))
             party.psnr.append(psnr(image, view, covered))

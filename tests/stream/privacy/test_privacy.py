@@ -37,9 +37,9 @@ def test_mosaic_places_pixels_in_scene_coordinates() -> None:
     mosaic = Mosaic((60, 80), low=(0.0, 0.0), high=(0.0, 30.0))
     left = np.zeros((60, 80), bool)
     left[:, :40] = True
-    mosaic.paste(frame, left, (0.0, 0.0))
+    mosaic.paste(frame, left, (0.0, 0.0), 0)
     # The camera moved 10 px right: the pixels seen at x=10..39 now sit at x=0..29.
-    view, covered, _ = mosaic.view((0.0, 10.0))
+    view, covered, _, _ = mosaic.view((0.0, 10.0))
     assert covered[:, :30].all() and not covered[:, 30:].any()
     np.testing.assert_array_equal(view[:, :30], frame[:, 10:40])
     assert psnr(frame[:, 10:40], view[:, :30], covered[:, :30]) == 99.0
@@ -55,22 +55,28 @@ def test_mosaic_keeps_the_best_view_of_each_scene_pixel() -> None:
     good, bad, later = scene(40, 40, seed=1), scene(40, 40, seed=2), scene(40, 40, seed=3)
     everywhere = np.ones((40, 40), bool)
     mosaic = Mosaic((40, 40), low=(0.0, 0.0), high=(0.0, 0.0))
-    mosaic.paste(good, everywhere, (0.0, 0.0), np.full((40, 40), 1.0, np.float32))
-    mosaic.paste(bad, everywhere, (0.0, 0.0), np.full((40, 40), 20.0, np.float32))  # int8-grade: worse
-    view, covered, error = mosaic.view((0.0, 0.0))
+    mosaic.paste(good, everywhere, (0.0, 0.0), 0, np.full((40, 40), 1.0, np.float32))
+    mosaic.paste(bad, everywhere, (0.0, 0.0), 1, np.full((40, 40), 20.0, np.float32))  # int8-grade: worse
+    view, covered, error, stamp = mosaic.view((0.0, 0.0))
     np.testing.assert_array_equal(view, good)
-    assert covered.all() and (error == 1.0).all()
-    mosaic.paste(later, everywhere, (0.0, 0.0), np.full((40, 40), 1.1, np.float32))  # as good, newer: wins
+    assert covered.all() and (error == 1.0).all() and (stamp == 0).all()
+    mosaic.paste(later, everywhere, (0.0, 0.0), 2, np.full((40, 40), 1.1, np.float32))  # as good, newer: wins
     np.testing.assert_array_equal(mosaic.view((0.0, 0.0))[0], later)
-    # A coalition takes, per pixel, the member view it expects least error of.
+    # A coalition pools its members' views by the same rule: an exact view beats a noisy one...
     left = np.zeros((40, 40), bool)
     left[:, :20] = True
-    other = Mosaic((40, 40), low=(0.0, 0.0), high=(0.0, 0.0))
-    other.paste(good, left, (0.0, 0.0), np.zeros((40, 40), np.float32))
-    pooled, pooled_covered, _ = merge_views([other.view((0.0, 0.0)), mosaic.view((0.0, 0.0))])
+    exact = Mosaic((40, 40), low=(0.0, 0.0), high=(0.0, 0.0))
+    exact.paste(good, left, (0.0, 0.0), 0, np.zeros((40, 40), np.float32))
+    pooled, pooled_covered, _, _ = merge_views([exact.view((0.0, 0.0)), mosaic.view((0.0, 0.0))])
     np.testing.assert_array_equal(pooled[:, :20], good[:, :20])
     np.testing.assert_array_equal(pooled[:, 20:], later[:, 20:])
     assert pooled_covered.all()
+    # ... and among views as good, the newest wins, whichever member holds it.
+    fresh = Mosaic((40, 40), low=(0.0, 0.0), high=(0.0, 0.0))
+    fresh.paste(bad, left, (0.0, 0.0), 5, np.zeros((40, 40), np.float32))
+    for members in ([exact, fresh], [fresh, exact]):
+        pooled, _, _, _ = merge_views([m.view((0.0, 0.0)) for m in members])
+        np.testing.assert_array_equal(pooled[:, :20], bad[:, :20])
 
 
 def test_detection_matching_counts_each_box_once() -> None:
