@@ -110,7 +110,7 @@ COMMANDS: tuple[Command, ...] = (
             help="attack every rotation policy over videos (inversion, mosaic, detection); JSON + HTML",
             handler="pedsam.stream.cli.privacy:run",
             parts=[("privacy report", GROUPS["privacy report"]), ("model", GROUPS["model"]),
-                   ("split and budgets", pick("scheme", "secret", "horizon", "frame_cap", "scene_cap", "horizon_cap",
+                   ("split and budgets", pick("scheme", "secret", "codec", "horizon", "frame_cap", "scene_cap", "horizon_cap",
                                               "run_cap", "coalition", "coalition_cap", "on_budget", "no_motion"))],
             defaults={"model": "vit_b", "secret": "pedsam privacy report", "scheme": "contiguous",
                       "scene_cap": "none", "run_cap": "none"},

@@ -4,12 +4,17 @@ Both detectors ship inside OpenCV 4.x (no download): the HOG + linear SVM people
 (``cv2.HOGDescriptor.getDefaultPeopleDetector``) and the Haar cascade for frontal faces
 (``haarcascade_frontalface_default.xml`` under ``cv2.data.haarcascades``). The attack's score is
 *recall relative to the full frame*: of the detections on the true frame, the share that a
-detection on the server's reconstruction matches (IoU >= 0.5). Boxes are XYWH pixels.
+detection on the server's reconstruction matches. Boxes are XYWH pixels.
+
+A match is judged on the *visible part*: both boxes are clipped to the pixels the server covers,
+and the intersection over union of what is left must reach 0.5 (:func:`visible_iou`). A person
+half of whom the server holds, found from that half, counts as found; a person the server does
+not hold at all cannot be. With everything covered this is the plain IoU.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -18,7 +23,7 @@ import numpy as np
 
 from pedsam.stream.errors import ConfigError
 
-__all__ = ["Detectors", "iou", "matched"]
+__all__ = ["Detectors", "iou", "matched", "visible_iou"]
 
 Box = tuple[int, int, int, int]
 
@@ -34,9 +39,46 @@ def iou(a: Box, b: Box) -> float:
     return inter / union if union > 0 else 0.0
 
 
-def matched(reference: Sequence[Box], found: Sequence[Box], threshold: float = 0.5) -> int:
-    """How many ``reference`` boxes a distinct ``found`` box matches with IoU >= ``threshold`` (greedy)."""
-    pairs = sorted(((iou(r, f), i, j) for i, r in enumerate(reference) for j, f in enumerate(found)), reverse=True)
+def _box_sum(table: np.ndarray, box: Box) -> float:
+    """Covered pixels inside an XYWH box, from a summed-area table (H+1, W+1)."""
+    x, y, w, h = box
+    rows, cols = table.shape[0] - 1, table.shape[1] - 1
+    x0, y0 = min(max(x, 0), cols), min(max(y, 0), rows)
+    x1, y1 = min(max(x + w, 0), cols), min(max(y + h, 0), rows)
+    return float(table[y1, x1] - table[y0, x1] - table[y1, x0] + table[y0, x0])
+
+
+def _summed(covered: np.ndarray) -> np.ndarray:
+    table = np.zeros((covered.shape[0] + 1, covered.shape[1] + 1), np.int64)
+    table[1:, 1:] = covered.astype(np.int64).cumsum(0).cumsum(1)
+    return table
+
+
+def visible_iou(a: Box, b: Box, covered: np.ndarray) -> float:
+    """IoU of two XYWH boxes clipped to ``covered`` ((H, W) bool, the pixels a party holds)."""
+    return _visible_iou(a, b, _summed(covered))
+
+
+def _visible_iou(a: Box, b: Box, table: np.ndarray) -> float:
+    ax, ay, aw, ah = a
+    bx, by, bw, bh = b
+    x0, y0 = max(ax, bx), max(ay, by)
+    x1, y1 = min(ax + aw, bx + bw), min(ay + ah, by + bh)
+    inter = _box_sum(table, (x0, y0, x1 - x0, y1 - y0)) if x1 > x0 and y1 > y0 else 0.0
+    union = _box_sum(table, a) + _box_sum(table, b) - inter
+    return inter / union if union > 0 else 0.0
+
+
+def matched(reference: Sequence[Box], found: Sequence[Box], threshold: float = 0.5,
+            covered: np.ndarray | None = None) -> int:
+    """How many ``reference`` boxes a distinct ``found`` box matches (greedy, best first): IoU >=
+    ``threshold``, or with ``covered`` ((H, W) bool) the IoU of their visible parts."""
+    overlap: Callable[[Box, Box], float] = iou
+    if covered is not None:
+        table = _summed(covered)
+        overlap = lambda r, f: _visible_iou(r, f, table)  # noqa: E731
+
+    pairs = sorted(((overlap(r, f), i, j) for i, r in enumerate(reference) for j, f in enumerate(found)), reverse=True)
     used_r: set[int] = set()
     used_f: set[int] = set()
     for score, i, j in pairs:

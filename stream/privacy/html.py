@@ -1,7 +1,11 @@
 """The privacy report as a self-contained HTML page: tables, matplotlib plots, thumbnails.
 
-Every image is a PNG embedded as a ``data:`` URI, so the page is one file. Plots compare the
-policies (and the ``monolithic`` baseline) on every metric of :mod:`pedsam.stream.privacy.report`.
+Every image is a PNG embedded as a ``data:`` URI and the style is inline, so the page is one
+file that opens with no network (it references no URL at all). Plots compare the policies (and
+the ``monolithic`` baseline) on every metric of :mod:`pedsam.stream.privacy.report`, with 95%
+intervals as error bars; the leakage curves follow the worst worker's coverage of the current
+frame and of the run's scene over time; per policy, the worst worker's view of the last evaluated
+frame and its whole mosaic stand beside the true frame.
 """
 
 from __future__ import annotations
@@ -32,11 +36,16 @@ METRICS: tuple[tuple[str, str, str], ...] = (
     ("exposure", "longest_run", "longest run on one piece of scene (frames)"),
     ("exposure", "edge_share", "picture windows the edge computed itself"),
     ("mosaic", "coverage_mean", "mosaic: coverage of the current frame (mean)"),
+    ("mosaic", "panorama_coverage", "mosaic: share of the run's scene held (panorama)"),
     ("mosaic", "psnr_db_mean", "mosaic: PSNR over covered pixels (dB)"),
     ("mosaic", "ssim_mean", "mosaic: SSIM over covered pixels"),
     ("detection", "people_recall", "HOG people recall vs the true frame"),
     ("detection", "faces_recall", "Haar face recall vs the true frame"),
 )
+"""(group, key, title) of each figure of a policy's worst worker; ``key + "_ci"``, where the group
+has it, is its 95% interval, and detection recalls carry their reference count."""
+
+REFERENCE = {"people_recall": "people_reference", "faces_recall": "faces_reference"}
 
 
 def _png(figure: Any) -> str:
@@ -56,13 +65,18 @@ def _image_png(image: np.ndarray, height: int = 180) -> str:
 
 def _bars(videos: Sequence[dict[str, Any]]) -> str:
     labels = list(videos[0]["policies"])
-    figure, axes = plt.subplots(2, 6, figsize=(24, 7))
+    figure, axes = plt.subplots(2, 7, figsize=(28, 7))
     width = 0.8 / max(1, len(videos))
+    for axis in axes.flat[len(METRICS):]:
+        axis.axis("off")
     for axis, (group, key, title) in zip(axes.flat, METRICS):
         for i, video in enumerate(videos):
-            values = [video["policies"][label][group][key] for label in labels]
-            heights = [np.nan if v is None else v for v in values]
-            axis.bar(np.arange(len(labels)) + i * width, heights, width, label=video["video"].rsplit("/", 1)[-1])
+            figures = [video["policies"][label][group] for label in labels]
+            heights = np.array([np.nan if f[key] is None else f[key] for f in figures], float)
+            spans = [f.get(key + "_ci") for f in figures]
+            errors = np.array([[0.0, 0.0] if c is None else [h - c[0], c[1] - h] for h, c in zip(heights, spans)]).T
+            axis.bar(np.arange(len(labels)) + i * width, heights, width, label=video["video"].rsplit("/", 1)[-1],
+                     yerr=errors if any(c is not None for c in spans) else None, capsize=2)
         axis.set_title(title, fontsize=9)
         axis.set_xticks(np.arange(len(labels)) + width * (len(videos) - 1) / 2)
         axis.set_xticklabels(labels, rotation=40, ha="right", fontsize=8)
@@ -72,23 +86,56 @@ def _bars(videos: Sequence[dict[str, Any]]) -> str:
 
 
 def _series(video: dict[str, Any]) -> str:
-    figure, axis = plt.subplots(figsize=(8, 3.2))
-    for label, policy in video["policies"].items():
-        axis.plot(policy["series"]["frame"], policy["series"]["coverage"], label=label)
-    axis.set_xlabel("frame (of those used)")
-    axis.set_ylabel("worst server's coverage")
-    axis.set_ylim(0, 1.05)
-    axis.legend(fontsize=8, ncol=3)
-    axis.set_title(video["video"].rsplit("/", 1)[-1], fontsize=10)
+    """The leakage curves: the worst worker's coverage of the current frame and of the scene so far."""
+    figure, axes = plt.subplots(1, 2, figsize=(14, 3.4))
+    for axis, key, what in ((axes[0], "coverage", "coverage of the current frame"),
+                            (axes[1], "panorama", "share of the scene so far (panorama)")):
+        for label, policy in video["policies"].items():
+            axis.plot(policy["series"]["frame"], policy["series"][key], label=label)
+        axis.set_xlabel("frame (of those used)")
+        axis.set_ylabel(f"worst worker: {what}", fontsize=9)
+        axis.set_ylim(0, 1.05)
+    axes[0].legend(fontsize=8, ncol=3)
+    figure.suptitle(video["video"].rsplit("/", 1)[-1], fontsize=10)
     return _png(figure)
 
 
-def _fmt(value: Any) -> str:
+def _fmt(value: Any, interval: Sequence[float] | None = None, reference: int | None = None) -> str:
+    """A figure, its 95% interval in brackets and its reference count (``of 26``), for a cell."""
     if value is None:
-        return "n/a"
-    if isinstance(value, float):
-        return f"{value:.3f}"
-    return html.escape(str(value))
+        text = "n/a"
+    elif isinstance(value, float):
+        text = f"{value:.3f}"
+    else:
+        text = html.escape(str(value))
+    if interval is not None:
+        text += f" <small>[{interval[0]:.2f}, {interval[1]:.2f}]</small>"
+    if reference is not None:
+        text += f" <small>of {reference}</small>"
+    return text
+
+
+def _cell(figures: dict[str, Any], group: str, key: str) -> str:
+    values = figures[group]
+    reference = values.get(REFERENCE[key]) if key in REFERENCE else None
+    return f"<td>{_fmt(values[key], values.get(key + '_ci'), reference)}</td>"
+
+
+def _coalition_row(policy: dict[str, Any]) -> str:
+    """The worst coalition's attack figures, in the columns of the worker row."""
+    c = policy["coalition"]
+    cells = {
+        ("exposure", "coalition_run_scene_share"): _fmt(policy["exposure"]["coalition_run_scene_share"]),
+        ("mosaic", "coverage_mean"): _fmt(c["coverage"]["mean"], c["coverage"]["ci"]),
+        ("mosaic", "panorama_coverage"): _fmt(c["panorama"]["share"]),
+        ("mosaic", "psnr_db_mean"): _fmt(c["coverage"]["psnr_db"]),
+        ("mosaic", "ssim_mean"): _fmt(c["coverage"]["ssim"]),
+        ("detection", "people_recall"): _fmt(c["people"]["recall"], c["people"]["ci"], c["people"]["reference"]),
+        ("detection", "faces_recall"): _fmt(c["faces"]["recall"], c["faces"]["ci"], c["faces"]["reference"]),
+    }
+    who = html.escape(c["coverage"]["party"])
+    return (f"<tr><td><em>worst coalition</em> ({who})</td>"
+            + "".join(f"<td>{cells.get((g, k), '')}</td>" for g, k, _ in METRICS) + "</tr>")
 
 
 def _budget(budget: dict[str, Any]) -> str:
@@ -118,9 +165,15 @@ def render_html(report: dict[str, Any], results: Sequence[VideoResult]) -> str:
         f"<p>Model {html.escape(report['model'])} (patch embedding {report['embed_dim']} channels from "
         f"{report['patch_pixels']} pixel values per patch); {report['servers']} shares per frame, scheme "
         f"{html.escape(report['scheme'])}, pooled with {report['pool_size']} servers per slot; budget "
-        f"{html.escape(_budget(report['budget']))}. Each figure is the worst single server of a policy (the "
-        f"coalition column: the worst set of up to {report['coalitions']} servers); "
-        "<em>monolithic</em> is one cloud server receiving whole frames.</p>",
+        f"{html.escape(_budget(report['budget']))}; tokens attacked as they cross the wire in "
+        f"{html.escape(report['codec'])}. Each figure is the worst single worker of a policy, one worker "
+        "over the whole run (for each figure, the worker whose whole-run figure is highest); the coalition "
+        f"rows: the worst set of 2 up to {report['coalitions']} workers likewise. "
+        "<em>monolithic</em> is one cloud server receiving whole frames. Brackets: 95% bootstrap intervals "
+        f"over frames (seed {report['bootstrap']['seed']}, {report['bootstrap']['resamples']} resamples) for the "
+        "fixed worker; <em>of N</em>: reference detections on the true frames. Exposure maxima and whole-run "
+        "shares are exact counts of what was sent. Detections match on the visible part of each reference "
+        "box (IoU of both boxes clipped to the pixels the worker holds, at least 0.5).</p>",
     ]
     if report.get("defaults"):
         defaults = report["defaults"]
@@ -145,15 +198,24 @@ def render_html(report: dict[str, Any], results: Sequence[VideoResult]) -> str:
         header = "".join(f"<th>{html.escape(title)}</th>" for _, _, title in METRICS)
         rows = []
         for label, policy in video["policies"].items():
-            cells = "".join(f"<td>{_fmt(policy[group][key])}</td>" for group, key, _ in METRICS)
-            rows.append(f"<tr><td>{html.escape(label)} ({policy['servers']} servers)</td>{cells}</tr>")
+            cells = "".join(_cell(policy, group, key) for group, key, _ in METRICS)
+            who = html.escape(policy["mosaic"]["worker"])
+            rows.append(f"<tr><td>{html.escape(label)} ({policy['servers']} servers; worst {who})</td>{cells}</tr>")
+            if policy["coalition"] is not None:
+                rows.append(_coalition_row(policy))
         parts.append(f"<table><tr><th>policy</th>{header}</tr>{''.join(rows)}</table>")
-        parts.append(f"<p><img src='{_series(video)}' alt='coverage over time'></p>")
+        parts.append(f"<p><img src='{_series(video)}' alt='leakage curves'></p>")
         if result.truth is not None:
-            figures = [f"<figure><img src='{_image_png(result.truth)}'><figcaption>true frame</figcaption></figure>"]
-            for label, view in result.views.items():
-                figures.append(f"<figure><img src='{_image_png(view)}'><figcaption>{html.escape(label)}: worst "
-                               "server's mosaic</figcaption></figure>")
-            parts.append("<div>" + "".join(figures) + "</div>")
+            truth = _image_png(result.truth)
+            for label, policy in video["policies"].items():
+                figures = [f"<figure><img src='{truth}'><figcaption>true frame</figcaption></figure>"]
+                who = html.escape(policy["mosaic"]["worker"])
+                if label in result.views:
+                    figures.append(f"<figure><img src='{_image_png(result.views[label])}'><figcaption>worst worker "
+                                   f"{who}: its view of this frame</figcaption></figure>")
+                if label in result.panoramas:
+                    figures.append(f"<figure><img src='{_image_png(result.panoramas[label])}'><figcaption>{who}'s "
+                                   "whole mosaic (grey: never received)</figcaption></figure>")
+                parts.append(f"<h3>{html.escape(label)}</h3><div>" + "".join(figures) + "</div>")
     parts.append("</body></html>")
     return "\n".join(parts)

@@ -1,23 +1,29 @@
 """The privacy report: every rotation policy over real videos, attacked from each server's view.
 
 For each video (frames ``0, s, 2s, ...`` up to ``max_frames`` of them) the edge model's
-prologue gives each frame's first-segment tokens; the camera offset comes from
+prologue gives each frame's first-segment tokens, passed through the wire codec as a worker
+decodes them (:mod:`pedsam.stream.privacy.wire`); the camera offset comes from
 :class:`pedsam.stream.core.motion.MotionEstimator`. Every policy schedules the frames through a
 :class:`pedsam.partitioner.scheduler.Scheduler` (with the report's budget), and for every server:
 
-- *token inversion*: its windows' pixels, recovered from their tokens
+- *token inversion*: its windows' pixels, recovered from the tokens it received
   (:mod:`pedsam.stream.privacy.inversion`); the frame-level PSNR of that recovery is reported once per
   video (it does not depend on the policy);
-- *mosaic*: those pixels laid into a motion-compensated scene mosaic; every ``eval_every``
-  frames the mosaic is cut out at the current frame and compared with it (coverage, PSNR and
-  SSIM over covered pixels);
+- *mosaic*: those pixels laid into a motion-compensated scene mosaic that keeps the best view of
+  each scene pixel; every ``eval_every`` frames the mosaic is cut out at the current frame and
+  compared with it (coverage, PSNR and SSIM over covered pixels), and its *panorama coverage* is
+  taken: the share of the scene the camera showed so far that the mosaic holds, in scene
+  coordinates;
 - *detection*: every ``detect_every`` frames, HOG people and Haar faces on that cut-out (gaps
-  filled grey) against the same detectors on the true frame.
+  filled grey) against the same detectors on the true frame, matched on the visible part of
+  each reference box (:mod:`pedsam.stream.privacy.detection`).
 
-Per policy the report gives the worst server (the one whose mosaic covers most of the frame,
-and for detection the one with most matches), since one curious server is the threat, and the
-worst coalition of up to ``coalitions`` servers by the share of the scene they saw together since
-the start. The ``monolithic`` baseline is one cloud server receiving every window of every frame.
+Per policy the report gives the worst single worker, one worker over the whole run (for each
+figure the worker whose whole-run figure is highest), since one curious worker is the threat,
+and the worst coalition of 2 up to ``coalitions`` workers likewise, both with 95% bootstrap
+intervals over frames and the count of reference detections (:mod:`pedsam.stream.privacy.parties`).
+The exposure maxima and whole-run shares are exact counts of what was sent, not estimates. The
+``monolithic`` baseline is one cloud server receiving every window of every frame.
 The ``defaults`` row is what a run with no flags does (``ReportConfig.defaults``: the default
 rotation, scheme and budget), whatever the report's own policies, scheme and budget. Servers are
 named ``s0, s1, ...``; ``pooled`` uses ``servers * pool_size`` of them.
@@ -46,8 +52,12 @@ from pedsam.stream.core.scheduling import DEFAULT_SCHEME, RotationSettings
 from pedsam.stream.errors import ConfigError
 from pedsam.stream.media.video import probe_video, read_frames
 from pedsam.stream.privacy.detection import Detectors, matched
+from pedsam.stream.privacy.intervals import RESAMPLES, ratio_interval
 from pedsam.stream.privacy.inversion import TokenInverter, prologue
-from pedsam.stream.privacy.mosaic import Mosaic, psnr, ssim
+from pedsam.stream.privacy.mosaic import Mosaic, merge_views, psnr, ssim
+from pedsam.stream.privacy.parties import Party, figure, parties_of, worst
+from pedsam.stream.privacy.wire import through_wire
+from pedsam.workers.codec import CODECS
 from pedsam.workers.models import ModelSource, get_preset
 
 __all__ = ["BASELINE", "DEFAULTS", "PolicyResult", "ReportConfig", "VideoResult", "run_report"]
@@ -81,6 +91,9 @@ class ReportConfig:
         motion: estimate camera motion; off, every frame is at offset 0 (right for a camera
             known to be fixed).
         coalitions: report the worst coalition of up to this many servers (below 2: none).
+        codec: the wire codec the first-segment tokens cross (``fp32``, ``fp16``, ``int8``); the
+            attacks see the tokens as a worker decodes them.
+        seed: seed of the bootstrap intervals.
         defaults: the rotation settings and scheme of the ``defaults`` row; None: no such row.
     """
 
@@ -97,6 +110,8 @@ class ReportConfig:
     secret: bytes = b"pedsam privacy report"
     motion: bool = True
     coalitions: int = 2
+    codec: str = "fp32"
+    seed: int = 0
     defaults: tuple[RotationSettings, str] | None = (RotationSettings(), DEFAULT_SCHEME)
 
     def __post_init__(self) -> None:
@@ -108,33 +123,34 @@ class ReportConfig:
                 raise ConfigError(f"{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
         if self.servers < 2:
             raise ConfigError("the report compares split policies: give --servers 2 or more")
+        if self.codec not in CODECS:
+            raise ConfigError(f"unknown codec {self.codec!r}; choose one of {', '.join(CODECS)}")
 
 
 @dataclass
 class PolicyResult:
-    """One policy on one video: exposure, the worst server's mosaic series, detection counts."""
+    """One policy on one video: the scheduler, every worker's mosaic, and every party's measurements."""
 
     label: str
     servers: tuple[str, ...]
     scheduler: Scheduler
     mosaics: dict[str, Mosaic]
+    singles: list[Party]
+    groups: list[Party]
     scheme: str = ""
     modes: dict[str, int] = field(default_factory=dict)  # frames per policy mode (adaptive: still / travel)
-    frames: list[int] = field(default_factory=list)
-    coverage: list[float] = field(default_factory=list)
-    psnr: list[float | None] = field(default_factory=list)
-    ssim: list[float | None] = field(default_factory=list)
-    people: list[int] = field(default_factory=lambda: [0, 0])  # [matched, reference]
-    faces: list[int] = field(default_factory=lambda: [0, 0])
-    view: np.ndarray | None = None  # the worst server's reconstruction at the last evaluation
+    frames: list[int] = field(default_factory=list)  # evaluated frames
+    edge: list[tuple[int, int]] = field(default_factory=list)  # per frame: (picture windows kept on the edge, all)
 
-    def to_json(self, num_windows: int) -> dict[str, Any]:
+    def to_json(self, num_windows: int, people_reference: Sequence[int], faces_reference: Sequence[int],
+                seed: int) -> dict[str, Any]:
         summary = self.scheduler.summary()
         servers = summary["exposure"].values()
         coalitions = summary.get("coalitions", {})
-        worst = max(coalitions, key=lambda name: coalitions[name]["max_run_scene_share"], default=None)
-        defined_psnr = [v for v in self.psnr if v is not None]
-        defined_ssim = [v for v in self.ssim if v is not None]
+        worst_coalition = max(coalitions, key=lambda name: coalitions[name]["max_run_scene_share"], default=None)
+        worker = figure(self.singles, people_reference, faces_reference, seed)
+        assert worker is not None
+        coverage, people, faces = worker["coverage"], worker["people"], worker["faces"]
         return {
             "servers": len(self.servers),
             "slots": summary["slots"],
@@ -150,23 +166,61 @@ class PolicyResult:
                 "max_scene_frames": max(s["max_scene_frames"] for s in servers),
                 "longest_run": max(s["longest_run"] for s in servers),
                 "edge_share": summary["edge_share"],
-                "worst_coalition": worst,
-                "coalition_run_scene_share": None if worst is None else coalitions[worst]["max_run_scene_share"],
+                "edge_share_ci": ratio_interval([e for e, _ in self.edge], [n for _, n in self.edge], seed=seed),
+                "frames": len(self.edge),
+                "worst_coalition": worst_coalition,
+                "coalition_run_scene_share": (None if worst_coalition is None
+                                              else coalitions[worst_coalition]["max_run_scene_share"]),
             },
             "mosaic": {
-                "coverage_mean": _round(statistics.fmean(self.coverage)) if self.coverage else None,
-                "coverage_final": _round(self.coverage[-1]) if self.coverage else None,
-                "psnr_db_mean": _round(statistics.fmean(defined_psnr)) if defined_psnr else None,
-                "ssim_mean": _round(statistics.fmean(defined_ssim)) if defined_ssim else None,
+                "worker": coverage["party"],
+                "coverage_mean": coverage["mean"],
+                "coverage_mean_ci": coverage["ci"],
+                "coverage_final": coverage["final"],
+                "frames": coverage["frames"],
+                "psnr_db_mean": coverage["psnr_db"],
+                "ssim_mean": coverage["ssim"],
+                "panorama_worker": worker["panorama"]["party"],
+                "panorama_coverage": worker["panorama"]["share"],
             },
             "detection": {
-                "people_recall": _ratio(*self.people),
-                "people_reference": self.people[1],
-                "faces_recall": _ratio(*self.faces),
-                "faces_reference": self.faces[1],
+                "people_worker": people["party"],
+                "people_recall": people["recall"],
+                "people_recall_ci": people["ci"],
+                "people_reference": people["reference"],
+                "faces_worker": faces["party"],
+                "faces_recall": faces["recall"],
+                "faces_recall_ci": faces["ci"],
+                "faces_reference": faces["reference"],
+                "frames": people["frames"],
             },
-            "series": {"frame": self.frames, "coverage": [_round(c) for c in self.coverage]},
+            "coalition": figure(self.groups, people_reference, faces_reference, seed),
+            "workers": {
+                p.name: {
+                    "coverage": [_round(c) for c in p.coverage],
+                    "panorama": [_round(c) for c in p.panorama],
+                    "people": list(p.people),
+                    "faces": list(p.faces),
+                }
+                for p in self.singles
+            },
+            "series": {
+                "frame": self.frames,
+                "coverage": _series(self.singles, coverage["party"], "coverage"),
+                "panorama": _series(self.singles, worker["panorama"]["party"], "panorama"),
+            },
         }
+
+    def worst_worker(self) -> Party:
+        """The worker whose view of the current frame covers most over the run (the page's mosaic)."""
+        found = worst(self.singles, lambda p: statistics.fmean(p.coverage) if p.coverage else 0.0)
+        assert found is not None
+        return found
+
+
+def _series(parties: Sequence[Party], name: str, attribute: str) -> list[float]:
+    party = next(p for p in parties if p.name == name)
+    return [_round(v) for v in getattr(party, attribute)]
 
 
 @dataclass
@@ -174,16 +228,13 @@ class VideoResult:
     """One video's results: the JSON-ready record and, for the page, its thumbnails."""
 
     record: dict[str, Any]
-    truth: np.ndarray | None
-    views: dict[str, np.ndarray]
+    truth: np.ndarray | None  # the last evaluated frame, (H, W, 3) uint8 RGB
+    views: dict[str, np.ndarray]  # per policy: its worst worker's view of that frame
+    panoramas: dict[str, np.ndarray] = field(default_factory=dict)  # per policy: that worker's whole mosaic
 
 
 def _round(value: float) -> float:
     return round(float(value), 4)
-
-
-def _ratio(hit: int, total: int) -> float | None:
-    return round(hit / total, 4) if total else None
 
 
 def _window_masks(grid: WindowGrid, frame_size: tuple[int, int], img_size: int, patch: int) -> list[np.ndarray]:
@@ -230,8 +281,10 @@ def _policies(config: ReportConfig, grid: WindowGrid, frame_size: tuple[int, int
         plans.append((label, Scheduler(policy, grid, _tracking(budget, count, config.coalitions)), scheme))
     for label, scheduler, scheme in plans:
         names = scheduler.policy.servers
+        singles, groups = parties_of(names, config.coalitions)
         out.append(PolicyResult(label=label, servers=names, scheduler=scheduler, scheme=scheme,
-                                mosaics={s: Mosaic(frame_size, low, high) for s in names}))
+                                mosaics={s: Mosaic(frame_size, low, high) for s in names},
+                                singles=singles, groups=groups))
     return out
 
 
@@ -267,35 +320,45 @@ def evaluate_video(
     masks = _window_masks(grid, frame_size, img_size, patch)
     content = content_tokens(frame_size, img_size, patch)
     results = _policies(config, grid, frame_size, low, high)
+    scene = Mosaic(frame_size, low, high)  # where the camera looked: the scene of the run
+    whole = np.ones(frame_size, bool)
     inversion: list[float] = []
+    people_reference: list[int] = []
+    faces_reference: list[int] = []
     truth: np.ndarray | None = None
     last = len(frames) - 1
     for index, (image, offset_px) in enumerate(zip(frames, offsets)):
         tokens, prepared = prologue(sam, image)
-        recon = inverter.reconstruct(tokens, prepared)
-        value = psnr(image, recon, np.ones(frame_size, bool))
+        received, sigma = through_wire(tokens, config.codec)
+        recon = inverter.reconstruct(received, prepared, sigma)
+        error = inverter.pixel_error(sigma, prepared)
+        value = psnr(image, recon, whole)
         if value is not None:
             inversion.append(value)
+        scene.paste(image, whole, offset_px, index)
         offset = token_offset(offset_px, frame_size, img_size, patch)
         evaluate = index % config.eval_every == 0 or index == last
         detect = index % config.detect_every == 0
         reference: tuple[list[Any], list[Any]] | None = None
         if detect:
             reference = (detectors.people(image), detectors.face_boxes(image))
+            people_reference.append(len(reference[0]))
+            faces_reference.append(len(reference[1]))
         if evaluate:
             truth = image
         for result in results:
             scheduled = result.scheduler.schedule(index, offset=offset, content=content)
             result.modes[scheduled.mode] = result.modes.get(scheduled.mode, 0) + 1
+            picture = [w for w in range(grid.num_windows) if scheduled.picture[w]]
+            kept = set(scheduled.assignment.shares.get(EDGE, ()))
+            result.edge.append((sum(1 for w in picture if w in kept), len(picture)))
             for server, ids in scheduled.assignment.shares.items():
                 if server == EDGE or not ids:
                     continue
                 mask = np.logical_or.reduce([masks[w] for w in ids])
-                result.mosaics[server].paste(recon, mask, offset_px)
-            if evaluate:
-                _evaluate(result, index, image, offset_px)
-            if reference is not None:
-                _detect(result, reference, detectors, offset_px)
+                result.mosaics[server].paste(recon, mask, offset_px, index, error)
+            if evaluate or reference is not None:
+                _attack(result, index, image, offset_px, scene, evaluate, reference, detectors)
         if index % 20 == 0:
             progress(f"{path}: frame {index + 1}/{len(frames)}")
     record = {
@@ -304,6 +367,7 @@ def evaluate_video(
         "rate": str(info.rate),
         "frames": len(frames),
         "stride": config.stride,
+        "codec": config.codec,
         "windows_per_frame": grid.num_windows,
         "padding_windows": grid.num_windows - len(grid.picture_windows(content)),  # the edge's, every segment
         "content_tokens": list(content),
@@ -313,49 +377,56 @@ def evaluate_video(
             "offset_range_px": [[round(low[0], 1), round(high[0], 1)], [round(low[1], 1), round(high[1], 1)]],
         },
         "inversion_psnr_db": _round(statistics.fmean(inversion)) if inversion else None,
-        "policies": {r.label: r.to_json(grid.num_windows) for r in results},
+        "reference": {"people": people_reference, "faces": faces_reference},
+        "policies": {r.label: r.to_json(grid.num_windows, people_reference, faces_reference, config.seed)
+                     for r in results},
         "seconds": round(time.perf_counter() - started, 1),
     }
-    views = {r.label: r.view for r in results if r.view is not None}
-    return VideoResult(record=record, truth=truth, views=views)
+    views: dict[str, np.ndarray] = {}
+    panoramas: dict[str, np.ndarray] = {}
+    for r in results:
+        party = r.worst_worker()
+        if party.view is not None:
+            views[r.label] = party.view
+        mosaic = r.mosaics[party.members[0]]
+        panorama = mosaic.canvas.copy()
+        panorama[~mosaic.filled] = 128
+        panorama[~scene.filled] = 255  # outside the scene of the run
+        panoramas[r.label] = panorama
+    return VideoResult(record=record, truth=truth, views=views, panoramas=panoramas)
 
 
-def _evaluate(result: PolicyResult, index: int, image: np.ndarray, offset_px: tuple[float, float]) -> None:
-    best: tuple[float, float, str] | None = None
-    views = {}
-    for server in result.servers:
-        view, covered = result.mosaics[server].view(offset_px)
-        views[server] = (view, covered)
-        coverage = float(covered.mean())
-        score = (coverage, psnr(image, view, covered) or 0.0, server)
-        if best is None or score[:2] > best[:2]:
-            best = score
-    assert best is not None
-    view, covered = views[best[2]]
-    result.frames.append(index)
-    result.coverage.append(best[0])
-    result.psnr.append(psnr(image, view, covered))
-    result.ssim.append(ssim(image, view, covered))
-    result.view = view
-
-
-def _detect(result: PolicyResult, reference: tuple[list[Any], list[Any]], detectors: Detectors,
-            offset_px: tuple[float, float]) -> None:
-    people_ref, faces_ref = reference
-    best_people = best_faces = 0
-    for server in result.servers:
-        view, covered = result.mosaics[server].view(offset_px)
-        if not covered.any():
-            continue
-        view[~covered] = 128
-        if people_ref:
-            best_people = max(best_people, matched(people_ref, detectors.people(view)))
-        if faces_ref:
-            best_faces = max(best_faces, matched(faces_ref, detectors.face_boxes(view)))
-    result.people[0] += best_people
-    result.people[1] += len(people_ref)
-    result.faces[0] += best_faces
-    result.faces[1] += len(faces_ref)
+def _attack(result: PolicyResult, index: int, image: np.ndarray, offset_px: tuple[float, float], scene: Mosaic,
+            evaluate: bool, reference: tuple[list[Any], list[Any]] | None, detectors: Detectors) -> None:
+    """Every party of a policy attacks this frame: its view compared with the frame (``evaluate``),
+    its panorama measured, the detectors run on its view (``reference``: the true frame's boxes)."""
+    own = {s: result.mosaics[s].view(offset_px) for s in result.servers}
+    if evaluate:
+        result.frames.append(index)
+        seen = scene.filled
+        area = int(seen.sum())
+        held = {s: result.mosaics[s].filled & seen for s in result.servers}
+    for party in (*result.singles, *result.groups):
+        view, covered, _, _ = merge_views([own[s] for s in party.members])
+        if evaluate:
+            party.coverage.append(float(covered.mean()))
+            party.psnr.append(psnr(image, view, covered))
+            party.ssim.append(ssim(image, view, covered))
+            filled = np.logical_or.reduce([held[s] for s in party.members])
+            party.panorama.append(float(filled.sum()) / area)
+            party.view = view
+        if reference is not None:
+            people_ref, faces_ref = reference
+            found_people = found_faces = 0
+            if covered.any():
+                shown = view.copy()
+                shown[~covered] = 128
+                if people_ref:
+                    found_people = matched(people_ref, detectors.people(shown), covered=covered)
+                if faces_ref:
+                    found_faces = matched(faces_ref, detectors.face_boxes(shown), covered=covered)
+            party.people.append(found_people)
+            party.faces.append(found_faces)
 
 
 def run_report(
@@ -380,6 +451,8 @@ def run_report(
         "scheme": config.scheme,
         "budget": config.budget.to_json(),
         "coalitions": config.coalitions,
+        "codec": config.codec,
+        "bootstrap": {"seed": config.seed, "resamples": RESAMPLES, "level": 0.95, "unit": "frame"},
         "defaults": None if config.defaults is None else {"scheme": config.defaults[1],
                                                          **config.defaults[0].to_json()},
         "eval_every": config.eval_every,

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import re
+import statistics
 from pathlib import Path
 
 import numpy as np
@@ -11,9 +13,9 @@ import pytest
 from pedsam.partitioner.scheduler import Budget
 from pedsam.stream.cli.main import main
 from pedsam.stream.media.panning import make_pan_clip
-from pedsam.stream.privacy.detection import Detectors, iou, matched
+from pedsam.stream.privacy.detection import Detectors, iou, matched, visible_iou
 from pedsam.stream.privacy.inversion import TokenInverter, prologue
-from pedsam.stream.privacy.mosaic import Mosaic, psnr, ssim
+from pedsam.stream.privacy.mosaic import Mosaic, merge_views, psnr, ssim
 from pedsam.stream.privacy.report import BASELINE, DEFAULTS, ReportConfig, run_report
 from pedsam.workers.models import build_sam
 from tests.support import TINY, pedsam, scene
@@ -35,9 +37,9 @@ def test_mosaic_places_pixels_in_scene_coordinates() -> None:
     mosaic = Mosaic((60, 80), low=(0.0, 0.0), high=(0.0, 30.0))
     left = np.zeros((60, 80), bool)
     left[:, :40] = True
-    mosaic.paste(frame, left, (0.0, 0.0))
+    mosaic.paste(frame, left, (0.0, 0.0), 0)
     # The camera moved 10 px right: the pixels seen at x=10..39 now sit at x=0..29.
-    view, covered = mosaic.view((0.0, 10.0))
+    view, covered, _, _ = mosaic.view((0.0, 10.0))
     assert covered[:, :30].all() and not covered[:, 30:].any()
     np.testing.assert_array_equal(view[:, :30], frame[:, 10:40])
     assert psnr(frame[:, 10:40], view[:, :30], covered[:, :30]) == 99.0
@@ -45,6 +47,36 @@ def test_mosaic_places_pixels_in_scene_coordinates() -> None:
     assert psnr(frame, view, np.zeros((60, 80), bool)) is None
     noisy = np.clip(frame.astype(int) + np.random.default_rng(0).integers(-30, 31, frame.shape), 0, 255).astype(np.uint8)
     assert ssim(frame, noisy, covered) < 0.9
+    # The panorama is in scene coordinates: 40 of the 110 scene columns held.
+    assert mosaic.filled.shape == (61, 111) and mosaic.filled.sum() == 60 * 40
+
+
+def test_mosaic_keeps_the_best_view_of_each_scene_pixel() -> None:
+    good, bad, later = scene(40, 40, seed=1), scene(40, 40, seed=2), scene(40, 40, seed=3)
+    everywhere = np.ones((40, 40), bool)
+    mosaic = Mosaic((40, 40), low=(0.0, 0.0), high=(0.0, 0.0))
+    mosaic.paste(good, everywhere, (0.0, 0.0), 0, np.full((40, 40), 1.0, np.float32))
+    mosaic.paste(bad, everywhere, (0.0, 0.0), 1, np.full((40, 40), 20.0, np.float32))  # int8-grade: worse
+    view, covered, error, stamp = mosaic.view((0.0, 0.0))
+    np.testing.assert_array_equal(view, good)
+    assert covered.all() and (error == 1.0).all() and (stamp == 0).all()
+    mosaic.paste(later, everywhere, (0.0, 0.0), 2, np.full((40, 40), 1.1, np.float32))  # as good, newer: wins
+    np.testing.assert_array_equal(mosaic.view((0.0, 0.0))[0], later)
+    # A coalition pools its members' views by the same rule: an exact view beats a noisy one...
+    left = np.zeros((40, 40), bool)
+    left[:, :20] = True
+    exact = Mosaic((40, 40), low=(0.0, 0.0), high=(0.0, 0.0))
+    exact.paste(good, left, (0.0, 0.0), 0, np.zeros((40, 40), np.float32))
+    pooled, pooled_covered, _, _ = merge_views([exact.view((0.0, 0.0)), mosaic.view((0.0, 0.0))])
+    np.testing.assert_array_equal(pooled[:, :20], good[:, :20])
+    np.testing.assert_array_equal(pooled[:, 20:], later[:, 20:])
+    assert pooled_covered.all()
+    # ... and among views as good, the newest wins, whichever member holds it.
+    fresh = Mosaic((40, 40), low=(0.0, 0.0), high=(0.0, 0.0))
+    fresh.paste(bad, left, (0.0, 0.0), 5, np.zeros((40, 40), np.float32))
+    for members in ([exact, fresh], [fresh, exact]):
+        pooled, _, _, _ = merge_views([m.view((0.0, 0.0)) for m in members])
+        np.testing.assert_array_equal(pooled[:, :20], bad[:, :20])
 
 
 def test_detection_matching_counts_each_box_once() -> None:
@@ -53,6 +85,17 @@ def test_detection_matching_counts_each_box_once() -> None:
     assert matched(reference, [(1, 1, 10, 20), (0, 0, 10, 20)]) == 1  # two finds, one person
     assert matched(reference, [(1, 1, 10, 20), (52, 49, 10, 20)]) == 2
     assert matched(reference, [(30, 30, 10, 20)]) == 0
+    # A person the worker holds the top half of, found from that half: the plain IoU (60/128)
+    # misses it, the visible part (the box clipped to the held pixels) matches.
+    person, found = (100, 50, 64, 128), (100, 50, 64, 60)
+    held = np.zeros((240, 320), bool)
+    held[:114, :] = True  # rows 50..113: the top 64 of the person's 128
+    assert iou(person, found) < 0.5 and visible_iou(person, found, held) > 0.9
+    assert matched([person], [found]) == 0 and matched([person], [found], covered=held) == 1
+    # Clipping does not let a huge box match, nor a person the worker does not hold at all.
+    assert matched([person], [(0, 0, 320, 240)], covered=held) == 0
+    nothing = np.zeros((240, 320), bool)
+    assert matched([person], [person], covered=nothing) == 0
     detectors = Detectors()
     blank = np.full((240, 320, 3), 128, np.uint8)
     assert detectors.people(blank) == [] and detectors.face_boxes(blank) == []
@@ -78,7 +121,37 @@ def test_report_ranks_policies_as_the_threat_model_says(tmp_path: Path) -> None:
     assert pooled["servers"] == 6 and pooled["exposure"]["longest_run"] == 1
     assert pooled["exposure"]["max_scene_share"] < 0.95
     assert video["frames"] == 16 and len(fixed["series"]["frame"]) == 6  # frames 0, 3, ..., 15
-    assert set(results[0].views) == set(policies)
+    assert set(results[0].views) == set(policies) == set(results[0].panoramas)
+    # The worst worker is one worker over the whole run: for each figure, the worker whose
+    # whole-run figure is highest. Taking the best worker on every frame would claim more.
+    for label, policy in policies.items():
+        workers = policy["workers"]
+        means = {name: statistics.fmean(w["coverage"]) for name, w in workers.items()}
+        worst = max(means, key=lambda name: means[name])
+        assert policy["mosaic"]["worker"] == worst
+        assert policy["mosaic"]["coverage_mean"] == pytest.approx(means[worst], abs=1e-3)
+        assert policy["series"]["coverage"] == workers[worst]["coverage"]
+        panorama = max(workers, key=lambda name: workers[name]["panorama"][-1])
+        assert policy["mosaic"]["panorama_coverage"] == pytest.approx(workers[panorama]["panorama"][-1], abs=1e-3)
+        per_frame_best = statistics.fmean(max(c) for c in zip(*(w["coverage"] for w in workers.values())))
+        assert per_frame_best >= means[worst] - 1e-9, label
+    keyed = policies["keyed-random"]
+    per_frame_best = statistics.fmean(max(c) for c in zip(*(w["coverage"] for w in keyed["workers"].values())))
+    assert per_frame_best > keyed["mosaic"]["coverage_mean"] + 1e-3  # the secret makes a different worker best
+    # Every interval holds its figure; the monolithic server holds the whole scene.
+    for policy in policies.values():
+        for group in ("exposure", "mosaic", "detection"):
+            for key, span in policy[group].items():
+                if key.endswith("_ci") and span is not None:
+                    assert span[0] <= policy[group][key.removesuffix("_ci")] <= span[1], key
+    assert policies[BASELINE]["mosaic"]["panorama_coverage"] == 1.0
+    # The panorama is the scene a worker's mosaic holds over the run, in scene coordinates: about
+    # its whole-run scene share (counted in tokens by the ledger), and all of it under rotation.
+    assert fixed["mosaic"]["panorama_coverage"] == pytest.approx(fixed["exposure"]["max_run_scene_share"], abs=0.03)
+    assert rr["mosaic"]["panorama_coverage"] > 0.95 > fixed["mosaic"]["panorama_coverage"] + 0.4
+    coalition = fixed["coalition"]
+    assert coalition["coverage"]["party"].count("+") == 1 and coalition["coverage"]["mean"] > 0.75
+    assert policies[BASELINE]["coalition"] is None
     # The worst pair of workers: with round-robin two of three pool the whole scene.
     assert rr["exposure"]["worst_coalition"] is not None and rr["exposure"]["coalition_run_scene_share"] > 0.95
     assert fixed["exposure"]["coalition_run_scene_share"] < rr["exposure"]["coalition_run_scene_share"]
@@ -111,16 +184,21 @@ async def test_privacy_report_command_writes_json_and_html(tmp_path: Path) -> No
     clip = make_pan_clip(tmp_path / "pan.mp4", frames=6, velocity=(1.0, 2.0))
     out = tmp_path / "report"
     done = await pedsam("privacy-report", clip.path, "--out", str(out), "--model", "tiny", "--policies",
-                        "fixed,pooled", "--eval-every", "2", "--detect-every", "3")
+                        "fixed,pooled", "--eval-every", "2", "--detect-every", "3", "--codec", "fp16")
     assert done.code == 0, done.err
     report = json.loads((out / "report.json").read_text())
     assert list(report["videos"][0]["policies"]) == [BASELINE, "fixed", "pooled", DEFAULTS]
     assert report["defaults"]["rotation"] == "adaptive" and report["defaults"]["scheme"] == "interleaved"
     assert report["scheme"] == "contiguous" and report["budget"]["scene_cap"] is None  # the rows: a policy alone
+    assert report["codec"] == "fp16"  # --codec, the run's own flag: the attacks see fp16 tokens
     page = (out / "report.html").read_text()
     assert "{'" not in page and "': " not in page  # settings read as words, not as a Python dict
-    assert page.count("data:image/png;base64,") >= 6  # bars, coverage plot, true frame, 4 mosaics
-    assert "pooled" in done.out and "token inversion" in done.out
+    # Bars, leakage curves, and per policy the true frame, the worst worker's view and its mosaic.
+    assert page.count("data:image/png;base64,") >= 2 + 4 * 3 and "leakage curves" in page
+    # It opens with no network: every image inline, no URL to fetch anything from.
+    assert re.findall(r"https?://", page) == [] and re.findall(r"(?:src|href)=['\"](?!data:)", page) == []
+    assert "[" in page and "of 0" in page  # intervals and reference counts (a pan has no people)
+    assert "pooled" in done.out and "token inversion" in done.out and "coal" in done.out
 
 
 @pytest.mark.parametrize(
