@@ -165,6 +165,11 @@ COMMANDS: tuple[Command, ...] = (
             parts=[("bench", GROUPS["bench-verify"]), ("model", pick("model", "seed")),
                    ("workers", pick("local_workers"))],
             defaults={"model": "tiny", "local_workers": 3}),
+    Command(name="bench-leakage", help="context leakage: how well a worker predicts windows it was not sent from "
+                                       "every segment it ran, against the first segment alone; confidence intervals",
+            handler="pedsam.stream.cli.privacy:leakage",
+            parts=[("bench", GROUPS["bench-leakage"]), ("model", pick("model", "checkpoint")),
+                   ("split", pick("scheme"))]),
 )
 
 
