@@ -434,6 +434,9 @@ LEAKAGE_BENCH = (
        "to workers; 1 sends no mixed token)", default="all,1", metavar="N,..."),
     _o("--attackers", "attackers", "attackers, comma-separated: ridge (closed form), mlp (a small perceptron)",
        default="ridge,mlp", metavar="A,..."),
+    _o("--clips", "clips", "what the clips show: sprites (textured objects moving over a textured background) or "
+       "blocks (one flat random colour per encoder window, built so that only context can tell a window)",
+       choices=("sprites", "blocks"), default="sprites"),
     _o("--videos", "videos", "generated clips (each a different scene); the attackers train on some, are tested on "
        "others", kind=int, default=8),
     _o("--frames", "frames", "frames used per clip", kind=int, default=24),

@@ -135,7 +135,7 @@ def leakage(args: Values) -> int:
         settings=tuple(Setting(plan, r) for plan in plans for r in remote),
         attackers=_items(args["attackers"], "--attackers", str, tuple(ATTACKERS)),
         videos=args["videos"], frames=args["frames"], step=args["step"], width=width, height=height,
-        workers=args["workers"], scheme=args["scheme"], pool=args["pool"], folds=args["folds"],
+        workers=args["workers"], scheme=args["scheme"], pool=args["pool"], folds=args["folds"], clips=args["clips"],
     )
     if checkpoint is None:
         print(f"note: {preset} with UNTRAINED seeded random weights: these figures bound nothing about trained SAM, "

@@ -26,8 +26,9 @@ order, so each received tensor is cut into windows without guessing. Everything 
 product's path (gather, scatter, failover-free shares, the offload stages, remote segments).
 
 Frames: :func:`random_scene` draws a generated clip (textured sprites of random shape, colour,
-size and path over a textured background, :class:`~pedsam.stream.media.synthetic.Scene`); videos
-given as files are read as they are.
+size and path over a textured background, :class:`~pedsam.stream.media.synthetic.Scene`);
+:func:`block_frames` draws frames built to leak (one flat colour per window, independent), on
+which the first segment alone is at chance, so any gain is context.
 """
 
 from __future__ import annotations
@@ -55,7 +56,10 @@ from pedsam.stream.media.synthetic import SHAPES, Scene, Sprite
 from pedsam.workers.presets import ModelPreset
 from pedsam.workers.segment import Extent, SegmentRunner
 
-__all__ = ["FACTS", "THUMB", "Key", "Recording", "Views", "collect", "random_scene", "window_facts"]
+__all__ = [
+    "FACTS", "FIRST", "THUMB", "Key", "Recording", "Views", "block_frames", "collect", "random_scene", "scene_frames",
+    "window_facts",
+]
 
 THUMB = 8
 """Thumbnail side, pixels: every window's picture resized to THUMB x THUMB RGB."""
@@ -273,3 +277,19 @@ def scene_frames(videos: Sequence[int], frames: int, step: int, *, width: int, h
         scene = random_scene(seed, width=width, height=height, frames=frames * step)
         for i in range(frames):
             yield index, scene.frame(i * step).image
+
+
+def block_frames(
+    videos: Sequence[int], frames: int, *, width: int, height: int, preset: ModelPreset,
+) -> Iterator[tuple[int, np.ndarray]]:
+    """``(video index, frame)``: frames built to leak. Each is a grid of flat blocks of random
+    colour, one block per encoder window (its size in the frame's pixels), drawn independently, so
+    no window says anything about another: inpainting is at chance, and whatever an attacker
+    predicts above chance came through context. Seeded by ``videos``."""
+    side = preset.window_size * preset.patch_size * max(width, height) / preset.img_size  # a window, in frame px
+    rows, cols = np.arange(height) // side, np.arange(width) // side
+    for index, seed in enumerate(videos):
+        rng = np.random.default_rng(seed)
+        for _ in range(frames):
+            colours = rng.integers(0, 256, size=(int(rows[-1]) + 1, int(cols[-1]) + 1, 3), dtype=np.uint8)
+            yield index, colours[rows.astype(int)][:, cols.astype(int)]

@@ -1,7 +1,9 @@
 """``pedsam bench-leakage``: context leakage, measured (what :mod:`~pedsam.stream.privacy.context`
 records, attacked by :mod:`~pedsam.stream.privacy.attackers`).
 
-For each seed (the model's random weights, unless a checkpoint fixes them, and the deal of videos
+Clips: generated scenes (``sprites``), or frames built to leak (``blocks``: one flat random colour
+per window, so inpainting is at chance and the harness shows what context carries when there is
+nothing else to go on). For each seed (the model's random weights, unless a checkpoint fixes them, and the deal of videos
 into folds), each setting (plan x remote segments) and each attacker, every worker of a fixed
 3-way split predicts the facts of every picture window it was not sent, from two views of what it
 received:
@@ -33,7 +35,7 @@ from typing import Any
 import numpy as np
 
 from pedsam.stream.privacy.attackers import ATTACKERS, cross_predict, fact_columns, scores, summarise
-from pedsam.stream.privacy.context import FACTS, FIRST, Key, Recording, collect, scene_frames
+from pedsam.stream.privacy.context import FACTS, FIRST, Key, Recording, block_frames, collect, scene_frames
 from pedsam.workers.models import build_sam
 from pedsam.workers.presets import get_preset
 
@@ -86,6 +88,7 @@ class LeakageConfig:
     scheme: str = "interleaved"
     pool: int = 2
     folds: int = 4
+    clips: str = "sprites"
 
 
 def worker_view(recording: Recording, worker: str, keys: Sequence[Key]) -> np.ndarray:
@@ -119,8 +122,11 @@ def run_leakage(config: LeakageConfig, progress: Callable[[str], None] = lambda 
     """Every seed, setting and attacker of ``config``; the report (JSON-ready): per setting and
     attacker, per fact, the two views' R2 and PSNR per seed and the gain's mean and 95% interval."""
     preset = get_preset(config.preset)
-    frames = list(scene_frames(range(1000, 1000 + config.videos), config.frames, config.step,
-                               width=config.width, height=config.height))
+    videos = range(1000, 1000 + config.videos)
+    if config.clips == "blocks":
+        frames = list(block_frames(videos, config.frames, width=config.width, height=config.height, preset=preset))
+    else:
+        frames = list(scene_frames(videos, config.frames, config.step, width=config.width, height=config.height))
     runs: dict[str, dict[str, list[dict[str, Any]]]] = {}
     for seed in config.seeds:
         sam = build_sam(preset, checkpoint=config.checkpoint, seed=seed)
@@ -137,8 +143,8 @@ def run_leakage(config: LeakageConfig, progress: Callable[[str], None] = lambda 
     return {
         "model": config.preset,
         "weights": "checkpoint" if config.checkpoint else "random",
-        "config": {k: getattr(config, k) for k in ("seeds", "videos", "frames", "step", "width", "height", "workers",
-                                                   "scheme", "pool", "folds")},
+        "config": {k: getattr(config, k) for k in ("clips", "seeds", "videos", "frames", "step", "width", "height",
+                                                   "workers", "scheme", "pool", "folds")},
         "results": {label: {attacker: _gains(per_seed) for attacker, per_seed in by_attacker.items()}
                     for label, by_attacker in runs.items()},
     }
@@ -161,7 +167,8 @@ def _gains(per_seed: list[dict[str, Any]]) -> dict[str, Any]:
 def table(report: Mapping[str, Any]) -> Iterator[str]:
     """The report as printed lines: per setting, attacker and fact, the two views and the gain."""
     weights = "UNTRAINED random weights: no bound for trained SAM" if report["weights"] == "random" else "checkpoint"
-    yield f"context leakage, {report['model']} ({weights}), seeds {report['config']['seeds']}"
+    yield (f"context leakage, {report['model']} ({weights}), {report['config']['clips']} clips, "
+           f"seeds {report['config']['seeds']}")
     yield f"  {'setting':<20}{'attacker':<8}{'fact':<22}{'first':>8}{'all':>8}   gain [95% CI]"
     for label, by_attacker in report["results"].items():
         for attacker, found in by_attacker.items():

@@ -1,19 +1,18 @@
 """The leakage harness on a case built to leak, and attackers that would be mis-wired.
 
-Frames of 3x3 blocks of random flat colours, each block exactly one tiny window: a window's colour
-says nothing of another's, so inpainting from the first segment is at chance, and anything above
-it is context a global block mixed into the worker's later tokens.
+Frames of blocks of random flat colours, each block exactly one tiny window
+(:func:`~pedsam.stream.privacy.context.block_frames`): a window's colour says nothing of
+another's, so inpainting from the first segment is at chance, and anything above it is context
+a global block mixed into the worker's later tokens.
 """
 
 from __future__ import annotations
-
-from collections.abc import Iterator
 
 import numpy as np
 import pytest
 
 from pedsam.stream.privacy.attackers import ATTACKERS, cross_predict
-from pedsam.stream.privacy.context import FIRST, Recording, collect
+from pedsam.stream.privacy.context import FIRST, Recording, block_frames, collect
 from pedsam.stream.privacy.leakage import interval, view_scores, worker_view
 from pedsam.workers.models import build_sam
 from pedsam.workers.presets import get_preset
@@ -21,22 +20,21 @@ from pedsam.workers.presets import get_preset
 PRESET = get_preset("tiny")
 
 
-def blocks(videos: int, frames: int, seed: int = 0) -> Iterator[tuple[int, np.ndarray]]:
-    """(video, 384x512 RGB) frames of 3x3 blocks of 224 px (tiny's windows), random flat colours."""
-    rng = np.random.default_rng(seed)
-    for video in range(videos):
-        for _ in range(frames):
-            colours = rng.integers(0, 256, size=(3, 3, 3))
-            yield video, np.repeat(np.repeat(colours, 224, 0), 224, 1)[:384, :512].astype(np.uint8)
-
-
 @pytest.fixture(scope="module")
 def leaky() -> Recording:
-    return collect(build_sam(PRESET, seed=0), PRESET, list(blocks(6, 20)), pool=1)
+    frames = block_frames(range(6), 20, width=512, height=384, preset=PRESET)
+    return collect(build_sam(PRESET, seed=0), PRESET, list(frames), pool=1)
 
 
 def _r2(recording: Recording, view, attacker: str = "ridge") -> float:  # type: ignore[no-untyped-def]
     return view_scores(recording, view, attacker, folds=3, seed=0)["mean colour"]["r2"]
+
+
+def test_blocks_are_the_windows() -> None:
+    [(_, frame)] = block_frames([0], 1, width=640, height=480, preset=PRESET)  # a window: 280 px here
+    assert frame.shape == (480, 640, 3)
+    assert (frame[:280, :280] == frame[0, 0]).all() and (frame[280:, 280:560] == frame[280, 280]).all()
+    assert not (frame[:280, 280:560] == frame[0, 0]).all()
 
 
 def test_later_segments_leak_what_the_first_cannot_inpaint(leaky: Recording) -> None:
