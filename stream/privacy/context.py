@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import asyncio
 import math
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -178,20 +178,23 @@ def collect(
     workers: int = 3,
     scheme: str = "interleaved",
     pool: int = 2,
+    wrap: Callable[[str, SegmentExecutor], SegmentExecutor] | None = None,
 ) -> Recording:
     """Run ``frames`` (``(video, HxWx3 uint8 RGB)``, all of one size) through the split encoder
     with ``workers`` in-process workers on a fixed ``scheme`` assignment, and record what each
-    received (see the module docstring).
+    received (see the module docstring). ``wrap(name, executor)``: what worker ``name`` does
+    instead of computing honestly (an active worker), if given.
 
     Raises:
         ValueError: frames of different sizes, or none.
     """
-    return asyncio.run(_collect(sam, preset, frames, plan, remote_segments, workers, scheme, pool))
+    return asyncio.run(_collect(sam, preset, frames, plan, remote_segments, workers, scheme, pool, wrap))
 
 
 async def _collect(
     sam: Sam, preset: ModelPreset, frames: Iterable[tuple[int, np.ndarray]], plan: str,
     remote_segments: int | None, workers: int, scheme: str, pool: int,
+    wrap: Callable[[str, SegmentExecutor], SegmentExecutor] | None,
 ) -> Recording:
     grid = WindowGrid.for_encoder(preset.img_size, preset.patch_size, preset.window_size)
     runner = SegmentRunner(sam, preset)
@@ -201,7 +204,8 @@ async def _collect(
     recording: Recording | None = None
     size: tuple[int, ...] | None = None
     with ThreadPoolExecutor(1, thread_name_prefix="leakage") as pool_thread:
-        recorders = {f"w{i}": RecordingExecutor(LocalExecutor(runner, pool_thread, f"w{i}")) for i in range(workers)}
+        honest = {f"w{i}": LocalExecutor(runner, pool_thread, f"w{i}") for i in range(workers)}
+        recorders = {name: RecordingExecutor(wrap(name, e) if wrap else e) for name, e in honest.items()}
         executors: dict[str, SegmentExecutor] = {EDGE: LocalExecutor(runner, pool_thread), **recorders}
         encoder = SplitEncoder(sam, preset, executors, pool_thread, plan, remote_segments=remote_segments,
                                order=sorted)
@@ -285,11 +289,19 @@ def block_frames(
     """``(video index, frame)``: frames built to leak. Each is a grid of flat blocks of random
     colour, one block per encoder window (its size in the frame's pixels), drawn independently, so
     no window says anything about another: inpainting is at chance, and whatever an attacker
-    predicts above chance came through context. Seeded by ``videos``."""
+    predicts above chance came through context. Block edges get a fixed grey seam a few pixels
+    wide, so that SAM's resize does not blend a block's colour into its neighbour's window
+    (without it, a ridge attacker reads a neighbour's colour off the first segment at R2 0.75).
+    Seeded by ``videos``."""
     side = preset.window_size * preset.patch_size * max(width, height) / preset.img_size  # a window, in frame px
-    rows, cols = np.arange(height) // side, np.arange(width) // side
+    seam = math.ceil(2 * max(width, height) / preset.img_size) + 1  # beyond the resize's reach
+    rows, cols = (np.arange(height) // side).astype(int), (np.arange(width) // side).astype(int)
+    near = np.minimum(np.arange(max(width, height)) % side, side - np.arange(max(width, height)) % side) < seam
+    grey = near[:height, None] | near[None, :width]
     for index, seed in enumerate(videos):
         rng = np.random.default_rng(seed)
         for _ in range(frames):
-            colours = rng.integers(0, 256, size=(int(rows[-1]) + 1, int(cols[-1]) + 1, 3), dtype=np.uint8)
-            yield index, colours[rows.astype(int)][:, cols.astype(int)]
+            colours = rng.integers(0, 256, size=(rows[-1] + 1, cols[-1] + 1, 3), dtype=np.uint8)
+            frame = colours[rows][:, cols]
+            frame[grey] = 128
+            yield index, frame

@@ -33,8 +33,9 @@ def _r2(recording: Recording, view, attacker: str = "ridge") -> float:  # type: 
 def test_blocks_are_the_windows() -> None:
     [(_, frame)] = block_frames([0], 1, width=640, height=480, preset=PRESET)  # a window: 280 px here
     assert frame.shape == (480, 640, 3)
-    assert (frame[:280, :280] == frame[0, 0]).all() and (frame[280:, 280:560] == frame[280, 280]).all()
-    assert not (frame[:280, 280:560] == frame[0, 0]).all()
+    assert (frame[4:276, 4:276] == frame[10, 10]).all() and (frame[284:, 284:556] == frame[290, 290]).all()
+    assert not (frame[4:276, 284:556] == frame[10, 10]).all()
+    assert (frame[:4] == 128).all() and (frame[:, 276:284] == 128).all()  # seams: no colour bleeds across
 
 
 def test_later_segments_leak_what_the_first_cannot_inpaint(leaky: Recording) -> None:
@@ -79,3 +80,33 @@ def test_interval_is_students_t_over_seeds() -> None:
     mean, low, high = interval([1.0, 2.0, 3.0])
     assert mean == 2.0 and high - mean == pytest.approx(4.303 / np.sqrt(3))
     assert interval([0.5]) == (0.5, 0.5, 0.5)
+
+
+def test_a_steering_worker_changes_only_its_first_result_and_verify_catches_it() -> None:
+    """The active worker adds its delta to segment 0's result alone; with every window checked
+    (``--verify 1``) the edge catches it on the first frame."""
+    import asyncio
+
+    import torch
+
+    from pedsam.partitioner.geometry import WindowGrid
+    from pedsam.stream.privacy.steering import SteeringExecutor, _frames_until_caught, _shares
+
+    class Echo:
+        name = "w0"
+
+        async def run(self, frame_id, segment, tokens, extents):  # type: ignore[no-untyped-def]
+            return tokens
+
+    steering = SteeringExecutor(Echo(), torch.ones(3, 2))  # type: ignore[arg-type]
+    zeros = torch.zeros(3, 2)
+    assert torch.equal(asyncio.run(steering.run(0, 0, zeros, [(1, 3)])), torch.ones(3, 2))
+    assert torch.equal(asyncio.run(steering.run(0, 1, zeros, [(1, 3)])), zeros)
+
+    sam = build_sam(PRESET, seed=0)
+    grid = WindowGrid.for_encoder(PRESET.img_size, PRESET.patch_size, PRESET.window_size)
+    shares = _shares(PRESET, grid, 512, 384, 3)
+    delta = torch.full((sum(grid.window(w).height * grid.window(w).width for w in shares["w0"]), PRESET.embed_dim), 0.1)
+    frames = [f for _, f in block_frames([0], 2, width=512, height=384, preset=PRESET)]
+    assert asyncio.run(_frames_until_caught(sam, PRESET, shares, delta, frames, 1.0, 0)) == 0
+    assert asyncio.run(_frames_until_caught(sam, PRESET, shares, delta * 0, frames, 1.0, 0)) is None
