@@ -447,6 +447,9 @@ LEAKAGE_BENCH = (
        default=2, metavar="P"),
     _o("--folds", "folds", "folds of clips: each is predicted by attackers trained on the others", kind=int,
        default=4),
+    _o("--active", "active", "also measure an active worker: one that shapes its first-segment result (gradient "
+       "steps through the global block) to read a target window back, free and within --verify's tolerances, "
+       "and how soon --verify 0.05 catches it (default plan, frames built to leak, tiny sizes)", kind=bool),
     _o("--json", "json", "also write the figures as JSON", metavar="FILE"),
 )
 

@@ -17,10 +17,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import statistics
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from pedsam.stream.cli.errors import require
 from pedsam.stream.cli.options import GROUPS
@@ -102,6 +103,33 @@ def _items(text: str, flag: str, parse: Callable[[str], T], allowed: Sequence[T]
     return found
 
 
+def active(preset: str, checkpoint: str | None, seeds: Sequence[int], progress: Callable[[str], None]) -> dict[str, Any]:
+    """``--active``: the steering worker of :mod:`pedsam.stream.privacy.steering`, printed and returned."""
+    from pedsam.stream.core.verify import CODEC_TOLERANCE, COMPUTE_TOLERANCE
+    from pedsam.stream.privacy.leakage import interval
+    from pedsam.stream.privacy.steering import steer_report
+    from pedsam.workers.models import build_sam
+    from pedsam.workers.presets import get_preset
+
+    fp32 = CODEC_TOLERANCE["fp32"] + COMPUTE_TOLERANCE["fp32"]
+    int8 = CODEC_TOLERANCE["int8"] + COMPUTE_TOLERANCE["fp32"]
+    sam = build_sam(preset, checkpoint=checkpoint, seed=seeds[0])
+    found = steer_report(sam, get_preset(preset), bounds=(1.0, int8, fp32), seeds=seeds, progress=progress)
+    weights = "checkpoint" if checkpoint else "UNTRAINED random weights: no bound for trained SAM"
+    print(f"active worker {found['attacker']} (windows {found['share']}) reading window {found['target']}, "
+          f"{preset} ({weights}), blocks clips, mean colour R2 over seeds {list(seeds)}:")
+    first, honest = interval(found["first"]), interval(found["honest"])
+    print(f"  honest, first segment only   {first[0]:+.3f} [{first[1]:+.3f}, {first[2]:+.3f}]")
+    print(f"  honest, everything received  {honest[0]:+.3f} [{honest[1]:+.3f}, {honest[2]:+.3f}]")
+    for row in found["rows"]:
+        steered = interval(row["steered"])
+        caught = [c for c in row["caught_after"] if c is not None]
+        print(f"  steering, |delta| <= {row['bound']:g} x max  {steered[0]:+.3f} [{steered[1]:+.3f}, {steered[2]:+.3f}]"
+              f"; --verify {found['verify']:g} caught it in {len(caught)} of {len(row['caught_after'])} sessions"
+              + (f", after {statistics.fmean(caught):.1f} frames on average" if caught else ""))
+    return found
+
+
 def _remote(text: str) -> int | None:
     return None if text == "all" else int(text)
 
@@ -147,6 +175,8 @@ def leakage(args: Values) -> int:
     report = run_leakage(config, progress)
     for line in table(report):
         print(line)
+    if args["active"]:
+        report["active"] = active(preset, checkpoint, seeds, progress)
     if args["json"]:
         Path(args["json"]).write_text(json.dumps(report, indent=2) + "\n")
     return 0

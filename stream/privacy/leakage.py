@@ -169,7 +169,7 @@ def table(report: Mapping[str, Any]) -> Iterator[str]:
     weights = "UNTRAINED random weights: no bound for trained SAM" if report["weights"] == "random" else "checkpoint"
     yield (f"context leakage, {report['model']} ({weights}), {report['config']['clips']} clips, "
            f"seeds {report['config']['seeds']}")
-    yield f"  {'setting':<20}{'attacker':<8}{'fact':<22}{'first':>8}{'all':>8}   gain [95% CI]"
+    yield f"  {'setting':<20}{'attacker':<9}{'fact':<22}{'first':>8}{'all':>8}   gain [95% CI]"
     for label, by_attacker in report["results"].items():
         for attacker, found in by_attacker.items():
             for fact in FACTS:
@@ -177,5 +177,5 @@ def table(report: Mapping[str, Any]) -> Iterator[str]:
                     if metric not in found[fact]:
                         continue
                     m = found[fact][metric]
-                    yield (f"  {label:<20}{attacker:<8}{fact + ' ' + unit:<22}{m['first']:>8.3f}{m['all']:>8.3f}"
+                    yield (f"  {label:<20}{attacker:<9}{fact + ' ' + unit:<22}{m['first']:>8.3f}{m['all']:>8.3f}"
                            f"   {m['gain']:+.3f} [{m['gain_low']:+.3f}, {m['gain_high']:+.3f}]")
