@@ -172,6 +172,11 @@ COMMANDS: tuple[Command, ...] = (
             defaults={"model": "vit_b", "keep_local": "faces,people"},
             own=_positional(("videos", {"nargs": "+", "metavar": "VIDEO",
                                         "help": "videos to measure (e.g. samples/media/vtest.avi)"}))),
+    Command(name="bench-leakage", help="context leakage: how well a worker predicts windows it was not sent from "
+                                       "every segment it ran, against the first segment alone; confidence intervals",
+            handler="pedsam.stream.cli.privacy:leakage",
+            parts=[("bench", GROUPS["bench-leakage"]), ("model", pick("model", "checkpoint")),
+                   ("split", pick("scheme"))]),
 )
 
 

@@ -433,6 +433,33 @@ PRIVACY = (
     _o("--detect-every", "detect_every", "run the detectors every N frames", kind=int, default=25),
 )
 
+LEAKAGE_BENCH = (
+    _o("--seeds", "seeds", "seeds, comma-separated: each one the model's random weights (unless --checkpoint) and the "
+       "deal of videos into folds; the 95%% intervals are over them (at least 2)", default="0,1,2", metavar="S,..."),
+    _o("--plans", "plans", "plans to measure, comma-separated", default="default,offload", metavar="P,..."),
+    _o("--remote", "remote", "remote segments to measure, comma-separated (all, or N: only the first N segments go "
+       "to workers; 1 sends no mixed token)", default="all,1", metavar="N,..."),
+    _o("--attackers", "attackers", "attackers, comma-separated: ridge (closed form), mlp (a small perceptron)",
+       default="ridge,mlp", metavar="A,..."),
+    _o("--clips", "clips", "what the clips show: sprites (textured objects moving over a textured background) or "
+       "blocks (one flat random colour per encoder window, built so that only context can tell a window)",
+       choices=("sprites", "blocks"), default="sprites"),
+    _o("--videos", "videos", "generated clips (each a different scene); the attackers train on some, are tested on "
+       "others", kind=int, default=8),
+    _o("--frames", "frames", "frames used per clip", kind=int, default=24),
+    _o("--step", "step", "frames between the ones used", kind=int, default=4),
+    _o("--size", "size", "WxH of the generated clips", default="640x480"),
+    _o("--workers", "workers", "workers of the fixed split", kind=int, default=3),
+    _o("--pool", "pool", "each received window's tokens average-pooled to PxP cells, the attackers' input", kind=int,
+       default=2, metavar="P"),
+    _o("--folds", "folds", "folds of clips: each is predicted by attackers trained on the others", kind=int,
+       default=4),
+    _o("--active", "active", "also measure an active worker: one that shapes its first-segment result (gradient "
+       "steps through the global block) to read a target window back, free and within --verify's tolerances, "
+       "and how soon --verify 0.05 catches it (default plan, frames built to leak, tiny sizes)", kind=bool),
+    _o("--json", "json", "also write the figures as JSON", metavar="FILE"),
+)
+
 HEALTH = (
     _o("--service", "service", "service name to ask about (default: the whole server)", default=""),
     _o("--timeout", "timeout", "seconds", kind=float, default=5.0),
@@ -488,6 +515,7 @@ GROUPS.update({
     "bench-pipeline": PIPELINE_BENCH,
     "bench-entropy": ENTROPY_BENCH,
     "privacy report": PRIVACY,
+    "bench-leakage": LEAKAGE_BENCH,
     "health": HEALTH,
 })
 

@@ -1,4 +1,5 @@
-"""``pedsam privacy-report``: every rotation policy over videos, attacked; JSON + HTML out.
+"""``pedsam privacy-report``: every rotation policy over videos, attacked; JSON + HTML out. Also
+``pedsam bench-leakage`` (:func:`leakage`): what workers learn of windows they were not sent.
 
     pedsam privacy-report VIDEO [VIDEO ...] --out DIR [--model vit_b] [--servers 3]
         [--policies fixed,round-robin,...] [--max-frames N] [--stride S] [--scene-cap F] ...
@@ -21,16 +22,20 @@ from __future__ import annotations
 
 import asyncio
 import json
+import statistics
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any, TypeVar
 
 from pedsam.stream.cli.errors import require
 from pedsam.stream.cli.options import GROUPS
 from pedsam.stream.cli.settings import Values, budget, model_source
 from pedsam.stream.errors import ConfigError
 
-__all__ = ["run"]
+__all__ = ["leakage", "run"]
+
+T = TypeVar("T")
 
 
 async def run(args: Values) -> int:
@@ -108,3 +113,92 @@ def _ci(value: float | None, interval: Sequence[float] | None, reference: int | 
     """``0.35 [0.20,0.50]``, with `` of 26`` reference detections when given."""
     text = _num(value) if interval is None else f"{value:.2f} [{interval[0]:.2f},{interval[1]:.2f}]"
     return text if reference is None else f"{text} of {reference}"
+def _items(text: str, flag: str, parse: Callable[[str], T], allowed: Sequence[T] | None = None) -> tuple[T, ...]:
+    """A comma-separated flag's values, each parsed; a readable error for anything else."""
+    try:
+        found = tuple(parse(v.strip()) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise ConfigError(f"{flag} {text!r}: give values separated by commas") from None
+    if not found or (allowed is not None and any(v not in allowed for v in found)):
+        choices = f" from {', '.join(str(a) for a in allowed)}" if allowed is not None else ""
+        raise ConfigError(f"{flag} {text!r}: give one or more values{choices}, separated by commas")
+    return found
+
+
+def active(preset: str, checkpoint: str | None, seeds: Sequence[int], progress: Callable[[str], None]) -> dict[str, Any]:
+    """``--active``: the steering worker of :mod:`pedsam.stream.privacy.steering`, printed and returned."""
+    from pedsam.stream.core.verify import CODEC_TOLERANCE, COMPUTE_TOLERANCE
+    from pedsam.stream.privacy.leakage import interval
+    from pedsam.stream.privacy.steering import steer_report
+    from pedsam.workers.models import build_sam
+    from pedsam.workers.presets import get_preset
+
+    fp32 = CODEC_TOLERANCE["fp32"] + COMPUTE_TOLERANCE["fp32"]
+    int8 = CODEC_TOLERANCE["int8"] + COMPUTE_TOLERANCE["fp32"]
+    sam = build_sam(preset, checkpoint=checkpoint, seed=seeds[0])
+    found = steer_report(sam, get_preset(preset), bounds=(1.0, int8, fp32), seeds=seeds, progress=progress)
+    weights = "checkpoint" if checkpoint else "UNTRAINED random weights: no bound for trained SAM"
+    print(f"active worker {found['attacker']} (windows {found['share']}) reading window {found['target']}, "
+          f"{preset} ({weights}), blocks clips, mean colour R2 over seeds {list(seeds)}:")
+    first, honest = interval(found["first"]), interval(found["honest"])
+    print(f"  honest, first segment only   {first[0]:+.3f} [{first[1]:+.3f}, {first[2]:+.3f}]")
+    print(f"  honest, everything received  {honest[0]:+.3f} [{honest[1]:+.3f}, {honest[2]:+.3f}]")
+    for row in found["rows"]:
+        steered = interval(row["steered"])
+        caught = [c for c in row["caught_after"] if c is not None]
+        print(f"  steering, |delta| <= {row['bound']:g} x max  {steered[0]:+.3f} [{steered[1]:+.3f}, {steered[2]:+.3f}]"
+              f"; --verify {found['verify']:g} caught it in {len(caught)} of {len(row['caught_after'])} sessions"
+              + (f", after {statistics.fmean(caught):.1f} frames on average" if caught else ""))
+    return found
+
+
+def _remote(text: str) -> int | None:
+    return None if text == "all" else int(text)
+
+
+def leakage(args: Values) -> int:
+    """``pedsam bench-leakage``: see :mod:`pedsam.stream.privacy.leakage`."""
+    from pedsam.partitioner.offload import PLANS
+    from pedsam.stream.privacy.attackers import ATTACKERS
+    from pedsam.stream.privacy.leakage import LeakageConfig, Setting, run_leakage, table
+    from pedsam.workers.models import infer_preset
+
+    checkpoint = args["checkpoint"]
+    preset = args["model"] or (infer_preset(checkpoint) if checkpoint else "tiny")
+    seeds = _items(args["seeds"], "--seeds", int)
+    if len(set(seeds)) < 2:
+        raise ConfigError("--seeds: give at least two different seeds (the intervals are over seeds)")
+    plans = _items(args["plans"], "--plans", str, PLANS)
+    remote = _items(args["remote"], "--remote", _remote)
+    if any(r is not None and r < 1 for r in remote):
+        raise ConfigError("--remote: give all or whole numbers of segments from 1")
+    try:
+        width, height = (int(v) for v in args["size"].lower().split("x"))
+    except ValueError:
+        raise ConfigError(f"--size {args['size']!r}: give WxH, e.g. 640x480") from None
+    if min(args["videos"], args["frames"], args["step"], args["pool"], width, height) < 1 or width < 32 or height < 32:
+        raise ConfigError("--videos, --frames, --step and --pool must be at least 1, --size at least 32x32")
+    if not 2 <= args["folds"] <= args["videos"]:
+        raise ConfigError(f"--folds must be between 2 and --videos ({args['videos']})")
+    config = LeakageConfig(
+        preset=preset, checkpoint=checkpoint, seeds=seeds,
+        settings=tuple(Setting(plan, r) for plan in plans for r in remote),
+        attackers=_items(args["attackers"], "--attackers", str, tuple(ATTACKERS)),
+        videos=args["videos"], frames=args["frames"], step=args["step"], width=width, height=height,
+        workers=args["workers"], scheme=args["scheme"], pool=args["pool"], folds=args["folds"], clips=args["clips"],
+    )
+    if checkpoint is None:
+        print(f"note: {preset} with UNTRAINED seeded random weights: these figures bound nothing about trained SAM, "
+              "in either direction; give --checkpoint for the real ones", file=sys.stderr)
+
+    def progress(message: str) -> None:
+        print(f"bench-leakage: {message}", file=sys.stderr)
+
+    report = run_leakage(config, progress)
+    for line in table(report):
+        print(line)
+    if args["active"]:
+        report["active"] = active(preset, checkpoint, seeds, progress)
+    if args["json"]:
+        Path(args["json"]).write_text(json.dumps(report, indent=2) + "\n")
+    return 0

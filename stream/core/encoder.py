@@ -35,7 +35,7 @@ computed again without it before it is returned (its audit then has a second ``a
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from concurrent.futures import Executor
 
 import torch
@@ -48,7 +48,9 @@ from pedsam.partitioner.plan import GlobalStep, ModelPlan, SegmentStep, model_pl
 from pedsam.stream.core import offload
 from pedsam.stream.core.bounds import BlockBounds
 from pedsam.stream.core.executors import SegmentExecutor
-from pedsam.stream.core.shares import EdgeThread, FrameAudit, SegmentAudit, ShareRunner, gather_windows, scatter_windows
+from pedsam.stream.core.shares import (
+    EdgeThread, FrameAudit, SegmentAudit, ShareRunner, gather_windows, scatter_windows, secret_order,
+)
 from pedsam.stream.core.verify import LIMIT_MARGIN, Watch
 from pedsam.stream.errors import WorkerError
 from pedsam.stream.fleet.health import NeverDown, WorkerHealth
@@ -78,6 +80,7 @@ class SplitEncoder:
         placement: Placement = CPU,
         watch: Watch | None = None,
         bounds: BlockBounds | None = None,
+        order: Callable[[Sequence[int]], list[int]] = secret_order,
     ) -> None:
         """``execution``: ``"default"`` runs global blocks whole on the edge; ``"offload"`` runs
         their per-token parts on the executors too (see :mod:`pedsam.stream.core.offload`).
@@ -86,7 +89,8 @@ class SplitEncoder:
         (the per-token parts of the global blocks beside it). ``placement``: where ``sam`` is
         (the caller moved it) and the blocks' precision. ``watch``: check workers' results
         (``--verify``; see the module docstring), against ``bounds`` (``sam``'s, computed here
-        when not given).
+        when not given). ``order``: the order a share's windows go out in (see
+        :class:`~pedsam.stream.core.shares.ShareRunner`; secret unless a measurement says otherwise).
 
         Raises:
             PartitionError: ``remote_segments`` outside ``1..`` the model's segment count.
@@ -102,7 +106,7 @@ class SplitEncoder:
         self.edge = EdgeThread(edge_pool)
         self.remote_segments = len(self.plan.remote_segments(remote_segments))
         remote = None if remote_segments is None else range(self.remote_segments)
-        self.shares = ShareRunner(self.grid, executors, health or NeverDown(), on_failure, remote, watch)
+        self.shares = ShareRunner(self.grid, executors, health or NeverDown(), on_failure, remote, watch, order)
         self.bounds = (bounds or BlockBounds(sam)) if watch is not None else None
         if tuple(s.blocks for s in self.plan.segments) != preset.segments():
             raise AssertionError("partitioner plan and worker segments disagree")

@@ -165,16 +165,21 @@ class ShareRunner:
         on_failure: str,
         remote: Iterable[int] | None = None,
         watch: Watch | None = None,
+        order: Callable[[Sequence[int]], list[int]] = secret_order,
     ) -> None:
         """``remote``: the segments whose shares go to their executors (None: every segment); the
         edge computes every window of any other segment. ``watch``: check workers' results
-        (``--verify``; None: take them as they come)."""
+        (``--verify``; None: take them as they come). ``order``: the order a share's windows go
+        out in; :func:`secret_order` always, except where a measurement stands in for a worker
+        that has placed its windows (the privacy model says tokens place them:
+        :mod:`pedsam.stream.privacy.context`)."""
         self.grid = grid
         self.executors = dict(executors)
         self.health = health
         self.on_failure = on_failure  # "stop": a failed worker fails the frame
         self.remote = None if remote is None else frozenset(remote)
         self.watch = watch
+        self.order = order
 
     @property
     def caught(self) -> frozenset[str]:
@@ -192,14 +197,14 @@ class ShareRunner:
     ) -> None:
         """For every non-empty share: ``prepare(windows)`` makes the call (gathering its tokens
         once), the call runs on the share's executor (or the edge), ``store`` takes the result.
-        ``windows`` come in the share's :func:`secret_order`; both callbacks get the same list.
+        ``windows`` come in the share's order (:func:`secret_order`); both callbacks get the same list.
         ``limits``: per tensor of a result, the largest magnitude an honest executor can return
         (for the watch; empty: none known)."""
         started = time.perf_counter()
         failover: dict[str, dict[str, Any]] = {}
 
         async def one(name: str, window_ids: Sequence[int]) -> None:
-            windows = [self.grid.window(wid) for wid in secret_order(window_ids)]
+            windows = [self.grid.window(wid) for wid in self.order(window_ids)]
             call = prepare(windows)
             check = self._check(name, audit.frame, segment, windows, prepare, limits)
             store(windows, await self.run_share(name, window_ids, call, failover, check))

@@ -16,6 +16,11 @@ edge model and the rotation policies over the frames, without workers:
   server's reconstruction, as recall relative to the true frame, matched on the visible part.
 - :mod:`~pedsam.stream.privacy.parties`: the attackers (each worker, each small coalition), the
   worst of them fixed over the run; :mod:`~pedsam.stream.privacy.intervals`: their 95% intervals.
+- :mod:`~pedsam.stream.privacy.context`, :mod:`~pedsam.stream.privacy.attackers`,
+  :mod:`~pedsam.stream.privacy.leakage`: context leakage, ``pedsam bench-leakage``. Unlike the
+  attacks above, these record what each worker is sent through the real split encoder, every
+  segment of it, and learn facts of windows it was not sent; :mod:`~pedsam.stream.privacy.steering`
+  is a worker that shapes its results to read a window back.
 - :mod:`~pedsam.stream.privacy.report`: every policy over real videos, against the monolithic-cloud
   baseline (one server sees everything); :mod:`~pedsam.stream.privacy.html` draws the page;
   :mod:`~pedsam.stream.cli.privacy` is ``pedsam privacy-report``.

@@ -152,3 +152,31 @@ def test_verify_bench_measures_every_setting_and_recomputes_what_it_says(tmp_pat
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 2
     assert done.stderr.strip().splitlines() == ["pedsam: error: --fractions '2': give shares of windows in (0, 1]"]
+
+
+def test_leakage_bench_reports_gains_with_intervals_and_none_with_one_remote_segment(tmp_path: Path) -> None:
+    """``pedsam bench-leakage`` on frames built to leak: every figure labelled as random weights'; with
+    ``--remote 1`` both views are the first segment's, so the gain is exactly zero."""
+    out = tmp_path / "leakage.json"
+    command = [sys.executable, "-m", "pedsam.stream", "bench-leakage", "--seeds", "0,1", "--plans", "default",
+               "--remote", "all,1", "--attackers", "ridge", "--clips", "blocks", "--videos", "3", "--frames", "6",
+               "--folds", "3", "--size", "320x240", "--json", str(out)]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "UNTRAINED random weights: no bound for trained SAM" in done.stdout
+    assert "give --checkpoint for the real ones" in done.stderr
+    report = json.loads(out.read_text())
+    assert report["weights"] == "random" and report["config"]["clips"] == "blocks"
+    kept = report["results"]["default, remote 1"]["ridge"]
+    sent = report["results"]["default, remote all"]["ridge"]
+    for fact in ("thumbnail", "mean colour", "edge energy"):
+        assert kept[fact]["r2"]["gain"] == kept[fact]["r2"]["gain_low"] == kept[fact]["r2"]["gain_high"] == 0.0
+        found = sent[fact]["r2"]
+        assert found["gain_low"] <= found["gain"] <= found["gain_high"]
+        assert len(sent["seeds"]) == 2
+    assert kept["thumbnail"]["psnr_db"]["gain"] == 0.0
+    done = subprocess.run([sys.executable, "-m", "pedsam.stream", "bench-leakage", "--seeds", "3"],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [
+        "pedsam: error: --seeds: give at least two different seeds (the intervals are over seeds)"]
