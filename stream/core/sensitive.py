@@ -154,9 +154,7 @@ class Region:
 
     def grown(self, grow: float) -> Box:
         """The box widened for the frames it has gone unseen."""
-        x0, y0, x1, y1 = self.box
-        dx, dy = grow * self.age * (x1 - x0), grow * self.age * (y1 - y0)
-        return (x0 - dx, y0 - dy, x1 + dx, y1 + dy)
+        return _widened(self.box, grow * self.age)
 
 
 @dataclass

@@ -67,6 +67,17 @@ def _ratio(hit: Sequence[int], total: Sequence[int]) -> float | None:
     return round(sum(hit) / sum(total), 4) if sum(total) else None
 
 
+def _recall(party: Party, found: Sequence[int], reference: Sequence[int], seed: int) -> dict[str, Any]:
+    """One detector's figure: ``party``'s matches ``found`` of ``reference`` per detection frame."""
+    return {
+        "party": party.name,
+        "recall": _ratio(found, reference),
+        "ci": ratio_interval(found, reference, seed=seed),
+        "reference": int(sum(reference)),
+        "frames": len(reference),
+    }
+
+
 def figure(parties: Sequence[Party], people_reference: Sequence[int], faces_reference: Sequence[int],
            seed: int) -> dict[str, Any] | None:
     """The worst of ``parties`` on each attack, one fixed party per figure, with 95% intervals.
@@ -97,18 +108,6 @@ def figure(parties: Sequence[Party], people_reference: Sequence[int], faces_refe
             "party": by_pano.name,
             "share": round(by_pano.panorama[-1], 4) if by_pano.panorama else None,
         },
-        "people": {
-            "party": by_people.name,
-            "recall": _ratio(by_people.people, people_reference),
-            "ci": ratio_interval(by_people.people, people_reference, seed=seed),
-            "reference": int(sum(people_reference)),
-            "frames": len(people_reference),
-        },
-        "faces": {
-            "party": by_faces.name,
-            "recall": _ratio(by_faces.faces, faces_reference),
-            "ci": ratio_interval(by_faces.faces, faces_reference, seed=seed),
-            "reference": int(sum(faces_reference)),
-            "frames": len(faces_reference),
-        },
+        "people": _recall(by_people, by_people.people, people_reference, seed),
+        "faces": _recall(by_faces, by_faces.faces, faces_reference, seed),
     }
