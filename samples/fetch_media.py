@@ -1,6 +1,6 @@
 """Fetch real test media from Debian packages into ``samples/media/``.
 
-    python samples/fetch_media.py [--dest samples/media] [--labelme] [NAME ...]
+    python samples/fetch_media.py [--dest samples/media] [--labelme] [--photos] [NAME ...]
 
 Names default to ``vtest.avi`` (768x576, 795 frames, fixed camera, pedestrians), ``tree.avi``
 (320x240, 68 frames, handheld camera) and ``Megamind.avi`` (720x528, 270 frames, moving camera
@@ -14,6 +14,9 @@ videos are third-party media and are never committed.
 frames (1000x563 JPEG, a street with a truck driving past) with hand-drawn polygon masks (labelme
 JSON), into ``labelme-video/`` of the destination; ``pedsam bench-propagation`` measures mask
 propagation on them. Without NAMEs, ``--labelme`` fetches only those.
+
+``--photos`` fetches opencv-doc's example photos (``examples/data/*.jpg`` and ``*.png``) into
+``photos/`` of the destination: the textures pedsam-mini is trained on (``samples/train_mini.py``).
 
 Exit status: 0 when every named file is in the destination, 1 otherwise (one line saying why).
 """
@@ -33,6 +36,8 @@ DEFAULT_DEST = Path(__file__).resolve().parent / "media"
 LABELME_FOLDER = "labelme-video"
 LABELME_SOURCE = "video_annotation/data_annotated"  # inside the package's examples/
 LABELME_FRAMES = 5
+PHOTOS_FOLDER = "photos"
+PHOTO_SUFFIXES = (".jpg", ".png")
 
 
 class FetchError(Exception):
@@ -115,6 +120,31 @@ def fetch_labelme(dest: Path = DEFAULT_DEST) -> Path:
     return folder
 
 
+def fetch_photos(dest: Path = DEFAULT_DEST) -> Path:
+    """Make sure ``dest/photos/`` holds opencv-doc's example photos (every ``.jpg`` and ``.png``
+    of its ``examples/data/``, about 90 files); returns that folder. pedsam-mini's training cuts
+    its textures and backgrounds from them.
+
+    Raises:
+        FetchError: apt-get or dpkg-deb is missing or fails, or the package has no photos.
+    """
+    folder = dest / PHOTOS_FOLDER
+    if folder.is_dir() and any(folder.iterdir()):
+        return folder
+    with tempfile.TemporaryDirectory(prefix="pedsam-media-") as tmp:
+        work = Path(tmp)
+        listing, members = _package("opencv-doc", work)
+        wanted = [m for m in members if "/examples/data/" in m and m.count("/examples/data/") == 1
+                  and "/" not in m.split("/examples/data/", 1)[1] and m.lower().endswith(PHOTO_SUFFIXES)]
+        if not wanted:
+            raise FetchError("opencv-doc has no photos in examples/data/")
+        _extract(listing, wanted, work)
+        folder.mkdir(parents=True, exist_ok=True)
+        for member in wanted:
+            shutil.move(str(work / member), folder / member.rsplit("/", 1)[-1])
+    return folder
+
+
 def _members(tarball: bytes, work: Path) -> list[str]:
     done = subprocess.run(["tar", "-t"], input=tarball, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                           cwd=work, check=False)
@@ -133,13 +163,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--dest", type=Path, default=DEFAULT_DEST, help="folder to put them in (default samples/media)")
     parser.add_argument("--labelme", action="store_true",
                         help="also fetch labelme-examples' annotated video frames into DEST/labelme-video")
+    parser.add_argument("--photos", action="store_true",
+                        help="also fetch opencv-doc's example photos into DEST/photos (pedsam-mini's training textures)")
     args = parser.parse_args(argv)
-    names = args.names or ([] if args.labelme else list(DEFAULT_NAMES))
+    names = args.names or ([] if args.labelme or args.photos else list(DEFAULT_NAMES))
     try:
         paths = fetch(names, args.dest) if names else []
         if args.labelme:
             folder = fetch_labelme(args.dest)
             paths += sorted(folder.iterdir())
+        if args.photos:
+            paths += sorted(fetch_photos(args.dest).iterdir())
     except FetchError as exc:
         print(f"fetch_media: error: {exc}", file=sys.stderr)
         return 1

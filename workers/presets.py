@@ -97,6 +97,20 @@ PRESETS: dict[str, ModelPreset] = {
         decoder_heads=4,
         iou_head_hidden_dim=64,
     ),
+    # pedsam-mini: tiny's geometry (9 windows, two segments) a little wider, with weights trained
+    # by `pedsam train-mini` and shipped in the package (pedsam.workers.trained).
+    "mini": ModelPreset(
+        name="mini",
+        img_size=512,
+        embed_dim=96,
+        depth=6,
+        num_heads=3,
+        global_attn_indexes=(2, 5),
+        prompt_embed_dim=64,
+        decoder_mlp_dim=256,
+        decoder_heads=4,
+        iou_head_hidden_dim=64,
+    ),
 }
 
 

@@ -343,8 +343,8 @@ class Scene:
                 raise ValueError(f"sprite {sprite.name!r}: half_size must be positive")
         self.width, self.height, self.frames, self.seed = width, height, frames, seed
         self.sprites = tuple(sprites)
-        self._background = _textured_background(width, height, seed)
-        self._textures = [_texture(seed * 1000 + 17 * k + 1) for k in range(len(self.sprites))]
+        self._background = textured_background(width, height, seed)
+        self._textures = [shading_texture(seed * 1000 + 17 * k + 1) for k in range(len(self.sprites))]
         self._order = sorted(range(len(self.sprites)), key=lambda k: -self.sprites[k].depth)
 
     def frame(self, index: float) -> SceneFrame:
@@ -449,7 +449,7 @@ def demo_scene(*, width: int = 640, height: int = 480, frames: int = 240, seed: 
     return Scene(width, height, sprites, frames=frames, seed=seed)
 
 
-def _textured_background(width: int, height: int, seed: int) -> np.ndarray:
+def textured_background(width: int, height: int, seed: int) -> np.ndarray:
     """``(height, width, 3)`` uint8 RGB: multi-scale grey noise in about 50..200, a faint tint."""
     rng = np.random.default_rng(seed)
     grey = np.zeros((height, width), np.float32)
@@ -461,7 +461,7 @@ def _textured_background(width: int, height: int, seed: int) -> np.ndarray:
     return np.asarray(np.clip((50.0 + 150.0 * grey)[..., None] * tint + 0.5, 0, 255), np.uint8)
 
 
-def _texture(seed: int) -> np.ndarray:
+def shading_texture(seed: int) -> np.ndarray:
     """``(128, 128)`` float32 shading factor in 0.55..1: multi-scale noise, fine grain included."""
     rng = np.random.default_rng(seed)
     pattern = np.zeros((_TEXTURE_SIZE, _TEXTURE_SIZE), np.float32)

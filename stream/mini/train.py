@@ -1,0 +1,278 @@
+"""Training pedsam-mini: SAM's architecture at the ``mini`` preset, taught on composite scenes.
+
+The recipe is SAM's, scaled to a CPU: every step draws a batch of composite scenes
+(:mod:`pedsam.stream.media.composites`), prompts up to four objects of each with a click (one
+positive point, three candidate masks, the best one counts) or a box (one mask), then prompts
+them again as SAM's interactive training and pedsam's tracker do: either the first prompt plus
+a correction point in the error of the first answer, or a moved box of the object; both with the
+first answer's low-resolution logits as ``mask_input``. The loss is SAM's: 20 x focal + dice on
+the mask, plus the squared error of the predicted IoU, on the 4x-token-grid logits.
+
+Step ``i`` draws its scenes from a generator seeded with ``(seed, i)``, so a run that resumes from
+its last saved state continues exactly as if it had not stopped. The output folder holds
+``state.pt`` (model and optimiser, written every ``save_every`` steps), ``log.csv`` (per step:
+loss, click IoU, box IoU, learning rate, seconds), ``plot.png`` and, at the end, ``pedsam-mini.pth``:
+the model's state dict in fp32, loadable as any SAM checkpoint of the ``mini`` preset.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from pedsam.workers.models import build_sam
+from pedsam.workers.sam import Sam
+
+from pedsam.stream.media.composites import TextureBank, compose
+
+__all__ = ["TrainConfig", "fresh_model", "scene_batch", "train", "train_step"]
+
+CANVASES = ((512, 512), (512, 384), (512, 288), (384, 512))  # (width, height), long side = img_size
+MAX_OBJECTS = 4
+FOCAL_WEIGHT = 20.0
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class TrainConfig:
+    """One training run; the same values and textures give the same weights."""
+
+    steps: int = 2400
+    batch: int = 8
+    lr: float = 5e-4
+    warmup: int = 150
+    weight_decay: float = 0.05
+    seed: int = 0
+    save_every: int = 100
+    preset: str = "mini"
+
+
+def fresh_model(preset: str = "mini", seed: int = 0) -> Sam:
+    """SAM's modules for ``preset`` with a training initialisation (truncated-normal linear
+    layers, unit norms, zero position tables), in train mode with gradients on."""
+    sam = build_sam(preset, seed=seed)
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, param in sam.named_parameters():
+            if "rel_pos" in name or name.endswith("bias"):
+                param.zero_()
+            elif "pos_embed" in name:
+                param.normal_(0.0, 0.02, generator=gen)
+            elif param.dim() == 1:  # norm scales
+                param.fill_(1.0)
+            else:
+                fan_in = param[0].numel()
+                param.normal_(0.0, min(0.02, 1.0 / math.sqrt(fan_in)) * 1.7, generator=gen).clamp_(-0.1, 0.1)
+    sam.train()
+    sam.requires_grad_(True)
+    return sam
+
+
+@dataclass(frozen=True, slots=True)
+class SceneBatch:
+    """``images`` (B, 3, S, S) float32 normalised and padded as SAM's preprocess; ``masks`` per
+    image a (N, 4g, 4g) float32 tensor of the objects' visible parts at the logits' resolution
+    (area fractions in 0..1), ``full`` the same at (N, S, S) bool, for prompts."""
+
+    images: torch.Tensor
+    masks: list[torch.Tensor]
+    full: list[np.ndarray]
+
+
+def scene_batch(sam: Sam, bank: TextureBank, rng: np.random.Generator, size: int) -> SceneBatch:
+    """``size`` composite scenes of one random canvas, at most :data:`MAX_OBJECTS` objects each."""
+    side = sam.image_encoder.img_size
+    width, height = CANVASES[int(rng.integers(len(CANVASES)))]
+    width, height = width * side // 512, height * side // 512
+    images, masks, full = [], [], []
+    low = side // 4
+    while len(images) < size:
+        scene = compose(rng, bank, width, height)
+        if not scene.masks:
+            continue
+        picked = rng.permutation(len(scene.masks))[:MAX_OBJECTS]
+        stack = np.zeros((len(picked), side, side), bool)
+        for row, k in enumerate(picked):
+            stack[row, :height, :width] = scene.masks[k]
+        pixels = torch.from_numpy(scene.image).permute(2, 0, 1).float()
+        images.append(sam.preprocess(pixels[None])[0])
+        masks.append(F.interpolate(torch.from_numpy(stack).float()[:, None], size=(low, low), mode="area")[:, 0])
+        full.append(stack)
+    return SceneBatch(torch.stack(images), masks, full)
+
+
+def _mask_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Per mask: SAM's focal (alpha 0.25, gamma 2) x 20 + dice; logits and target (N, K, h, w)."""
+    prob = logits.sigmoid()
+    ce = F.binary_cross_entropy_with_logits(logits, target, reduction="none")
+    p_t = prob * target + (1 - prob) * (1 - target)
+    alpha = 0.25 * target + 0.75 * (1 - target)
+    focal = (alpha * ce * (1 - p_t) ** 2).mean(dim=(-2, -1))
+    dice = 1 - (2 * (prob * target).sum(dim=(-2, -1)) + 1) / (prob.sum(dim=(-2, -1)) + target.sum(dim=(-2, -1)) + 1)
+    return FOCAL_WEIGHT * focal + dice
+
+
+def _iou(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """IoU of ``logits > 0`` with ``target > 0.5``, per mask: (N, K)."""
+    pred, truth = logits > 0, target > 0.5
+    inter = (pred & truth).sum(dim=(-2, -1)).float()
+    union = (pred | truth).sum(dim=(-2, -1)).float()
+    return torch.where(union > 0, inter / union.clamp(min=1), torch.ones_like(union))
+
+
+def _inside_point(rng: np.random.Generator, mask: np.ndarray) -> tuple[float, float]:
+    ys, xs = np.nonzero(mask)
+    k = int(rng.integers(len(xs)))
+    return float(xs[k]) + 0.5, float(ys[k]) + 0.5
+
+
+def _box(rng: np.random.Generator, mask: np.ndarray, jitter: float) -> list[float]:
+    ys, xs = np.nonzero(mask)
+    x0, x1, y0, y1 = float(xs.min()), float(xs.max() + 1), float(ys.min()), float(ys.max() + 1)
+    w, h = x1 - x0, y1 - y0
+    noise = rng.normal(0, jitter, 4) * np.array([w, h, w, h])
+    return [x0 + noise[0], y0 + noise[1], x1 + noise[2], y1 + noise[3]]
+
+
+def _decode(sam: Sam, embedding: torch.Tensor, points: tuple[torch.Tensor, torch.Tensor] | None,
+            boxes: torch.Tensor | None, mask_input: torch.Tensor | None, multimask: bool
+            ) -> tuple[torch.Tensor, torch.Tensor]:
+    sparse, dense = sam.prompt_encoder(points=points, boxes=boxes, masks=mask_input)
+    return sam.mask_decoder(image_embeddings=embedding, image_pe=sam.prompt_encoder.get_dense_pe(),
+                            sparse_prompt_embeddings=sparse, dense_prompt_embeddings=dense,
+                            multimask_output=multimask)
+
+
+def train_step(sam: Sam, batch: SceneBatch, rng: np.random.Generator) -> tuple[torch.Tensor, dict[str, float]]:
+    """The loss of one batch (to back-propagate) and its figures: click and box IoU of the first
+    answers (the best of three for a click, as pedsam picks it: by predicted IoU)."""
+    embeddings = sam.image_encoder(batch.images)  # (B, C, g, g)
+    low = embeddings.shape[-1] * 4
+    losses: list[torch.Tensor] = []
+    ious: dict[str, list[float]] = {"click": [], "box": []}
+    for b in range(embeddings.shape[0]):
+        target, full = batch.masks[b], batch.full[b]
+        n = target.shape[0]
+        click = rng.random() < 0.5
+        if click:
+            coords = torch.tensor([[_inside_point(rng, m)] for m in full])  # (N, 1, 2)
+            labels = torch.ones(n, 1, dtype=torch.int)
+            points: tuple[torch.Tensor, torch.Tensor] | None = (coords, labels)
+            boxes = None
+        else:
+            points = None
+            boxes = torch.tensor([_box(rng, m, 0.05) for m in full], dtype=torch.float)
+        logits, predicted = _decode(sam, embeddings[b : b + 1], points, boxes, None, click)
+        per_mask = _mask_loss(logits, target[:, None].expand_as(logits))  # (N, K)
+        actual = _iou(logits.detach(), target[:, None].expand_as(logits))
+        best = per_mask.argmin(dim=1)
+        rows = torch.arange(n)
+        losses.append(per_mask[rows, best].mean() + F.mse_loss(predicted, actual))
+        chosen = predicted.detach().argmax(dim=1)
+        ious["click" if click else "box"].append(float(actual[rows, chosen].mean()))
+        # second round: the answer that counted, refined or followed
+        previous = logits.detach()[rows, best][:, None]  # (N, 1, low, low)
+        if rng.random() < 0.5:  # a correction click in the error, as an interactive user gives one
+            wrong = (previous[:, 0] > 0) != (target > 0.5)
+            extra, extra_labels = [], []
+            for k in range(n):
+                cells = torch.nonzero(wrong[k]).numpy()
+                if len(cells):
+                    y, x = cells[int(rng.integers(len(cells)))]
+                    scale = full.shape[-1] / low
+                    extra.append([(x + 0.5) * scale, (y + 0.5) * scale])
+                    extra_labels.append(int(target[k, y, x] > 0.5))
+                else:
+                    extra.append(list(_inside_point(rng, full[k])))
+                    extra_labels.append(1)
+            new = (torch.tensor(extra, dtype=torch.float)[:, None], torch.tensor(extra_labels, dtype=torch.int)[:, None])
+            points = new if points is None else (torch.cat([points[0], new[0]], 1), torch.cat([points[1], new[1]], 1))
+            mask_input = previous
+        else:  # pedsam's tracker: the last mask's box and logits, the object having moved a little
+            points = None
+            boxes = torch.tensor([_box(rng, m, 0.08) for m in full], dtype=torch.float)
+            shift = [int(v) for v in rng.integers(-4, 5, 2)]
+            mask_input = torch.roll(previous, shifts=shift, dims=(-2, -1))
+        logits2, predicted2 = _decode(sam, embeddings[b : b + 1], points, boxes, mask_input, False)
+        actual2 = _iou(logits2.detach(), target[:, None])
+        losses.append(_mask_loss(logits2, target[:, None]).mean() + F.mse_loss(predicted2, actual2))
+    figures = {key: float(np.mean(v)) if v else float("nan") for key, v in ious.items()}
+    return torch.stack(losses).mean(), figures
+
+
+def _lr(config: TrainConfig, step: int) -> float:
+    if step < config.warmup:
+        return config.lr * (step + 1) / config.warmup
+    progress = (step - config.warmup) / max(1, config.steps - config.warmup)
+    return config.lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+def train(config: TrainConfig, bank: TextureBank, out: str | Path,
+          progress: Callable[[int, int, dict[str, float]], None] | None = None) -> Path:
+    """Train (or resume training) into folder ``out``; returns the path of ``pedsam-mini.pth``."""
+    folder = Path(out)
+    folder.mkdir(parents=True, exist_ok=True)
+    state_path, log_path = folder / "state.pt", folder / "log.csv"
+    sam = fresh_model(config.preset, config.seed)
+    decay = [p for n, p in sam.named_parameters() if p.dim() >= 2 and "pos" not in n]
+    rest = [p for n, p in sam.named_parameters() if not (p.dim() >= 2 and "pos" not in n)]
+    optimiser = torch.optim.AdamW([{"params": decay, "weight_decay": config.weight_decay},
+                                   {"params": rest, "weight_decay": 0.0}], lr=config.lr)
+    start = 0
+    if state_path.exists():
+        state = torch.load(state_path, map_location="cpu", weights_only=True)
+        sam.load_state_dict(state["model"])
+        optimiser.load_state_dict(state["optimiser"])
+        start = int(state["step"])
+        _truncate_log(log_path, start)
+    fields = ["step", "loss", "click_iou", "box_iou", "lr", "seconds"]
+    with open(log_path, "a", newline="") as handle:
+        writer = csv.writer(handle)
+        if start == 0:
+            handle.truncate(0)
+            writer.writerow(fields)
+        for step in range(start, config.steps):
+            began = time.perf_counter()
+            rng = np.random.default_rng([config.seed, step])
+            for group in optimiser.param_groups:
+                group["lr"] = _lr(config, step)
+            batch = scene_batch(sam, bank, rng, config.batch)
+            loss, figures = train_step(sam, batch, rng)
+            optimiser.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(sam.parameters(), 1.0)
+            optimiser.step()
+            row = {"loss": float(loss.detach()), "click_iou": figures["click"], "box_iou": figures["box"],
+                   "lr": _lr(config, step), "seconds": time.perf_counter() - began}
+            writer.writerow([step + 1] + [f"{row[k]:.5g}" for k in fields[1:]])
+            if progress is not None:
+                progress(step + 1, config.steps, row)
+            if (step + 1) % config.save_every == 0 or step + 1 == config.steps:
+                handle.flush()
+                _save({"model": sam.state_dict(), "optimiser": optimiser.state_dict(), "step": step + 1}, state_path)
+    weights = folder / "pedsam-mini.pth"
+    _save({k: v.detach().float().contiguous() for k, v in sam.state_dict().items()}, weights)
+    return weights
+
+
+def _save(obj: object, path: Path) -> None:
+    """Write ``obj`` with torch.save to a temporary name, then rename: a kill never leaves half a file."""
+    partial = path.with_suffix(path.suffix + ".partial")
+    torch.save(obj, partial)
+    os.replace(partial, path)
+
+
+def _truncate_log(path: Path, steps: int) -> None:
+    """Keep the log's header and its first ``steps`` rows: rows written after the last saved
+    state are written again by the resumed run."""
+    if not path.exists():
+        return
+    lines = path.read_text().splitlines()[: steps + 1]
+    path.write_text("".join(line + "\n" for line in lines))
