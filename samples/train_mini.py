@@ -1,7 +1,7 @@
 """Train pedsam-mini: the ``mini`` preset's weights, from composite scenes of photo textures.
 
     python samples/fetch_media.py --photos
-    python samples/train_mini.py [--out out/mini] [--textures samples/media/photos] [--steps 2400]
+    python samples/train_mini.py [--out out/mini] [--textures samples/media/photos] [--steps 3000]
 
 Seeded and resumable: run the same command again after a stop and it continues from the last
 saved step (every 100) to the same weights. Writes into ``--out``: ``state.pt`` (to resume),

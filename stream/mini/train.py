@@ -44,7 +44,7 @@ FOCAL_WEIGHT = 20.0
 class TrainConfig:
     """One training run; the same values and textures give the same weights."""
 
-    steps: int = 2400
+    steps: int = 3000
     batch: int = 8
     lr: float = 5e-4
     warmup: int = 150
