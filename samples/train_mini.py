@@ -1,7 +1,7 @@
 """Train pedsam-mini: the ``mini`` preset's weights, from composite scenes of photo textures.
 
     python samples/fetch_media.py --photos
-    python samples/train_mini.py [--out out/mini] [--textures samples/media/photos] [--steps 3000]
+    python samples/train_mini.py [--out out/mini] [--textures samples/media/photos] [--steps 2600]
 
 Seeded and resumable: run the same command again after a stop and it continues from the last
 saved step (every 100) to the same weights. Writes into ``--out``: ``state.pt`` (to resume),
@@ -56,7 +56,7 @@ def plot(log: Path, out: Path, *, window: int = 50) -> bool:
 
     figure, (left, right) = plt.subplots(1, 2, figsize=(10, 3.6))
     left.plot(*smooth("loss"), color="tab:red")
-    left.set(xlabel="step", ylabel="loss (20 focal + dice + IoU MSE)", title="training loss")
+    left.set(xlabel="step", ylabel="loss (cross-entropy + dice + IoU MSE)", title="training loss")
     for key, colour in (("click_iou", "tab:blue"), ("box_iou", "tab:green")):
         right.plot(*smooth(key), color=colour, label=key.replace("_iou", ""))
     right.set(xlabel="step", ylabel="IoU of first answer", ylim=(0, 1), title="training IoU")

@@ -27,16 +27,24 @@ from pedsam.workers.sam import (
 )
 
 from pedsam.workers.errors import CheckpointError
-from pedsam.workers.presets import DEFAULT_SEED, PRESETS, RANDOM_WEIGHTS_NOTICE, ModelPreset, get_preset
+from pedsam.workers.presets import (
+    DEFAULT_SEED,
+    PRESETS,
+    RANDOM_WEIGHTS_NOTICE,
+    TRAINED_NOTICE,
+    ModelPreset,
+    get_preset,
+)
 
 __all__ = [
-    "DEFAULT_SEED", "PRESETS", "RANDOM_WEIGHTS_NOTICE", "ModelPreset", "ModelSource", "build_sam",
-    "fingerprint", "get_preset", "infer_preset", "load_checkpoint",
+    "DEFAULT_SEED", "PRESETS", "RANDOM_WEIGHTS_NOTICE", "TRAINED_NOTICE", "ModelPreset", "ModelSource", "build_sam",
+    "fingerprint", "get_preset", "infer_preset", "load_checkpoint", "trainable_sam",
 ]
 
 
-def _build_architecture(preset: ModelPreset) -> Sam:
-    """SAM's modules for ``preset`` with uninitialised weights, cheaply.
+def _build_architecture(preset: ModelPreset, *, initialised: bool = False) -> Sam:
+    """SAM's modules for ``preset`` with uninitialised weights, cheaply (with ``initialised``:
+    with their constructors' own initialisation, as training starts from).
 
     The image encoder and the mask decoder (nearly every weight) are built on the ``meta``
     device, which allocates and initialises nothing, then given uninitialised CPU storage: their
@@ -46,7 +54,7 @@ def _build_architecture(preset: ModelPreset) -> Sam:
     buffer drawn at construction.
     """
     grid = preset.grid_size
-    with torch.device("meta"):
+    with torch.device("cpu" if initialised else "meta"):
         image_encoder = ImageEncoderViT(
             depth=preset.depth,
             embed_dim=preset.embed_dim,
@@ -79,8 +87,9 @@ def _build_architecture(preset: ModelPreset) -> Sam:
         input_image_size=(preset.img_size, preset.img_size),
         mask_in_chans=16,
     )
-    image_encoder.to_empty(device="cpu")
-    mask_decoder.to_empty(device="cpu")
+    if not initialised:
+        image_encoder.to_empty(device="cpu")
+        mask_decoder.to_empty(device="cpu")
     return Sam(
         image_encoder=image_encoder,
         prompt_encoder=prompt_encoder,
@@ -107,19 +116,36 @@ def _randomize(sam: Sam, seed: int) -> None:
                 param.normal_(0.0, 0.02 if "pos" in name else 0.1, generator=gen)
 
 
+def trainable_sam(preset: str | ModelPreset, *, seed: int = DEFAULT_SEED) -> Sam:
+    """SAM's modules for ``preset`` initialised as SAM's own constructors do (PyTorch's defaults,
+    zero position embeddings and relative-position tables), from ``seed``; in train mode."""
+    spec = get_preset(preset) if isinstance(preset, str) else preset
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        sam = _build_architecture(spec, initialised=True)
+    sam.train()
+    return sam
+
+
 def build_sam(
     preset: str | ModelPreset,
     *,
     checkpoint: str | os.PathLike[str] | None = None,
     seed: int = DEFAULT_SEED,
+    shipped: bool = True,
 ) -> Sam:
     """Build a SAM model in eval mode on the CPU.
 
     With ``checkpoint`` the weights come from that file (an official SAM ``.pth`` state dict,
-    memory-mapped: pages are read when first used); otherwise from a generator seeded with
-    ``seed``, identical across processes and machines for the same torch version.
+    memory-mapped: pages are read when first used); otherwise from the preset's shipped weights
+    when it has some (pedsam-mini) and ``shipped`` is true; otherwise from a generator seeded
+    with ``seed``, identical across processes and machines for the same torch version.
     """
     spec = get_preset(preset) if isinstance(preset, str) else preset
+    if checkpoint is None and shipped and spec.shipped is not None:
+        from pedsam.workers.shipped import shipped_path
+
+        checkpoint = shipped_path(spec.name)
     # The prompt encoder's random Fourier features are drawn from torch's global generator at
     # construction: seed it, without disturbing the caller's, so edge, workers and references
     # build the same model.
@@ -264,12 +290,27 @@ class ModelSource:
 
     @property
     def random_weights(self) -> bool:
-        return self.checkpoint is None
+        return self.checkpoint is None and get_preset(self.preset).shipped is None
+
+    @property
+    def shipped_weights(self) -> bool:
+        """The weights pedsam ships for this preset (pedsam-mini), not a file the user gave."""
+        return self.checkpoint is None and get_preset(self.preset).shipped is not None
+
+    @property
+    def banner(self) -> str | None:
+        """The line every output a person sees carries (overlay, web page, CLI note), or None
+        for a checkpoint the user gave."""
+        if self.random_weights:
+            return RANDOM_WEIGHTS_NOTICE
+        return TRAINED_NOTICE if self.shipped_weights else None
 
     def build(self) -> Sam:
         return build_sam(self.preset, checkpoint=self.checkpoint, seed=self.seed)
 
     def describe(self) -> str:
+        if self.shipped_weights:
+            return f"{self.preset}: {TRAINED_NOTICE}"
         if self.checkpoint is None:
             return f"{self.preset} with UNTRAINED seeded random weights (seed {self.seed})"
         return f"{self.preset} from {Path(self.checkpoint).name}"

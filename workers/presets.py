@@ -10,11 +10,14 @@ from dataclasses import dataclass
 
 from pedsam.workers.errors import ModelError
 
-__all__ = ["DEFAULT_SEED", "PRESETS", "RANDOM_WEIGHTS_NOTICE", "ModelPreset", "get_preset"]
+__all__ = ["DEFAULT_SEED", "PRESETS", "RANDOM_WEIGHTS_NOTICE", "TRAINED_NOTICE", "ModelPreset", "get_preset"]
 
 DEFAULT_SEED = 0
 
 RANDOM_WEIGHTS_NOTICE = "UNTRAINED random weights: masks are not meaningful"
+
+# What every output of pedsam-mini's shipped weights carries (overlay banner, web page, CLI note).
+TRAINED_NOTICE = "pedsam-mini (small model trained on synthetic scenes)"
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -34,6 +37,7 @@ class ModelPreset:
     decoder_heads: int = 8
     iou_head_hidden_dim: int = 256
     official_checkpoint: str | None = None
+    shipped: str | None = None  # weights in pedsam.workers.trained, used when no checkpoint is given
 
     @property
     def grid_size(self) -> int:
@@ -98,7 +102,7 @@ PRESETS: dict[str, ModelPreset] = {
         iou_head_hidden_dim=64,
     ),
     # pedsam-mini: tiny's geometry (9 windows, two segments) a little wider, with weights trained
-    # by `pedsam train-mini` and shipped in the package (pedsam.workers.trained).
+    # by samples/train_mini.py and shipped in the package (pedsam.workers.trained).
     "mini": ModelPreset(
         name="mini",
         img_size=512,
@@ -110,6 +114,7 @@ PRESETS: dict[str, ModelPreset] = {
         decoder_mlp_dim=256,
         decoder_heads=4,
         iou_head_hidden_dim=64,
+        shipped="pedsam-mini.pth",
     ),
 }
 

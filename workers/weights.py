@@ -135,7 +135,7 @@ def verify(path: str | os.PathLike[str], preset: str | None = None) -> list[Chec
     from pedsam.workers.models import build_sam, load_checkpoint  # torch: only for this step
 
     try:
-        load_checkpoint(build_sam(preset), file, preset_name=preset)
+        load_checkpoint(build_sam(preset, shipped=False), file, preset_name=preset)
         checks.append(Check("structure", True, f"every tensor of the {preset} architecture, with its shape"))
     except CheckpointError as exc:
         checks.append(Check("structure", False, str(exc)))

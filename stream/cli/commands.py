@@ -41,6 +41,9 @@ def notice(session: EdgeSession, defaults: dict[str, Any]) -> None:
             print(f"note: {session.placement.note}", file=sys.stderr)
     if session.random_weights:
         print(f"note: {session.weights_notice} (give --checkpoint for real masks)", file=sys.stderr)
+    elif session.config.model.shipped_weights:
+        print(f"note: {session.banner}: not SAM; for SAM's masks give --checkpoint "
+              "(pedsam weights download vit_b)", file=sys.stderr)
     if session.plan_choice is not None:
         print(session.plan_choice.line(), file=sys.stderr)
 
@@ -121,7 +124,7 @@ async def run(values: Values) -> int:
 def demo_weights(values: Values) -> Values:
     """The demo's model: the official ViT-B checkpoint when it is in pedsam's cache or can be
     downloaded and verified into it (a few seconds' wait at most when there is no network),
-    else the tiny seeded model, with one line on how to get the real weights. A model or
+    else pedsam-mini (the small model pedsam ships), with one line on how to get the real weights. A model or
     checkpoint given on the command line is used as given."""
     from dataclasses import replace
 
@@ -136,8 +139,8 @@ def demo_weights(values: Values) -> Values:
             print(f"demo: fetching the official ViT-B checkpoint into {cache_dir()} ...", file=sys.stderr, flush=True)
             path = download("vit_b", cache_dir(), timeout=values["download_timeout"])
         except CheckpointError:
-            print(f"demo: no network to fetch the official weights; running the tiny model with seeded random "
-                  f"weights. For real masks: pedsam weights download vit_b --dir {cache_dir()} "
+            print(f"demo: no network to fetch the official weights; running pedsam-mini, a small model trained "
+                  f"on synthetic scenes. For SAM's masks: pedsam weights download vit_b --dir {cache_dir()} "
                   f"(or put {OFFICIAL['vit_b'].file_name} there)", file=sys.stderr)
             return values
     return replace(values, data={**values.data, "model": "vit_b", "checkpoint": str(path)})
@@ -191,8 +194,9 @@ async def _run_file(
 def _recorder(session: EdgeSession, out: Path, **kwargs: Any) -> Recorder:
     return Recorder(
         out, num_windows=session.encoder.grid.num_windows,
-        banner=session.weights_notice if session.random_weights else None,
-        weights="random" if session.random_weights else None, **kwargs,
+        banner=session.banner,
+        weights="random" if session.random_weights else "pedsam-mini" if session.config.model.shipped_weights else None,
+        **kwargs,
     )
 
 
@@ -251,7 +255,7 @@ async def stream(values: Values) -> int:
                 views.append(display)
             summary = await run_source(
                 session, source, objects, settings, recorder=recorder, views=views, stop=stop,
-                banner=session.weights_notice if session.random_weights else None,
+                banner=session.banner,
                 extra={"objects": [o.to_json() for o in objects], "defaults": defaults},
             )
     report(summary, recorder.paths if recorder is not None else ())

@@ -125,9 +125,9 @@ def _prompts(parser: argparse.ArgumentParser) -> None:
 
 
 MODEL = (
-    _o("--model", "model", "model preset; default: the checkpoint's architecture, else tiny",
+    _o("--model", "model", "model preset; default: the checkpoint's architecture, else mini (pedsam-mini's shipped weights)",
        choices=sorted(PRESETS), key=("model", "preset")),
-    _o("--checkpoint", "checkpoint", "official SAM checkpoint .pth; default: seeded random weights",
+    _o("--checkpoint", "checkpoint", "official SAM checkpoint .pth; default: the preset's shipped weights (mini), else seeded random ones",
        metavar="PTH", key=("model", "checkpoint"), path=True),
     _o("--seed", "seed", "seed of random weights", kind=int, default=DEFAULT_SEED, key=("model", "seed")),
 )

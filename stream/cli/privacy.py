@@ -137,7 +137,8 @@ def active(preset: str, checkpoint: str | None, seeds: Sequence[int], progress: 
     int8 = CODEC_TOLERANCE["int8"] + COMPUTE_TOLERANCE["fp32"]
     sam = build_sam(preset, checkpoint=checkpoint, seed=seeds[0])
     found = steer_report(sam, get_preset(preset), bounds=(1.0, int8, fp32), seeds=seeds, progress=progress)
-    weights = "checkpoint" if checkpoint else "UNTRAINED random weights: no bound for trained SAM"
+    weights = ("checkpoint" if checkpoint else "pedsam-mini's trained weights" if get_preset(preset).shipped
+               else "UNTRAINED random weights: no bound for trained SAM")
     print(f"active worker {found['attacker']} (windows {found['share']}) reading window {found['target']}, "
           f"{preset} ({weights}), blocks clips, mean colour R2 over seeds {list(seeds)}:")
     first, honest = interval(found["first"]), interval(found["honest"])
@@ -162,6 +163,7 @@ def leakage(args: Values) -> int:
     from pedsam.stream.privacy.attackers import ATTACKERS
     from pedsam.stream.privacy.leakage import LeakageConfig, Setting, run_leakage, table
     from pedsam.workers.models import infer_preset
+    from pedsam.workers.presets import get_preset
 
     checkpoint = args["checkpoint"]
     preset = args["model"] or (infer_preset(checkpoint) if checkpoint else "tiny")
@@ -187,7 +189,7 @@ def leakage(args: Values) -> int:
         videos=args["videos"], frames=args["frames"], step=args["step"], width=width, height=height,
         workers=args["workers"], scheme=args["scheme"], pool=args["pool"], folds=args["folds"], clips=args["clips"],
     )
-    if checkpoint is None:
+    if checkpoint is None and get_preset(preset).shipped is None:
         print(f"note: {preset} with UNTRAINED seeded random weights: these figures bound nothing about trained SAM, "
               "in either direction; give --checkpoint for the real ones", file=sys.stderr)
 

@@ -153,7 +153,7 @@ def model_source(values: Mapping[str, Any]) -> ModelSource:
     preset = values["model"]
     checkpoint = values.get("checkpoint")
     if preset is None:
-        preset = infer_preset(checkpoint) if checkpoint else "tiny"
+        preset = infer_preset(checkpoint) if checkpoint else "mini"
     return ModelSource(preset=preset, checkpoint=checkpoint, seed=values["seed"])
 
 

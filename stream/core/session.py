@@ -484,6 +484,12 @@ class EdgeSession:
         random weights carries (CLI note, overlay banner, web page)."""
         return RANDOM_WEIGHTS_NOTICE if self.random_weights else self.config.model.describe()
 
+    @property
+    def banner(self) -> str | None:
+        """The weights' line drawn on every output a person sees (overlay, web page): random
+        weights' warning, pedsam-mini's name, or None for a checkpoint the user gave."""
+        return self.config.model.banner
+
     def local_executor(self) -> LocalExecutor:
         """An executor computing on the edge itself, on its device (for fallback and comparison)."""
         assert self._pool is not None and self.placement is not None

@@ -104,22 +104,24 @@ def compose(
     height: int,
     *,
     objects: tuple[int, int] = (1, 6),
+    sizes: tuple[float, float] = (0.05, 0.45),
     min_visible: float = 0.002,
 ) -> CompositeScene:
     """Draw one scene of ``width`` x ``height`` pixels with between ``objects[0]`` and
-    ``objects[1]`` objects; an object whose visible part covers less than ``min_visible`` of the
-    picture is dropped from :attr:`CompositeScene.masks` (it stays painted)."""
+    ``objects[1]`` objects, each about ``sizes[0]`` to ``sizes[1]`` of the longer side across
+    (log-uniform); an object whose visible part covers less than ``min_visible`` of the picture
+    is dropped from :attr:`CompositeScene.masks` (it stays painted)."""
     image = _background(rng, bank, width, height)
     masks: list[np.ndarray] = []
     for _ in range(int(rng.integers(objects[0], objects[1] + 1))):
-        shape = _shape(rng, width, height)
+        shape = _shape(rng, width, height, sizes)
         if not shape.any():
             continue
         fill = _fill(rng, bank, width, height)
         alpha = shape.astype(np.float32)
         if rng.random() < 0.5:  # a soft edge, as a lens or a resize leaves it
-            alpha = cv2.GaussianBlur(alpha, (0, 0), rng.uniform(0.5, 1.5))
-            alpha = np.where(shape, np.maximum(alpha, 0.5), np.minimum(alpha, 0.499))
+            alpha = np.asarray(cv2.GaussianBlur(alpha, (0, 0), rng.uniform(0.5, 1.5)), np.float32)
+            alpha = np.where(shape, np.maximum(alpha, 0.5), np.minimum(alpha, 0.499)).astype(np.float32)
         image = (image * (1.0 - alpha[..., None]) + fill * alpha[..., None]).astype(np.float32)
         for mask in masks:
             mask &= ~shape
@@ -153,7 +155,7 @@ def _fill(rng: np.random.Generator, bank: TextureBank, width: int, height: int) 
     if rng.random() < 0.3:  # shading across the object
         ramp = np.linspace(rng.uniform(0.6, 1.0), rng.uniform(1.0, 1.4), width, dtype=np.float32)
         fill = fill * (ramp[None, :, None] if rng.random() < 0.5 else cv2.resize(ramp[None], (height, 1)).T[:, :, None])
-    return np.clip(fill, 0, 255)
+    return np.asarray(np.clip(fill, 0, 255), np.float32)
 
 
 def _generated(rng: np.random.Generator, width: int, height: int) -> np.ndarray:
@@ -172,7 +174,7 @@ def _generated(rng: np.random.Generator, width: int, height: int) -> np.ndarray:
         y, x = np.mgrid[0:height, 0:width].astype(np.float32)
         wave = 0.5 + 0.5 * np.sin((x * math.cos(angle) + y * math.sin(angle)) * 2 * math.pi / period)
         a, b = rng.uniform(0, 255, 3), rng.uniform(0, 255, 3)
-        return (wave[..., None] * a + (1 - wave[..., None]) * b).astype(np.float32)
+        return np.asarray(wave[..., None] * a + (1 - wave[..., None]) * b, np.float32)
     grain = rng.normal(0, rng.uniform(2, 15), (height, width, 1)).astype(np.float32)
     return rng.uniform(0, 255, 3).astype(np.float32) + grain
 
@@ -185,13 +187,13 @@ def _jitter(rng: np.random.Generator, image: np.ndarray) -> np.ndarray:
     gain = rng.uniform(0.75, 1.25, 3).astype(np.float32)
     mean = image.mean()
     contrast = rng.uniform(0.7, 1.3)
-    return np.clip((image - mean) * contrast + mean * gain + rng.uniform(-25, 25), 0, 255)
+    return np.asarray(np.clip((image - mean) * contrast + mean * gain + rng.uniform(-25, 25), 0, 255), np.float32)
 
 
-def _shape(rng: np.random.Generator, width: int, height: int) -> np.ndarray:
+def _shape(rng: np.random.Generator, width: int, height: int, sizes: tuple[float, float]) -> np.ndarray:
     """One object's whole shape on the canvas: ``(height, width)`` bool."""
     long_side = max(width, height)
-    size = long_side * math.exp(rng.uniform(math.log(0.05), math.log(0.45)))  # about sqrt(area)
+    size = long_side * math.exp(rng.uniform(math.log(sizes[0]), math.log(sizes[1])))  # about sqrt(area)
     cx, cy = rng.uniform(-0.05, 1.05) * width, rng.uniform(-0.05, 1.05) * height
     mask = np.zeros((height, width), np.uint8)
     kind = _SHAPES[int(rng.integers(len(_SHAPES)))]

@@ -38,6 +38,7 @@ from pedsam.stream.privacy.attackers import ATTACKERS, cross_predict, fact_colum
 from pedsam.stream.privacy.context import FACTS, FIRST, Key, Recording, block_frames, collect, scene_frames
 from pedsam.workers.models import build_sam
 from pedsam.workers.presets import get_preset
+from pedsam.workers.presets import get_preset
 
 __all__ = ["LeakageConfig", "Setting", "interval", "run_leakage", "table", "view_scores", "worker_view"]
 
@@ -142,7 +143,7 @@ def run_leakage(config: LeakageConfig, progress: Callable[[str], None] = lambda 
                     f"{fact} R2 {found['first'][fact]['r2']:.3f} -> {found['all'][fact]['r2']:.3f}" for fact in FACTS))
     return {
         "model": config.preset,
-        "weights": "checkpoint" if config.checkpoint else "random",
+        "weights": "checkpoint" if config.checkpoint else "shipped" if get_preset(config.preset).shipped else "random",
         "config": {k: getattr(config, k) for k in ("clips", "seeds", "videos", "frames", "step", "width", "height",
                                                    "workers", "scheme", "pool", "folds")},
         "results": {label: {attacker: _gains(per_seed) for attacker, per_seed in by_attacker.items()}
@@ -166,7 +167,8 @@ def _gains(per_seed: list[dict[str, Any]]) -> dict[str, Any]:
 
 def table(report: Mapping[str, Any]) -> Iterator[str]:
     """The report as printed lines: per setting, attacker and fact, the two views and the gain."""
-    weights = "UNTRAINED random weights: no bound for trained SAM" if report["weights"] == "random" else "checkpoint"
+    weights = {"random": "UNTRAINED random weights: no bound for trained SAM",
+               "shipped": "pedsam-mini's trained weights"}.get(report["weights"], "checkpoint")
     yield (f"context leakage, {report['model']} ({weights}), {report['config']['clips']} clips, "
            f"seeds {report['config']['seeds']}")
     yield f"  {'setting':<20}{'attacker':<9}{'fact':<22}{'first':>8}{'all':>8}   gain [95% CI]"

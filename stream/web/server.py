@@ -171,7 +171,7 @@ class LiveServer:
             {
                 "iceServers": [{"urls": url} for url in self.config.ice_servers],
                 "model": self.session.config.model.describe(),
-                "notice": self.session.weights_notice if self.session.random_weights else None,
+                "notice": self.session.banner,
                 "workers": len(self.session.executor_names),
             }
         )
@@ -202,7 +202,7 @@ class LiveServer:
             ice_servers=self.config.ice_servers,
             in_flight=self.config.in_flight,
             keyframes=self.config.keyframes,
-            banner=self.session.weights_notice if self.session.random_weights else None,
+            banner=self.session.banner,
             on_closed=self._forget,
         )
         self.peers[peer_id] = peer

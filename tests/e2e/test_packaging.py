@@ -43,10 +43,11 @@ def test_wheel_holds_every_module_and_data_file_under_one_name(wheel: Path) -> N
         "pedsam/" + str(path.relative_to(ROOT))
         for package in PACKAGES
         for path in (ROOT / package).rglob("*")
-        if path.is_file() and path.suffix in {".py", ".pyi", ".proto", ".html", ".js", ".typed"}
+        if path.is_file() and path.suffix in {".py", ".pyi", ".proto", ".html", ".js", ".typed", ".pth"}
         and "__pycache__" not in path.parts
     }
     assert "pedsam/stream/privacy/report.py" in wanted and "pedsam/stream/web/index.html" in wanted
+    assert "pedsam/workers/trained/pedsam-mini.pth" in wanted
     assert sorted(wanted - names) == []
     # One import name: everything under pedsam/, beside the wheel's own metadata.
     assert {name.split("/")[0] for name in names} == {"pedsam", wheel.name.split("-")[0] + "-0.1.0.dist-info"}
