@@ -502,13 +502,12 @@ def table(report: dict[str, Any]) -> list[str]:
         workers = report["settings"]["local_workers"]
         lines += ["", f"clips through the split ({workers} local workers; IoU per object, mean over the frames "
                       "with masks)"]
-        lines.append(f"  {'clip':<16} {'command':<8} {'frames with masks':<24} objects")
+        lines.append(f"  {'clip':<16} {'command':<8} {'frames with masks':<34} objects")
         for c in clips:
-            frames = f"{c['frames_with_masks']}/{c['frames']}"
-            if c["dropped"]:
-                frames += f" ({c['dropped']} dropped)"
+            frames = f"{c['frames_with_masks']}/{c['frames']} ({c['keyframes']} keyframe{'' if c['keyframes'] == 1 else 's'}"
+            frames += f", {c['dropped']} dropped)" if c["dropped"] else ")"
             objects = ", ".join(f"{n} {v:.3f}" for n, v in zip(c["objects"], c["per_object"], strict=True))
-            lines.append(f"  {c['clip']:<16} {c['command']:<8} {frames:<24} {objects}   "
+            lines.append(f"  {c['clip']:<16} {c['command']:<8} {frames:<34} {objects}   "
                          f"target >= {c['target']:.2f}: {_met(c['met'])}")
     cost = report.get("cost")
     if cost is not None:
