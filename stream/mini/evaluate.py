@@ -71,9 +71,9 @@ from pedsam.workers.models import ModelSource, get_preset
 from pedsam.workers.segment import SegmentRunner
 
 __all__ = [
-    "COMMANDS", "PARTS", "TARGETS", "ClipScore", "EvaluationError", "HeldOut", "LocalPipeline", "MiniBench",
+    "COMMANDS", "PARTS", "TARGETS", "ClipScore", "Cost", "EvaluationError", "HeldOut", "LocalPipeline", "MiniBench",
     "bootstrap_interval", "clip_iou", "clip_scenes", "evaluate_heldout", "heldout_bank", "heldout_scenes", "iou",
-    "measure_cost", "run", "table",
+    "measure_cost", "run", "second_scene", "table",
 ]
 
 PARTS = ("heldout", "clips", "cost")
@@ -150,8 +150,8 @@ def bootstrap_interval(
 
 
 def heldout_bank() -> TextureBank | None:
-    """The held-out textures: every image bundled with scikit-image (in the folder of
-    ``skimage.data``); None when scikit-image is not installed."""
+    """The held-out textures: the images bundled with scikit-image (the folder of ``skimage.data``)
+    that :meth:`TextureBank.from_folder` takes; None when scikit-image is not installed."""
     try:
         import skimage.data  # type: ignore[import-untyped,unused-ignore]
     except ImportError:
