@@ -9,10 +9,11 @@
         4  pedsam.stream.fleet                    workers as the edge sees them
         5  pedsam.stream.core                     one frame to an embedding and masks
         6  pedsam.stream.runs                     the frame engine, the recorder
-        7  pedsam.stream.web, .privacy, .bench    applications of the library (not of each other)
+        7  pedsam.stream.web, .privacy, .bench,   applications of the library (not of each other)
+           .mini
         8  pedsam.stream.cli, pedsam.stream       the command line; the package's API re-exports
 
-    partitioner and workers never import each other, nor web, privacy and bench one another;
+    partitioner and workers never import each other, nor web, privacy, bench and mini one another;
     and no import circle exists anywhere, between modules of one layer included.
 
 Every import counts: at module level, inside functions, and under ``TYPE_CHECKING``.
@@ -35,11 +36,13 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("pedsam.stream.fleet",),
     ("pedsam.stream.core",),
     ("pedsam.stream.runs",),
-    ("pedsam.stream.web", "pedsam.stream.privacy", "pedsam.stream.bench"),
+    ("pedsam.stream.web", "pedsam.stream.privacy", "pedsam.stream.bench", "pedsam.stream.mini"),
     ("pedsam.stream.cli", "pedsam.stream"),
 )
 APART = (("pedsam.partitioner", "pedsam.workers"), ("pedsam.stream.web", "pedsam.stream.privacy"),
-         ("pedsam.stream.web", "pedsam.stream.bench"), ("pedsam.stream.privacy", "pedsam.stream.bench"))
+         ("pedsam.stream.web", "pedsam.stream.bench"), ("pedsam.stream.privacy", "pedsam.stream.bench"),
+         ("pedsam.stream.web", "pedsam.stream.mini"), ("pedsam.stream.privacy", "pedsam.stream.mini"),
+         ("pedsam.stream.bench", "pedsam.stream.mini"))
 
 
 def modules() -> dict[str, Path]:

@@ -387,6 +387,21 @@ async def bench_keep_local(values: Values) -> int:
     return await run_bench(KeepLocalBench.of(values))
 
 
+def bench_mini(values: Values) -> int:
+    from pedsam.stream.mini.evaluate import MiniBench
+    from pedsam.stream.mini.evaluate import run as run_bench
+
+    try:
+        width, height = (int(v) for v in values["size"].lower().split("x"))
+    except ValueError:
+        raise ConfigError(f"--size {values['size']!r}: give WxH, e.g. 640x480") from None
+    return run_bench(MiniBench(
+        checkpoint=values["checkpoint"], parts=tuple(p.strip() for p in values["parts"].split(",") if p.strip()),
+        scenes=values["scenes"], width=width, height=height, frames=values["frames"],
+        local_workers=values["local_workers"], rounds=values["rounds"], seed=values["seed"], json=values["json"],
+    ))
+
+
 async def bench_pipeline(values: Values) -> int:
     from pedsam.stream.bench.pipeline import PipelineBench
     from pedsam.stream.bench.pipeline import run as run_bench

@@ -177,6 +177,12 @@ COMMANDS: tuple[Command, ...] = (
             handler="pedsam.stream.cli.privacy:leakage",
             parts=[("bench", GROUPS["bench-leakage"]), ("model", pick("model", "checkpoint")),
                    ("split", pick("scheme"))]),
+    Command(name="bench-mini", help="pedsam-mini's quality and cost: IoU on held-out composite scenes (click, box) "
+                                    "and on generated clips through run and stream, time per frame against tiny",
+            handler=f"{_C}:bench_mini",
+            parts=[("bench", GROUPS["bench-mini"]), ("model", pick("checkpoint")),
+                   ("workers", pick("local_workers"))],
+            defaults={"local_workers": 3}),
 )
 
 

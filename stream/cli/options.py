@@ -504,7 +504,20 @@ KEEP_LOCAL_BENCH = (
     _o("--json", "json", "also write the figures as JSON", metavar="FILE"),
 )
 
+MINI_BENCH = (
+    _o("--parts", "parts", "what to measure, comma-separated: heldout (composite scenes cut from photos training never "
+       "saw: scikit-image's), clips (generated clips through pedsam run and pedsam stream --realtime), cost (time per "
+       "frame against tiny)", default="heldout,clips,cost", metavar="P,..."),
+    _o("--scenes", "scenes", "held-out composite scenes", kind=int, default=200),
+    _o("--size", "size", "WxH of the held-out scenes, of the first clip and of the timed frame", default="640x480"),
+    _o("--frames", "frames", "frames per generated clip", kind=int, default=60),
+    _o("--rounds", "rounds", "timed frames of each model, mini and tiny alternating", kind=int, default=10),
+    _o("--seed", "seed", "seed of the held-out scenes and of the bootstrap", kind=int, default=0),
+    _o("--json", "json", "also write the figures as JSON", metavar="FILE"),
+)
+
 GROUPS.update({
+    "bench-mini": MINI_BENCH,
     "bench-keep-local": KEEP_LOCAL_BENCH,
     "bench-verify": VERIFY_BENCH,
     "bench-link": LINK_BENCH,

@@ -92,6 +92,32 @@ def prepare_image(sam: Sam, image: np.ndarray) -> PreparedImage:
     )
 
 
+def mask_box(mask: np.ndarray) -> tuple[float, float, float, float]:
+    """The tight box of a non-empty ``(H, W)`` bool mask, XYXY pixel edges: ``(x0, y0)`` the top-left
+    corner of its first column and row, ``(x1, y1)`` the bottom-right corner of its last (last
+    index + 1), the box prompt SAM is trained with."""
+    ys, xs = np.nonzero(mask)
+    return float(xs.min()), float(ys.min()), float(xs.max() + 1), float(ys.max() + 1)
+
+
+def interior_point(mask: np.ndarray) -> tuple[float, float]:
+    """The centre ``(x, y)`` in pixels of the most interior pixel of an ``(H, W)`` bool mask: the
+    one farthest from every pixel outside it, the frame's border counting as outside (the maximum
+    of OpenCV's L2 distance transform, 5x5 mask; the first such pixel in row order on a tie).
+
+    The point pedsam prompts SAM with for an object given by its mask, and the click a user aims
+    at an object's middle.
+
+    Raises:
+        ValueError: the mask is empty.
+    """
+    if not mask.any():
+        raise ValueError("an empty mask has no interior point")
+    inside = cv2.distanceTransform(np.pad(mask, 1).astype(np.uint8), cv2.DIST_L2, 5)[1:-1, 1:-1]
+    y, x = np.unravel_index(int(np.argmax(inside)), inside.shape)
+    return float(x) + 0.5, float(y) + 0.5
+
+
 MASK_LOGIT = 8.0  # a given mask's pixels as SAM logits: inside +8, outside -8 (sigmoid 0.9997)
 
 
@@ -101,13 +127,10 @@ def from_mask(prompt: ObjectPrompt, prepared: PreparedImage, long_side: int) -> 
     input: (1, long_side/4, long_side/4) float32 logits in the resized, zero-padded input frame."""
     mask = prompt.mask
     assert mask is not None
-    ys, xs = np.nonzero(mask)
-    box = prompt.box or (float(xs.min()), float(ys.min()), float(xs.max() + 1), float(ys.max() + 1))
+    box = prompt.box or mask_box(mask)
     points, labels = prompt.points, prompt.labels
     if not points:
-        inside = cv2.distanceTransform(np.pad(mask, 1).astype(np.uint8), cv2.DIST_L2, 5)[1:-1, 1:-1]
-        y, x = np.unravel_index(int(np.argmax(inside)), inside.shape)
-        points, labels = ((float(x) + 0.5, float(y) + 0.5),), (1,)
+        points, labels = (interior_point(mask),), (1,)
     height, width = prepared.input_size
     resized = cv2.resize(mask.astype(np.float32), (width, height), interpolation=cv2.INTER_AREA)
     padded = np.zeros((long_side, long_side), np.float32)
