@@ -91,7 +91,7 @@ COMMANDS: tuple[Command, ...] = (
             handler=f"{_C}:run", parts=_RUN, prompts=True,
             own=_positional(("video", {"help": "the video file"}), _OUT_DIR)),
     Command(name="demo", help="the whole pipeline on a generated clip, 3 local workers by default, official "
-                              "ViT-B weights when they are cached or can be fetched",
+                              "ViT-B weights when they are cached or can be fetched, else pedsam-mini",
             handler=f"{_C}:demo", parts=_RUN, defaults={"local_workers": 3, "keyframes": "adaptive"},
             own=_positional(("--out", {"default": "out/demo", "metavar": "DIR",
                                        "help": "output folder (default out/demo)"}),

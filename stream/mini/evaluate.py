@@ -3,7 +3,7 @@
 Three measurements, each printed with its counts (and written as JSON with ``--json``):
 
 1. **Held-out composites.** Scenes drawn as training draws them
-   (:func:`~pedsam.stream.media.composites.compose`), from photo textures training never saw:
+   (:func:`~pedsam.stream.media.composites.compose`, objects of training's sizes), from photo textures training never saw:
    scikit-image's bundled images (astronaut, coffee, chelsea, ...; training cuts opencv-doc's
    photos). The shapes and the generated fills are of training's kinds. Scene ``i`` comes from a
    generator seeded with ``[seed, 10**6 + i]`` (training's steps use ``[seed, step]``). Every
@@ -67,6 +67,7 @@ from pedsam.stream.errors import ConfigError, PedsamError
 from pedsam.stream.media.composites import CompositeScene, TextureBank, compose
 from pedsam.stream.media.masks_io import decode_rle, read_records
 from pedsam.stream.media.synthetic import Scene, Sprite, demo_scene
+from pedsam.stream.mini.train import OBJECT_SIZES
 from pedsam.workers.models import ModelSource, get_preset
 from pedsam.workers.segment import SegmentRunner
 
@@ -170,7 +171,7 @@ def heldout_scenes(
     """``count`` composite scenes of ``width`` x ``height``, scene ``i`` drawn from a generator
     seeded with ``[seed, 10**6 + i]``; the same arguments give the same scenes."""
     for i in range(count):
-        yield compose(np.random.default_rng([seed, SCENE_STREAM + i]), bank, width, height)
+        yield compose(np.random.default_rng([seed, SCENE_STREAM + i]), bank, width, height, sizes=OBJECT_SIZES)
 
 
 class LocalPipeline:

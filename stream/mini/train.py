@@ -39,6 +39,7 @@ __all__ = ["TrainConfig", "fresh_model", "scene_batch", "train", "train_step"]
 CANVASES = ((512, 512), (512, 384), (512, 288), (384, 512))  # (width, height), long side = img_size
 MAX_OBJECTS = 4
 PE_SCALE = 4.0
+OBJECT_SIZES = (0.08, 0.6)  # an object's extent, as a fraction of the picture's longer side
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -115,7 +116,7 @@ def scene_batch(sam: Sam, bank: TextureBank, rng: np.random.Generator, size: int
     full: list[np.ndarray] = []
     low = side // 4
     while len(images) < size:
-        scene = compose(rng, bank, width, height, sizes=(0.08, 0.6))
+        scene = compose(rng, bank, width, height, sizes=OBJECT_SIZES)
         if not scene.masks:
             continue
         picked = rng.permutation(len(scene.masks))[:MAX_OBJECTS]

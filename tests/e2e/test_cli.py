@@ -57,7 +57,7 @@ async def test_segment_writes_the_predictor_masks(tmp_path: Path) -> None:
     image = scene(240, 320, seed=4)
     PIL.Image.fromarray(image).save(tmp_path / "photo.png")
     done = await pedsam(
-        "segment", str(tmp_path / "photo.png"), "--local-workers", "2",
+        "segment", str(tmp_path / "photo.png"), "--model", "tiny", "--local-workers", "2",
         "--point", "128,108", "--object", "--box", "200,140,290,210", "--out", str(tmp_path / "mask.png"),
     )
     assert done.code == 0, done.err
@@ -95,7 +95,7 @@ async def test_run_writes_every_output_for_every_frame(tmp_path: Path) -> None:
     x, y = clip.objects[0].centres[0]
     out = tmp_path / "out"
     done = await pedsam(
-        "run", clip.path, "--local-workers", "3", "--scheme", "interleaved", "--no-progress",
+        "run", clip.path, "--model", "tiny", "--local-workers", "3", "--scheme", "interleaved", "--no-progress",
         "--point", f"{x:.0f},{y:.0f}", "--object", "--box", "20,60,80,110", "--out", str(out),
         "--link", "lan,wifi,200mbit/100mbit:4ms",  # emulated links change timings, never results
     )
@@ -157,7 +157,8 @@ async def test_run_writes_every_output_for_every_frame(tmp_path: Path) -> None:
 async def test_demo_runs_the_whole_pipeline(tmp_path: Path) -> None:
     done = await pedsam("demo", "--out", str(tmp_path / "demo"), "--frames", "6", "--no-progress")
     assert done.code == 0, done.err
-    assert "3 local workers" in done.out and "UNTRAINED" in done.out
+    # No official weights here: the demo runs pedsam-mini and every output says so.
+    assert "3 local workers" in done.out and "pedsam-mini (small model trained on synthetic scenes)" in done.out
     summary = json.loads((tmp_path / "demo" / "summary.json").read_text())
     assert (summary["frames"], summary["frames_ok"]) == (6, 6)
     assert len(read_records(tmp_path / "demo" / "masks.jsonl")) == 6

@@ -83,7 +83,7 @@ async def test_stream_a_camera_and_record_it(tiny_workers: list[str], tmp_path: 
     out = tmp_path / "live"
     with MjpegServer(fps=30, frames=None).running() as server:
         code, stdout, err = await pedsam(
-            "stream", "--camera", server.url, "--point", "100,150", "--workers", ",".join(tiny_workers),
+            "stream", "--camera", server.url, "--point", "100,150", "--workers", ",".join(tiny_workers), "--model", "tiny",
             "--record", str(out), "--max-frames", "6", "--no-progress",
         )
         assert code == 0, err
@@ -97,7 +97,7 @@ async def test_ctrl_c_ends_a_live_run_and_finishes_its_outputs(tiny_workers: lis
     out = tmp_path / "live"
     with MjpegServer(fps=30, frames=None).running() as server:
         process = await start(
-            "stream", "--camera", server.url, "--point", "100,150", "--workers", ",".join(tiny_workers),
+            "stream", "--camera", server.url, "--point", "100,150", "--workers", ",".join(tiny_workers), "--model", "tiny",
             "--record", str(out),
         )
         try:
@@ -127,7 +127,7 @@ async def test_stream_a_file_loses_nothing(tiny_workers: list[str], tmp_path: Pa
     clip = make_clip(tmp_path / "clip.mp4", frames=7, width=160, height=120)
     x, y = clip.objects[0].centres[0]
     code, stdout, err = await pedsam(
-        "stream", "--file", str(clip.path), "--point", f"{x},{y}", "--workers", ",".join(tiny_workers),
+        "stream", "--file", str(clip.path), "--point", f"{x},{y}", "--workers", ",".join(tiny_workers), "--model", "tiny",
         "--record", str(tmp_path / "out"), "--no-progress",
     )
     assert code == 0, err
@@ -146,7 +146,7 @@ async def test_stream_a_file_in_real_time_from_a_given_mask(tiny_workers: list[s
     PIL.Image.fromarray(clip.mask(0, 0).astype(np.uint8) * 255).save(tmp_path / "m.png")
     code, stdout, err = await pedsam(
         "stream", "--file", str(clip.path), "--realtime", "--mask", str(tmp_path / "m.png"),
-        "--workers", ",".join(tiny_workers), "--record", str(tmp_path / "out"), "--no-progress",
+        "--workers", ",".join(tiny_workers), "--model", "tiny", "--record", str(tmp_path / "out"), "--no-progress",
     )
     assert code == 0, err
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
@@ -163,7 +163,7 @@ async def test_stream_a_file_in_real_time_from_a_given_mask(tiny_workers: list[s
 
 async def test_stream_errors_are_one_line(tiny_workers: list[str], tmp_path: Path) -> None:
     async def error(*args: str) -> str:
-        code, _, err = await pedsam("stream", *args, "--workers", ",".join(tiny_workers), "--no-progress")
+        code, _, err = await pedsam("stream", *args, "--workers", ",".join(tiny_workers), "--model", "tiny", "--no-progress")
         return one_line_error(code, err)
 
     assert "cannot open camera 9" in await error("--camera", "9", "--point", "1,1")
@@ -177,7 +177,7 @@ async def test_stream_errors_are_one_line(tiny_workers: list[str], tmp_path: Pat
 
 
 async def test_serve_command_serves_the_page_until_sigterm(tiny_workers: list[str]) -> None:
-    process = await start("serve", "--port", "0", "--workers", ",".join(tiny_workers))
+    process = await start("serve", "--port", "0", "--workers", ",".join(tiny_workers), "--model", "tiny")
     try:
         assert process.stdout is not None
         line = (await asyncio.wait_for(process.stdout.readline(), 120)).decode()

@@ -89,7 +89,8 @@ def test_the_installed_wheel_runs_beside_decoy_packages(wheel: Path, tmp_path: P
 
     from pedsam.workers.models import build_sam
 
-    predictor = SamPredictor(build_sam("tiny", seed=0))
+    # No --model: the default, pedsam-mini, from the weights inside the wheel.
+    predictor = SamPredictor(build_sam("mini"))
     predictor.set_image(scene(96, 128, seed=5))
     want = predictor.features.numpy()
     got = np.load(work / "emb.npy")

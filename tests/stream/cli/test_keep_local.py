@@ -48,7 +48,7 @@ async def test_bad_kind_is_one_error_line(tmp_path: Path) -> None:
 async def run_face_clip(tmp_path: Path, workers: list[str], *flags: str) -> tuple[list[dict], dict]:
     clip = write_clip(tmp_path / "face.mp4", face_frames(5, blank={BLANK}))
     out = tmp_path / ("out" + "-".join(flags))
-    done = await pedsam("run", clip, "--point", "250,60", "--workers", ",".join(workers), "--rotation", "fixed",
+    done = await pedsam("run", clip, "--point", "250,60", "--workers", ",".join(workers), "--model", "tiny", "--rotation", "fixed",
                         "--out", str(out), "--no-progress", *flags)
     assert done.code == 0, done.err
     if "--keyframes" not in flags:  # every frame sent: invariant 2 from the audit file alone

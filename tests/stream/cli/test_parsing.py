@@ -30,7 +30,9 @@ def test_a_checkpoint_without_model_brings_its_own_preset(tmp_path: Path) -> Non
     _, values = parse(["embed", "x.png", "--save", "e.npy", "--checkpoint", str(path), "--local-workers", "2"])
     assert model_source(values).preset == "tiny" and model_source(values).checkpoint == str(path)
     _, values = parse(["embed", "x.png", "--save", "e.npy", "--local-workers", "2"])
-    assert model_source(values).preset == "tiny" and model_source(values).random_weights
+    # No checkpoint and no --model: pedsam-mini with the weights pedsam ships, not random ones.
+    assert model_source(values).preset == "mini" and model_source(values).shipped_weights
+    assert not model_source(values).random_weights
     broken = tmp_path / "broken.pth"
     broken.write_bytes(b"not a checkpoint at all " * 20)
     with pytest.raises(CheckpointError) as caught:

@@ -100,7 +100,7 @@ async def test_run_audit_keeps_invariants_2_and_3_checkable(tmp_path: Path, tiny
     clip = make_pan_clip(tmp_path / "pan.mp4", frames=6, velocity=(0.0, 6.0))
     out = tmp_path / "out"
     done = await pedsam(
-        "run", clip.path, "--point", "160,120", "--workers", ",".join(tiny_workers), "--rotation", "round-robin",
+        "run", clip.path, "--point", "160,120", "--workers", ",".join(tiny_workers), "--model", "tiny", "--rotation", "round-robin",
         "--horizon-cap", "0.6", "--remote-segments", "1", "--out", str(out), "--no-progress",
     )
     assert done.code == 0, done.err

@@ -60,7 +60,7 @@ async def test_run_with_pooled_rotation_records_exposure_per_frame(tmp_path: Pat
     clip = make_pan_clip(tmp_path / "pan.mp4", frames=8, velocity=(0.0, 6.0))
     out = tmp_path / "out"
     done = await pedsam(
-        "run", clip.path, "--point", "160,120", "--workers", ",".join(tiny_workers), "--rotation", "pooled",
+        "run", clip.path, "--point", "160,120", "--workers", ",".join(tiny_workers), "--model", "tiny", "--rotation", "pooled",
         "--scene-cap", "0.5", "--horizon", "6", "--out", str(out), "--no-progress",
     )
     assert done.code == 0, done.err
@@ -97,7 +97,7 @@ async def test_stop_on_budget_marks_every_later_frame_failed(tmp_path: Path, tin
     clip = make_pan_clip(tmp_path / "pan.mp4", frames=4, velocity=(0.0, 2.0))
     out = tmp_path / "out"
     done = await pedsam(
-        "run", clip.path, "--point", "160,120", "--workers", ",".join(tiny_workers), "--rotation",
+        "run", clip.path, "--point", "160,120", "--workers", ",".join(tiny_workers), "--model", "tiny", "--rotation",
         "round-robin", "--scene-cap", "0.6", "--on-budget", "stop", "--out", str(out), "--no-progress",
     )
     assert done.code == 1, done.err
