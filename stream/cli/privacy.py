@@ -41,6 +41,7 @@ T = TypeVar("T")
 async def run(args: Values) -> int:
     require("matplotlib", "report", "privacy-report")
     from pedsam.stream.core.scheduling import RotationSettings
+    from pedsam.stream.core.sensitive import KeepLocal
     from pedsam.stream.privacy.html import render_html
     from pedsam.stream.privacy.report import ReportConfig, run_report
 
@@ -64,6 +65,7 @@ async def run(args: Values) -> int:
         coalitions=args["coalitions"],
         codec=args["codec"],
         defaults=(defaults, plain["scheme"]),
+        keep_local=KeepLocal.parse(args["keep_local"] or "none", hold=args["keep_local_hold"]),
     )
     out = Path(args["out"])
     try:

@@ -49,6 +49,7 @@ from pedsam.partitioner.budget import Budget
 from pedsam.partitioner.scheduler import Scheduler
 from pedsam.stream.core.motion import MotionEstimator, content_tokens, input_scale, token_offset
 from pedsam.stream.core.scheduling import DEFAULT_SCHEME, RotationSettings
+from pedsam.stream.core.sensitive import KeepLocal, SensitiveRegions, windows_touching
 from pedsam.stream.errors import ConfigError
 from pedsam.stream.media.video import probe_video, read_frames
 from pedsam.stream.privacy.detection import Detectors, matched
@@ -95,6 +96,10 @@ class ReportConfig:
             attacks see the tokens as a worker decodes them.
         seed: seed of the bootstrap intervals.
         defaults: the rotation settings and scheme of the ``defaults`` row; None: no such row.
+        keep_local: sensitive regions the edge keeps home (``--keep-local``): every frame is
+            searched and regions held as a run does (:class:`SensitiveRegions`, one tracker per
+            video), and under every policy but the baseline the windows touching them go to no
+            server, through the same scheduler ``keep`` a run uses. Off by default.
     """
 
     model: ModelSource
@@ -113,6 +118,7 @@ class ReportConfig:
     codec: str = "fp32"
     seed: int = 0
     defaults: tuple[RotationSettings, str] | None = (RotationSettings(), DEFAULT_SCHEME)
+    keep_local: KeepLocal = KeepLocal()
 
     def __post_init__(self) -> None:
         unknown = [p for p in self.policies if p not in ROTATIONS]
@@ -327,7 +333,11 @@ def evaluate_video(
     faces_reference: list[int] = []
     truth: np.ndarray | None = None
     last = len(frames) - 1
+    sensitive = SensitiveRegions(config.keep_local) if config.keep_local.enabled else None
     for index, (image, offset_px) in enumerate(zip(frames, offsets)):
+        keep: tuple[int, ...] = ()
+        if sensitive is not None:  # every used frame is searched, as a run searches every frame it sends
+            keep = windows_touching(sensitive.update(image), frame_size, grid, img_size, patch)
         tokens, prepared = prologue(sam, image)
         received, sigma = through_wire(tokens, config.codec)
         recon = inverter.reconstruct(received, prepared, sigma)
@@ -347,7 +357,8 @@ def evaluate_video(
         if evaluate:
             truth = image
         for result in results:
-            scheduled = result.scheduler.schedule(index, offset=offset, content=content)
+            scheduled = result.scheduler.schedule(index, offset=offset, content=content,
+                                                  keep=keep if result.label != BASELINE else ())
             result.modes[scheduled.mode] = result.modes.get(scheduled.mode, 0) + 1
             picture = [w for w in range(grid.num_windows) if scheduled.picture[w]]
             kept = set(scheduled.assignment.shares.get(EDGE, ()))
@@ -368,6 +379,7 @@ def evaluate_video(
         "frames": len(frames),
         "stride": config.stride,
         "codec": config.codec,
+        "keep_local": config.keep_local.to_json() if sensitive is not None else None,
         "windows_per_frame": grid.num_windows,
         "padding_windows": grid.num_windows - len(grid.picture_windows(content)),  # the edge's, every segment
         "content_tokens": list(content),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import statistics
@@ -219,3 +220,27 @@ def test_privacy_report_bad_input_gets_one_line(
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2
     assert len(err) == 1 and err[0].startswith("pedsam: error: ") and words in err[0], err
+
+
+def test_the_report_keeps_sensitive_regions_home_under_every_policy(tmp_path: Path) -> None:
+    """``--keep-local faces``: the face's window goes to no worker on any frame (the blank one
+    too: the region is held), under every split policy, through the scheduler a run uses; the
+    monolithic baseline, one cloud server, is left as it is."""
+    from pedsam.stream.core.sensitive import KeepLocal
+    from tests.faces import face_frames, write_clip
+
+    clip = write_clip(tmp_path / "face.mp4", face_frames(5, blank={2}))
+    plain = ReportConfig(model=TINY, max_frames=5, eval_every=1, detect_every=5, policies=("fixed", "round-robin"))
+    kept = dataclasses.replace(plain, keep_local=KeepLocal(kinds=("faces",)))
+    off, _ = run_report([clip], plain)
+    on, _ = run_report([clip], kept)
+    [video_off], [video_on] = off["videos"], on["videos"]
+    assert video_off["keep_local"] is None and video_on["keep_local"]["kinds"] == ["faces"]
+    picture = video_on["windows_per_frame"] - video_on["padding_windows"]
+    for label, policy in video_on["policies"].items():
+        before = video_off["policies"][label]["exposure"]["edge_share"]
+        if label == BASELINE:
+            assert policy["exposure"]["edge_share"] == before == 0.0
+        else:  # window 0 (the face) on the edge on all 5 frames, whoever held it before
+            assert policy["exposure"]["edge_share"] >= before + 1 / picture - 1e-9, label
+            assert policy["exposure"]["edge_share"] >= 1 / picture - 1e-9, label
