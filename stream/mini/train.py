@@ -53,6 +53,7 @@ class TrainConfig:
     weight_decay: float = 0.05
     seed: int = 0
     save_every: int = 100
+    balanced_steps: int = 1100  # steps with the class-balanced mask loss (see _mask_loss)
     preset: str = "mini"
 
 
@@ -130,17 +131,21 @@ def scene_batch(sam: Sam, bank: TextureBank, rng: np.random.Generator, size: int
     return SceneBatch(torch.stack(images), masks, full)
 
 
-def _mask_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Per mask: class-balanced binary cross-entropy (the object's pixels weigh as much as the
-    rest together) + dice; logits and target (N, K, h, w).
+def _mask_loss(logits: torch.Tensor, target: torch.Tensor, balanced: bool = True) -> torch.Tensor:
+    """Per mask: binary cross-entropy + dice; logits and target (N, K, h, w). ``balanced``: the
+    object's pixels weigh as much as the rest together in the cross-entropy.
 
     Not SAM's 20 x focal (alpha 0.25) + dice: from scratch and at a few thousand steps, focal's
     down-weighting of the object's pixels, and plain cross-entropy too, settle on empty masks
-    (IoU 0.00 from step 100 to 350 here)."""
+    (IoU 0.00 from step 100 to 350 here). Balanced, they do not; but balanced for good, masks
+    grow about 5 times too large (step 1000), since a false positive costs so little: training
+    balances the loss for its first :attr:`TrainConfig.balanced_steps` steps only."""
     prob = logits.sigmoid()
     inside = target.sum(dim=(-2, -1), keepdim=True)
     outside = target[0, 0].numel() - inside
     weight = torch.where(target > 0.5, outside / inside.clamp(min=1.0), torch.ones_like(target)).clamp(max=50.0)
+    if not balanced:
+        weight = torch.ones_like(target)
     ce = F.binary_cross_entropy_with_logits(logits, target, weight=weight, reduction="none").sum(dim=(-2, -1))
     ce = ce / weight.sum(dim=(-2, -1))
     dice = 1 - (2 * (prob * target).sum(dim=(-2, -1)) + 1) / (prob.sum(dim=(-2, -1)) + target.sum(dim=(-2, -1)) + 1)
@@ -179,9 +184,11 @@ def _decode(sam: Sam, embedding: torch.Tensor, points: tuple[torch.Tensor, torch
     return masks, scores
 
 
-def train_step(sam: Sam, batch: SceneBatch, rng: np.random.Generator) -> tuple[torch.Tensor, dict[str, float]]:
+def train_step(sam: Sam, batch: SceneBatch, rng: np.random.Generator, *, balanced: bool = True
+               ) -> tuple[torch.Tensor, dict[str, float]]:
     """The loss of one batch (to back-propagate) and its figures: click and box IoU of the first
-    answers (the best of three for a click, as pedsam picks it: by predicted IoU)."""
+    answers (the best of three for a click, as pedsam picks it: by predicted IoU). ``balanced``:
+    see :func:`_mask_loss`."""
     embeddings = sam.image_encoder(batch.images)  # (B, C, g, g)
     low = embeddings.shape[-1] * 4
     losses: list[torch.Tensor] = []
@@ -199,7 +206,7 @@ def train_step(sam: Sam, batch: SceneBatch, rng: np.random.Generator) -> tuple[t
             points = None
             boxes = torch.tensor([_box(rng, m, 0.05) for m in full], dtype=torch.float)
         logits, predicted = _decode(sam, embeddings[b : b + 1], points, boxes, None, click)
-        per_mask = _mask_loss(logits, target[:, None].expand_as(logits))  # (N, K)
+        per_mask = _mask_loss(logits, target[:, None].expand_as(logits), balanced)  # (N, K)
         actual = _iou(logits.detach(), target[:, None].expand_as(logits))
         best = per_mask.argmin(dim=1)
         rows = torch.arange(n)
@@ -231,7 +238,7 @@ def train_step(sam: Sam, batch: SceneBatch, rng: np.random.Generator) -> tuple[t
             mask_input = torch.roll(previous, shifts=shift, dims=(-2, -1))
         logits2, predicted2 = _decode(sam, embeddings[b : b + 1], points, boxes, mask_input, False)
         actual2 = _iou(logits2.detach(), target[:, None])
-        losses.append(_mask_loss(logits2, target[:, None]).mean() + F.mse_loss(predicted2, actual2))
+        losses.append(_mask_loss(logits2, target[:, None], balanced).mean() + F.mse_loss(predicted2, actual2))
     figures = {key: float(np.mean(v)) if v else float("nan") for key, v in ious.items()}
     return torch.stack(losses).mean(), figures
 
@@ -276,7 +283,7 @@ def train(config: TrainConfig, bank: TextureBank, out: str | Path,
             for group in optimiser.param_groups:
                 group["lr"] = _lr(config, step)
             batch = scene_batch(sam, bank, rng, config.batch)
-            loss, figures = train_step(sam, batch, rng)
+            loss, figures = train_step(sam, batch, rng, balanced=step < config.balanced_steps)
             optimiser.zero_grad(set_to_none=True)
             loss.backward()  # type: ignore[no-untyped-call]
             torch.nn.utils.clip_grad_norm_(sam.parameters(), 1.0)
