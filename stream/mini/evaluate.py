@@ -436,7 +436,7 @@ def run(bench: MiniBench, progress: Callable[[str], None] | None = None) -> int:
         bank = heldout_bank()
         if bank is None:
             print("pedsam bench-mini: the held-out textures are scikit-image's images; install them: "
-                  "pip install scikit-image", file=sys.stderr)
+                  "pip install scikit-image (or pip install 'pedsam[mini]')", file=sys.stderr)
             return 1
     release_large_blocks()  # as an edge session does
     source = bench.source

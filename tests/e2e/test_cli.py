@@ -216,7 +216,7 @@ async def start_run_with_local_workers(tmp_path: Path, output: int) -> tuple[asy
     the process and its workers' pids. ``output``: where its stdout and stderr go."""
     clip = make_clip(tmp_path / "clip.mp4", frames=200, width=160, height=128)
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "pedsam.stream", "run", clip.path, "--local-workers", "2", "--point", "40,40",
+        sys.executable, "-m", "pedsam.stream", "run", clip.path, "--model", "tiny", "--local-workers", "2", "--point", "40,40",
         "--out", str(tmp_path / "out"), "--no-progress", stdout=output, stderr=output,
     )
     masks = tmp_path / "out" / "masks.jsonl"

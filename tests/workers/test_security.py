@@ -168,7 +168,7 @@ async def test_worker_cli_refuses_plain_text_on_a_public_address(pki: DemoPki) -
     assert line.startswith("pedsam: error: no TLS certificate") and "--insecure" in line
     cert, key, token = pki.workers[0]
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "pedsam.stream", "worker", "--host", "127.0.0.1", "--port", "0",
+        sys.executable, "-m", "pedsam.stream", "worker", "--host", "127.0.0.1", "--port", "0", "--model", "tiny",
         "--tls-cert", str(cert), "--tls-key", str(key), "--tls-client-ca", str(pki.ca), "--token-file", str(token),
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )

@@ -110,7 +110,7 @@ def test_wire_settings_the_parser_offers_are_the_ones_the_session_takes() -> Non
     from pedsam.stream.core.session import WIRE_COMPRESSIONS
 
     assert offered == WIRE_COMPRESSIONS
-    with pytest.raises(ConfigError, match="--remote-segments 3: tiny has 2 windowed segments; give 1..2"):
+    with pytest.raises(ConfigError, match="--remote-segments 3: mini has 2 windowed segments; give 1..2"):
         edge_config_of(["run", "v.mp4", "--out", "o", "--local-workers", "2", "--remote-segments", "3"])
 
 
