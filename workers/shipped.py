@@ -43,8 +43,8 @@ SHIPPED: dict[str, ShippedWeights] = {
         preset="mini",
         file_name="pedsam-mini.pth",
         size=4454355,
-        sha256="c8db815f218d36f87df1b1d55478d340733974f8230ccd1c51a28d5728740b08",
-        commit="06e53b5",
+        sha256="3f1d4f2b4e6ac0b74cc686b5ef1ffb48569fadd2575a7e791d3b63fa6c803006",
+        commit="f2b4384",
         command="python samples/fetch_media.py --photos && python samples/train_mini.py",
     ),
 }
