@@ -154,7 +154,7 @@ def heldout_bank() -> TextureBank | None:
     """The held-out textures: the images bundled with scikit-image (the folder of ``skimage.data``)
     that :meth:`TextureBank.from_folder` takes; None when scikit-image is not installed."""
     try:
-        import skimage.data  # type: ignore[import-untyped,unused-ignore]
+        import skimage.data  # type: ignore[import-untyped,import-not-found,unused-ignore]  # the mini extra
     except ImportError:
         return None
     level = cv2.utils.logging.getLogLevel()
