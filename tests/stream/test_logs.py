@@ -90,7 +90,7 @@ async def test_debug_logs_of_a_run_hold_no_pixel_or_tensor_values(
     clip = painted_clip(tmp_path / "painted.mkv")
     for log_format in ("json", "text"):
         done = await asyncio.to_thread(
-            command, "-vv", "--log-format", log_format, "run", str(clip), "--workers", ",".join(tiny_workers),
+            command, "-vv", "--log-format", log_format, "run", str(clip), "--workers", ",".join(tiny_workers), "--model", "tiny",
             "--point", "40,30", "--out", str(tmp_path / log_format), "--no-progress",
         )
         assert done.code == 0, done.err
