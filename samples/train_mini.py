@@ -1,7 +1,11 @@
 """Train pedsam-mini: the ``mini`` preset's weights, from composite scenes of photo textures.
 
     python samples/fetch_media.py --photos
-    python samples/train_mini.py [--out out/mini] [--textures samples/media/photos] [--steps 2600]
+    python samples/train_mini.py [--out out/mini] [--textures samples/media/photos] [--steps 2600] [--tune-steps 1800]
+
+Two stages: ``--steps`` steps from scratch, then ``--tune-steps`` steps in which every prompt is
+also drawn as the mask input, as pedsam's decoder gives prompts to this model (see
+``pedsam.stream.mini.train``).
 
 Seeded and resumable: run the same command again after a stop and it continues from the last
 saved step (every 100) to the same weights. Writes into ``--out``: ``state.pt`` (to resume),
@@ -74,13 +78,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--textures", type=Path, default=DEFAULT_TEXTURES,
                         help="folder of photos to cut textures from (default samples/media/photos)")
     parser.add_argument("--steps", type=int, default=defaults.steps, help=f"steps (default {defaults.steps})")
+    parser.add_argument("--tune-steps", type=int, default=defaults.tune_steps,
+                        help=f"second-stage steps (default {defaults.tune_steps})")
     parser.add_argument("--batch", type=int, default=defaults.batch, help=f"scenes per step (default {defaults.batch})")
     parser.add_argument("--lr", type=float, default=defaults.lr, help=f"peak learning rate (default {defaults.lr})")
     parser.add_argument("--seed", type=int, default=defaults.seed, help=f"seed (default {defaults.seed})")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (default: all cores)")
     args = parser.parse_args(argv)
-    if args.steps < 1 or args.batch < 1:
-        parser.error("--steps and --batch must be at least 1")
+    if args.steps < 1 or args.batch < 1 or args.tune_steps < 0:
+        parser.error("--steps and --batch must be at least 1, --tune-steps at least 0")
     try:
         bank = TextureBank.from_folder(args.textures)
     except ValueError as exc:
@@ -88,13 +94,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     if args.threads:
         torch.set_num_threads(args.threads)
-    config = TrainConfig(steps=args.steps, batch=args.batch, lr=args.lr, seed=args.seed)
-    bar = tqdm(total=config.steps, unit="step", dynamic_ncols=True)
+    config = TrainConfig(steps=args.steps, tune_steps=args.tune_steps, batch=args.batch, lr=args.lr, seed=args.seed)
+    bar = tqdm(total=config.total_steps, unit="step", dynamic_ncols=True)
     recent: dict[str, list[float]] = {"loss": [], "click_iou": [], "box_iou": []}
 
     def progress(step: int, total: int, row: dict[str, float]) -> None:
-        if bar.n == 0 and step > 1:
-            bar.update(step - 1)  # resumed
+        if bar.n == 0 and step > 1:  # resumed: the steps before are done, and not in the rate
+            bar.initial = bar.n = step - 1
         for key, values in recent.items():
             if row[key] == row[key]:
                 values[:] = [*values[-49:], row[key]]

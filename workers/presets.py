@@ -38,6 +38,7 @@ class ModelPreset:
     iou_head_hidden_dim: int = 256
     official_checkpoint: str | None = None
     shipped: str | None = None  # weights in pedsam.workers.trained, used when no checkpoint is given
+    prompt_prior: bool = False  # trained to read prompts also as a mask input (stream.core.predictor.prompt_prior)
 
     @property
     def grid_size(self) -> int:

@@ -140,11 +140,51 @@ def from_mask(prompt: ObjectPrompt, prepared: PreparedImage, long_side: int) -> 
     return ObjectPrompt(points=points, labels=labels, box=box), logits
 
 
-class MaskDecoder:
-    """SAM's prompt encoder and mask decoder on the edge, fed a precomputed embedding."""
+PRIOR_FLOOR = -4.0  # a prompt prior's logit away from every prompt
+PRIOR_BOX = 0.0  # its logit inside a box (the object fills part of it)
+PRIOR_BUMP = 8.0  # the height of a point's bump (negative for a negative point)
+PRIOR_SIGMA = 3.0  # the bump's width, in low-resolution cells (4 input pixels each)
 
-    def __init__(self, sam: Sam) -> None:
+
+def prompt_prior(points: np.ndarray | None, labels: np.ndarray | None, box: np.ndarray | None,
+                 long_side: int) -> np.ndarray:
+    """A prompt drawn as SAM's low-resolution mask input: (1, long_side/4, long_side/4) float32
+    logits, :data:`PRIOR_FLOOR` everywhere, :data:`PRIOR_BOX` inside the box, plus a Gaussian
+    bump of :data:`PRIOR_BUMP` (sigma :data:`PRIOR_SIGMA` cells) at every positive point and a
+    dip at every negative one. ``points`` (N, 2) and ``box`` (4,) XY in the resized input frame.
+
+    Models of a preset with ``prompt_prior`` (pedsam-mini) are trained to read their prompt from
+    this as well as from SAM's sparse prompt tokens: a decoder trained from scratch in a few CPU
+    hours localises from the dense path (added to every image token where it lies) far more
+    reliably than from the sparse tokens' Fourier features.
+    """
+    side = long_side // 4
+    cell = long_side / side
+    centres = (np.arange(side, dtype=np.float64) + 0.5) * cell
+    prior = np.full((side, side), PRIOR_FLOOR, np.float64)
+    if box is not None:
+        x0, y0, x1, y1 = (float(v) for v in np.asarray(box, dtype=np.float64).reshape(4))
+        inside_x = (centres >= x0) & (centres <= x1)
+        inside_y = (centres >= y0) & (centres <= y1)
+        prior[np.ix_(inside_y, inside_x)] = PRIOR_BOX
+    if points is not None and labels is not None:
+        width = 2.0 * (PRIOR_SIGMA * cell) ** 2
+        for (x, y), label in zip(np.asarray(points, dtype=np.float64).reshape(-1, 2), np.asarray(labels).reshape(-1)):
+            bump = np.exp(-((centres - y) ** 2)[:, None] / width) * np.exp(-((centres - x) ** 2)[None, :] / width)
+            prior += (PRIOR_BUMP if label > 0 else -PRIOR_BUMP) * bump
+    return prior[None].astype(np.float32)
+
+
+class MaskDecoder:
+    """SAM's prompt encoder and mask decoder on the edge, fed a precomputed embedding.
+
+    ``prompt_prior``: when a prompt comes without a mask input, give the decoder
+    :func:`prompt_prior` as one (the model's preset says whether it was trained so).
+    """
+
+    def __init__(self, sam: Sam, *, prompt_prior: bool = False) -> None:
         self._sam = sam
+        self._prompt_prior = prompt_prior
 
     @torch.inference_mode()
     def predict(
@@ -200,6 +240,10 @@ class MaskDecoder:
             corners = to_input_frame(box.reshape(-1, 2, 2), prepared.original_size, long_side).reshape(-1, 4)
             boxes = torch.as_tensor(corners, dtype=torch.float, device=device)[None, :]
         masks = None
+        if mask_input is None and self._prompt_prior:
+            input_points = None if points is None else to_input_frame(points, prepared.original_size, long_side)
+            input_box = None if box is None else to_input_frame(box.reshape(2, 2), prepared.original_size, long_side)
+            mask_input = prompt_prior(input_points, labels, input_box, long_side)
         if mask_input is not None:
             masks = torch.as_tensor(mask_input, dtype=torch.float, device=device)[None, :, :, :]
         sparse, dense = sam.prompt_encoder(points=point_input, boxes=boxes, masks=masks)

@@ -330,7 +330,7 @@ class EdgeSession:
                 await asyncio.wait({booting})
             await self.close()
             raise
-        self.decoder = MaskDecoder(self.sam)
+        self.decoder = MaskDecoder(self.sam, prompt_prior=self.preset.prompt_prior)
         self._open = True
         log.info("edge session open: %s over %d workers", config.model.describe(), len(self._executors))
 

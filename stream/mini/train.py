@@ -1,13 +1,20 @@
 """Training pedsam-mini: SAM's architecture at the ``mini`` preset, taught on composite scenes.
 
-The recipe is SAM's, scaled to a CPU: every step draws a batch of composite scenes
-(:mod:`pedsam.stream.media.composites`), prompts up to four objects of each with a click (one
-positive point, three candidate masks, the best one counts) or a box (one mask), then prompts
-them again as SAM's interactive training and pedsam's tracker do: either the first prompt plus
-a correction point in the error of the first answer, or a moved box of the object; both with the
-first answer's low-resolution logits as ``mask_input``. The loss: cross-entropy + dice on the
-mask (see :func:`_mask_loss` for why not SAM's focal), plus the squared error of the predicted
-IoU, on the 4x-token-grid logits.
+The recipe is SAM's, scaled to a CPU, in two stages. The first (:func:`train_step`) draws a
+batch of composite scenes (:mod:`pedsam.stream.media.composites`) each step, prompts up to four
+objects of each with a click (one positive point, three candidate masks, the best one counts)
+or a box (one mask), then prompts them again as SAM's interactive training and pedsam's tracker
+do: either the first prompt plus a correction point in the error of the first answer, or a
+moved box of the object; both with the first answer's low-resolution logits as ``mask_input``.
+The loss: cross-entropy + dice on the mask (see :func:`_mask_loss` for why not SAM's focal),
+plus the squared error of the predicted IoU, on the 4x-token-grid logits.
+
+From scratch, that teaches the model to cut out objects well but to find the prompted one
+poorly: it mostly answers with the scene's most conspicuous object wherever the click is. The
+second stage (:func:`tune_step`) therefore gives every prompt also as its
+:func:`~pedsam.stream.core.predictor.prompt_prior` in the mask input, as pedsam's decoder gives
+prompts to a model of a ``prompt_prior`` preset, and prompts every object with both a click and
+a box each step.
 
 Step ``i`` draws its scenes from a generator seeded with ``(seed, i)``, so a run that resumes from
 its last saved state continues exactly as if it had not stopped. The output folder holds
@@ -32,9 +39,10 @@ import torch.nn.functional as F
 from pedsam.workers.models import trainable_sam
 from pedsam.workers.sam import Sam
 
+from pedsam.stream.core.predictor import prompt_prior
 from pedsam.stream.media.composites import TextureBank, compose
 
-__all__ = ["TrainConfig", "fresh_model", "scene_batch", "train", "train_step"]
+__all__ = ["TrainConfig", "fresh_model", "scene_batch", "train", "train_step", "tune_step"]
 
 CANVASES = ((512, 512), (512, 384), (512, 288), (384, 512))  # (width, height), long side = img_size
 MAX_OBJECTS = 4
@@ -55,6 +63,15 @@ class TrainConfig:
     save_every: int = 100
     balanced_steps: int = 1100  # steps with the class-balanced mask loss (see _mask_loss)
     preset: str = "mini"
+    # The second stage (tune_step), after the first ``steps``: prompts drawn as the mask input too.
+    tune_steps: int = 1800
+    tune_lr: float = 3e-4
+    tune_warmup: int = 50
+    tune_encoder: bool = True  # the image encoder learns in the second stage too
+
+    @property
+    def total_steps(self) -> int:
+        return self.steps + self.tune_steps
 
 
 def fresh_model(preset: str = "mini", seed: int = 0) -> Sam:
@@ -190,7 +207,6 @@ def train_step(sam: Sam, batch: SceneBatch, rng: np.random.Generator, *, balance
     answers (the best of three for a click, as pedsam picks it: by predicted IoU). ``balanced``:
     see :func:`_mask_loss`."""
     embeddings = sam.image_encoder(batch.images)  # (B, C, g, g)
-    low = embeddings.shape[-1] * 4
     losses: list[torch.Tensor] = []
     ious: dict[str, list[float]] = {"click": [], "box": []}
     for b in range(embeddings.shape[0]):
@@ -213,41 +229,104 @@ def train_step(sam: Sam, batch: SceneBatch, rng: np.random.Generator, *, balance
         losses.append(per_mask[rows, best].mean() + F.mse_loss(predicted, actual))
         chosen = predicted.detach().argmax(dim=1)
         ious["click" if click else "box"].append(float(actual[rows, chosen].mean()))
-        # second round: the answer that counted, refined or followed
         previous = logits.detach()[rows, best][:, None]  # (N, 1, low, low)
-        if rng.random() < 0.5:  # a correction click in the error, as an interactive user gives one
-            wrong = (previous[:, 0] > 0) != (target > 0.5)
-            extra, extra_labels = [], []
-            for k in range(n):
-                cells = torch.nonzero(wrong[k]).numpy()
-                if len(cells):
-                    y, x = cells[int(rng.integers(len(cells)))]
-                    scale = full.shape[-1] / low
-                    extra.append([(x + 0.5) * scale, (y + 0.5) * scale])
-                    extra_labels.append(int(target[k, y, x] > 0.5))
-                else:
-                    extra.append(list(_inside_point(rng, full[k])))
-                    extra_labels.append(1)
-            new = (torch.tensor(extra, dtype=torch.float)[:, None], torch.tensor(extra_labels, dtype=torch.int)[:, None])
-            points = new if points is None else (torch.cat([points[0], new[0]], 1), torch.cat([points[1], new[1]], 1))
-            mask_input = previous
-        else:  # pedsam's tracker: the last mask's box and logits, the object having moved a little
-            points = None
-            boxes = torch.tensor([_box(rng, m, 0.08) for m in full], dtype=torch.float)
-            shift = [int(v) for v in rng.integers(-4, 5, 2)]
-            mask_input = torch.roll(previous, shifts=shift, dims=(-2, -1))
-        logits2, predicted2 = _decode(sam, embeddings[b : b + 1], points, boxes, mask_input, False)
-        actual2 = _iou(logits2.detach(), target[:, None])
-        losses.append(_mask_loss(logits2, target[:, None], balanced).mean() + F.mse_loss(predicted2, actual2))
+        losses.append(_second_round(sam, embeddings[b : b + 1], rng, previous, target, full, points, boxes, balanced))
     figures = {key: float(np.mean(v)) if v else float("nan") for key, v in ious.items()}
     return torch.stack(losses).mean(), figures
 
 
+def _second_round(sam: Sam, embedding: torch.Tensor, rng: np.random.Generator, previous: torch.Tensor,
+                  target: torch.Tensor, full: np.ndarray, points: tuple[torch.Tensor, torch.Tensor] | None,
+                  boxes: torch.Tensor | None, balanced: bool) -> torch.Tensor:
+    """The loss of prompting again from a first answer's logits ``previous`` (N, 1, low, low):
+    the first prompt plus a correction click in the answer's error, as an interactive user gives
+    one, or pedsam's tracker's prompt (the object's box, loosely, and the answer's logits moved a
+    little, as by the object's motion); both with the logits as ``mask_input``."""
+    n, low = target.shape[0], target.shape[-1]
+    if rng.random() < 0.5:  # a correction click
+        wrong = (previous[:, 0] > 0) != (target > 0.5)
+        extra, extra_labels = [], []
+        for k in range(n):
+            cells = torch.nonzero(wrong[k]).numpy()
+            if len(cells):
+                y, x = cells[int(rng.integers(len(cells)))]
+                scale = full.shape[-1] / low
+                extra.append([(x + 0.5) * scale, (y + 0.5) * scale])
+                extra_labels.append(int(target[k, y, x] > 0.5))
+            else:
+                extra.append(list(_inside_point(rng, full[k])))
+                extra_labels.append(1)
+        new = (torch.tensor(extra, dtype=torch.float)[:, None], torch.tensor(extra_labels, dtype=torch.int)[:, None])
+        points = new if points is None else (torch.cat([points[0], new[0]], 1), torch.cat([points[1], new[1]], 1))
+        mask_input = previous
+    else:  # the tracker's
+        points = None
+        boxes = torch.tensor([_box(rng, m, 0.08) for m in full], dtype=torch.float)
+        shift = [int(v) for v in rng.integers(-4, 5, 2)]
+        mask_input = torch.roll(previous, shifts=shift, dims=(-2, -1))
+    logits, predicted = _decode(sam, embedding, points, boxes, mask_input, False)
+    actual = _iou(logits.detach(), target[:, None])
+    return _mask_loss(logits, target[:, None], balanced).mean() + F.mse_loss(predicted, actual)
+
+
+def tune_step(sam: Sam, batch: SceneBatch, rng: np.random.Generator) -> tuple[torch.Tensor, dict[str, float]]:
+    """A step of the second stage (see :class:`TrainConfig`): every object of every scene
+    prompted twice, with a click and with a box, each also drawn as
+    :func:`~pedsam.stream.core.predictor.prompt_prior` in the mask input (as pedsam's decoder
+    gives it to a model of this preset), then once more from the click's answer as in
+    :func:`_second_round`. Returns the loss and the first answers' click and box IoU."""
+    embeddings = sam.image_encoder(batch.images)
+    side = sam.image_encoder.img_size
+    losses: list[torch.Tensor] = []
+    ious: dict[str, list[float]] = {"click": [], "box": []}
+    for b in range(embeddings.shape[0]):
+        target, full = batch.masks[b], batch.full[b]
+        n = target.shape[0]
+        rows = torch.arange(n)
+        expanded = target[:, None]
+        clicks = [_inside_point(rng, m) for m in full]
+        points = (torch.tensor([[c] for c in clicks]), torch.ones(n, 1, dtype=torch.int))
+        priors = torch.from_numpy(np.stack([prompt_prior(np.array([c]), np.ones(1), None, side) for c in clicks]))
+        logits, predicted = _decode(sam, embeddings[b : b + 1], points, None, priors, True)
+        per_mask = _mask_loss(logits, expanded.expand_as(logits), False)
+        actual = _iou(logits.detach(), expanded.expand_as(logits))
+        best = per_mask.argmin(dim=1)
+        losses.append(per_mask[rows, best].mean() + F.mse_loss(predicted, actual))
+        ious["click"].append(float(actual[rows, predicted.detach().argmax(dim=1)].mean()))
+        previous = logits.detach()[rows, best][:, None]
+        boxes = [_box(rng, m, 0.05) for m in full]
+        priors = torch.from_numpy(np.stack([prompt_prior(None, None, np.array(box), side) for box in boxes]))
+        box_logits, box_predicted = _decode(sam, embeddings[b : b + 1], None, torch.tensor(boxes, dtype=torch.float),
+                                            priors, False)
+        box_actual = _iou(box_logits.detach(), expanded)
+        losses.append(_mask_loss(box_logits, expanded, False).mean() + F.mse_loss(box_predicted, box_actual))
+        ious["box"].append(float(box_actual.mean()))
+        losses.append(_second_round(sam, embeddings[b : b + 1], rng, previous, target, full, points, None, False))
+    figures = {key: float(np.mean(v)) for key, v in ious.items()}
+    return torch.stack(losses).mean(), figures
+
+
 def _lr(config: TrainConfig, step: int) -> float:
-    if step < config.warmup:
-        return config.lr * (step + 1) / config.warmup
-    progress = (step - config.warmup) / max(1, config.steps - config.warmup)
-    return config.lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * progress)))
+    """Linear warm-up, then a cosine down to 5 % of the peak, in each stage."""
+    peak, warmup, first, length = config.lr, config.warmup, 0, config.steps
+    if step >= config.steps:
+        peak, warmup, first, length = config.tune_lr, config.tune_warmup, config.steps, config.tune_steps
+    step -= first
+    if step < warmup:
+        return peak * (step + 1) / warmup
+    progress = (step - warmup) / max(1, length - warmup)
+    return peak * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+def _optimiser(sam: Sam, config: TrainConfig, stage: int) -> torch.optim.Optimizer:
+    """AdamW over what learns in ``stage`` (0 or 1), weight decay on matrices only."""
+    for name, parameter in sam.named_parameters():
+        parameter.requires_grad_(stage == 0 or config.tune_encoder or not name.startswith("image_encoder."))
+    learning = [(n, p) for n, p in sam.named_parameters() if p.requires_grad]
+    decay = [p for n, p in learning if p.dim() >= 2 and "pos" not in n]
+    rest = [p for n, p in learning if not (p.dim() >= 2 and "pos" not in n)]
+    return torch.optim.AdamW([{"params": decay, "weight_decay": config.weight_decay},
+                              {"params": rest, "weight_decay": 0.0}], lr=config.lr)
 
 
 def train(config: TrainConfig, bank: TextureBank, out: str | Path,
@@ -260,16 +339,16 @@ def train(config: TrainConfig, bank: TextureBank, out: str | Path,
     torch.set_flush_denormal(True)
     state_path, log_path = folder / "state.pt", folder / "log.csv"
     sam = fresh_model(config.preset, config.seed)
-    decay = [p for n, p in sam.named_parameters() if p.dim() >= 2 and "pos" not in n]
-    rest = [p for n, p in sam.named_parameters() if not (p.dim() >= 2 and "pos" not in n)]
-    optimiser = torch.optim.AdamW([{"params": decay, "weight_decay": config.weight_decay},
-                                   {"params": rest, "weight_decay": 0.0}], lr=config.lr)
     start = 0
+    optimiser = _optimiser(sam, config, 0)
     if state_path.exists():
         state = torch.load(state_path, map_location="cpu", weights_only=True)
         sam.load_state_dict(state["model"])
-        optimiser.load_state_dict(state["optimiser"])
         start = int(state["step"])
+        if start >= config.steps:
+            optimiser = _optimiser(sam, config, 1)
+        if start != config.steps:  # at the boundary the second stage starts its own optimiser
+            optimiser.load_state_dict(state["optimiser"])
         _truncate_log(log_path, start)
     fields = ["step", "loss", "click_iou", "box_iou", "lr", "seconds"]
     with open(log_path, "a", newline="") as handle:
@@ -277,24 +356,29 @@ def train(config: TrainConfig, bank: TextureBank, out: str | Path,
         if start == 0:
             handle.truncate(0)
             writer.writerow(fields)
-        for step in range(start, config.steps):
+        for step in range(start, config.total_steps):
             began = time.perf_counter()
+            if step == config.steps and step > start:
+                optimiser = _optimiser(sam, config, 1)
             rng = np.random.default_rng([config.seed, step])
             for group in optimiser.param_groups:
                 group["lr"] = _lr(config, step)
             batch = scene_batch(sam, bank, rng, config.batch)
-            loss, figures = train_step(sam, batch, rng, balanced=step < config.balanced_steps)
+            if step < config.steps:
+                loss, figures = train_step(sam, batch, rng, balanced=step < config.balanced_steps)
+            else:
+                loss, figures = tune_step(sam, batch, rng)
             optimiser.zero_grad(set_to_none=True)
             loss.backward()  # type: ignore[no-untyped-call]
-            torch.nn.utils.clip_grad_norm_(sam.parameters(), 1.0)
+            torch.nn.utils.clip_grad_norm_([p for p in sam.parameters() if p.requires_grad], 1.0)
             optimiser.step()
             row = {"loss": float(loss.detach()), "click_iou": figures["click"], "box_iou": figures["box"],
                    "lr": _lr(config, step), "seconds": time.perf_counter() - began}
             writer.writerow([step + 1] + [f"{row[k]:.5g}" for k in fields[1:]])
             handle.flush()
             if progress is not None:
-                progress(step + 1, config.steps, row)
-            if (step + 1) % config.save_every == 0 or step + 1 == config.steps:
+                progress(step + 1, config.total_steps, row)
+            if (step + 1) % config.save_every == 0 or step + 1 in (config.steps, config.total_steps):
                 _save({"model": sam.state_dict(), "optimiser": optimiser.state_dict(), "step": step + 1}, state_path)
     weights = folder / "pedsam-mini.pth"
     _save({k: v.detach().float().contiguous() for k, v in sam.state_dict().items()}, weights)

@@ -10,11 +10,11 @@ import pytest
 import torch
 
 from pedsam.stream.media.composites import TextureBank
-from pedsam.stream.mini.train import TrainConfig, fresh_model, scene_batch, train, train_step
+from pedsam.stream.mini.train import TrainConfig, fresh_model, scene_batch, train, train_step, tune_step
 from tests.support import scene
 
 # The training loop at the tiny preset's size: the recipe is the same, the steps take a second.
-SMALL = TrainConfig(preset="tiny", steps=4, batch=2, warmup=2, save_every=2, lr=1e-3)
+SMALL = TrainConfig(preset="tiny", steps=2, tune_steps=2, batch=2, warmup=1, tune_warmup=1, save_every=1, lr=1e-3)
 
 
 @pytest.fixture(scope="module")
@@ -43,8 +43,8 @@ def test_a_few_steps_lower_the_loss_on_the_scenes_they_see(bank: TextureBank) ->
 
 def test_a_resumed_run_ends_with_the_same_weights(bank: TextureBank, tmp_path: Path) -> None:
     whole = train(SMALL, bank, tmp_path / "whole")
-    # Stopped after its first save (step 2), then the same command again.
-    first = train(TrainConfig(**{**_fields(SMALL), "steps": 2}), bank, tmp_path / "halves")
+    # Stopped at the end of the first stage (step 2), then the same command again.
+    first = train(TrainConfig(**{**_fields(SMALL), "tune_steps": 0}), bank, tmp_path / "halves")
     assert first.exists()
     state = torch.load(tmp_path / "halves" / "state.pt", weights_only=True)
     assert state["step"] == 2
@@ -56,6 +56,37 @@ def test_a_resumed_run_ends_with_the_same_weights(bank: TextureBank, tmp_path: P
     with open(tmp_path / "halves" / "log.csv", newline="") as handle:
         rows = list(csv.DictReader(handle))
     assert [int(r["step"]) for r in rows] == [1, 2, 3, 4]  # one row per step, none twice
+
+
+def test_the_second_stage_draws_prompts_as_priors_and_lowers_its_loss(bank: TextureBank) -> None:
+    torch.manual_seed(0)
+    sam = fresh_model("tiny", seed=0)
+    batch = scene_batch(sam, bank, np.random.default_rng(0), 2)
+    optimiser = torch.optim.AdamW(sam.parameters(), lr=2e-3)
+
+    def loss() -> float:
+        with torch.no_grad():
+            return float(tune_step(sam, batch, np.random.default_rng(1))[0])
+
+    before = loss()
+    for _ in range(8):
+        value, figures = tune_step(sam, batch, np.random.default_rng(1))
+        optimiser.zero_grad()
+        value.backward()
+        optimiser.step()
+    assert loss() < 0.9 * before
+    assert set(figures) == {"click", "box"} and all(0.0 <= v <= 1.0 for v in figures.values())
+
+
+def test_a_second_stage_without_the_encoder_leaves_it_as_the_first_stage_made_it(bank: TextureBank,
+                                                                                  tmp_path: Path) -> None:
+    config = TrainConfig(**{**_fields(SMALL), "tune_encoder": False})
+    train(TrainConfig(**{**_fields(config), "tune_steps": 0}), bank, tmp_path)
+    first = torch.load(tmp_path / "pedsam-mini.pth", weights_only=True)
+    second = torch.load(train(config, bank, tmp_path), weights_only=True)
+    encoder = [name for name in first if name.startswith("image_encoder.")]
+    assert all(torch.equal(first[name], second[name]) for name in encoder)
+    assert not torch.equal(first["mask_decoder.iou_token.weight"], second["mask_decoder.iou_token.weight"])
 
 
 def _fields(config: TrainConfig) -> dict[str, object]:
