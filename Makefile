@@ -12,7 +12,7 @@ PYTEST_ARGS ?=
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --upgrade pip
-	$(VENV)/bin/pip install --quiet -c constraints.txt -e '.[web,report,test]'
+	$(VENV)/bin/pip install --quiet -c constraints.txt -e '.[web,report,test,attack]'
 	touch $(STAMP)
 
 install: $(STAMP)

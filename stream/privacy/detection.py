@@ -2,7 +2,9 @@
 
 Both detectors ship inside OpenCV 4.x (no download): the HOG + linear SVM people detector
 (``cv2.HOGDescriptor.getDefaultPeopleDetector``) and the Haar cascade for frontal faces
-(``haarcascade_frontalface_default.xml`` under ``cv2.data.haarcascades``). The attack's score is
+(``haarcascade_frontalface_default.xml`` under ``cv2.data.haarcascades``). A stronger face
+attacker, not the edge's kind of detector, is :class:`CnnFaces`: dlib's MMOD convolutional face
+detector, whose weights ship in the ``face_recognition_models`` package (``pedsam[attack]``). The attack's score is
 *recall relative to the full frame*: of the detections on the true frame, the share that a
 detection on the server's reconstruction matches. Boxes are XYWH pixels.
 
@@ -14,16 +16,18 @@ not hold at all cannot be. With everything covered this is the plain IoU.
 
 from __future__ import annotations
 
+import importlib.util
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
 
 from pedsam.stream.errors import ConfigError
 
-__all__ = ["Detectors", "iou", "matched", "visible_iou"]
+__all__ = ["CnnFaces", "Detectors", "iou", "matched", "visible_iou"]
 
 Box = tuple[int, int, int, int]
 
@@ -116,3 +120,36 @@ class Detectors:
         grey = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
         boxes = self.faces.detectMultiScale(grey, scaleFactor=1.1, minNeighbors=4)
         return [tuple(int(v) for v in box) for box in boxes]  # type: ignore[misc]
+
+
+class CnnFaces:
+    """dlib's MMOD CNN face detector (trained on faces of many poses, not only frontal ones):
+    XYWH boxes of the faces in an HxWx3 uint8 RGB image.
+
+    ``upsample``: how many times dlib doubles the image first; its smallest face is about 80 px
+    at 0 and 40 px at 1 (each doubling about quadruples the time: seconds per 640x480 frame on a
+    CPU at 1). Weights: ``mmod_human_face_detector.dat`` from the ``face_recognition_models``
+    package (CC0), read from the package's folder without importing it (its ``__init__`` needs
+    setuptools' ``pkg_resources``); dlib from ``dlib-bin``. Both: ``pip install 'pedsam[attack]'``.
+
+    Raises:
+        ConfigError: dlib or the model package is not installed.
+    """
+
+    MODEL = "mmod_human_face_detector.dat"
+
+    def __init__(self, upsample: int = 1) -> None:
+        self.upsample = upsample
+        spec = importlib.util.find_spec("face_recognition_models")
+        folders = list(spec.submodule_search_locations or ()) if spec is not None else []
+        model = Path(folders[0]) / "models" / self.MODEL if folders else None
+        if model is None or not model.is_file() or importlib.util.find_spec("dlib") is None:
+            raise ConfigError("the CNN face attacker needs dlib and face_recognition_models, which are not "
+                              "installed: pip install 'pedsam[attack]'")
+        import dlib
+
+        self._net: Any = dlib.cnn_face_detection_model_v1(str(model))
+
+    def __call__(self, image: np.ndarray) -> list[Box]:
+        found = self._net(np.ascontiguousarray(image), self.upsample)
+        return [(int(d.rect.left()), int(d.rect.top()), int(d.rect.width()), int(d.rect.height())) for d in found]

@@ -14,7 +14,8 @@ import pytest
 from pedsam.partitioner.scheduler import Budget
 from pedsam.stream.cli.main import main
 from pedsam.stream.media.panning import make_pan_clip
-from pedsam.stream.privacy.detection import Detectors, iou, matched, visible_iou
+from pedsam.stream.errors import ConfigError
+from pedsam.stream.privacy.detection import CnnFaces, Detectors, iou, matched, visible_iou
 from pedsam.stream.privacy.inversion import TokenInverter, prologue
 from pedsam.stream.privacy.mosaic import Mosaic, merge_views, psnr, ssim
 from pedsam.stream.privacy.report import BASELINE, DEFAULTS, ReportConfig, run_report
@@ -100,6 +101,25 @@ def test_detection_matching_counts_each_box_once() -> None:
     detectors = Detectors()
     blank = np.full((240, 320, 3), 128, np.uint8)
     assert detectors.people(blank) == [] and detectors.face_boxes(blank) == []
+
+
+def test_the_cnn_face_attacker_finds_a_drawn_face_where_it_is_and_nothing_on_a_blank_frame() -> None:
+    from tests.faces import face_frames
+
+    face, blank = face_frames(2, size=(240, 320), centre=(200, 110), width=80, blank={1})
+    detector = CnnFaces(upsample=0)
+    found = detector(face)
+    assert len(found) == 1 and iou(found[0], (160, 60, 80, 100)) > 0.4, found
+    assert detector(blank) == []
+
+
+def test_the_cnn_face_attacker_says_which_extra_it_needs(monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "dlib" else real(name, *a))
+    with pytest.raises(ConfigError, match=r"pip install 'pedsam\[attack\]'"):
+        CnnFaces()
 
 
 def test_report_ranks_policies_as_the_threat_model_says(tmp_path: Path) -> None:
