@@ -39,7 +39,7 @@ typecheck: $(STAMP)
 	MYPYPATH=$(TYPECHECK) $(VENV)/bin/mypy -p pedsam
 
 test: typecheck $(CHROMIUM)
-	$(VENV)/bin/python -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
+	$(VENV)/bin/python -m pytest -q -p no:cacheprovider --durations=15 $(PYTEST_ARGS)
 
 clean:
 	rm -rf $(VENV) out

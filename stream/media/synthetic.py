@@ -156,7 +156,7 @@ def make_clip(
                 boxes[k].append((int(cols[0]), int(rows[0]), int(cols[-1]), int(rows[-1])))
             yield image
 
-    _encode(path, images(), width, height, rate)
+    encode_clip(path, images(), width, height, rate)
 
     objects = tuple(
         ObjectTruth(name, colour, half, tuple(centres[k]), tuple(boxes[k]))
@@ -165,7 +165,7 @@ def make_clip(
     return ClipTruth(os.fspath(path), width, height, rate, frames, objects)
 
 
-def _encode(
+def encode_clip(
     path: str | os.PathLike[str], images: Iterable[np.ndarray], width: int, height: int,
     rate: fractions.Fraction,
 ) -> None:
@@ -381,7 +381,7 @@ class Scene:
             raise ValueError(f"size must be even to encode, got {self.width}x{self.height}")
         if rate <= 0:
             raise ValueError(f"fps must be positive, got {fps}")
-        _encode(path, (f.image for f in self), self.width, self.height, rate)
+        encode_clip(path, (f.image for f in self), self.width, self.height, rate)
 
     def _draw(
         self, shape: str, pose: SpritePose, colour: tuple[int, int, int], texture: np.ndarray,
