@@ -431,6 +431,9 @@ PRIVACY = (
     _o("--stride", "stride", "use every S-th frame", kind=int, default=1),
     _o("--eval-every", "eval_every", "compare mosaics every N frames", kind=int, default=5),
     _o("--detect-every", "detect_every", "run the detectors every N frames", kind=int, default=25),
+    _o("--face-attacker", "face_attacker", "the attack's face detector: cnn (dlib's CNN, pedsam[attack]), haar "
+       "(OpenCV's frontal cascade, the kind the edge's --keep-local uses), auto (cnn when installed)",
+       choices=("auto", "cnn", "haar"), default="auto"),
 )
 
 LEAKAGE_BENCH = (

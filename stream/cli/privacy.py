@@ -33,9 +33,19 @@ from pedsam.stream.cli.options import GROUPS
 from pedsam.stream.cli.settings import Values, budget, model_source
 from pedsam.stream.errors import ConfigError
 
-__all__ = ["leakage", "run"]
+__all__ = ["face_attacker", "leakage", "run"]
 
 T = TypeVar("T")
+
+
+def face_attacker(choice: str) -> str:
+    """``--face-attacker``: ``auto`` is ``cnn`` when dlib and its model package are installed."""
+    if choice != "auto":
+        return choice
+    import importlib.util
+
+    installed = all(importlib.util.find_spec(m) is not None for m in ("dlib", "face_recognition_models"))
+    return "cnn" if installed else "haar"
 
 
 async def run(args: Values) -> int:
@@ -66,6 +76,7 @@ async def run(args: Values) -> int:
         codec=args["codec"],
         defaults=(defaults, plain["scheme"]),
         keep_local=KeepLocal.parse(args["keep_local"] or "none", hold=args["keep_local_hold"]),
+        face_attacker=face_attacker(args["face_attacker"]),
     )
     out = Path(args["out"])
     try:

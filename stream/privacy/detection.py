@@ -27,7 +27,7 @@ import numpy as np
 
 from pedsam.stream.errors import ConfigError
 
-__all__ = ["CnnFaces", "Detectors", "iou", "matched", "visible_iou"]
+__all__ = ["FACE_ATTACKERS", "CnnFaces", "Detectors", "iou", "matched", "visible_iou"]
 
 Box = tuple[int, int, int, int]
 
@@ -94,34 +94,6 @@ def matched(reference: Sequence[Box], found: Sequence[Box], threshold: float = 0
     return len(used_r)
 
 
-@dataclass
-class Detectors:
-    """The two OpenCV detectors, loaded once."""
-
-    hog: cv2.HOGDescriptor = field(init=False)
-    faces: cv2.CascadeClassifier = field(init=False)
-
-    def __post_init__(self) -> None:
-        self.hog = cv2.HOGDescriptor()
-        self.hog.setSVMDetector(np.asarray(cv2.HOGDescriptor.getDefaultPeopleDetector(), np.float32))
-        path = Path(getattr(cv2, "data").haarcascades) / "haarcascade_frontalface_default.xml"
-        self.faces = cv2.CascadeClassifier(str(path))
-        if self.faces.empty():
-            raise ConfigError(f"OpenCV has no Haar face cascade at {path}; install opencv-python-headless < 5")
-
-    def people(self, image: np.ndarray) -> list[Box]:
-        """HOG people boxes in an HxWx3 uint8 RGB image."""
-        grey = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
-        boxes, _ = self.hog.detectMultiScale(grey, winStride=(8, 8), scale=1.05)
-        return [tuple(int(v) for v in box) for box in boxes]  # type: ignore[misc]
-
-    def face_boxes(self, image: np.ndarray) -> list[Box]:
-        """Haar frontal-face boxes in an HxWx3 uint8 RGB image."""
-        grey = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
-        boxes = self.faces.detectMultiScale(grey, scaleFactor=1.1, minNeighbors=4)
-        return [tuple(int(v) for v in box) for box in boxes]  # type: ignore[misc]
-
-
 class CnnFaces:
     """dlib's MMOD CNN face detector (trained on faces of many poses, not only frontal ones):
     XYWH boxes of the faces in an HxWx3 uint8 RGB image.
@@ -153,3 +125,50 @@ class CnnFaces:
     def __call__(self, image: np.ndarray) -> list[Box]:
         found = self._net(np.ascontiguousarray(image), self.upsample)
         return [(int(d.rect.left()), int(d.rect.top()), int(d.rect.width()), int(d.rect.height())) for d in found]
+
+
+FACE_ATTACKERS = ("haar", "cnn")
+
+
+@dataclass
+class Detectors:
+    """The attack's people and face detectors, loaded once: OpenCV's HOG for people, and for
+    faces ``face_attacker``: ``haar`` (OpenCV's frontal cascade, the kind of detector the edge's
+    ``--keep-local`` uses) or ``cnn`` (:class:`CnnFaces`, stronger and of another kind).
+
+    Raises:
+        ConfigError: an unknown face attacker, or one that is not installed.
+    """
+
+    face_attacker: str = "haar"
+    hog: cv2.HOGDescriptor = field(init=False)
+    faces: cv2.CascadeClassifier | None = field(init=False, default=None)
+    cnn: CnnFaces | None = field(init=False, default=None)
+
+    def __post_init__(self) -> None:
+        self.hog = cv2.HOGDescriptor()
+        self.hog.setSVMDetector(np.asarray(cv2.HOGDescriptor.getDefaultPeopleDetector(), np.float32))
+        if self.face_attacker == "cnn":
+            self.cnn = CnnFaces(upsample=1)
+            return
+        if self.face_attacker != "haar":
+            raise ConfigError(f"unknown face attacker {self.face_attacker!r}; choose one of {', '.join(FACE_ATTACKERS)}")
+        path = Path(getattr(cv2, "data").haarcascades) / "haarcascade_frontalface_default.xml"
+        self.faces = cv2.CascadeClassifier(str(path))
+        if self.faces.empty():
+            raise ConfigError(f"OpenCV has no Haar face cascade at {path}; install opencv-python-headless < 5")
+
+    def people(self, image: np.ndarray) -> list[Box]:
+        """HOG people boxes in an HxWx3 uint8 RGB image."""
+        grey = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
+        boxes, _ = self.hog.detectMultiScale(grey, winStride=(8, 8), scale=1.05)
+        return [tuple(int(v) for v in box) for box in boxes]  # type: ignore[misc]
+
+    def face_boxes(self, image: np.ndarray) -> list[Box]:
+        """Face boxes in an HxWx3 uint8 RGB image, by the chosen face attacker."""
+        if self.cnn is not None:
+            return self.cnn(image)
+        assert self.faces is not None
+        grey = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
+        boxes = self.faces.detectMultiScale(grey, scaleFactor=1.1, minNeighbors=4)
+        return [tuple(int(v) for v in box) for box in boxes]  # type: ignore[misc]

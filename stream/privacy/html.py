@@ -40,7 +40,7 @@ METRICS: tuple[tuple[str, str, str], ...] = (
     ("mosaic", "psnr_db_mean", "mosaic: PSNR over covered pixels (dB)"),
     ("mosaic", "ssim_mean", "mosaic: SSIM over covered pixels"),
     ("detection", "people_recall", "HOG people recall vs the true frame"),
-    ("detection", "faces_recall", "Haar face recall vs the true frame"),
+    ("detection", "faces_recall", "face recall vs the true frame"),
 )
 """(group, key, title) of each figure of a policy's worst worker; ``key + "_ci"``, where the group
 has it, is its 95% interval, and detection recalls carry their reference count."""

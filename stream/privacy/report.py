@@ -52,7 +52,7 @@ from pedsam.stream.core.scheduling import DEFAULT_SCHEME, RotationSettings
 from pedsam.stream.core.sensitive import KeepLocal, SensitiveRegions, windows_touching
 from pedsam.stream.errors import ConfigError
 from pedsam.stream.media.video import probe_video, read_frames
-from pedsam.stream.privacy.detection import Detectors, matched
+from pedsam.stream.privacy.detection import FACE_ATTACKERS, Detectors, matched
 from pedsam.stream.privacy.intervals import RESAMPLES, ratio_interval
 from pedsam.stream.privacy.inversion import TokenInverter, prologue
 from pedsam.stream.privacy.mosaic import Mosaic, merge_views, psnr, ssim
@@ -100,6 +100,8 @@ class ReportConfig:
             searched and regions held as a run does (:class:`SensitiveRegions`, one tracker per
             video), and under every policy but the baseline the windows touching them go to no
             server, through the same scheduler ``keep`` a run uses. Off by default.
+        face_attacker: the face detector of the detection attack (and of its reference on the
+            true frames): ``haar`` or ``cnn`` (:class:`~pedsam.stream.privacy.detection.Detectors`).
     """
 
     model: ModelSource
@@ -119,8 +121,11 @@ class ReportConfig:
     seed: int = 0
     defaults: tuple[RotationSettings, str] | None = (RotationSettings(), DEFAULT_SCHEME)
     keep_local: KeepLocal = KeepLocal()
+    face_attacker: str = "haar"
 
     def __post_init__(self) -> None:
+        if self.face_attacker not in FACE_ATTACKERS:
+            raise ConfigError(f"unknown face attacker {self.face_attacker!r}; choose one of {', '.join(FACE_ATTACKERS)}")
         unknown = [p for p in self.policies if p not in ROTATIONS]
         if unknown:
             raise ConfigError(f"unknown rotation policies {unknown}; use some of: {', '.join(ROTATIONS)}")
@@ -451,7 +456,7 @@ def run_report(
         probe_video(video)  # a bad video fails before the model is built
     sam = config.model.build()
     inverter = TokenInverter.for_model(sam)
-    detectors = Detectors()
+    detectors = Detectors(config.face_attacker)
     results = [evaluate_video(video, config, sam, inverter, detectors, progress) for video in videos]
     report = {
         "model": config.model.describe(),
@@ -469,6 +474,7 @@ def run_report(
                                                          **config.defaults[0].to_json()},
         "eval_every": config.eval_every,
         "detect_every": config.detect_every,
+        "face_attacker": config.face_attacker,
         "videos": [r.record for r in results],
     }
     return report, results

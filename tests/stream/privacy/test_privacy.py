@@ -19,7 +19,7 @@ from pedsam.stream.privacy.detection import CnnFaces, Detectors, iou, matched, v
 from pedsam.stream.privacy.inversion import TokenInverter, prologue
 from pedsam.stream.privacy.mosaic import Mosaic, merge_views, psnr, ssim
 from pedsam.stream.privacy.report import BASELINE, DEFAULTS, ReportConfig, run_report
-from pedsam.workers.models import build_sam
+from pedsam.workers.models import ModelSource, build_sam
 from tests.support import TINY, pedsam, scene
 
 
@@ -205,13 +205,15 @@ async def test_privacy_report_command_writes_json_and_html(tmp_path: Path) -> No
     clip = make_pan_clip(tmp_path / "pan.mp4", frames=6, velocity=(1.0, 2.0))
     out = tmp_path / "report"
     done = await pedsam("privacy-report", clip.path, "--out", str(out), "--model", "tiny", "--policies",
-                        "fixed,pooled", "--eval-every", "2", "--detect-every", "3", "--codec", "fp16")
+                        "fixed,pooled", "--eval-every", "2", "--detect-every", "3", "--codec", "fp16",
+                        "--face-attacker", "haar")
     assert done.code == 0, done.err
     report = json.loads((out / "report.json").read_text())
     assert list(report["videos"][0]["policies"]) == [BASELINE, "fixed", "pooled", DEFAULTS]
     assert report["defaults"]["rotation"] == "adaptive" and report["defaults"]["scheme"] == "interleaved"
     assert report["scheme"] == "contiguous" and report["budget"]["scene_cap"] is None  # the rows: a policy alone
     assert report["codec"] == "fp16"  # --codec, the run's own flag: the attacks see fp16 tokens
+    assert report["face_attacker"] == "haar"
     page = (out / "report.html").read_text()
     assert "{'" not in page and "': " not in page  # settings read as words, not as a Python dict
     # Bars, leakage curves, and per policy the true frame, the worst worker's view and its mosaic.
@@ -264,3 +266,26 @@ def test_the_report_keeps_sensitive_regions_home_under_every_policy(tmp_path: Pa
         else:  # window 0 (the face) on the edge on all 5 frames, whoever held it before
             assert policy["exposure"]["edge_share"] >= before + 1 / picture - 1e-9, label
             assert policy["exposure"]["edge_share"] >= 1 / picture - 1e-9, label
+
+
+def test_the_cnn_attacker_finds_a_planted_face_when_its_window_is_sent_and_not_when_it_is_kept_home(
+    tmp_path: Path,
+) -> None:
+    """The report's face attack with dlib's CNN, on ViT-B's prologue (seeded weights: its
+    inversion is exact, so the attack sees the pixels a worker could recover): the worker given
+    the face's window finds the face; with ``--keep-local faces`` no worker does,
+    while the monolithic baseline, one server with everything, still does."""
+    from pedsam.stream.core.sensitive import KeepLocal
+    from tests.faces import face_frames, write_clip
+
+    clip = write_clip(tmp_path / "face.mp4", face_frames(1, size=(240, 320), centre=(70, 70), width=60))
+    sent = ReportConfig(model=ModelSource(preset="vit_b"), max_frames=1, eval_every=1, detect_every=1,
+                        policies=("fixed",), coalitions=0, defaults=None, face_attacker="cnn")
+    kept = dataclasses.replace(sent, keep_local=KeepLocal(kinds=("faces",)))
+    for config, worker_recall in ((sent, 1.0), (kept, 0.0)):
+        report, _ = run_report([clip], config)
+        assert report["face_attacker"] == "cnn"
+        [video] = report["videos"]
+        found = {label: (p["detection"]["faces_reference"], p["detection"]["faces_recall"])
+                 for label, p in video["policies"].items()}
+        assert found == {BASELINE: (1, 1.0), "fixed": (1, worker_recall)}, config.keep_local
