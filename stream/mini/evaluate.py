@@ -429,15 +429,18 @@ async def measure_cost(mini: ModelSource, image: np.ndarray, rounds: int, *, tin
 
 def run(bench: MiniBench, progress: Callable[[str], None] | None = None) -> int:
     """``pedsam bench-mini``: measure the parts asked for, print the table, write the JSON.
-    Exit status 0; 1 with one line when the held-out textures (scikit-image) are missing."""
+    Exit status 0.
+
+    Raises:
+        ConfigError: the held-out textures (scikit-image's images) are not installed.
+    """
     say = progress or (lambda message: print(f"bench-mini: {message}", file=sys.stderr, flush=True))
     bank = None
     if "heldout" in bench.parts:
         bank = heldout_bank()
         if bank is None:
-            print("pedsam bench-mini: the held-out textures are scikit-image's images; install them: "
-                  "pip install scikit-image (or pip install 'pedsam[mini]')", file=sys.stderr)
-            return 1
+            raise ConfigError("pedsam bench-mini's held-out textures are scikit-image's images, which are not "
+                              "installed: pip install 'pedsam[mini]' (or pip install scikit-image)")
     release_large_blocks()  # as an edge session does
     source = bench.source
     report: dict[str, Any] = {
