@@ -116,6 +116,7 @@ PRESETS: dict[str, ModelPreset] = {
         decoder_heads=4,
         iou_head_hidden_dim=64,
         shipped="pedsam-mini.pth",
+        prompt_prior=True,
     ),
 }
 

@@ -43,8 +43,8 @@ SHIPPED: dict[str, ShippedWeights] = {
         preset="mini",
         file_name="pedsam-mini.pth",
         size=4454355,
-        sha256="3f1d4f2b4e6ac0b74cc686b5ef1ffb48569fadd2575a7e791d3b63fa6c803006",
-        commit="f2b4384",
+        sha256="5e447acc16082d514bee074b25fe268b462b427c6012fbd29d1ecea9ff38d784",
+        commit="686621e",
         command="python samples/fetch_media.py --photos && python samples/train_mini.py",
     ),
 }
