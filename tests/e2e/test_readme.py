@@ -35,7 +35,8 @@ def test_readme_opens_with_two_commands_and_ci_runs_the_second() -> None:
                          check=True).stdout
     assert "mypy -p pedsam" in dry
     pytest_line = next(line for line in dry.splitlines() if "-m pytest" in line)
-    assert pytest_line.split("-m pytest", 1)[1].split() == ["-q", "-p", "no:cacheprovider"]
+    # --durations only reports the slowest tests; it filters none out
+    assert pytest_line.split("-m pytest", 1)[1].split() == ["-q", "-p", "no:cacheprovider", "--durations=15"]
 
 
 def clean_env() -> dict[str, str]:
