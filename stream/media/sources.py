@@ -44,6 +44,7 @@ __all__ = [
     "FileSource",
     "FrameSource",
     "LatestSlot",
+    "LimitedSource",
     "PlaybackSource",
     "SourceFrame",
     "WebRTCSource",
@@ -173,6 +174,44 @@ class FrameSource(abc.ABC):
     async def _iterate(self) -> AsyncIterator[SourceFrame]:
         while (item := await self.next()) is not None:
             yield item
+
+
+class LimitedSource(FrameSource):
+    """At most ``limit`` frames of ``inner``, then the end: frames past a run's ``--max-frames``
+    are never read, so none of them is embedded (sent to workers) and thrown away, as frames
+    read ahead for the pipeline would be."""
+
+    def __init__(self, inner: FrameSource, limit: int) -> None:
+        self.inner = inner
+        self.limit = limit
+        self.kind, self.live = inner.kind, inner.live
+        self._taken = 0
+
+    @property
+    def name(self) -> str:
+        return self.inner.name
+
+    @property
+    def dropped(self) -> int:
+        return self.inner.dropped
+
+    @property
+    def rate(self) -> fractions.Fraction | None:
+        return self.inner.rate
+
+    async def open(self) -> None:
+        await self.inner.__aenter__()
+
+    async def next(self) -> SourceFrame | None:
+        if self._taken >= self.limit:
+            return None
+        item = await self.inner.next()
+        if item is not None:
+            self._taken += 1
+        return item
+
+    async def close(self) -> None:
+        await self.inner.__aexit__(None, None, None)
 
 
 class FileSource(FrameSource):

@@ -20,7 +20,7 @@ import numpy as np
 
 from pedsam.stream.core.prompts import ObjectPrompt
 from pedsam.stream.core.session import EdgeSession
-from pedsam.stream.media.sources import FrameSource
+from pedsam.stream.media.sources import FrameSource, LimitedSource
 from pedsam.stream.runs.board import ObjectBoard
 from pedsam.stream.runs.engine import DropPolicy, run_frames
 from pedsam.stream.runs.keyframes import KeyframePolicy
@@ -85,7 +85,8 @@ async def run_source(
     finished = False
 
     async def consume() -> None:
-        results = run_frames(session, source, objects, drops=settings.drops, in_flight=settings.in_flight,
+        frames = source if settings.max_frames is None else LimitedSource(source, settings.max_frames)
+        results = run_frames(session, frames, objects, drops=settings.drops, in_flight=settings.in_flight,
                              stats=stats, keyframes=settings.keyframes)
         async with contextlib.aclosing(results):
             async for result in results:
