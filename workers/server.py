@@ -45,6 +45,7 @@ from pedsam.protos import pedsam_pb2 as pb
 from pedsam.protos import pedsam_pb2_grpc as pb_grpc
 from pedsam.workers import codec as wire
 from pedsam.workers import entropy
+from pedsam.workers.capture import CaptureWriter
 from pedsam.workers.device import CPU, Placement
 from pedsam.workers.errors import RequestError
 from pedsam.workers.metrics import WorkerStats
@@ -113,8 +114,10 @@ _SHUTDOWN = "worker is shutting down; send this work elsewhere"
 
 
 class WindowWorkerService(pb_grpc.WindowWorkerServicer):
-    def __init__(self, model: WorkerModel, limits: WorkerLimits, pool: ThreadPoolExecutor) -> None:
+    def __init__(self, model: WorkerModel, limits: WorkerLimits, pool: ThreadPoolExecutor,
+                 capture: CaptureWriter | None = None) -> None:
         self._model = model
+        self._capture = capture
         self._limits = limits
         self._pool = pool
         self._draining = asyncio.Event()
@@ -220,6 +223,8 @@ class WindowWorkerService(pb_grpc.WindowWorkerServicer):
                     except RequestError as exc:
                         await queue.put(exc)
                         return
+                    if self._capture is not None:
+                        self._capture.record(request, time.time())
                     stalled = slots.locked()
                     await slots.acquire()
                     drained.clear()
@@ -400,7 +405,8 @@ class WorkerServer:
     """A running worker: gRPC server, health service, compute pool.
 
     ``security`` defaults to plain text with no token, for in-process use on loopback; the
-    ``pedsam worker`` command asks for TLS or an explicit ``--insecure``.
+    ``pedsam worker`` command asks for TLS or an explicit ``--insecure``. ``capture``: keep every
+    first-segment request as it arrives (:mod:`pedsam.workers.capture`, for audits).
     """
 
     def __init__(
@@ -408,6 +414,7 @@ class WorkerServer:
         model: WorkerModel,
         limits: WorkerLimits = WorkerLimits(),
         security: ServerSecurity = ServerSecurity(insecure=True),
+        capture: CaptureWriter | None = None,
     ) -> None:
         self.model = model
         self.limits = limits
@@ -431,7 +438,7 @@ class WorkerServer:
                 ("grpc.http2.lookahead_bytes", limits.stream_window_bytes),
             ],
         )
-        self._service = WindowWorkerService(model, limits, self._pool)
+        self._service = WindowWorkerService(model, limits, self._pool, capture)
         pb_grpc.add_WindowWorkerServicer_to_server(  # type: ignore[no-untyped-call]
             self._service, self._server
         )

@@ -22,6 +22,7 @@ import grpc
 import torch
 from grpc_health.v1 import health_pb2_grpc
 
+from pedsam.workers.capture import CaptureWriter
 from pedsam.workers.device import Placement, check_request, select
 from pedsam.workers.errors import ModelError
 from pedsam.workers.metrics import WorkerCollector, serve_metrics
@@ -60,6 +61,8 @@ class WorkerSettings:
     # Shut down when standard input closes: an edge keeps its local workers' stdin open, so they
     # stop with it however it ends (kill -9 included) instead of holding their memory.
     stop_on_stdin_eof: bool = False
+    # Append every first-segment request, as it arrived, to this file (pedsam.workers.capture).
+    capture: str | None = None
 
     def __post_init__(self) -> None:
         if min(self.max_streams, self.max_queued, self.max_message_mb, self.threads) < 1 or self.stream_window_mb <= 0:
@@ -144,8 +147,14 @@ async def serve(settings: WorkerSettings, *, ready: Sequence[str] = ()) -> int:
     security = settings.security()
     model = await asyncio.to_thread(WorkerModel, settings.model, placement)
     limits = settings.limits(model)
-    server = WorkerServer(model, limits, security)
-    address = await server.start(settings.host, settings.port)
+    capture = CaptureWriter(settings.capture) if settings.capture else None
+    server = WorkerServer(model, limits, security, capture)
+    try:
+        address = await server.start(settings.host, settings.port)
+    except BaseException:
+        if capture is not None:
+            capture.close()
+        raise
     extras = []
     probe: grpc.aio.Server | None = None
     try:
@@ -172,9 +181,13 @@ async def serve(settings: WorkerSettings, *, ready: Sequence[str] = ()) -> int:
             extras.append(f"metrics on port {port}")
     except BaseException:
         await server.stop(0)
+        if capture is not None:
+            capture.close()
         raise
     if placement.note:
         extras.append(placement.note)
+    if capture is not None:
+        extras.append(f"capturing first-segment requests into {capture.path}")
     if limits.request_device_memory is not None:
         extras.append(f"{limits.request_device_memory / 2**20:.0f} MiB of device memory a request, "
                       f"at most {server.max_windows} windows")
@@ -201,6 +214,8 @@ async def serve(settings: WorkerSettings, *, ready: Sequence[str] = ()) -> int:
             loop.remove_reader(sys.stdin.fileno())
         log.info("worker %s shutting down", address)
         await server.stop(settings.grace)
+        if capture is not None:
+            capture.close()
         if probe is not None:
             await probe.stop(0)
         for task in (waiter, stopper):

@@ -119,6 +119,22 @@ COMMANDS: tuple[Command, ...] = (
                                         "help": "videos to evaluate (e.g. samples/media/vtest.avi)"}),
                             ("--out", {"required": True, "metavar": "DIR",
                                        "help": "folder for report.json and report.html"}))),
+    Command(name="attack-capture",
+            help="what workers' --capture files give away of a video: window positions, pixels, faces",
+            handler="pedsam.stream.cli.privacy:attack_capture", parts=[("model", GROUPS["model"])],
+            own=_positional(("video", {"help": "the video the edge ran (the truth the attack is scored on)"}),
+                            ("captures", {"nargs": "+", "metavar": "CAPTURE",
+                                          "help": "files of pedsam worker --capture, one per worker"}),
+                            ("--face-attacker", {"choices": ("auto", "cnn", "haar"), "default": "auto",
+                                                 "help": "the attack's face detector: cnn (dlib's CNN, "
+                                                         "pedsam[attack]), haar, auto (cnn when installed) "
+                                                         "(default auto)"}),
+                            ("--max-frames", {"type": int, "default": 10**9, "metavar": "N",
+                                              "help": "frames of the video to match at most"}),
+                            ("--lookahead", {"type": int, "default": 30, "metavar": "N",
+                                             "help": "frames a worker's next request may skip (keyframes) "
+                                                     "(default 30)"}),
+                            ("--json", {"metavar": "FILE", "help": "also write the figures as JSON"}))),
     Command(name="weights", help="list, verify or download the official SAM checkpoints",
             handler="pedsam.stream.cli.weights:run", own=lambda parser: _weights(parser)),
     Command(name="health", help="ask a worker's grpc.health.v1 service whether it serves (exit 0 if so)",

@@ -157,6 +157,9 @@ WORKERS = (
        metavar="HOST:PORT@PROVIDER,..."),
     _o("--local-standby", "local_standby", "start N standby workers on loopback", kind=int, metavar="N",
        key=("", "local_standby")),
+    _o("--capture-local", "capture_local", "local workers keep every first-segment request they receive, as a "
+       "curious provider could, in DIR/worker-I.bin (replaced each run): for pedsam attack-capture (audits)",
+       metavar="DIR", key=("", "capture_local")),
     _o("--on-failure", "on_failure",
        "where a failed worker's windows go: the edge, standby workers (within their budget, else the edge), "
        "or stop", choices=FAILOVER, default="edge", key=("failover", "on_failure")),
@@ -357,6 +360,8 @@ WORKER = (
        metavar="FILE", repeat=True),
     _o("--insecure", "insecure", "serve plain text; needed without --tls-cert unless --host is loopback",
        kind=bool),
+    _o("--capture", "capture", "append every first-segment request, as it arrived, to FILE: what a curious "
+       "provider could keep, for pedsam attack-capture (audits)", metavar="FILE"),
 )
 
 SERVE = (

@@ -33,7 +33,7 @@ from pedsam.stream.cli.options import GROUPS
 from pedsam.stream.cli.settings import Values, budget, model_source
 from pedsam.stream.errors import ConfigError
 
-__all__ = ["face_attacker", "leakage", "run"]
+__all__ = ["attack_capture", "face_attacker", "leakage", "run"]
 
 T = TypeVar("T")
 
@@ -115,6 +115,58 @@ async def run(args: Values) -> int:
                       f"{_ci(c['people']['recall'], c['people']['ci'], c['people']['reference']):>24}"
                       f"{_ci(c['faces']['recall'], c['faces']['ci'], c['faces']['reference']):>24}")
     print(f"report: {out / 'report.json'}, {out / 'report.html'}")
+    return 0
+
+
+async def attack_capture(args: Values) -> int:
+    """``pedsam attack-capture VIDEO CAPTURE...``: what workers' ``--capture`` files give away."""
+    from pedsam.workers.capture import read_capture
+    from pedsam.workers.models import fingerprint, get_preset
+
+    from pedsam.stream.privacy.captured import attack_capture as attack
+    from pedsam.stream.privacy.detection import Detectors
+
+    source = model_source(args)
+    preset = get_preset(source.preset)
+    sam = await asyncio.to_thread(source.build)
+    ours = fingerprint(sam, preset)
+    captures: dict[str, str] = {}
+    for path in args["captures"]:
+        try:
+            first = next(iter(read_capture(path)), None)
+        except (OSError, ValueError) as exc:
+            raise ConfigError(f"cannot read capture {path!r}: {getattr(exc, 'strerror', None) or exc}") from None
+        if first is not None and first.request.model_fingerprint != ours:  # an empty one: it got nothing
+            raise ConfigError(f"capture {path!r} was made by a worker of model fingerprint "
+                              f"{first.request.model_fingerprint[:12]}, not this model's {ours[:12]} "
+                              f"({source.describe()}): give the workers' --model/--checkpoint/--seed")
+        captures[Path(path).stem if Path(path).stem not in captures else path] = path
+    detectors = Detectors(face_attacker=face_attacker(args["face_attacker"]))
+
+    def progress(message: str) -> None:
+        print(f"attack-capture: {message}", file=sys.stderr)
+
+    try:
+        report = await asyncio.to_thread(attack, args["video"], captures, sam, preset.window_size,
+                                         detectors.face_boxes, max_frames=args["max_frames"],
+                                         lookahead=args["lookahead"], progress=progress)
+    except OSError as exc:
+        raise ConfigError(f"cannot read {args['video']!r}: {exc}") from None
+    report["face_attacker"] = detectors.face_attacker
+    report["model"] = source.describe()
+    print(f"{report['video']}: {report['frames_attacked']} frames reached the workers, "
+          f"{report['reference_faces']} reference faces ({detectors.face_attacker} on the whole frames)")
+    print(f"  {'worker':<12}{'requests':>9}{'matched':>8}{'windows':>8}{'position':>9}{'psnr':>7}"
+          f"{'faces':>7}{'recall':>8}{'visible':>8}")
+    for row in report["workers"]:
+        print(f"  {row['worker']:<12}{row['requests']:>9}{row['matched_requests']:>8}{row['windows']:>8}"
+              f"{_num(row['position_accuracy']):>9}{_num(row['psnr_db_median'], 1):>7}{row['faces_found']:>7}"
+              f"{_num(row['face_recall']):>8}{_num(row['face_recall_visible']):>8}")
+    if args["json"]:
+        try:
+            Path(args["json"]).write_text(json.dumps(report, indent=2) + "\n")
+        except OSError as exc:
+            raise ConfigError(f"cannot write {args['json']!r}: {exc.strerror}") from None
     return 0
 
 

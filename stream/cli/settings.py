@@ -208,6 +208,7 @@ def edge_config(values: Values, *, background_sam: bool = False) -> EdgeConfig:
         providers=providers(values.get("workers"), values.get("standby")),
         verify=values["verify"],
         keep_local=keep_local,
+        capture_local=values.get("capture_local"),
     )
 
 

@@ -28,7 +28,7 @@ async def worker(values: Values) -> int:
         tls_key=values["tls_key"], tls_client_ca=values["tls_client_ca"],
         token_files=tuple(values["token_files"] or ()), insecure=values["insecure"], device=values["device"],
         compute_dtype=values["compute_dtype"], device_memory_mb=values["device_memory_mb"],
-        stop_on_stdin_eof=bool(values["stop_on_stdin_eof"]),
+        stop_on_stdin_eof=bool(values["stop_on_stdin_eof"]), capture=values["capture"],
     )
     try:
         return await serve(settings)

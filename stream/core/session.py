@@ -18,6 +18,7 @@ the device.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import secrets
@@ -49,7 +50,7 @@ from pedsam.stream.core.verify import DEFAULT_VERIFY, Watch, tolerance
 from pedsam.stream.errors import ConfigError, MediaError, SessionError
 from pedsam.stream.fleet.health import Fleet
 from pedsam.stream.fleet.links import LinkRelay, LinkSpec
-from pedsam.stream.fleet.local import LocalWorkers
+from pedsam.stream.fleet.local import LocalWorkers, capture_path
 from pedsam.stream.fleet.providers import check_providers
 from pedsam.stream.fleet.remote import RemoteWorker
 from pedsam.stream.fleet.transport import ANY_WORKER, ClientSecurity, is_loopback_address
@@ -62,6 +63,21 @@ from pedsam.workers.segment import SegmentRunner
 log = logging.getLogger(__name__)
 
 BACKGROUND_NICE = 10  # niceness added to keyframe work in a live run (see EdgeConfig.background_sam)
+
+
+def _fresh_captures(folder: str, count: int) -> None:
+    """Make ``folder`` and remove local workers' captures of an earlier session there.
+
+    Raises:
+        ConfigError: the folder cannot be made or a capture not removed.
+    """
+    try:
+        os.makedirs(folder, exist_ok=True)
+        for index in range(count):
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(capture_path(folder, index))
+    except OSError as exc:
+        raise ConfigError(f"--capture-local {folder!r}: {exc.strerror}") from None
 
 
 def _lower_priority() -> None:
@@ -129,6 +145,9 @@ class EdgeConfig:
     # Sensitive regions the edge finds and computes itself, with their hold over frames (off by
     # default: it costs edge CPU and edge share); see pedsam.stream.core.sensitive.
     keep_local: KeepLocal = KeepLocal()
+    # Local workers keep every first-segment request they receive, as a curious provider could,
+    # in this folder (worker-I.bin, replaced each session): for pedsam attack-capture.
+    capture_local: str | None = None
 
     def __post_init__(self) -> None:
         try:
@@ -155,6 +174,9 @@ class EdgeConfig:
             raise ConfigError("--on-failure standby needs standby workers: give --standby or --local-standby")
         if self.reconnect_interval <= 0:
             raise ConfigError("--reconnect-interval must be positive")
+        if self.capture_local is not None and not self.local_workers:
+            raise ConfigError("--capture-local is for --local-workers; a remote worker captures with "
+                              "pedsam worker --capture FILE")
         if isinstance(self.verify, bool) or not isinstance(self.verify, (int, float)) or not 0 <= self.verify <= 1:
             raise ConfigError(f"--verify {self.verify:g}: give the share of each worker's windows the edge "
                               "recomputes to check it, from 0 (none) to 1 (all)")
@@ -263,10 +285,13 @@ class EdgeSession:
                 # so no other local process can use them.
                 token = secrets.token_urlsafe(24)
                 security = ClientSecurity(insecure=True, tokens={ANY_WORKER: token})
+                count = config.local_workers + config.local_standby
+                if config.capture_local is not None:
+                    _fresh_captures(config.capture_local, count)
                 self._local = LocalWorkers(
-                    config.local_workers + config.local_standby, config.model, threads=config.worker_threads,
+                    count, config.model, threads=config.worker_threads,
                     token=token, nice=BACKGROUND_NICE if config.background_sam else 0,
-                    device=placement.device, compute_dtype=placement.compute_dtype,
+                    device=placement.device, compute_dtype=placement.compute_dtype, capture=config.capture_local,
                 )
                 booting = asyncio.create_task(self._local.start())
             try:

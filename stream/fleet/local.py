@@ -44,6 +44,11 @@ async def wait_serving(address: str, timeout: float) -> None:
         raise WorkerError(f"worker {address} reports {status_name(status)}")
 
 
+def capture_path(folder: str, index: int) -> str:
+    """Where local worker ``index`` keeps its capture in ``folder``."""
+    return os.path.join(folder, f"worker-{index}.bin")
+
+
 class LocalWorkers:
     """N worker child processes serving ``source`` on 127.0.0.1."""
 
@@ -58,11 +63,14 @@ class LocalWorkers:
         nice: int = 0,
         device: str = "cpu",
         compute_dtype: str = "fp32",
+        capture: str | None = None,
     ) -> None:
         """``nice``: added to the workers' scheduling niceness (a live edge keeps its own
         frame path ahead of the keyframes the workers compute on the same machine).
         ``device``, ``compute_dtype``: each worker's ``--device`` and ``--compute-dtype`` (an edge
-        passes its own, so a GPU edge's local workers share its GPU)."""
+        passes its own, so a GPU edge's local workers share its GPU). ``capture``: a folder; worker
+        ``i`` keeps every first-segment request it receives in ``worker-i.bin`` there
+        (``pedsam worker --capture``), for ``pedsam attack-capture``."""
         if count < 1:
             raise WorkerError("--local-workers needs at least 1")
         self.nice = nice
@@ -73,6 +81,7 @@ class LocalWorkers:
         self.compute_dtype = compute_dtype
         self.start_timeout = start_timeout
         self.token = token
+        self.capture = capture
         self._token_dir: tempfile.TemporaryDirectory[str] | None = None
         self.workers: list[LocalWorker] = []
 
@@ -109,6 +118,8 @@ class LocalWorkers:
         ]
         if self.token is not None:
             args += ["--token-file", self._token_file()]
+        if self.capture is not None:
+            args += ["--capture", capture_path(self.capture, index)]
         if self.source.checkpoint:
             args += ["--checkpoint", self.source.checkpoint]
         nice = self.nice

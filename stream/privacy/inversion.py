@@ -94,13 +94,17 @@ class TokenInverter:
             patch=int(proj.kernel_size[0]),
         )
 
-    def invert(self, tokens: np.ndarray, sigma: np.ndarray | None = None) -> np.ndarray:
+    def invert(self, tokens: np.ndarray, sigma: np.ndarray | None = None, *, at: tuple[int, int] = (0, 0)
+               ) -> np.ndarray:
         """(Ht, Wt, C) tokens -> (Ht*P, Wt*P, 3) uint8 RGB, the padded encoder input recovered.
 
-        ``sigma``: (Ht, Wt) RMS error of each token's values as received (None or 0: exact)."""
+        ``sigma``: (Ht, Wt) RMS error of each token's values as received (None or 0: exact).
+        ``at``: the token (y, x) of the grid where ``tokens`` start (whose position embedding
+        they carry); the whole grid starts at (0, 0)."""
         h, w, c = tokens.shape
         p = self.patch
-        centred = (tokens - self.bias - self.pos[:h, :w]).reshape(-1, c)
+        top, left = at
+        centred = (tokens - self.bias - self.pos[top : top + h, left : left + w]).reshape(-1, c)
         coords = centred @ self.u  # (Ht*Wt, r)
         if sigma is None or not np.any(sigma):
             coords = coords / self.s

@@ -1,0 +1,87 @@
+"""What a curious worker really keeps (``--capture``) and what ``pedsam attack-capture`` finds in it.
+
+The run is real: ``pedsam run`` with three local worker processes of the default model
+(pedsam-mini), each keeping what it receives; the attack reads only those files (and the video,
+to score itself)."""
+
+from __future__ import annotations
+
+import json
+import struct
+from pathlib import Path
+
+import pytest
+
+from pedsam.protos import pedsam_pb2 as pb
+from pedsam.workers.capture import CaptureWriter, read_capture
+from tests.faces import face_frames, write_clip
+from tests.support import assert_one_line_error, pedsam
+
+FRAMES = 2
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """320x240, a 60 px face at (70, 70): inside one window of mini's grid, so one worker gets it whole."""
+    return write_clip(tmp_path_factory.mktemp("clip") / "face.mp4", face_frames(4))
+
+
+async def _run_and_attack(clip: str, folder: Path, *flags: str) -> dict[str, object]:
+    captures = folder / "captures"
+    done = await pedsam("run", clip, "--local-workers", "3", "--capture-local", str(captures), "--max-frames",
+                        str(FRAMES), "--point", "250,200", "--out", str(folder / "run"), "--no-progress", *flags)
+    assert done.code == 0, done.err
+    files = sorted(captures.glob("worker-*.bin"))
+    assert [f.name for f in files] == ["worker-0.bin", "worker-1.bin", "worker-2.bin"]
+    done = await pedsam("attack-capture", clip, *map(str, files), "--face-attacker", "haar", "--json",
+                        str(folder / "attack.json"))
+    assert done.code == 0, done.err
+    report: dict[str, object] = json.loads((folder / "attack.json").read_text())
+    return report
+
+
+async def test_a_face_a_worker_received_is_found_in_its_capture_and_one_kept_home_is_not(
+        clip: str, tmp_path: Path) -> None:
+    sent = await _run_and_attack(clip, tmp_path / "sent")
+    rows = sent["workers"]
+    assert isinstance(rows, list)
+    # Frames past --max-frames never reach a worker (the pipeline does not read ahead past it).
+    assert [row["requests"] for row in rows] == [FRAMES] * 3
+    assert all(row["matched_requests"] == FRAMES for row in rows)
+    # Positions are not sent; the attacker recovers them from the position embedding.
+    assert all(row["position_accuracy"] >= 0.9 for row in rows), rows
+    assert all(row["psnr_db_median"] > 25 for row in rows), rows
+    assert sent["reference_faces"] == FRAMES
+    assert sent["worst_face_recall"] == 1.0
+
+    kept = await _run_and_attack(clip, tmp_path / "kept", "--keep-local", "faces")
+    assert kept["reference_faces"] == FRAMES  # the frames still went out, without the face
+    assert (kept["worst_face_recall"], kept["worst_face_recall_visible"]) == (0.0, 0.0)
+
+
+async def test_attack_capture_refuses_a_capture_of_another_model(clip: str, tmp_path: Path) -> None:
+    request = pb.SegmentRequest(segment=0, model_fingerprint="f" * 64)
+    writer = CaptureWriter(tmp_path / "w.bin")
+    writer.record(request, 1.0)
+    writer.close()
+    done = await pedsam("attack-capture", clip, str(tmp_path / "w.bin"), "--face-attacker", "haar")
+    assert_one_line_error(done, "fingerprint", "--model")
+
+
+def test_a_capture_keeps_first_segment_work_only_and_survives_a_torn_last_record(tmp_path: Path) -> None:
+    path = tmp_path / "w.bin"
+    writer = CaptureWriter(path)
+    first = pb.SegmentRequest(request_id=7, segment=0, extents=[pb.WindowExtent(height=14, width=14)])
+    writer.record(first, 100.5)
+    writer.record(pb.SegmentRequest(request_id=8, segment=1), 101.0)  # a later segment: not pixels
+    writer.record(pb.SegmentRequest(request_id=9, segment=0, skip_segment=True, finish_block=2), 102.0)
+    writer.record(pb.SegmentRequest(request_id=10, segment=0), 103.0)
+    writer.close()
+    with open(path, "ab") as handle:  # a worker killed while writing a record
+        handle.write(struct.pack("<dI", 104.0, 500) + b"\x08\x01")
+    got = list(read_capture(path))
+    assert [(c.request.request_id, c.arrived) for c in got] == [(7, 100.5), (10, 103.0)]
+    assert got[0].request == first
+    (tmp_path / "junk.bin").write_bytes(struct.pack("<dI", 1.0, 4) + b"\xff\xff\xff\xff")
+    with pytest.raises(ValueError, match="not a pedsam capture"):
+        list(read_capture(tmp_path / "junk.bin"))
