@@ -23,9 +23,10 @@ position. The attacker (:class:`CaptureAttacker`) does what such a worker can:
 
 The auditor's side (:func:`attack_capture`) knows the video. It finds each request's frame and
 each window's true position by comparing the received tokens with the frame's own first-segment
-tokens (exact under fp32, within the codec's error otherwise), looking ahead at most
-``lookahead`` frames from the one after the worker's previous request (a worker's requests
-arrive in frame order, one per frame: two identical frames in a row are told apart by order). It then counts the reference faces (the same detector on the whole frames a worker got
+tokens (exact under fp32, within the codec's error otherwise), among the frames from
+:data:`LOOK_BEHIND` before the latest frame the worker's requests matched (frames in flight
+arrive in any order) to ``lookahead`` after it, leaving out frames it already matched (a worker
+gets one request per frame: two identical frames in a row are told apart so). It then counts the reference faces (the same detector on the whole frames a worker got
 any window of) that the worker's faces match: by IoU >= 0.5 and by the visible part (boxes
 clipped to the windows the worker truly received). Worst worker: the one that matched most.
 """
@@ -56,6 +57,9 @@ __all__ = ["CaptureAttacker", "ReceivedWindow", "WorkerFindings", "attack_captur
 
 _FP16_STEP = 2.0**-11
 MATCH_TOLERANCE = 0.01  # a window matches a frame's window when their relative squared error is below this
+# Frames in flight arrive at a worker in any order: a request may be of a frame up to this many
+# before the latest one it has matched.
+LOOK_BEHIND = 8
 Geometry = tuple[tuple[int, int], tuple[int, int]]  # a frame's (input_size, original_size), as PreparedImage
 
 
@@ -309,8 +313,10 @@ def _attack_one(attacker: CaptureAttacker, frames: _Frames, faces: Callable[[np.
     if not windows:
         return
     best: tuple[float, _Frame, list[int]] | None = None
-    start = max(cursor[name], frames.earliest)
-    for index in range(start, start + lookahead + 1):
+    start = max(cursor[name] - LOOK_BEHIND, frames.earliest)
+    for index in range(start, cursor[name] + lookahead + 1):
+        if index in state.received:
+            continue  # a worker gets one request per frame and segment
         frame = frames.get(index)
         if frame is None:
             break
@@ -322,7 +328,7 @@ def _attack_one(attacker: CaptureAttacker, frames: _Frames, faces: Callable[[np.
     if best is None or best[0] > MATCH_TOLERANCE:
         return  # not of this video's frames (or beyond the look-ahead)
     _, frame, truth = best
-    cursor[name] = frame.index + 1  # a worker gets one request per frame and segment
+    cursor[name] = max(cursor[name], frame.index + 1)
     state.matched_requests += 1
     guesses = [attacker.guess_position(w) for w in windows]
     state.windows += len(windows)

@@ -10,10 +10,19 @@ import json
 import struct
 from pathlib import Path
 
+import numpy as np
 import pytest
+import torch
 
 from pedsam.protos import pedsam_pb2 as pb
+from pedsam.stream.media.synthetic import demo_scene
+from pedsam.stream.media.video import read_frames
+from pedsam.stream.privacy.captured import attack_capture
+from pedsam.stream.privacy.inversion import prologue
+from pedsam.workers import codec as wire
 from pedsam.workers.capture import CaptureWriter, read_capture
+from pedsam.workers.models import ModelSource
+from pedsam.workers.presets import get_preset
 from tests.faces import face_frames, write_clip
 from tests.support import assert_one_line_error, pedsam
 
@@ -85,3 +94,28 @@ def test_a_capture_keeps_first_segment_work_only_and_survives_a_torn_last_record
     (tmp_path / "junk.bin").write_bytes(struct.pack("<dI", 1.0, 4) + b"\xff\xff\xff\xff")
     with pytest.raises(ValueError, match="not a pedsam capture"):
         list(read_capture(tmp_path / "junk.bin"))
+
+
+def test_requests_out_of_frame_order_and_through_int8_are_placed_on_their_frames(tmp_path: Path) -> None:
+    """Frames in flight reach a worker in any order, windows shuffled, no frame number: the
+    auditor still finds every request's frame, and the attacker every window's position."""
+    scene = demo_scene(width=320, height=240, frames=5)
+    clip = tmp_path / "scene.mp4"
+    scene.write(clip)
+    sam = ModelSource(preset="mini").build()
+    images = [f.image for f in read_frames(clip)]
+    grid_windows = [(0, 0), (0, 14), (14, 14)]  # (top, left) of windows 0, 1 and 4 of mini's grid
+    writer = CaptureWriter(tmp_path / "w.bin")
+    for order, index in enumerate((1, 0, 3, 2, 4)):
+        tokens, _ = prologue(sam, images[index])
+        picked = [grid_windows[k] for k in np.random.default_rng(index).permutation(3)]
+        rows = np.concatenate([tokens[t : t + 14, l : l + 14].reshape(-1, tokens.shape[-1]) for t, l in picked])
+        request = pb.SegmentRequest(segment=0, extents=[pb.WindowExtent(height=14, width=14)] * 3,
+                                    tokens=wire.encode(torch.from_numpy(rows), wire.codec_id("int8")))
+        writer.record(request, float(order))
+    writer.close()
+    report = attack_capture(clip, {"w": tmp_path / "w.bin"}, sam, get_preset("mini").window_size, lambda _: [])
+    [row] = report["workers"]
+    assert (row["matched_requests"], row["frames"], row["windows"]) == (5, 5, 15)
+    assert row["position_accuracy"] == 1.0
+    assert row["psnr_db_median"] > 25
