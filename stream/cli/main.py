@@ -132,8 +132,8 @@ COMMANDS: tuple[Command, ...] = (
                             ("--max-frames", {"type": int, "default": 10**9, "metavar": "N",
                                               "help": "frames of the video to match at most"}),
                             ("--lookahead", {"type": int, "default": 30, "metavar": "N",
-                                             "help": "frames a worker's next request may skip (keyframes) "
-                                                     "(default 30)"}),
+                                             "help": "frames past the latest one matched that a request may be of: "
+                                                     "keyframe gaps, frames kept wholly home (default 30)"}),
                             ("--json", {"metavar": "FILE", "help": "also write the figures as JSON"}))),
     Command(name="weights", help="list, verify or download the official SAM checkpoints",
             handler="pedsam.stream.cli.weights:run", own=lambda parser: _weights(parser)),

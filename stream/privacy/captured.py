@@ -25,7 +25,7 @@ The auditor's side (:func:`attack_capture`) knows the video. It finds each reque
 each window's true position by comparing the received tokens with the frame's own first-segment
 tokens (exact under fp32, within the codec's error otherwise), among the frames from
 :data:`LOOK_BEHIND` before the latest frame the worker's requests matched (frames in flight
-arrive in any order) to ``lookahead`` after it, leaving out frames it already matched (a worker
+arrive in any order) to ``lookahead`` after the latest any worker's matched, leaving out frames it already matched (a worker
 gets one request per frame: two identical frames in a row are told apart so). It then counts the reference faces (the same detector on the whole frames a worker got
 any window of) that the worker's faces match: by IoU >= 0.5 and by the visible part (boxes
 clipped to the windows the worker truly received). Worst worker: the one that matched most.
@@ -267,7 +267,7 @@ def attack_capture(
         ValueError: a capture file that is not one.
     """
     attacker = CaptureAttacker(sam, window_size)
-    frames = _Frames(video, sam, max_frames, keep=lookahead + 2)
+    frames = _Frames(video, sam, max_frames, keep=lookahead + LOOK_BEHIND + 2)
     reference: dict[int, list[Box]] = {}
     queues = {name: list(read_capture(path)) for name, path in captures.items()}
     # Every worker walks the video forward from frame 0; the cache holds the frames of the
@@ -313,8 +313,10 @@ def _attack_one(attacker: CaptureAttacker, frames: _Frames, faces: Callable[[np.
     if not windows:
         return
     best: tuple[float, _Frame, list[int]] | None = None
+    # Requests are taken in arrival order over all workers: a worker that got nothing for a while
+    # is next sent a frame near the latest any worker matched.
     start = max(cursor[name] - LOOK_BEHIND, frames.earliest)
-    for index in range(start, cursor[name] + lookahead + 1):
+    for index in range(start, max(cursor.values()) + lookahead + 1):
         if index in state.received:
             continue  # a worker gets one request per frame and segment
         frame = frames.get(index)

@@ -105,7 +105,7 @@ def test_requests_out_of_frame_order_and_through_int8_are_placed_on_their_frames
     sam = ModelSource(preset="mini").build()
     images = [f.image for f in read_frames(clip)]
     grid_windows = [(0, 0), (0, 14), (14, 14)]  # (top, left) of windows 0, 1 and 4 of mini's grid
-    writer = CaptureWriter(tmp_path / "w.bin")
+    writer, sparse = CaptureWriter(tmp_path / "w.bin"), CaptureWriter(tmp_path / "v.bin")
     for order, index in enumerate((1, 0, 3, 2, 4)):
         tokens, _ = prologue(sam, images[index])
         picked = [grid_windows[k] for k in np.random.default_rng(index).permutation(3)]
@@ -113,9 +113,14 @@ def test_requests_out_of_frame_order_and_through_int8_are_placed_on_their_frames
         request = pb.SegmentRequest(segment=0, extents=[pb.WindowExtent(height=14, width=14)] * 3,
                                     tokens=wire.encode(torch.from_numpy(rows), wire.codec_id("int8")))
         writer.record(request, float(order))
+        if index in (0, 4):  # another worker, sent only frames 0 and 4 (the rest kept home)
+            sparse.record(request, order + 0.5)
     writer.close()
-    report = attack_capture(clip, {"w": tmp_path / "w.bin"}, sam, get_preset("mini").window_size, lambda _: [])
-    [row] = report["workers"]
-    assert (row["matched_requests"], row["frames"], row["windows"]) == (5, 5, 15)
-    assert row["position_accuracy"] == 1.0
-    assert row["psnr_db_median"] > 25
+    sparse.close()
+    report = attack_capture(clip, {"w": tmp_path / "w.bin", "v": tmp_path / "v.bin"}, sam,
+                            get_preset("mini").window_size, lambda _: [], lookahead=2)
+    w, v = report["workers"]
+    assert (w["matched_requests"], w["frames"], w["windows"]) == (5, 5, 15)
+    assert (v["matched_requests"], v["frames"]) == (2, 2)  # a gap longer than the look-ahead
+    assert w["position_accuracy"] == v["position_accuracy"] == 1.0
+    assert w["psnr_db_median"] > 25
