@@ -273,7 +273,7 @@ async def serve(values: Values) -> int:
         keyframes=KeyframePolicy.parse(values["keyframes"]),
         ice_servers=tuple(values["ice_servers"] or ()), max_peers=values["max_peers"],
         max_calls_per_client=values["max_calls_per_client"], certfile=values["cert"], keyfile=values["key"],
-        token=values["token"], operator_token=values["operator_token"],
+        token=values["token"], operator_token=values["operator_token"], record_calls=values["record_calls"],
     ).guarded()
     edge = edge_config(values, background_sam=not config.keyframes.every_frame)
     async with stop_on_signals() as stop, EdgeSession(edge) as session:

@@ -378,6 +378,9 @@ SERVE = (
        "listening beyond loopback)", metavar="TOKEN"),
     _o("--cert", "cert", "TLS certificate (PEM), to serve HTTPS", metavar="PEM"),
     _o("--key", "key", "TLS private key (PEM)", metavar="PEM"),
+    _o("--record-calls", "record_calls", "write every call's frames as the edge took them, losslessly, to "
+       "DIR/call-PEER.mkv: the truth for pedsam attack-capture; puts the callers' video on this disk",
+       metavar="DIR"),
 )
 
 BENCH = (

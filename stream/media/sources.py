@@ -33,6 +33,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, Generic, Protocol, TypeVar
 
+import av
 import cv2
 import numpy as np
 
@@ -46,6 +47,7 @@ __all__ = [
     "LatestSlot",
     "LimitedSource",
     "PlaybackSource",
+    "RecordingSource",
     "SourceFrame",
     "WebRTCSource",
     "parse_camera",
@@ -212,6 +214,79 @@ class LimitedSource(FrameSource):
 
     async def close(self) -> None:
         await self.inner.__aexit__(None, None, None)
+
+
+class RecordingSource(FrameSource):
+    """``inner``, with every frame it hands out also written, losslessly, to ``path`` (FFV1 in
+    Matroska, RGB): the exact frames the edge segmented, e.g. a browser call's for an audit of
+    what the workers kept (``pedsam serve --record-calls``, ``pedsam attack-capture``). Frames
+    of another size than the first are not recorded (one line in the log says so)."""
+
+    def __init__(self, inner: FrameSource, path: str | os.PathLike[str]) -> None:
+        self.inner = inner
+        self.path = os.fspath(path)
+        self.kind, self.live = inner.kind, inner.live
+        self._container: Any = None
+        self._stream: Any = None
+        self._warned = False
+        self.recorded = 0
+
+    @property
+    def name(self) -> str:
+        return self.inner.name
+
+    @property
+    def dropped(self) -> int:
+        return self.inner.dropped
+
+    @property
+    def rate(self) -> fractions.Fraction | None:
+        return self.inner.rate
+
+    async def open(self) -> None:
+        await self.inner.__aenter__()
+
+    async def next(self) -> SourceFrame | None:
+        item = await self.inner.next()
+        if item is not None and item.frame.error is None:
+            await asyncio.to_thread(self._write, item.frame.image)
+        return item
+
+    def _write(self, image: np.ndarray) -> None:
+        height, width = image.shape[:2]
+        if self._container is None:
+            try:
+                self._container = av.open(self.path, "w")
+            except (OSError, av.error.FFmpegError) as exc:
+                raise MediaError(f"cannot record into {self.path!r}: {exc.strerror or exc}") from None
+            self._stream = self._container.add_stream("ffv1", rate=25)
+            self._stream.width, self._stream.height, self._stream.pix_fmt = width, height, "bgr0"
+        elif (self._stream.height, self._stream.width) != (height, width):
+            if not self._warned:
+                self._warned = True
+                log.warning("%s: a %dx%d frame is not recorded (the recording is %dx%d)", self.path, width, height,
+                            self._stream.width, self._stream.height)
+            return
+        frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24").reformat(format="bgr0")
+        try:
+            for packet in self._stream.encode(frame):
+                self._container.mux(packet)
+        except (OSError, av.error.FFmpegError) as exc:
+            raise MediaError(f"cannot record into {self.path!r}: {exc}") from None
+        self.recorded += 1
+
+    def _finish(self) -> None:
+        container, self._container = self._container, None
+        if container is not None:
+            for packet in self._stream.encode():
+                container.mux(packet)
+            container.close()
+
+    async def close(self) -> None:
+        try:
+            await self.inner.__aexit__(None, None, None)
+        finally:
+            await asyncio.to_thread(self._finish)
 
 
 class FileSource(FrameSource):

@@ -45,7 +45,7 @@ from aiortc.mediastreams import MediaStreamError
 from pedsam.stream.core.prompts import ObjectPrompt
 from pedsam.stream.core.session import EdgeSession
 from pedsam.stream.errors import PedsamError, PromptError
-from pedsam.stream.media.sources import LatestSlot, WebRTCSource
+from pedsam.stream.media.sources import FrameSource, LatestSlot, RecordingSource, WebRTCSource
 from pedsam.stream.runs.board import ObjectBoard
 from pedsam.stream.runs.engine import run_frames
 from pedsam.stream.runs.keyframes import KeyframePolicy
@@ -130,8 +130,12 @@ class PeerSession:
         keyframes: KeyframePolicy | None = None,
         banner: str | None = None,
         on_closed: Callable[[PeerSession], None] | None = None,
+        record: str | None = None,
     ) -> None:
+        """``record``: a file to write every frame of the call the edge takes to, losslessly
+        (:class:`~pedsam.stream.media.sources.RecordingSource`)."""
         self.session = session
+        self.record = record
         self.peer_id = peer_id
         self.in_flight = in_flight
         self.keyframes = keyframes or KeyframePolicy(kind="adaptive")
@@ -170,7 +174,9 @@ class PeerSession:
             self._blackhole.addTrack(track)  # drained and discarded, so nothing piles up
             return
         self.pc.addTrack(self.out)
-        source = WebRTCSource(track, name=f"webrtc {self.peer_id}")
+        source: FrameSource = WebRTCSource(track, name=f"webrtc {self.peer_id}")
+        if self.record is not None:
+            source = RecordingSource(source, self.record)
         self._pipeline = asyncio.create_task(self._run(source), name=f"peer {self.peer_id}")
         log.info("peer %s: video track received", self.peer_id)
 
@@ -204,7 +210,7 @@ class PeerSession:
             self._send({"type": "error", "message": str(exc)})
         self.send_state(force=True)
 
-    async def _run(self, source: WebRTCSource) -> None:
+    async def _run(self, source: FrameSource) -> None:
         try:
             results = run_frames(
                 self.session, source, self.board, drops="latest", in_flight=self.in_flight, stats=self.stats,

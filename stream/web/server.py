@@ -29,6 +29,7 @@ import importlib.resources
 import itertools
 import json
 import logging
+import os
 import secrets
 import ssl
 from dataclasses import dataclass
@@ -64,6 +65,9 @@ class ServeConfig:
     keyfile: str | None = None
     token: str | None = None  # for a call: the page and POST /offer (None: none asked for)
     operator_token: str | None = None  # for GET /peers (None: none asked for)
+    # Write every call's frames, losslessly, to DIR/call-PEER.mkv: the truth for an audit of what
+    # the workers kept (pedsam attack-capture). It puts the callers' video on this disk.
+    record_calls: str | None = None
 
     def __post_init__(self) -> None:
         if self.in_flight < 1:
@@ -121,6 +125,11 @@ class LiveServer:
 
     async def start(self) -> str:
         """Listen; returns the page's URL (with the real port when ``port`` is 0)."""
+        if self.config.record_calls is not None:
+            try:
+                os.makedirs(self.config.record_calls, exist_ok=True)
+            except OSError as exc:
+                raise ConfigError(f"--record-calls {self.config.record_calls!r}: {exc.strerror}") from None
         context = None
         if self.config.certfile and self.config.keyfile:
             context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
@@ -204,6 +213,8 @@ class LiveServer:
             keyframes=self.config.keyframes,
             banner=self.session.banner,
             on_closed=self._forget,
+            record=None if self.config.record_calls is None else os.path.join(self.config.record_calls,
+                                                                               f"call-{peer_id}.mkv"),
         )
         self.peers[peer_id] = peer
         try:

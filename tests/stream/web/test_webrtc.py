@@ -7,6 +7,7 @@ import fractions
 import json
 import time
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -16,6 +17,10 @@ import pytest
 from aiortc import MediaStreamTrack, RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 
 from pedsam.stream.core.session import EdgeConfig, EdgeSession
+from pedsam.stream.privacy.captured import attack_capture
+from pedsam.workers.capture import CaptureWriter, read_capture
+from pedsam.workers.presets import get_preset
+from pedsam.workers.server import WorkerLimits, WorkerModel, WorkerServer
 from pedsam.stream.errors import PromptError
 from pedsam.stream.web.peer import parse_message
 from pedsam.stream.web.server import LiveServer, ServeConfig
@@ -46,17 +51,29 @@ class SceneTrack(MediaStreamTrack):
         return frame
 
 
-class Client:
-    """A browser stand-in: sends SceneTrack, keeps the frames and messages that come back."""
+class MirroredTrack(SceneTrack):
+    """Another camera: the same scene, mirrored left to right."""
 
-    def __init__(self) -> None:
+    async def recv(self) -> av.VideoFrame:
+        frame = await super().recv()
+        mirrored = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame.to_ndarray(format="rgb24")[:, ::-1]),
+                                              format="rgb24")
+        mirrored.pts, mirrored.time_base = frame.pts, frame.time_base
+        return mirrored
+
+
+class Client:
+    """A browser stand-in: sends ``track`` (default SceneTrack), keeps the frames and messages
+    that come back."""
+
+    def __init__(self, track: MediaStreamTrack | None = None) -> None:
         self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
         self.frames: list[np.ndarray] = []
         self.states: list[dict[str, Any]] = []
         self.errors: list[str] = []
         self.peer: str | None = None
         self._reader: asyncio.Task[None] | None = None
-        self.pc.addTrack(SceneTrack())
+        self.pc.addTrack(track or SceneTrack())
         self.channel = self.pc.createDataChannel("control")
         self.channel.on("message", self._on_message)
         self.pc.on("track", self._on_track)
@@ -287,3 +304,47 @@ def test_serve_config_checks() -> None:
     with pytest.raises(ValueError, match="together"):
         ServeConfig(certfile="cert.pem")
     assert ServeConfig(ice_servers=("stun:stun.example.org:3478",)).ice_servers
+
+
+async def test_what_workers_kept_of_two_calls_at_once_is_placed_call_by_call(
+        tmp_path: Path, tiny_worker_model: WorkerModel) -> None:
+    """Two browser calls through the real path of serve, workers keeping what they receive
+    (--capture) and the server recording each call (--record-calls): every request a worker
+    kept is placed on exactly one call's recording, each call's on its own."""
+    captures = [tmp_path / f"w{i}.bin" for i in range(3)]
+    writers = [CaptureWriter(path) for path in captures]
+    workers = [WorkerServer(tiny_worker_model, WorkerLimits(), capture=writer) for writer in writers]
+    try:
+        addresses = tuple([await worker.start("127.0.0.1", 0) for worker in workers])
+        async with EdgeSession(EdgeConfig(model=TINY, workers=addresses)) as session:
+            live = LiveServer(session, ServeConfig(port=0, record_calls=str(tmp_path / "calls")))
+            url = await live.start()
+            first, second = Client(), Client(MirroredTrack())
+            try:
+                async with aiohttp.ClientSession() as http:
+                    await first.connect(http, url)
+                    await second.connect(http, url)
+                    await until(lambda: len(first.frames) >= 3 and len(second.frames) >= 3, what="both videos")
+                    first.send({"type": "click", "x": 150.0, "y": 170.0})
+                    second.send({"type": "click", "x": WIDTH - 150.0, "y": 170.0})
+                    await until(lambda: all(c.states and c.states[-1]["stats"]["frames_segmented"] >= 2
+                                            for c in (first, second)), what="keyframes of both calls")
+            finally:
+                await first.close()
+                await second.close()
+                await live.stop()
+    finally:
+        for worker in workers:
+            await worker.stop(0)
+        for writer in writers:
+            writer.close()
+    recordings = sorted((tmp_path / "calls").glob("call-*.mkv"))
+    assert len(recordings) == 2
+    kept = sum(len(list(read_capture(path))) for path in captures)
+    sam = TINY.build()
+    placed = []
+    for recording in recordings:
+        report = attack_capture(recording, {p.stem: p for p in captures}, sam, get_preset("tiny").window_size,
+                                lambda _: [])
+        placed.append(sum(row["matched_requests"] for row in report["workers"]))
+    assert kept >= 4 and all(n >= 2 for n in placed) and sum(placed) == kept, (kept, placed)
