@@ -39,6 +39,8 @@ class ModelPreset:
     official_checkpoint: str | None = None
     shipped: str | None = None  # weights in pedsam.workers.trained, used when no checkpoint is given
     prompt_prior: bool = False  # trained to read prompts also as a mask input (stream.core.predictor.prompt_prior)
+    # A click's or a tracker's mask keeps only the prompted parts (stream.core.predictor.MaskDecoder).
+    prompted_region: bool = False
 
     @property
     def grid_size(self) -> int:
@@ -117,6 +119,7 @@ PRESETS: dict[str, ModelPreset] = {
         iou_head_hidden_dim=64,
         shipped="pedsam-mini.pth",
         prompt_prior=True,
+        prompted_region=True,
     ),
 }
 

@@ -175,16 +175,70 @@ def prompt_prior(points: np.ndarray | None, labels: np.ndarray | None, box: np.n
     return prior[None].astype(np.float32)
 
 
+CLICKED_LOGIT = -20.0  # the low-resolution logits of what :func:`clicked_region` drops
+
+
+def clicked_region(mask: np.ndarray, points: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """The connected parts (8-connected) of an ``(H, W)`` bool ``mask`` that hold a positive
+    point of ``points`` ((N, 2) XY pixels); ``mask`` itself when none does."""
+    count, parts = cv2.connectedComponents(mask.astype(np.uint8), connectivity=8)
+    if count <= 2:
+        return mask
+    height, width = mask.shape
+    hit = {int(parts[min(int(y), height - 1), min(int(x), width - 1)])
+           for (x, y), label in zip(np.asarray(points).reshape(-1, 2), np.asarray(labels).reshape(-1))
+           if label > 0 and 0 <= x < width and 0 <= y < height}
+    hit.discard(0)
+    return np.isin(parts, sorted(hit)) if hit else mask
+
+
+def followed_region(mask: np.ndarray, previous: np.ndarray) -> np.ndarray:
+    """The connected parts (8-connected) of an ``(H, W)`` bool ``mask`` that continue ``previous``
+    (the object's mask on the frame before, same shape): the part overlapping it most, and every
+    part at least half inside it; ``mask`` itself when none overlaps it."""
+    count, parts = cv2.connectedComponents(mask.astype(np.uint8), connectivity=8)
+    if count <= 2:
+        return mask
+    areas = np.bincount(parts.ravel(), minlength=count)
+    overlaps = np.bincount(parts[previous], minlength=count)
+    overlaps[0] = 0
+    if not overlaps.any():
+        return mask
+    keep = (2 * overlaps >= areas) & (overlaps > 0)
+    keep[int(np.argmax(overlaps))] = True
+    keep[0] = False
+    return np.asarray(keep[parts], dtype=bool)
+
+
+def _drop_logits(low: np.ndarray, dropped: np.ndarray, prepared: PreparedImage, long_side: int) -> np.ndarray:
+    """(1, 4g, 4g) low-resolution logits with every cell that ``dropped`` ((H, W) bool, frame
+    pixels) touches set to at most :data:`CLICKED_LOGIT`."""
+    h, w = prepared.input_size
+    side = low.shape[-1]
+    canvas = np.zeros((long_side, long_side), np.uint8)
+    canvas[:h, :w] = cv2.resize(dropped.astype(np.uint8), (w, h), interpolation=cv2.INTER_NEAREST)
+    cells = cv2.resize(canvas, (side, side), interpolation=cv2.INTER_AREA) > 0
+    out = low.copy()
+    out[0][cells] = np.minimum(out[0][cells], CLICKED_LOGIT)
+    return out
+
+
 class MaskDecoder:
     """SAM's prompt encoder and mask decoder on the edge, fed a precomputed embedding.
 
     ``prompt_prior``: when a prompt comes without a mask input, give the decoder
     :func:`prompt_prior` as one (the model's preset says whether it was trained so).
+    ``prompted_region``: a prompt of points alone (no box, no mask input) keeps only the parts of
+    its mask that hold a positive point (:func:`clicked_region`), and a tracker's prompt (a box
+    and the previous frame's logits) only the parts that overlap the previous mask
+    (:func:`followed_region`); the low-resolution logits lose the rest too, so the tracker goes
+    on with the prompted object alone.
     """
 
-    def __init__(self, sam: Sam, *, prompt_prior: bool = False) -> None:
+    def __init__(self, sam: Sam, *, prompt_prior: bool = False, prompted_region: bool = False) -> None:
         self._sam = sam
         self._prompt_prior = prompt_prior
+        self._prompted_region = prompted_region
 
     @torch.inference_mode()
     def predict(
@@ -203,11 +257,23 @@ class MaskDecoder:
         """
         logits, scores, low_res = self.decode(embedding, prepared, prompt, mask_input=mask_input, multimask=multimask)
         best = int(np.argmax(scores))
-        return MaskPrediction(
-            mask=logits[best] > self._sam.mask_threshold,
-            score=float(scores[best]),
-            low_res_logits=low_res[best : best + 1].astype(np.float32),
-        )
+        mask = logits[best] > self._sam.mask_threshold
+        low = low_res[best : best + 1].astype(np.float32)
+        points, labels, box = prompt.arrays()
+        kept = mask
+        if not self._prompted_region or prompt.mask is not None:
+            pass
+        elif points is not None and labels is not None and box is None and mask_input is None:
+            kept = clicked_region(mask, points, labels)
+        elif points is None and mask_input is not None:
+            with torch.inference_mode():
+                upsampled = self._sam.postprocess_masks(torch.as_tensor(mask_input, dtype=torch.float)[None],
+                                                        prepared.input_size, prepared.original_size)
+            kept = followed_region(mask, upsampled[0, 0].numpy() > self._sam.mask_threshold)
+        if kept is not mask:
+            low = _drop_logits(low, mask & ~kept, prepared, self._sam.image_encoder.img_size)
+            mask = kept
+        return MaskPrediction(mask=mask, score=float(scores[best]), low_res_logits=low)
 
     @torch.inference_mode()
     def decode(

@@ -21,14 +21,15 @@ position. The attacker (:class:`CaptureAttacker`) does what such a worker can:
    black elsewhere, and scales it to the frame's size: one request is one frame's share;
 4. runs the attack's face detector on that picture.
 
-The auditor's side (:func:`attack_capture`) knows the video. It finds each request's frame and
-each window's true position by comparing the received tokens with the frame's own first-segment
-tokens (exact under fp32, within the codec's error otherwise), among the frames from
-:data:`LOOK_BEHIND` before the latest frame the worker's requests matched (frames in flight
-arrive in any order) to ``lookahead`` after the latest any worker's matched, leaving out frames it already matched (a worker
-gets one request per frame: two identical frames in a row are told apart so). It then counts the reference faces (the same detector on the whole frames a worker got
-any window of) that the worker's faces match: by IoU >= 0.5 and by the visible part (boxes
-clipped to the windows the worker truly received). Worst worker: the one that matched most.
+The auditor's side (:func:`attack_capture`) knows the video. It finds each request's frame and each
+window's true position by comparing the received tokens with the frame's own first-segment tokens
+(exact under fp32, within the codec's error otherwise), among the frames from :data:`LOOK_BEHIND`
+before the latest frame the worker's requests matched (frames in flight arrive in any order) to
+``lookahead`` after the latest any worker's matched, leaving out frames it already matched (a
+worker gets one request per frame: two identical frames in a row are told apart so). It then counts
+the reference faces (the same detector on the whole frames a worker got any window of) that the
+worker's faces match: by IoU >= 0.5 and by the visible part (boxes clipped to the windows the
+worker truly received). Worst worker: the one that matched most.
 """
 
 from __future__ import annotations

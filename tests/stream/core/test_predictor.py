@@ -1,4 +1,5 @@
-"""The edge's decoder gives a model trained with prompt priors its prompt as a mask input too."""
+"""The edge's decoder gives a model trained with prompt priors its prompt as a mask input too, and
+keeps a click's mask to the parts that hold the click when the preset asks for it."""
 
 from __future__ import annotations
 
@@ -7,7 +8,8 @@ import pytest
 import torch
 
 from pedsam.stream.core.predictor import (
-    PRIOR_BOX, PRIOR_FLOOR, MaskDecoder, PreparedImage, prepare_image, prompt_prior, to_input_frame,
+    CLICKED_LOGIT, PRIOR_BOX, PRIOR_FLOOR, MaskDecoder, PreparedImage, clicked_region, followed_region, prepare_image,
+    prompt_prior, to_input_frame,
 )
 from pedsam.stream.core.prompts import ObjectPrompt
 from pedsam.workers.models import build_sam
@@ -54,3 +56,68 @@ def test_a_given_mask_input_is_not_replaced_by_the_prior(mini: tuple[Sam, Prepar
     with_prior = MaskDecoder(sam, prompt_prior=True).decode(embedding, prepared, follow, mask_input=previous)
     plain = MaskDecoder(sam).decode(embedding, prepared, follow, mask_input=previous)
     np.testing.assert_array_equal(with_prior[0], plain[0])
+
+
+def test_the_clicked_region_is_the_parts_that_hold_a_positive_click() -> None:
+    mask = np.zeros((60, 80), bool)
+    mask[5:20, 5:20] = True  # A
+    mask[30:50, 50:75] = True  # B
+    mask[40:45, 10:15] = True  # C
+    a, b, c = (slice(5, 20), slice(5, 20)), (slice(30, 50), slice(50, 75)), (slice(40, 45), slice(10, 15))
+    only_a = clicked_region(mask, np.array([[10.0, 10.0], [60.0, 40.0]]), np.array([1, 0]))  # negative on B
+    assert only_a[a].all() and not only_a[b].any() and not only_a[c].any()
+    both = clicked_region(mask, np.array([[10.0, 10.0], [60.0, 40.0]]), np.array([1, 1]))
+    assert both[a].all() and both[b].all() and not both[c].any()
+    assert clicked_region(mask, np.array([[40.0, 2.0]]), np.array([1])) is mask  # a click on no part
+    single = np.zeros((60, 80), bool)
+    single[5:20, 5:20] = True
+    assert clicked_region(single, np.array([[70.0, 50.0]]), np.array([1])) is single
+
+
+def test_the_followed_region_is_the_parts_that_continue_the_previous_mask() -> None:
+    mask = np.zeros((60, 80), bool)
+    mask[5:25, 5:25] = True  # A: the object, moved a little
+    mask[30:50, 50:75] = True  # B: another object, touching the previous mask at one corner
+    mask[50:55, 10:15] = True  # C: a piece of the object that came loose
+    previous = np.zeros((60, 80), bool)
+    previous[8:28, 8:28] = True
+    previous[29:31, 49:51] = True
+    previous[49:56, 9:16] = True
+    kept = followed_region(mask, previous)
+    assert kept[5:25, 5:25].all() and kept[50:55, 10:15].all() and not kept[30:50, 50:75].any()
+    assert followed_region(mask, np.zeros_like(mask)) is mask
+
+
+class _TwoBlobs(MaskDecoder):
+    """The decoder's candidates replaced by one answer of two separate squares."""
+
+    def decode(self, embedding: torch.Tensor, prepared: PreparedImage, prompt: ObjectPrompt, *,
+               mask_input: np.ndarray | None = None, multimask: bool | None = None
+               ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        logits = np.full((1, 240, 320), -5.0, np.float32)
+        logits[0, 20:80, 20:80] = logits[0, 150:220, 200:300] = 5.0
+        low = np.full((1, 128, 128), -5.0, np.float32)
+        low[0, 8:32, 8:32] = low[0, 60:88, 80:120] = 5.0  # the same squares: 1.6 input px a pixel, 4 a cell
+        return logits, np.array([0.9], np.float32), low
+
+
+def test_a_click_keeps_its_own_part_and_the_tracker_logits_lose_the_other(
+        mini: tuple[Sam, PreparedImage, torch.Tensor]) -> None:
+    sam, prepared, embedding = mini
+    click = ObjectPrompt(points=((50.0, 50.0),), labels=(1,))
+    got = _TwoBlobs(sam, prompted_region=True).predict(embedding, prepared, click)
+    assert got.mask[20:80, 20:80].all() and not got.mask[150:220, 200:300].any()
+    assert (got.low_res_logits[0, 60:88, 80:120] <= CLICKED_LOGIT).all()
+    assert (got.low_res_logits[0, 8:32, 8:32] == 5.0).all()  # the clicked part's logits untouched
+    previous = np.full((1, 128, 128), -5.0, np.float32)
+    previous[0, 9:30, 9:30] = 5.0  # the tracker: the clicked square on the frame before
+    tracked = ObjectPrompt(box=(18.0, 18.0, 82.0, 82.0))
+    followed = _TwoBlobs(sam, prompted_region=True).predict(embedding, prepared, tracked, mask_input=previous)
+    assert followed.mask[20:80, 20:80].all() and not followed.mask[150:220, 200:300].any()
+    assert (followed.low_res_logits[0, 60:88, 80:120] <= CLICKED_LOGIT).all()
+    for decoder, prompt in ((_TwoBlobs(sam), click),  # a preset that does not ask for it
+                            (_TwoBlobs(sam, prompted_region=True), ObjectPrompt(points=((50.0, 50.0),), labels=(1,),
+                                                                               box=(10.0, 10.0, 310.0, 230.0)))):
+        whole = decoder.predict(embedding, prepared, prompt)
+        assert whole.mask[20:80, 20:80].all() and whole.mask[150:220, 200:300].all()
+        assert (whole.low_res_logits[0, 60:88, 80:120] == 5.0).all()
