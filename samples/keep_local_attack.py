@@ -73,7 +73,10 @@ def by_visible_part(reference: Sequence[Box], found: Sequence[Box]) -> int:
 
 
 def attack(video: str, setting: str, faces: Callable[[np.ndarray], list[Box]], *, stride: int,
-           max_frames: int) -> dict[str, object]:
+           max_frames: int, references: dict[int, list[Box]] | None = None) -> dict[str, object]:
+    """One clip under one ``--keep-local`` setting. ``references``: the attacker's faces on whole
+    frames by frame index, filled on first use, so that the settings of a clip share them."""
+    references = {} if references is None else references
     scheduler = EdgeScheduler.build(RotationSettings(), get_preset("vit_b"), SERVERS, scheme="interleaved",
                                     secret=None, allow_single=False, keep_local=KeepLocal.parse(setting))
     reference = 0
@@ -86,7 +89,9 @@ def attack(video: str, setting: str, faces: Callable[[np.ndarray], list[Box]], *
         scheduled = scheduler.schedule(frame.index, image, image.shape[:2])
         if frame.index % stride:
             continue
-        truth = faces(image)
+        if frame.index not in references:
+            references[frame.index] = faces(image)
+        truth = references[frame.index]
         reference += len(truth)
         if not truth:
             continue
@@ -122,8 +127,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"keep_local_attack: {exc}", file=sys.stderr)
         return 2
     for video in args.videos:
+        references: dict[int, list[Box]] = {}
         for setting in SETTINGS:
-            row = attack(video, setting, detector, stride=args.stride, max_frames=args.max_frames)
+            row = attack(video, setting, detector, stride=args.stride, max_frames=args.max_frames,
+                         references=references)
             print(", ".join(f"{k} {v}" for k, v in row.items()), flush=True)
     return 0
 
