@@ -50,6 +50,7 @@ __all__ = [
     "RecordingSource",
     "SourceFrame",
     "WebRTCSource",
+    "WrappedSource",
     "parse_camera",
 ]
 
@@ -178,16 +179,13 @@ class FrameSource(abc.ABC):
             yield item
 
 
-class LimitedSource(FrameSource):
-    """At most ``limit`` frames of ``inner``, then the end: frames past a run's ``--max-frames``
-    are never read, so none of them is embedded (sent to workers) and thrown away, as frames
-    read ahead for the pipeline would be."""
+class WrappedSource(FrameSource):
+    """A source that hands out ``inner``'s frames: name, rate, drops, opening and closing are
+    ``inner``'s; subclasses change what :meth:`next` does."""
 
-    def __init__(self, inner: FrameSource, limit: int) -> None:
+    def __init__(self, inner: FrameSource) -> None:
         self.inner = inner
-        self.limit = limit
         self.kind, self.live = inner.kind, inner.live
-        self._taken = 0
 
     @property
     def name(self) -> str:
@@ -205,6 +203,23 @@ class LimitedSource(FrameSource):
         await self.inner.__aenter__()
 
     async def next(self) -> SourceFrame | None:
+        return await self.inner.next()
+
+    async def close(self) -> None:
+        await self.inner.__aexit__(None, None, None)
+
+
+class LimitedSource(WrappedSource):
+    """At most ``limit`` frames of ``inner``, then the end: frames past a run's ``--max-frames``
+    are never read, so none of them is embedded (sent to workers) and thrown away, as frames
+    read ahead for the pipeline would be."""
+
+    def __init__(self, inner: FrameSource, limit: int) -> None:
+        super().__init__(inner)
+        self.limit = limit
+        self._taken = 0
+
+    async def next(self) -> SourceFrame | None:
         if self._taken >= self.limit:
             return None
         item = await self.inner.next()
@@ -212,39 +227,20 @@ class LimitedSource(FrameSource):
             self._taken += 1
         return item
 
-    async def close(self) -> None:
-        await self.inner.__aexit__(None, None, None)
 
-
-class RecordingSource(FrameSource):
+class RecordingSource(WrappedSource):
     """``inner``, with every frame it hands out also written, losslessly, to ``path`` (FFV1 in
     Matroska, RGB): the exact frames the edge segmented, e.g. a browser call's for an audit of
     what the workers kept (``pedsam serve --record-calls``, ``pedsam attack-capture``). Frames
     of another size than the first are not recorded (one line in the log says so)."""
 
     def __init__(self, inner: FrameSource, path: str | os.PathLike[str]) -> None:
-        self.inner = inner
+        super().__init__(inner)
         self.path = os.fspath(path)
-        self.kind, self.live = inner.kind, inner.live
         self._container: Any = None
         self._stream: Any = None
         self._warned = False
         self.recorded = 0
-
-    @property
-    def name(self) -> str:
-        return self.inner.name
-
-    @property
-    def dropped(self) -> int:
-        return self.inner.dropped
-
-    @property
-    def rate(self) -> fractions.Fraction | None:
-        return self.inner.rate
-
-    async def open(self) -> None:
-        await self.inner.__aenter__()
 
     async def next(self) -> SourceFrame | None:
         item = await self.inner.next()
@@ -284,7 +280,7 @@ class RecordingSource(FrameSource):
 
     async def close(self) -> None:
         try:
-            await self.inner.__aexit__(None, None, None)
+            await super().close()
         finally:
             await asyncio.to_thread(self._finish)
 
