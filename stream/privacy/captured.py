@@ -53,10 +53,10 @@ from pedsam.stream.core.predictor import PreparedImage
 from pedsam.stream.media.video import read_frames
 from pedsam.stream.privacy.detection import Box, matched
 from pedsam.stream.privacy.inversion import TokenInverter, prologue
+from pedsam.stream.privacy.wire import token_error
 
 __all__ = ["CaptureAttacker", "ReceivedWindow", "WorkerFindings", "attack_capture"]
 
-_FP16_STEP = 2.0**-11
 MATCH_TOLERANCE = 0.01  # a window matches a frame's window when their relative squared error is below this
 # Frames in flight arrive at a worker in any order: a request may be of a frame up to this many
 # before the latest one it has matched.
@@ -86,12 +86,7 @@ def received_windows(request: pb.SegmentRequest) -> list[ReceivedWindow]:
     rows = sum(h * w for h, w in extents)
     channels = int(request.tokens.shape[1]) if len(request.tokens.shape) == 2 else 0
     tokens = wire.decode(request.tokens, (rows, channels)).numpy().astype(np.float32, copy=False)
-    if request.tokens.codec == pb.CODEC_INT8:
-        sigma = np.frombuffer(request.tokens.scales, np.float32) / np.sqrt(12.0)
-    elif request.tokens.codec == pb.CODEC_FP16:
-        sigma = np.sqrt(np.mean(tokens**2, axis=1)) * _FP16_STEP / np.sqrt(3.0)
-    else:
-        sigma = np.zeros(rows, np.float32)
+    sigma = token_error(request.tokens, tokens)
     out, start = [], 0
     for h, w in extents:
         out.append(ReceivedWindow(tokens[start : start + h * w].reshape(h, w, channels),

@@ -19,7 +19,7 @@ import torch
 from pedsam.protos import pedsam_pb2 as pb
 from pedsam.workers import codec as wire
 
-__all__ = ["through_wire"]
+__all__ = ["through_wire", "token_error"]
 
 _FP16_STEP = 2.0**-11  # half an fp16 ulp, relative
 
@@ -34,12 +34,18 @@ def through_wire(tokens: np.ndarray, codec: str) -> tuple[np.ndarray, np.ndarray
     h, w, c = tokens.shape
     rows = torch.from_numpy(np.ascontiguousarray(tokens, np.float32).reshape(h * w, c))
     sent = wire.encode(rows, wire.codec_id(codec))
-    decoded = wire.decode(sent, (h * w, c)).numpy().astype(np.float32, copy=False).reshape(h, w, c)
+    decoded = wire.decode(sent, (h * w, c)).numpy().astype(np.float32, copy=False)
+    return decoded.reshape(h, w, c), token_error(sent, decoded).reshape(h, w)
+
+
+def token_error(sent: pb.Tensor, decoded: np.ndarray) -> np.ndarray:
+    """The RMS error a receiver expects of each token's values: (N,) float32 for ``sent`` and its
+    decoded (N, C) rows; 0 for fp32."""
     if sent.codec == pb.CODEC_INT8:
         # Rounding to a step s leaves a uniform error on [-s/2, s/2]: RMS s / sqrt(12).
         sigma = np.frombuffer(sent.scales, np.float32) / np.sqrt(12.0)
     elif sent.codec == pb.CODEC_FP16:
-        sigma = np.sqrt(np.mean(decoded.reshape(h * w, c) ** 2, axis=1)) * _FP16_STEP / np.sqrt(3.0)
+        sigma = np.sqrt(np.mean(decoded**2, axis=1)) * _FP16_STEP / np.sqrt(3.0)
     else:
-        sigma = np.zeros(h * w, np.float32)
-    return decoded, np.asarray(sigma, np.float32).reshape(h, w)
+        sigma = np.zeros(len(decoded), np.float32)
+    return np.asarray(sigma, np.float32)
