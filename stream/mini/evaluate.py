@@ -366,8 +366,10 @@ def clip_iou(
         if "objects" not in record:
             errors += 1
             continue
+        if not record["objects"] and with_masks == 0:  # shown while the first keyframe was in flight
+            continue
         with_masks += 1
-        keyframes += bool(record.get("keyframe"))
+        keyframes += bool(record.get("keyframe")) or "audit_frame" in record
         found = {o["id"]: o for o in record["objects"]}
         truth = scene.frame(record["frame"]).masks
         for j, k in enumerate(prompted):  # object ids follow the prompts' order

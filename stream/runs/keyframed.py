@@ -9,10 +9,11 @@ policies (see its module docstring). Per frame taken from the source, in order:
 2. every followed object's mask is propagated to this frame;
 3. the :class:`~pedsam.stream.runs.keyframes.KeyframeChooser` says whether this frame is a
    keyframe; if it is, it is embedded through the split and each object decoded from a prompt
-   made of its propagated mask (box, a point inside, the mask as logits), or its own prompt if
-   it has no mask yet;
-4. the frame's result: SAM's masks on a keyframe when the run waits for them (``"never"``, or
-   nothing to show yet), else the propagated ones with their confidence and age.
+   made of its propagated mask (box, a point inside, the mask as logits), its last good prompt
+   if propagation lost it, or its own prompt if it has no mask yet;
+4. the frame's result: SAM's masks on a keyframe when the run waits for them (``"never"``),
+   else the propagated ones with their confidence and age. A live run never waits, not even
+   for the first keyframe: the video plays on without masks until they land.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from pedsam.stream.core.propagation import MaskPropagator, Propagated, Working
 from pedsam.stream.core.prompts import ObjectPrompt
 from pedsam.stream.core.scheduling import EdgeScheduler
 from pedsam.stream.core.session import EdgeSession
+from pedsam.stream.core.tracker import ObjectTrack
 from pedsam.stream.core.shares import FrameAudit
 from pedsam.stream.errors import ExposureBudgetError, MediaError, WorkerError, first_error
 from pedsam.stream.media.sources import FrameSource, SourceFrame
@@ -43,6 +45,8 @@ from pedsam.stream.runs.tasks import cancel_and_wait
 __all__ = ["KeyframedRun"]
 
 Sam = tuple[FrameAudit, dict[int, MaskPrediction]]
+CARRY_STEPS = 8  # frames a landing keyframe's masks are carried through at most (see _Flight.add)
+Prompt = tuple[ObjectPrompt, np.ndarray | None]  # a prompt and its mask input (low-resolution logits)
 
 
 @dataclass(slots=True)
@@ -52,7 +56,30 @@ class _Flight:
     index: int
     image: np.ndarray
     task: asyncio.Task[Sam]
-    since: list[Working] = field(default_factory=list)
+    kept: list[tuple[int, Working]] = field(default_factory=list)  # (n-th frame since, frame)
+    stride: int = 1
+    latest: tuple[int, Working] | None = None
+
+    def add(self, working: Working) -> None:
+        """Keep a frame taken while in flight. Landing carries SAM's masks through the frames
+        kept while the stream waits, so a slow keyframe (ViT-B's seconds) must not cost one
+        propagation step per frame it took: of more than :data:`CARRY_STEPS` frames, every
+        ``stride``-th is kept (the stride doubling as needed) and always the newest."""
+        n = (self.latest[0] if self.latest else 0) + 1
+        self.latest = (n, working)
+        if n % self.stride == 0:
+            self.kept.append(self.latest)
+        while len(self.kept) > CARRY_STEPS:
+            self.stride *= 2
+            self.kept = [k for k in self.kept if k[0] % self.stride == 0]
+
+    @property
+    def since(self) -> list[Working]:
+        """The frames to carry SAM's masks through, oldest first, ending with the newest."""
+        steps = [w for _, w in self.kept]
+        if self.latest is not None and (not self.kept or self.kept[-1][0] != self.latest[0]):
+            steps.append(self.latest[1])
+        return steps
 
 
 class KeyframedRun:
@@ -129,7 +156,7 @@ class KeyframedRun:
         working = self._propagate(frame.image)
         given = self._take_given(frame)
         if self.flight is not None:
-            self.flight.since.append(working)
+            self.flight.add(working)
         tracks = self.board.tracks()
         unmasked = [t for t in tracks if t.id not in self.current]
         confidence = min((r.confidence for r in self.current.values()), default=None)
@@ -138,13 +165,13 @@ class KeyframedRun:
         if given and not unmasked:
             reason = None  # a frame of given masks shows them as given
         if reason is not None:
-            prompts = {t.id: t.initial for t in unmasked}
+            prompts: dict[int, Prompt] = {t.id: (t.initial, None) for t in unmasked}
             if not given:  # masks given on this frame stay as given; SAM decodes the others
-                prompts |= {i: ObjectPrompt(mask=r.mask) for i, r in self.current.items() if r.mask.any()}
+                prompts |= {t.id: self._prompt(t) for t in tracks if t.id in self.current}
             task = asyncio.create_task(self._sam(frame.image, prompts))
             task.add_done_callback(_seen)
             self.chooser.started(frame.time)
-            if self.wait or not self.current:  # nothing to show until SAM answers
+            if self.wait:  # a frame's own result waits for SAM
                 try:
                     audit, predictions = await task
                 except (WorkerError, ExposureBudgetError) as exc:
@@ -214,13 +241,21 @@ class KeyframedRun:
             self.chooser.started(frame.time)
         return taken
 
-    async def _sam(self, image: np.ndarray, prompts: dict[int, ObjectPrompt]) -> Sam:
+    def _prompt(self, track: ObjectTrack) -> Prompt:
+        """A followed object's keyframe prompt: its propagated mask (box, a point inside, the mask
+        as logits); when propagation lost it (an empty mask), its last good prompt, SAM's box and
+        logits of the last keyframe, so a lost object is looked for again, not given up."""
+        mask = self.current[track.id].mask
+        return (ObjectPrompt(mask=mask), None) if mask.any() else track.next_prompt()
+
+    async def _sam(self, image: np.ndarray, prompts: dict[int, Prompt]) -> Sam:
         """The keyframe through the split, and each object decoded from its prompt."""
         try:
             embedding = await self.session.embed(image, scheduler=self.scheduler)
         except BaseExceptionGroup as group:
             raise first_error(group) from group
-        predictions = {object_id: await self.session.decode(embedding, prompt) for object_id, prompt in prompts.items()}
+        predictions = {object_id: await self.session.decode(embedding, prompt, mask_input=logits)
+                       for object_id, (prompt, logits) in prompts.items()}
         return embedding.audit, predictions
 
     def _apply(self, index: int, image: np.ndarray, predictions: dict[int, MaskPrediction]) -> None:

@@ -33,8 +33,10 @@ class RunStats:
 
     ``frames`` counts results (every frame taken from the source), ``frames_ok`` and
     ``frames_failed`` split them, ``frames_segmented`` are those with masks (the rest passed
-    through while no object was followed), ``keyframes`` those whose masks SAM predicted on the
-    frame itself (the others' were propagated), ``frames_dropped`` are frames a live
+    through while no object was followed), ``keyframes`` those that show a keyframe's masks
+    as it came back (SAM's on the frame itself, or carried there from a keyframe taken earlier
+    that was in flight; given masks count too: the others' were propagated), ``frames_dropped``
+    are frames a live
     source overwrote before they were taken. Latency is capture-to-mask, in seconds, over
     segmented frames. ``fps`` is over the whole run, ``recent_fps`` over the last ``window``
     seconds (for a live display).
@@ -69,7 +71,7 @@ class RunStats:
         if result.segmented:
             self.frames_segmented += 1
             self.latencies.append(result.latency)
-            self.keyframes += result.keyframe
+            self.keyframes += result.keyframe or result.audit is not None
         self._recent.append(now)
         while self._recent and self._recent[0] < now - self._window:
             self._recent.popleft()

@@ -51,16 +51,20 @@ def one_line_error(code: int, err: str) -> str:
 
 
 def check_outputs(out: Path, frames: int, workers: list[str]) -> list[dict[str, object]]:
-    """The recorded run has ``frames`` frames in every output, and the audit keeps invariant 2."""
+    """The recorded run has ``frames`` frames in every output, the video plays on without masks
+    only until the first keyframe's masks arrive and has one on every frame after, and the audit
+    keeps invariant 2."""
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["frames"] == summary["frames_segmented"] == frames
+    assert summary["frames"] == frames
     assert summary["latency_p50_s"] > 0 and summary["latency_p95_s"] >= summary["latency_p50_s"]
     assert summary["workers"] == workers and summary["max_windows_per_server"] <= 3
     records = read_records(out / "masks.jsonl")
     assert len(records) == frames
     indices = [r["frame"] for r in records]
     assert indices == sorted(set(indices))
-    for record in records:
+    first = next(i for i, r in enumerate(records) if r["objects"])
+    assert summary["frames_segmented"] == frames - first
+    for record in records[first:]:
         [obj] = record["objects"]
         assert decode_rle(obj["rle"]).shape == (HEIGHT, WIDTH)
         assert record["latency_s"] > 0 and record["weights"] == "random"
@@ -69,7 +73,7 @@ def check_outputs(out: Path, frames: int, workers: list[str]) -> list[dict[str, 
     audit = read_records(out / "audit.jsonl")
     # only keyframes went through the split: the audit names them, and the records say which
     assert sorted({a["frame"] for a in audit}) == sorted(r["audit_frame"] for r in records if "audit_frame" in r)
-    assert summary["keyframes"] == sum(r["keyframe"] for r in records) >= 1
+    assert summary["keyframes"] == sum(r["keyframe"] or "audit_frame" in r for r in records) >= 1
     for line in audit:
         windows = sorted(w for ids in line["shares"].values() for w in ids)
         assert windows == list(range(line["num_windows"]))
@@ -84,12 +88,12 @@ async def test_stream_a_camera_and_record_it(tiny_workers: list[str], tmp_path: 
     with MjpegServer(fps=30, frames=None).running() as server:
         code, stdout, err = await pedsam(
             "stream", "--camera", server.url, "--point", "100,150", "--workers", ",".join(tiny_workers), "--model", "tiny",
-            "--record", str(out), "--max-frames", "6", "--no-progress",
+            "--record", str(out), "--max-frames", "45", "--no-progress",
         )
         assert code == 0, err
         assert await asyncio.to_thread(server.clients_done.wait, 10)  # the camera was released
-    assert "6 frames (6 ok, 0 failed" in stdout and "latency p50" in stdout
-    check_outputs(out, 6, tiny_workers)
+    assert "45 frames (45 ok, 0 failed" in stdout and "latency p50" in stdout
+    check_outputs(out, 45, tiny_workers)
     assert probe_video(out / "overlay.mp4").width == WIDTH
 
 
@@ -103,7 +107,7 @@ async def test_ctrl_c_ends_a_live_run_and_finishes_its_outputs(tiny_workers: lis
         try:
             masks = out / "masks.jsonl"
             for _ in range(600):
-                if masks.exists() and len(masks.read_text().splitlines()) >= 4:
+                if masks.exists() and masks.read_text().count('"rle"') >= 4:  # 4 frames with masks
                     break
                 await asyncio.sleep(0.1)
             process.send_signal(signal.SIGINT)

@@ -169,3 +169,74 @@ async def test_with_every_frame_a_given_mask_is_frame_0_and_prompts_sam_after(
     assert results[0].audit is None and all(r.audit is not None for r in results[1:])  # frame 0: nothing sent
     assert requests(session) - before == 2 * 3 * 2  # frames 1 and 2, 3 workers, 2 segments
     assert all(r.keyframe and r.keyframe_age == 0 for r in results)
+
+
+async def test_a_live_video_plays_on_while_the_first_keyframe_computes(session: EdgeSession, tmp_path: Path) -> None:
+    """A click on a live video: frames keep coming (without masks) while SAM computes the first
+    keyframe instead of the video freezing, and its masks, when they land, are carried to the
+    frame then shown and stay on every frame after."""
+    scene = demo_scene(width=320, height=240, frames=40)
+    scene.write(tmp_path / "scene.mp4", fps=25)
+    embed = session.embed
+
+    async def slow(image: np.ndarray, **kwargs: Any) -> Any:
+        await asyncio.sleep(0.4)  # a keyframe over a slow link
+        return await embed(image, **kwargs)
+
+    session.embed = slow  # type: ignore[method-assign]
+    click = ObjectPrompt(points=((80.0, 60.0),), labels=(1,))
+    results = [r async for r in run_frames(session, PlaybackSource(tmp_path / "scene.mp4"), [click],
+                                           drops="latest", keyframes=KeyframePolicy(kind="adaptive"))]
+    first = next(i for i, r in enumerate(results) if r.objects)
+    assert first >= 2 and not any(r.objects or r.segmented for r in results[:first])  # shown while in flight
+    assert results[first].audit is not None and results[first].keyframe_age == results[first].frame.index > 0
+    assert all(len(r.objects) == 1 for r in results[first:])
+
+
+async def test_an_object_propagation_lost_is_prompted_again_on_the_next_keyframe(
+    session: EdgeSession, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """When propagation loses an object (its mask empty), the next keyframe still asks SAM for it,
+    with its last good prompt, instead of giving it up for the rest of the video."""
+    from pedsam.stream.core import propagation
+
+    clip = make_clip(tmp_path / "clip.mp4", frames=7, width=160, height=120)
+    given = clip.mask(0, 0)
+
+    def lost(self: propagation.MaskPropagator, frame: Any) -> list[propagation.Propagated]:
+        return [propagation.Propagated(i, np.zeros(given.shape, bool), 0.0, 0.0, 0.0, 0.0, 0.0, 0) for i in self.ids]
+
+    monkeypatch.setattr(propagation.MaskPropagator, "step", lost)
+    decode = session.decode
+    asked: list[ObjectPrompt] = []
+
+    async def recording(embedding: Any, prompt: ObjectPrompt, **kwargs: Any) -> Any:
+        asked.append(prompt)
+        return await decode(embedding, prompt, **kwargs)
+
+    session.decode = recording  # type: ignore[method-assign]
+    results = [r async for r in run_frames(session, FileSource(clip.path), [ObjectPrompt(mask=given)],
+                                           keyframes=KeyframePolicy.parse("every:3"))]
+    assert [r.frame.index for r in results if r.audit is not None] == [3, 6]
+    assert len(asked) == 2  # both keyframes asked for the lost object, with its last good prompt:
+    assert asked[0].mask is not None and np.array_equal(asked[0].mask, given)  # the mask given on frame 0
+    sam = results[3].objects[0]
+    if sam.mask.any():  # then SAM's box of keyframe 3 (with its logits)
+        assert asked[1].mask is None and asked[1].box == sam.box
+    assert all(len(r.objects) == 1 for r in results)
+
+
+def test_a_landing_keyframe_is_carried_through_a_bounded_number_of_frames() -> None:
+    """However long a keyframe was in flight, its masks are carried through at most
+    CARRY_STEPS + 1 frames: evenly spaced, ending with the newest."""
+    from pedsam.stream.runs.keyframed import CARRY_STEPS, _Flight
+
+    for taken in (1, CARRY_STEPS, CARRY_STEPS + 1, 5 * CARRY_STEPS + 3, 180):
+        flight = _Flight(0, np.zeros((1, 1, 3), np.uint8), None)  # type: ignore[arg-type]
+        for n in range(1, taken + 1):
+            flight.add(n)  # type: ignore[arg-type]
+        steps: list[int] = flight.since  # type: ignore[assignment]
+        assert steps[-1] == taken and steps == sorted(set(steps)) and len(steps) <= CARRY_STEPS + 1
+        gaps = np.diff([0, *steps[:-1]])
+        assert len(set(gaps.tolist())) <= 1  # evenly spaced, but for the last step to the newest
+        assert taken <= CARRY_STEPS or len(steps) > CARRY_STEPS // 2
