@@ -23,7 +23,8 @@ Three measurements, each printed with its counts (and written as JSON with ``--j
    edge in between, frames dropped to stay current). Every object is prompted once, by a click at
    the most interior pixel of its visible mask on frame 0. :func:`clip_iou` reads the masks the
    command wrote and gives per object its mean IoU with the exact truth over the frames that have
-   masks (a live run's dropped frames have none; they are counted).
+   masks (a live run's dropped frames have none, nor the frames it showed while the first
+   keyframe was computing; both are counted).
 3. **Cost.** One frame, whole (preparation, the encoder with every window computed in this process
    by pedsam's kernels as the edge computes the windows it keeps, one click decoded), with mini
    and with tiny, alternating over rounds in one process so that the machine's drift falls on
@@ -289,8 +290,10 @@ class ClipScore:
 
     ``objects``: the scene's sprite names that were prompted (those visible on frame 0);
     ``per_object``: each one's mean IoU over ``frames_with_masks`` frames; ``frames``: the clip's
-    length; ``dropped``: frames a live run dropped (no masks); ``errors``: frames with an error
-    record; ``keyframes``: frames that went through SAM (the others were propagated).
+    length; ``dropped``: frames a live run dropped (no masks); ``before_first``: frames a live
+    run showed without masks while its first keyframe was computing (not scored); ``errors``:
+    frames with an error record; ``keyframes``: frames showing SAM's masks of a keyframe as it
+    came back (the others' were propagated).
     """
 
     command: str
@@ -301,6 +304,7 @@ class ClipScore:
     dropped: int
     errors: int
     keyframes: int
+    before_first: int = 0
 
 
 def clip_iou(
@@ -361,12 +365,13 @@ def clip_iou(
     except (OSError, ValueError) as exc:
         raise EvaluationError(f"pedsam {command} wrote no summary.json: {exc}") from None
     totals = np.zeros(len(prompted))
-    with_masks = errors = keyframes = 0
+    with_masks = errors = keyframes = before_first = 0
     for record in read_records(out / "masks.jsonl"):
         if "objects" not in record:
             errors += 1
             continue
         if not record["objects"] and with_masks == 0:  # shown while the first keyframe was in flight
+            before_first += 1
             continue
         with_masks += 1
         keyframes += bool(record.get("keyframe")) or "audit_frame" in record
@@ -381,7 +386,7 @@ def clip_iou(
         command=command, objects=tuple(scene.sprites[k].name for k in prompted),
         per_object=tuple(float(t / with_masks) for t in totals), frames=scene.frames,
         frames_with_masks=with_masks, dropped=int(summary.get("frames_dropped", 0)), errors=errors,
-        keyframes=keyframes,
+        keyframes=keyframes, before_first=before_first,
     )
 
 
@@ -509,12 +514,13 @@ def table(report: dict[str, Any]) -> list[str]:
         workers = report["settings"]["local_workers"]
         lines += ["", f"clips through the split ({workers} local workers; IoU per object, mean over the frames "
                       "with masks)"]
-        lines.append(f"  {'clip':<16} {'command':<8} {'frames with masks':<34} objects")
+        lines.append(f"  {'clip':<16} {'command':<8} {'frames with masks':<56} objects")
         for c in clips:
             frames = f"{c['frames_with_masks']}/{c['frames']} ({c['keyframes']} keyframe{'' if c['keyframes'] == 1 else 's'}"
-            frames += f", {c['dropped']} dropped)" if c["dropped"] else ")"
+            frames += f", {c['dropped']} dropped" if c["dropped"] else ""
+            frames += f", {c['before_first']} before the first mask)" if c.get("before_first") else ")"
             objects = ", ".join(f"{n} {v:.3f}" for n, v in zip(c["objects"], c["per_object"], strict=True))
-            lines.append(f"  {c['clip']:<16} {c['command']:<8} {frames:<34} {objects}   "
+            lines.append(f"  {c['clip']:<16} {c['command']:<8} {frames:<56} {objects}   "
                          f"target >= {c['target']:.2f}: {_met(c['met'])}")
     cost = report.get("cost")
     if cost is not None:
