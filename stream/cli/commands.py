@@ -398,7 +398,8 @@ def bench_mini(values: Values) -> int:
     return run_bench(MiniBench(
         checkpoint=values["checkpoint"], parts=tuple(p.strip() for p in values["parts"].split(",") if p.strip()),
         scenes=values["scenes"], width=width, height=height, frames=values["frames"],
-        local_workers=values["local_workers"], rounds=values["rounds"], seed=values["seed"], json=values["json"],
+        local_workers=values["local_workers"], rounds=values["rounds"], live_runs=values["live_runs"],
+        seed=values["seed"], json=values["json"],
     ))
 
 

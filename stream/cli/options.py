@@ -523,6 +523,8 @@ MINI_BENCH = (
     _o("--size", "size", "WxH of the held-out scenes, of the first clip and of the timed frame", default="640x480"),
     _o("--frames", "frames", "frames per generated clip", kind=int, default=60),
     _o("--rounds", "rounds", "timed frames of each model, mini and tiny alternating", kind=int, default=10),
+    _o("--live-runs", "live_runs", "runs of pedsam stream --realtime per clip (a live run's masks depend on what "
+       "the machine could take in time: reported as the mean and the range)", kind=int, default=3),
     _o("--seed", "seed", "seed of the held-out scenes and of the bootstrap", kind=int, default=0),
     _o("--json", "json", "also write the figures as JSON", metavar="FILE"),
 )

@@ -144,6 +144,7 @@ def test_the_command_line_parses_with_its_defaults() -> None:
     assert command.name == "bench-mini"
     assert values["parts"] == "heldout,clips,cost" and values["scenes"] == 200 and values["frames"] == 60
     assert values["local_workers"] == 3 and values["checkpoint"] is None and values["size"] == "640x480"
+    assert values["live_runs"] == 3
     _, values = parse(["bench-mini", "--checkpoint", "w.pth", "--parts", "cost", "--rounds", "4", "--json", "o.json"])
     assert (values["checkpoint"], values["parts"], values["rounds"], values["json"]) == ("w.pth", "cost", 4, "o.json")
 
@@ -154,6 +155,7 @@ def test_the_command_line_parses_with_its_defaults() -> None:
     (["--size", "641x480"], "--size 641x480"),
     (["--size", "big"], "--size"),
     (["--local-workers", "1"], "--local-workers"),
+    (["--live-runs", "0"], "--live-runs"),
 ])
 def test_bad_flags_are_one_readable_line(flags: list[str], words: str, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["bench-mini", *flags]) == 2
@@ -168,3 +170,20 @@ def test_without_scikit_image_it_says_what_to_install(monkeypatch: pytest.Monkey
     assert main(["bench-mini", "--parts", "heldout"]) == 2  # a missing extra, as every command says it
     err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
     assert len(err) == 1 and err[0].startswith("pedsam: error: ") and "pip install 'pedsam[mini]'" in err[0], err
+
+
+def test_live_runs_are_reported_as_their_mean_and_range_and_the_target_checks_the_mean() -> None:
+    from pedsam.stream.mini.evaluate import ClipScore, clip_figure, table
+
+    def score(star: float) -> ClipScore:
+        return ClipScore(command="stream", objects=("disc", "star"), per_object=(0.9, star), frames=60,
+                         frames_with_masks=20, dropped=30, errors=0, keyframes=1, before_first=10)
+
+    figure = clip_figure("demo", [score(0.8), score(0.2), score(0.8)])
+    assert figure["per_object"] == pytest.approx([0.9, 0.6]) and not figure["met"]  # one lost run counts
+    assert figure["per_object_range"] == [pytest.approx([0.9, 0.2]), pytest.approx([0.9, 0.8])]
+    assert [r["per_object"][1] for r in figure["runs"]] == [0.8, 0.2, 0.8]
+    assert clip_figure("demo", [score(0.8)])["met"]
+    [line] = [row for row in table({"settings": {"local_workers": 3}, "model": "mini", "clips": [figure]}) if row.startswith("  demo")]
+    assert "3 runs; first: 20/60 (1 keyframe, 30 dropped, 10 before the first mask)" in line
+    assert "star 0.600 (0.20-0.80)" in line and "MISSED" in line
