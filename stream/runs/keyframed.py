@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import math
 import time
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
@@ -45,7 +46,8 @@ from pedsam.stream.runs.tasks import cancel_and_wait
 __all__ = ["KeyframedRun"]
 
 Sam = tuple[FrameAudit, dict[int, MaskPrediction]]
-CARRY_STEPS = 8  # frames a landing keyframe's masks are carried through at most (see _Flight.add)
+KEPT = 32  # frames kept of those taken while a keyframe is in flight, at most (see _Flight.add)
+STEP_SECONDS = 0.03  # a propagation step's duration until the run has timed its own
 Prompt = tuple[ObjectPrompt, np.ndarray | None]  # a prompt and its mask input (low-resolution logits)
 
 
@@ -54,6 +56,7 @@ class _Flight:
     """A keyframe in flight: its frame, and the frames taken since (to propagate SAM's masks through)."""
 
     index: int
+    time: float  # its media time
     image: np.ndarray
     task: asyncio.Task[Sam]
     kept: list[tuple[int, Working]] = field(default_factory=list)  # (n-th frame since, frame)
@@ -61,25 +64,43 @@ class _Flight:
     latest: tuple[int, Working] | None = None
 
     def add(self, working: Working) -> None:
-        """Keep a frame taken while in flight. Landing carries SAM's masks through the frames
-        kept while the stream waits, so a slow keyframe (ViT-B's seconds) must not cost one
-        propagation step per frame it took: of more than :data:`CARRY_STEPS` frames, every
-        ``stride``-th is kept (the stride doubling as needed) and always the newest."""
-        n = (self.latest[0] if self.latest else 0) + 1
+        """Keep a frame taken while in flight: of more than :data:`KEPT` frames, every
+        ``stride``-th (the stride doubling as needed) and always the newest."""
+        n = self.taken + 1
         self.latest = (n, working)
         if n % self.stride == 0:
             self.kept.append(self.latest)
-        while len(self.kept) > CARRY_STEPS:
+        while len(self.kept) > KEPT:
             self.stride *= 2
             self.kept = [k for k in self.kept if k[0] % self.stride == 0]
 
     @property
-    def since(self) -> list[Working]:
-        """The frames to carry SAM's masks through, oldest first, ending with the newest."""
-        steps = [w for _, w in self.kept]
+    def taken(self) -> int:
+        return self.latest[0] if self.latest else 0
+
+    def steps(self, count: int) -> list[Working]:
+        """``count`` of the frames kept (at least 1, all of them at most), evenly spaced, the newest
+        last: the frames to carry SAM's masks through."""
+        frames = [w for _, w in self.kept]
         if self.latest is not None and (not self.kept or self.kept[-1][0] != self.latest[0]):
-            steps.append(self.latest[1])
-        return steps
+            frames.append(self.latest[1])
+        count = max(1, min(count, len(frames)))
+        return [frames[round((j + 1) * len(frames) / count) - 1] for j in range(count)]
+
+
+def carry_steps(frames: int, step_seconds: float, rate: float) -> int:
+    """Propagation steps to carry a landing keyframe's masks through the ``frames`` taken while it
+    was in flight (``rate`` frames a second came, a step takes ``step_seconds``).
+
+    The stream waits while they run, and the source drops what comes meanwhile, so the frame
+    after landing lies ``steps * step_seconds * rate`` frames on, while each step spans
+    ``frames / steps``: both are propagation jumps, and the larger one is where an object is
+    lost. Their product is fixed, so the larger is least at the balance ``sqrt(frames /
+    (step_seconds * rate))`` (a 0.8 s keyframe at 30 fps, 32 ms a step: 5 steps of about 5
+    frames; ViT-B's 6 s: 14 of 13)."""
+    if frames <= 1:
+        return 1
+    return max(1, min(frames, round(math.sqrt(frames / max(step_seconds * rate, 1e-3)))))
 
 
 class KeyframedRun:
@@ -106,6 +127,7 @@ class KeyframedRun:
         self.current: dict[int, ObjectResult] = {}  # each object's mask on the last frame
         self.keyframe_index: int | None = None  # source index of the keyframe those masks come from
         self.flight: _Flight | None = None
+        self.step_seconds: float | None = None  # a propagation step's duration, as timed in this run
         self.size: tuple[int, int] | None = None
         self.failure: str | None = None  # "never": the failure every later frame is marked with
 
@@ -152,7 +174,7 @@ class KeyframedRun:
         if self.size != (height, width):  # a new picture size (a browser's camera changed): start over
             self._forget()
             self.size = (height, width)
-        audit = await self._land() if self.flight is not None and self.flight.task.done() else None
+        audit = await self._land(frame.time) if self.flight is not None and self.flight.task.done() else None
         working = self._propagate(frame.image)
         given = self._take_given(frame)
         if self.flight is not None:
@@ -181,7 +203,7 @@ class KeyframedRun:
                     return FrameResult(frame=frame, objects=(), error=str(exc), audit=None, latency=0.0)
                 self._apply(frame.index, frame.image, predictions)
                 return self._result(item, audit, keyframe=True)
-            self.flight = _Flight(frame.index, frame.image, task)
+            self.flight = _Flight(frame.index, frame.time, frame.image, task)
         else:
             self._observe(frame.image)
         return self._result(item, audit, keyframe=given and not unmasked)
@@ -214,10 +236,16 @@ class KeyframedRun:
             self.current.pop(gone)
             self.propagator.remove(gone)
         if self.propagator.ids:
+            began = time.monotonic()
             for moved in self.propagator.step(working):
                 if moved.id in self.current:
                     self.current[moved.id] = _carried(self.current[moved.id], moved)
+            self._timed_step(time.monotonic() - began)
         return working
+
+    def _timed_step(self, seconds: float) -> None:
+        """A propagation step's duration, into the running estimate a landing keyframe plans with."""
+        self.step_seconds = seconds if self.step_seconds is None else 0.8 * self.step_seconds + 0.2 * seconds
 
     def _take_given(self, frame: Frame) -> bool:
         """Objects given by their masks, on their first frame: their masks as given (the frame
@@ -272,18 +300,23 @@ class KeyframedRun:
         self.propagator.reset(image, {**kept, **masks})
         self.keyframe_index = index
 
-    async def _land(self) -> FrameAudit:
-        """The keyframe in flight came back: its masks, carried through the frames since."""
+    async def _land(self, now: float) -> FrameAudit:
+        """The keyframe in flight came back (media time ``now``): its masks, carried through the
+        frames since in as many steps as :func:`carry_steps` balances."""
         flight, self.flight = self.flight, None
         assert flight is not None
         audit, predictions = flight.task.result()  # raises the keyframe's failure: a live run stops
+        rate = flight.taken / (now - flight.time) if now > flight.time else 30.0
+        steps = flight.steps(carry_steps(flight.taken, self.step_seconds or STEP_SECONDS, rate))
 
         def carry() -> tuple[MaskPropagator, dict[int, Propagated]]:
             propagator = MaskPropagator(self.propagator.config)
             propagator.reset(flight.image, {i: p.mask for i, p in predictions.items()})
             last: dict[int, Propagated] = {}
-            for working in flight.since:
+            for working in steps:
+                began = time.monotonic()
                 last = {moved.id: moved for moved in propagator.step(working)}
+                self._timed_step(time.monotonic() - began)
             return propagator, last
 
         propagator, carried = await asyncio.to_thread(carry)

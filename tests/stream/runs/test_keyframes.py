@@ -226,17 +226,25 @@ async def test_an_object_propagation_lost_is_prompted_again_on_the_next_keyframe
     assert all(len(r.objects) == 1 for r in results)
 
 
-def test_a_landing_keyframe_is_carried_through_a_bounded_number_of_frames() -> None:
-    """However long a keyframe was in flight, its masks are carried through at most
-    CARRY_STEPS + 1 frames: evenly spaced, ending with the newest."""
-    from pedsam.stream.runs.keyframed import CARRY_STEPS, _Flight
+def test_a_landing_keyframe_is_carried_in_steps_that_balance_its_jumps() -> None:
+    """The stream waits while a landing keyframe's masks are carried through the frames taken
+    while it was in flight, and then jumps the frames that came meanwhile: the number of steps
+    balances a step's span against that jump, and the steps are evenly spaced, newest last."""
+    from pedsam.stream.runs.keyframed import KEPT, _Flight, carry_steps
 
-    for taken in (1, CARRY_STEPS, CARRY_STEPS + 1, 5 * CARRY_STEPS + 3, 180):
-        flight = _Flight(0, np.zeros((1, 1, 3), np.uint8), None)  # type: ignore[arg-type]
+    # a 0.8 s keyframe at 30 fps, 32 ms a step: 5 steps of about 5 frames, and 5 frames jumped after
+    steps = carry_steps(24, 0.032, 30.0)
+    assert steps == 5 and 24 / steps == pytest.approx(steps * 0.032 * 30, rel=0.05)
+    assert carry_steps(180, 0.032, 30.0) == 14  # ViT-B's 6 s keyframe
+    assert carry_steps(1, 0.032, 30.0) == 1 and carry_steps(3, 0.001, 30.0) == 3  # never more steps than frames
+    for taken in (1, 7, KEPT + 1, 5 * KEPT + 3):
+        flight = _Flight(0, 0.0, np.zeros((1, 1, 3), np.uint8), None)  # type: ignore[arg-type]
         for n in range(1, taken + 1):
             flight.add(n)  # type: ignore[arg-type]
-        steps: list[int] = flight.since  # type: ignore[assignment]
-        assert steps[-1] == taken and steps == sorted(set(steps)) and len(steps) <= CARRY_STEPS + 1
-        gaps = np.diff([0, *steps[:-1]])
-        assert len(set(gaps.tolist())) <= 1  # evenly spaced, but for the last step to the newest
-        assert taken <= CARRY_STEPS or len(steps) > CARRY_STEPS // 2
+        assert len(flight.kept) <= KEPT and flight.taken == taken
+        for count in (1, 3, 5, 40):
+            chosen: list[int] = flight.steps(count)  # type: ignore[assignment]
+            assert chosen[-1] == taken and chosen == sorted(set(chosen))
+            assert len(chosen) == min(count, taken, len(flight.kept) + 1)
+            gaps = np.diff([0, *chosen])
+            assert gaps.max() - gaps.min() <= 2 * flight.stride  # evenly spaced
