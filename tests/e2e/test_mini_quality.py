@@ -8,7 +8,8 @@ Floors per object, a little under what the shipped weights measure on these 12-f
 (second scene, SAM every 4th frame: disc 0.96, star 0.86, block 0.94; demo scene, every frame:
 ellipse 0.94, rectangle 0.91, star 0.85, fish 0.89). The demo scene's floors also guard the
 decoder's prompted-region rule: without it a click on the ellipse or the rectangle takes both,
-and the tracker carries that on (0.38 and 0.55)."""
+and the tracker carries that on (0.38 and 0.55). A live run (``stream --realtime``) of the second
+scene guards keyframes, propagation and the first keyframe's landing on the steady objects."""
 
 from __future__ import annotations
 
@@ -38,3 +39,17 @@ def test_mini_finds_the_objects_of_the_demo_scene_on_every_frame(tmp_path: Path)
     assert (score.frames_with_masks, score.errors, score.keyframes) == (12, 0, 12)
     found = dict(zip(score.objects, score.per_object))
     assert all(found[name] >= floor for name, floor in DEMO_FLOORS.items()), found
+
+
+def test_mini_follows_the_steady_objects_of_a_clip_played_live(tmp_path: Path) -> None:
+    """``pedsam stream --realtime``: the clip played as a camera delivers it, adaptive keyframes,
+    frames dropped to stay current, the video playing on without masks until the first keyframe
+    lands. What a live run shows depends on what this machine took in time, so only the objects
+    that every live run here followed are held to floors (disc 0.95, block 0.94 in each of 9
+    runs); the turning star is lost in some runs (see the README's model card)."""
+    score = clip_iou(second_scene(frames=60), command="stream", folder=tmp_path, timeout=300)
+    assert score.errors == 0 and score.keyframes >= 1
+    assert score.frames_with_masks + score.before_first + score.dropped == 60  # every frame accounted for
+    assert score.frames_with_masks >= 5 and score.before_first >= 1  # the video played while SAM computed
+    found = dict(zip(score.objects, score.per_object))
+    assert found["disc"] >= 0.85 and found["block"] >= 0.85, found
