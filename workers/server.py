@@ -223,8 +223,8 @@ class WindowWorkerService(pb_grpc.WindowWorkerServicer):
                     except RequestError as exc:
                         await queue.put(exc)
                         return
-                    if self._capture is not None:
-                        self._capture.record(request, time.time())
+                    if self._capture is not None:  # written before it is computed, off the event loop
+                        await asyncio.to_thread(self._capture.record, request, time.time())
                     stalled = slots.locked()
                     await slots.acquire()
                     drained.clear()
