@@ -79,28 +79,28 @@ class _Flight:
         return self.latest[0] if self.latest else 0
 
     def steps(self, count: int) -> list[Working]:
-        """``count`` of the frames kept (at least 1, all of them at most), evenly spaced, the newest
-        last: the frames to carry SAM's masks through."""
+        """``count`` of the frames kept (at least 1, all of them at most; none when no frame was
+        taken since), evenly spaced, the newest last: the frames to carry SAM's masks through."""
         frames = [w for _, w in self.kept]
         if self.latest is not None and (not self.kept or self.kept[-1][0] != self.latest[0]):
             frames.append(self.latest[1])
+        if not frames:
+            return []
         count = max(1, min(count, len(frames)))
         return [frames[round((j + 1) * len(frames) / count) - 1] for j in range(count)]
 
 
-def carry_steps(frames: int, step_seconds: float, rate: float) -> int:
-    """Propagation steps to carry a landing keyframe's masks through the ``frames`` taken while it
-    was in flight (``rate`` frames a second came, a step takes ``step_seconds``).
+def carry_steps(seconds: float, step_seconds: float) -> int:
+    """Propagation steps to carry a landing keyframe's masks over the ``seconds`` of video that
+    passed while it was in flight, when a step takes ``step_seconds``.
 
     The stream waits while they run, and the source drops what comes meanwhile, so the frame
-    after landing lies ``steps * step_seconds * rate`` frames on, while each step spans
-    ``frames / steps``: both are propagation jumps, and the larger one is where an object is
-    lost. Their product is fixed, so the larger is least at the balance ``sqrt(frames /
-    (step_seconds * rate))`` (a 0.8 s keyframe at 30 fps, 32 ms a step: 5 steps of about 5
-    frames; ViT-B's 6 s: 14 of 13)."""
-    if frames <= 1:
-        return 1
-    return max(1, min(frames, round(math.sqrt(frames / max(step_seconds * rate, 1e-3)))))
+    after landing lies ``steps * step_seconds`` seconds on, while each step spans ``seconds /
+    steps``: both are propagation jumps, and the larger one is where an object is lost. Their
+    product is fixed, so the larger is least at the balance ``sqrt(seconds / step_seconds)`` (a
+    0.8 s keyframe, 32 ms a step: 5 steps of 0.16 s; ViT-B's 6 s: 14 of 0.43 s). At least 1;
+    :meth:`_Flight.steps` takes no more than the frames it kept."""
+    return max(1, round(math.sqrt(max(seconds, 0.0) / max(step_seconds, 1e-3))))
 
 
 class KeyframedRun:
@@ -306,8 +306,7 @@ class KeyframedRun:
         flight, self.flight = self.flight, None
         assert flight is not None
         audit, predictions = flight.task.result()  # raises the keyframe's failure: a live run stops
-        rate = flight.taken / (now - flight.time) if now > flight.time else 30.0
-        steps = flight.steps(carry_steps(flight.taken, self.step_seconds or STEP_SECONDS, rate))
+        steps = flight.steps(carry_steps(now - flight.time, self.step_seconds or STEP_SECONDS))
 
         def carry() -> tuple[MaskPropagator, dict[int, Propagated]]:
             propagator = MaskPropagator(self.propagator.config)

@@ -232,11 +232,13 @@ def test_a_landing_keyframe_is_carried_in_steps_that_balance_its_jumps() -> None
     balances a step's span against that jump, and the steps are evenly spaced, newest last."""
     from pedsam.stream.runs.keyframed import KEPT, _Flight, carry_steps
 
-    # a 0.8 s keyframe at 30 fps, 32 ms a step: 5 steps of about 5 frames, and 5 frames jumped after
-    steps = carry_steps(24, 0.032, 30.0)
-    assert steps == 5 and 24 / steps == pytest.approx(steps * 0.032 * 30, rel=0.05)
-    assert carry_steps(180, 0.032, 30.0) == 14  # ViT-B's 6 s keyframe
-    assert carry_steps(1, 0.032, 30.0) == 1 and carry_steps(3, 0.001, 30.0) == 3  # never more steps than frames
+    # a 0.8 s keyframe, 32 ms a step: 5 steps of 0.16 s, and 0.16 s jumped after
+    steps = carry_steps(0.8, 0.032)
+    assert steps == 5 and 0.8 / steps == pytest.approx(steps * 0.032, rel=0.05)
+    assert carry_steps(6.0, 0.032) == 14  # ViT-B's 6 s keyframe
+    assert carry_steps(0.0, 0.032) == 1 and carry_steps(0.01, 0.032) == 1
+    empty = _Flight(0, 0.0, np.zeros((1, 1, 3), np.uint8), None)  # type: ignore[arg-type]
+    assert empty.steps(carry_steps(0.03, 0.032)) == []  # landed before any frame was taken since
     for taken in (1, 7, KEPT + 1, 5 * KEPT + 3):
         flight = _Flight(0, 0.0, np.zeros((1, 1, 3), np.uint8), None)  # type: ignore[arg-type]
         for n in range(1, taken + 1):
