@@ -38,7 +38,7 @@ class _Wire(Protocol):
 
 class _Direction(Protocol):
     @property
-    def bytes(self) -> int: ...
+    def timed_bytes(self) -> int: ...
 
     @property
     def seconds(self) -> float: ...
@@ -183,6 +183,6 @@ class EdgeCollector:
             for direction, counts in (("up", link.up), ("down", link.down)):
                 if counts.rate is not None:
                     rate.add_metric([name, direction], counts.rate)
-                moved.add_metric([name, direction], float(counts.bytes))
+                moved.add_metric([name, direction], float(counts.timed_bytes))
                 busy.add_metric([name, direction], counts.seconds)
         yield from (rtt, last, rate, moved, busy)

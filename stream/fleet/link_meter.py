@@ -45,30 +45,43 @@ SMOOTHING = 0.2
 
 @dataclass
 class Direction:
-    """Transfers timed in one direction: totals, and a smoothed rate."""
+    """Messages in one direction: all of them, and those whose transfer could be timed (totals and a
+    smoothed rate).
 
-    bytes: int = 0  # bytes of the messages timed
-    seconds: float = 0.0  # their transfer (busy) time
+    A message is left untimed when its transfer cannot be told from the clocks: the worker did not
+    say when a request arrived, or on a fast link the transfer took less than the clock estimate's
+    error (half the fastest probe's asymmetry)."""
+
+    bytes: int = 0  # every message's bytes
     messages: int = 0
+    timed_bytes: int = 0  # bytes of the messages timed
+    seconds: float = 0.0  # their transfer (busy) time
+    timed: int = 0  # messages timed
     _bytes: float = 0.0  # smoothed
     _seconds: float = 0.0
 
-    def add(self, size: int, seconds: float) -> None:
+    def count(self, size: int) -> None:
+        """A message of ``size`` bytes crossed (timed or not)."""
         self.bytes += size
-        self.seconds += seconds
         self.messages += 1
-        self._bytes += SMOOTHING * (size - self._bytes) if self.messages > 1 else size
-        self._seconds += SMOOTHING * (seconds - self._seconds) if self.messages > 1 else seconds
+
+    def add(self, size: int, seconds: float) -> None:
+        """A message of ``size`` bytes took ``seconds`` to transfer."""
+        self.timed_bytes += size
+        self.seconds += seconds
+        self.timed += 1
+        self._bytes += SMOOTHING * (size - self._bytes) if self.timed > 1 else size
+        self._seconds += SMOOTHING * (seconds - self._seconds) if self.timed > 1 else seconds
 
     @property
     def rate(self) -> float | None:
-        """Smoothed bytes per second while transferring; None before the first message."""
-        return self._bytes / self._seconds if self.messages and self._seconds > 0 else None
+        """Smoothed bytes per second while transferring; None before the first timed message."""
+        return self._bytes / self._seconds if self.timed and self._seconds > 0 else None
 
     @property
     def mean_rate(self) -> float | None:
         """Bytes per second while transferring, over every message timed."""
-        return self.bytes / self.seconds if self.seconds > 0 else None
+        return self.timed_bytes / self.seconds if self.seconds > 0 else None
 
 
 @dataclass
@@ -124,6 +137,7 @@ class LinkMeter:
         """Request ``request_id`` (``size`` bytes) is being written now, at ``at``; call these in
         the order of the writes."""
         self._sent[request_id] = _Sent(size=size, at=at)
+        self.up.count(size)
 
     def timing(self, request_id: int) -> bool:
         """Whether ``request_id`` is a request still waiting here to be timed (sent, and not yet
@@ -136,6 +150,7 @@ class LinkMeter:
         arrived and when the result left (0: not reported)."""
         best = self._best
         one_way = best.rtt / 2 if best is not None else 0.0
+        self.down.count(size)
         if (sent := self._sent.get(request_id)) is not None:
             sent.answered = True
             sent.arrived = received - best.offset if best is not None and received > 0 else math.nan
@@ -193,8 +208,10 @@ class LinkMeter:
                     ("bytes_per_second", rate(direction.rate)),
                     ("mean_bytes_per_second", rate(direction.mean_rate)),
                     ("bytes", direction.bytes),
-                    ("seconds", round(direction.seconds, 4)),
                     ("messages", direction.messages),
+                    ("timed_bytes", direction.timed_bytes),
+                    ("seconds", round(direction.seconds, 4)),
+                    ("timed_messages", direction.timed),
                 )
             },
         }

@@ -60,26 +60,31 @@ async def test_a_session_behind_links_is_exact_and_reports_what_it_measured(
             assert session.metrics_port is not None
             return summary, await asyncio.to_thread(scrape, session.metrics_port)
 
-    summary, metrics = await unstalled(run)
-    assert summary["frames"] == 3 and set(summary["links"]) == set(tiny_workers)
-    for name, spec in zip(tiny_workers, links):
-        figures = summary["links"][name]
-        print(f"{spec}: round trip {figures['rtt_ms']:.2f} ms, up {figures['up_bytes_per_second'] * 8e-6:.2f} Mbit/s, "
-              f"down {figures['down_bytes_per_second'] * 8e-6:.2f} Mbit/s")  # pytest -rP shows it
-        assert figures["emulated"] == spec.to_json()
-        assert figures["up_messages"] == figures["down_messages"] == 8  # 4 frames x 2 segments
-        # As in tests/stream/fleet/test_link_meter.py; the round trip is looser still: three
-        # workers, their relays and the edge share one event loop here, and a probe that the
-        # machine delays a few ms at every hop reads several ms long.
-        assert spec.rtt * 1e3 - 1 <= figures["rtt_ms"] <= spec.rtt * 1e3 + 8
-        assert figures["up_bytes_per_second"] == pytest.approx(spec.up_bps / 8, rel=0.15)
-        assert figures["down_bytes_per_second"] == pytest.approx(spec.down_bps / 8, rel=0.15)
-        worker = (("worker", name),)
-        # Scraped after the summary was made: the base round trip can only have gone down since.
-        assert spec.rtt - 0.001 <= metrics[("pedsam_edge_link_rtt_seconds", worker)] <= figures["rtt_ms"] / 1e3 + 1e-6
-        for direction, rate in (("up", spec.up_bps / 8), ("down", spec.down_bps / 8)):
-            labels = (("direction", direction), ("worker", name))
-            assert metrics[("pedsam_edge_link_bytes_per_second", labels)] == pytest.approx(rate, rel=0.15)
-            moved = metrics[("pedsam_edge_link_bytes_total", labels)]
-            assert moved > 0 and moved / metrics[("pedsam_edge_link_transfer_seconds_total", labels)] == (
-                pytest.approx(rate, rel=0.15))
+    def check(result: tuple[dict[str, Any], dict[Any, float]]) -> None:
+        summary, metrics = result
+        assert summary["frames"] == 3 and set(summary["links"]) == set(tiny_workers)
+        for name, spec in zip(tiny_workers, links):
+            figures = summary["links"][name]
+            print(f"{spec}: round trip {figures['rtt_ms']:.2f} ms, "
+                  f"up {figures['up_bytes_per_second'] * 8e-6:.2f} Mbit/s, "
+                  f"down {figures['down_bytes_per_second'] * 8e-6:.2f} Mbit/s")  # pytest -rP shows it
+            assert figures["emulated"] == spec.to_json()
+            assert figures["up_messages"] == figures["down_messages"] == 8  # 4 frames x 2 segments
+            # As in tests/stream/fleet/test_link_meter.py; the round trip is looser still: three
+            # workers, their relays and the edge share one event loop here, and a probe that the
+            # machine delays a few ms at every hop reads several ms long.
+            assert spec.rtt * 1e3 - 1 <= figures["rtt_ms"] <= spec.rtt * 1e3 + 8
+            assert figures["up_bytes_per_second"] == pytest.approx(spec.up_bps / 8, rel=0.15)
+            assert figures["down_bytes_per_second"] == pytest.approx(spec.down_bps / 8, rel=0.15)
+            worker = (("worker", name),)
+            # Scraped after the summary was made: the base round trip can only have gone down since.
+            measured = metrics[("pedsam_edge_link_rtt_seconds", worker)]
+            assert spec.rtt - 0.001 <= measured <= figures["rtt_ms"] / 1e3 + 1e-6
+            for direction, rate in (("up", spec.up_bps / 8), ("down", spec.down_bps / 8)):
+                labels = (("direction", direction), ("worker", name))
+                assert metrics[("pedsam_edge_link_bytes_per_second", labels)] == pytest.approx(rate, rel=0.15)
+                moved = metrics[("pedsam_edge_link_bytes_total", labels)]
+                assert moved > 0 and moved / metrics[("pedsam_edge_link_transfer_seconds_total", labels)] == (
+                    pytest.approx(rate, rel=0.15))
+
+    await unstalled(run, check)
