@@ -21,7 +21,9 @@ come back to the host as numpy arrays.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from typing import TypeVar
 
 import numpy as np
 import cv2
@@ -52,12 +54,14 @@ class MaskPrediction:
     """One object's mask in one frame.
 
     ``mask``: (H, W) bool at the original frame size; ``score``: SAM's predicted IoU;
-    ``low_res_logits``: (1, 4*grid, 4*grid) float32, the mask input for the next frame.
+    ``low_res_logits``: (1, 4*grid, 4*grid) float32, the mask input for the next frame;
+    ``logits``: (H, W) float32, the mask's logits at the frame's size (None: not kept).
     """
 
     mask: np.ndarray
     score: float
     low_res_logits: np.ndarray
+    logits: np.ndarray | None = field(default=None, repr=False, compare=False)
 
 
 def resized_shape(height: int, width: int, long_side: int) -> tuple[int, int]:
@@ -223,6 +227,41 @@ def _drop_logits(low: np.ndarray, dropped: np.ndarray, prepared: PreparedImage, 
     return out
 
 
+K = TypeVar("K")
+
+
+def separate(
+    predictions: Mapping[K, MaskPrediction], prepared: PreparedImage, long_side: int
+) -> dict[K, MaskPrediction]:
+    """The objects' masks of one frame made disjoint: a pixel that several masks hold stays with
+    the one whose logit there is highest (SAM 2's rule for objects in one video), and the others
+    lose it, from their low-resolution logits too (as :func:`clicked_region` drops a part), so
+    that a tracker prompted with them next frame does not take it back.
+
+    Objects decoded one by one know nothing of each other: two that touch are each free to grow
+    over the other, and once one object's mask holds both, its box and logits keep it so, until
+    two tracks follow the same pixels. Predictions without ``logits`` are left as they are.
+    (Giving a pixel to the object whose previous mask held it instead was tried: an early wrong
+    claim then stays, and grows frame by frame.)
+    """
+    held = [(key, p) for key, p in predictions.items() if p.logits is not None and p.mask.any()]
+    out = dict(predictions)
+    if len(held) < 2:
+        return out
+    masks = np.stack([p.mask for _, p in held])
+    contested = masks.sum(axis=0) > 1
+    if not contested.any():
+        return out
+    claims = np.stack([np.where(p.mask, p.logits, -np.inf) for _, p in held])  # type: ignore[arg-type]
+    winner = np.argmax(claims, axis=0)
+    for k, (key, prediction) in enumerate(held):
+        lost = contested & prediction.mask & (winner != k)
+        if lost.any():
+            out[key] = replace(prediction, mask=prediction.mask & ~lost,
+                               low_res_logits=_drop_logits(prediction.low_res_logits, lost, prepared, long_side))
+    return out
+
+
 class MaskDecoder:
     """SAM's prompt encoder and mask decoder on the edge, fed a precomputed embedding.
 
@@ -266,14 +305,32 @@ class MaskDecoder:
         elif points is not None and labels is not None and box is None and mask_input is None:
             kept = clicked_region(mask, points, labels)
         elif points is None and mask_input is not None:
-            with torch.inference_mode():
-                upsampled = self._sam.postprocess_masks(torch.as_tensor(mask_input, dtype=torch.float)[None],
-                                                        prepared.input_size, prepared.original_size)
-            kept = followed_region(mask, upsampled[0, 0].numpy() > self._sam.mask_threshold)
+            kept = followed_region(mask, self.as_mask(mask_input, prepared))
         if kept is not mask:
             low = _drop_logits(low, mask & ~kept, prepared, self._sam.image_encoder.img_size)
             mask = kept
-        return MaskPrediction(mask=mask, score=float(scores[best]), low_res_logits=low)
+        return MaskPrediction(mask=mask, score=float(scores[best]), low_res_logits=low, logits=logits[best])
+
+    def as_mask(self, mask_input: np.ndarray, prepared: PreparedImage) -> np.ndarray:
+        """(1, 4g, 4g) low-resolution logits -> the (H, W) bool mask they stand for at frame size."""
+        with torch.inference_mode():
+            upsampled = self._sam.postprocess_masks(torch.as_tensor(mask_input, dtype=torch.float)[None],
+                                                    prepared.input_size, prepared.original_size)
+        return np.asarray(upsampled[0, 0].cpu().numpy() > self._sam.mask_threshold)
+
+    def predict_all(
+        self,
+        embedding: torch.Tensor,
+        prepared: PreparedImage,
+        prompts: Mapping[K, tuple[ObjectPrompt, np.ndarray | None]],
+    ) -> dict[K, MaskPrediction]:
+        """:meth:`predict` for each object of one frame (its prompt and mask input); with
+        ``prompted_region``, the masks made disjoint by :func:`separate`."""
+        predictions = {key: self.predict(embedding, prepared, prompt, mask_input=logits)
+                       for key, (prompt, logits) in prompts.items()}
+        if not self._prompted_region:
+            return predictions
+        return separate(predictions, prepared, self._sam.image_encoder.img_size)
 
     @torch.inference_mode()
     def decode(

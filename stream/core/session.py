@@ -24,10 +24,10 @@ import os
 import secrets
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
@@ -61,6 +61,8 @@ from pedsam.workers.models import RANDOM_WEIGHTS_NOTICE, ModelSource, fingerprin
 from pedsam.workers.segment import SegmentRunner
 
 log = logging.getLogger(__name__)
+
+K = TypeVar("K")
 
 BACKGROUND_NICE = 10  # niceness added to keyframe work in a live run (see EdgeConfig.background_sam)
 
@@ -615,6 +617,18 @@ class EdgeSession:
             self._pool,
             lambda: self.decoder.predict(embedding.tensor, embedding.prepared, prompt, mask_input=mask_input),
         )
+
+    async def decode_objects(
+        self, embedding: Embedding, prompts: Mapping[K, tuple[ObjectPrompt, np.ndarray | None]]
+    ) -> dict[K, MaskPrediction]:
+        """Every object's mask on one frame, from its prompt and mask input, on the edge's compute
+        thread. For a preset with ``prompted_region`` (pedsam-mini) the masks are then made
+        disjoint (:func:`~pedsam.stream.core.predictor.separate`), so tracks of touching objects
+        do not merge; with SAM's own weights each is decoded as ``SamPredictor`` would."""
+        self._check_open()
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(
+            self._pool, lambda: self.decoder.predict_all(embedding.tensor, embedding.prepared, prompts))
 
     async def segment(self, image: np.ndarray, objects: Sequence[ObjectPrompt]) -> list[MaskPrediction]:
         """Masks (at the frame's size) for each object in one frame."""

@@ -24,6 +24,8 @@ exponentially smoothed over messages (weight :data:`SMOOTHING`), and as totals f
 
 Requests and results only: probes, headers and HTTP/2 framing are left out (well under 1 %). A
 request the worker read late because its stream was full (it reports 0) times no up sample.
+Every request is counted (messages, bytes) once its result came back, every result as it is
+read, timed or not: the counts are what crossed, the rates only what could be timed.
 All times are ``time.perf_counter()`` seconds on the edge; sizes are whole messages, in bytes.
 """
 
@@ -137,7 +139,6 @@ class LinkMeter:
         """Request ``request_id`` (``size`` bytes) is being written now, at ``at``; call these in
         the order of the writes."""
         self._sent[request_id] = _Sent(size=size, at=at)
-        self.up.count(size)
 
     def timing(self, request_id: int) -> bool:
         """Whether ``request_id`` is a request still waiting here to be timed (sent, and not yet
@@ -152,6 +153,7 @@ class LinkMeter:
         one_way = best.rtt / 2 if best is not None else 0.0
         self.down.count(size)
         if (sent := self._sent.get(request_id)) is not None:
+            self.up.count(sent.size)  # counted once it is known to have crossed
             sent.answered = True
             sent.arrived = received - best.offset if best is not None and received > 0 else math.nan
             self._time_up(one_way)

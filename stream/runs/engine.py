@@ -218,20 +218,26 @@ async def _result(
         except BaseExceptionGroup as group:
             raise first_error(group) from group
         results: list[ObjectResult] = []
-        for track in board.tracks():
+        decoded: list[ObjectTrack] = []
+        tracks = board.tracks()
+        for track in tracks:
             if not track.history and track.initial.mask_only:  # its first frame: as given
                 shown = _given(board, track)
                 if shown is not None:
                     results.append(shown)
-                continue
-            prompt, mask_input = track.next_prompt()
-            prediction = await session.decode(embedding, prompt, mask_input=mask_input)
+            else:
+                decoded.append(track)
+        predictions = await session.decode_objects(embedding, {track.id: track.next_prompt() for track in decoded})
+        for track in decoded:
             if track.id not in board:  # removed while its mask was being decoded
                 continue
+            prediction = predictions[track.id]
             box = track.update(prediction)
             result = ObjectResult(id=track.id, mask=prediction.mask, score=prediction.score, box=box)
             board.record(result)
             results.append(result)
+        position = {track.id: k for k, track in enumerate(tracks)}
+        results.sort(key=lambda r: position[r.id])  # in the board's order, given ones among them
     except (WorkerError, ExposureBudgetError) as exc:
         if drops == "latest":
             raise

@@ -282,8 +282,7 @@ class KeyframedRun:
             embedding = await self.session.embed(image, scheduler=self.scheduler)
         except BaseExceptionGroup as group:
             raise first_error(group) from group
-        predictions = {object_id: await self.session.decode(embedding, prompt, mask_input=logits)
-                       for object_id, (prompt, logits) in prompts.items()}
+        predictions = await self.session.decode_objects(embedding, prompts)
         return embedding.audit, predictions
 
     def _apply(self, index: int, image: np.ndarray, predictions: dict[int, MaskPrediction]) -> None:

@@ -121,3 +121,45 @@ def test_a_click_keeps_its_own_part_and_the_tracker_logits_lose_the_other(
         whole = decoder.predict(embedding, prepared, prompt)
         assert whole.mask[20:80, 20:80].all() and whole.mask[150:220, 200:300].all()
         assert (whole.low_res_logits[0, 60:88, 80:120] == 5.0).all()
+
+
+class _Overlapping(MaskDecoder):
+    """Two objects whose answers overlap: a click left of x=100 is object A (columns 20-130, logit
+    4), any other object B (columns 90-200, logit 6 over 90-110 and 2 beyond)."""
+
+    def decode(self, embedding: torch.Tensor, prepared: PreparedImage, prompt: ObjectPrompt, *,
+               mask_input: np.ndarray | None = None, multimask: bool | None = None
+               ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        logits = np.full((1, 240, 320), -5.0, np.float32)
+        low = np.full((1, 128, 128), -5.0, np.float32)
+        if prompt.points and prompt.points[0][0] < 100:
+            logits[0, 40:120, 20:130] = 4.0
+            low[0, 16:48, 8:52] = 4.0
+        else:
+            logits[0, 40:120, 90:200] = 2.0
+            logits[0, 40:120, 90:110] = 6.0
+            low[0, 16:48, 36:80] = 2.0
+        return logits, np.array([0.9], np.float32), low
+
+
+def test_objects_of_one_frame_do_not_share_pixels_with_a_trained_preset(
+        mini: tuple[Sam, PreparedImage, torch.Tensor]) -> None:
+    # Tracks of touching objects merged when each was decoded alone (each mask grew over both
+    # objects, and its box and logits kept it so); a pixel two masks hold now goes to the higher
+    # logit, and the other object's low-resolution logits lose it too.
+    sam, prepared, embedding = mini
+    prompts = {"a": (ObjectPrompt(points=((50.0, 80.0),), labels=(1,)), None),
+               "b": (ObjectPrompt(points=((150.0, 80.0),), labels=(1,)), None)}
+    got = _Overlapping(sam, prompted_region=True).predict_all(embedding, prepared, prompts)
+    a, b = got["a"].mask, got["b"].mask
+    assert not (a & b).any() and (a | b)[40:120, 20:200].all()
+    assert b[40:120, 90:110].all() and not a[:, 90:110].any()  # B's logit is the higher there ...
+    assert a[40:120, 110:130].all() and not b[:, 110:130].any()  # ... A's there
+    # Frame columns 90-110 are low-resolution cells 36-44 (320 px -> 512, 4 a cell), 110-130 44-52.
+    assert (got["a"].low_res_logits[0, 16:48, 37:43] <= CLICKED_LOGIT).all()
+    assert (got["b"].low_res_logits[0, 16:48, 45:51] <= CLICKED_LOGIT).all()
+    assert (got["a"].low_res_logits[0, 16:48, 8:35] == 4.0).all()  # what each kept is untouched
+    assert (got["b"].low_res_logits[0, 16:48, 56:80] == 2.0).all()
+    # SAM's own weights: each object exactly as SamPredictor decodes it, overlaps and all.
+    alone = _Overlapping(sam).predict_all(embedding, prepared, prompts)
+    assert alone["a"].mask[40:120, 20:130].all() and alone["b"].mask[40:120, 90:200].all()

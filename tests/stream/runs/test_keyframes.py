@@ -207,14 +207,14 @@ async def test_an_object_propagation_lost_is_prompted_again_on_the_next_keyframe
         return [propagation.Propagated(i, np.zeros(given.shape, bool), 0.0, 0.0, 0.0, 0.0, 0.0, 0) for i in self.ids]
 
     monkeypatch.setattr(propagation.MaskPropagator, "step", lost)
-    decode = session.decode
+    decode = session.decode_objects
     asked: list[ObjectPrompt] = []
 
-    async def recording(embedding: Any, prompt: ObjectPrompt, **kwargs: Any) -> Any:
-        asked.append(prompt)
-        return await decode(embedding, prompt, **kwargs)
+    async def recording(embedding: Any, prompts: dict[int, Any]) -> Any:
+        asked.extend(prompt for prompt, _ in prompts.values())
+        return await decode(embedding, prompts)
 
-    session.decode = recording  # type: ignore[method-assign]
+    session.decode_objects = recording  # type: ignore[method-assign]
     results = [r async for r in run_frames(session, FileSource(clip.path), [ObjectPrompt(mask=given)],
                                            keyframes=KeyframePolicy.parse("every:3"))]
     assert [r.frame.index for r in results if r.audit is not None] == [3, 6]
