@@ -77,6 +77,7 @@ async def run(args: Values) -> int:
         defaults=(defaults, plain["scheme"]),
         keep_local=KeepLocal.parse(args["keep_local"] or "none", hold=args["keep_local_hold"]),
         face_attacker=face_attacker(args["face_attacker"]),
+        cnn_upsample=args["cnn_upsample"],
     )
     out = Path(args["out"])
     try:
@@ -141,7 +142,7 @@ async def attack_capture(args: Values) -> int:
                               f"{first.request.model_fingerprint[:12]}, not this model's {ours[:12]} "
                               f"({source.describe()}): give the workers' --model/--checkpoint/--seed")
         captures[Path(path).stem if Path(path).stem not in captures else path] = path
-    detectors = Detectors(face_attacker=face_attacker(args["face_attacker"]))
+    detectors = Detectors(face_attacker=face_attacker(args["face_attacker"]), upsample=args["cnn_upsample"])
 
     def progress(message: str) -> None:
         print(f"attack-capture: {message}", file=sys.stderr)

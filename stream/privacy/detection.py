@@ -134,13 +134,15 @@ FACE_ATTACKERS = ("haar", "cnn")
 class Detectors:
     """The attack's people and face detectors, loaded once: OpenCV's HOG for people, and for
     faces ``face_attacker``: ``haar`` (OpenCV's frontal cascade, the kind of detector the edge's
-    ``--keep-local`` uses) or ``cnn`` (:class:`CnnFaces`, stronger and of another kind).
+    ``--keep-local`` uses) or ``cnn`` (:class:`CnnFaces`, stronger and of another kind, doubling
+    each image ``upsample`` times first).
 
     Raises:
         ConfigError: an unknown face attacker, or one that is not installed.
     """
 
     face_attacker: str = "haar"
+    upsample: int = 1
     hog: cv2.HOGDescriptor = field(init=False)
     faces: cv2.CascadeClassifier | None = field(init=False, default=None)
     cnn: CnnFaces | None = field(init=False, default=None)
@@ -149,7 +151,7 @@ class Detectors:
         self.hog = cv2.HOGDescriptor()
         self.hog.setSVMDetector(np.asarray(cv2.HOGDescriptor.getDefaultPeopleDetector(), np.float32))
         if self.face_attacker == "cnn":
-            self.cnn = CnnFaces(upsample=1)
+            self.cnn = CnnFaces(upsample=self.upsample)
             return
         if self.face_attacker != "haar":
             raise ConfigError(f"unknown face attacker {self.face_attacker!r}; choose one of {', '.join(FACE_ATTACKERS)}")

@@ -122,6 +122,12 @@ def test_the_cnn_face_attacker_says_which_extra_it_needs(monkeypatch: pytest.Mon
         CnnFaces()
 
 
+def test_the_report_takes_the_cnn_attackers_doubling_from_zero_to_two() -> None:
+    assert ReportConfig(model=TINY, face_attacker="cnn", cnn_upsample=0).cnn_upsample == 0
+    with pytest.raises(ConfigError, match="cnn-upsample must be 0, 1 or 2, got 3"):
+        ReportConfig(model=TINY, face_attacker="cnn", cnn_upsample=3)
+
+
 def test_report_ranks_policies_as_the_threat_model_says(tmp_path: Path) -> None:
     clip = make_pan_clip(tmp_path / "pan.mp4", frames=16, velocity=(0.0, 3.0))
     config = ReportConfig(model=TINY, max_frames=16, eval_every=3, detect_every=8)
@@ -284,7 +290,7 @@ def test_the_cnn_attacker_finds_a_planted_face_when_its_window_is_sent_and_not_w
     kept = dataclasses.replace(sent, keep_local=KeepLocal(kinds=("faces",)))
     for config, worker_recall in ((sent, 1.0), (kept, 0.0)):
         report, _ = run_report([clip], config)
-        assert report["face_attacker"] == "cnn"
+        assert report["face_attacker"] == "cnn" and report["cnn_upsample"] == 1  # a 60 px face needs one doubling
         [video] = report["videos"]
         found = {label: (p["detection"]["faces_reference"], p["detection"]["faces_recall"])
                  for label, p in video["policies"].items()}
