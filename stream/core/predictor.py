@@ -21,7 +21,7 @@ come back to the host as numpy arrays.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TypeVar
 
@@ -230,6 +230,22 @@ def _drop_logits(low: np.ndarray, dropped: np.ndarray, prepared: PreparedImage, 
 K = TypeVar("K")
 
 
+def told_apart(prompt: ObjectPrompt, others: Sequence[tuple[float, float]]) -> ObjectPrompt:
+    """A tracker's prompt (a box alone, the previous logits going with it) with a negative point
+    at each of ``others`` ((x, y) pixels, the other objects' centres) that lies inside its box;
+    any other prompt as it is.
+
+    A box around an object that touches another holds part of it, and the previous logits
+    reach into it: the model, asked for "the object in this box", may answer with both, and the
+    box then grows with them frame by frame. A negative click on the neighbour is how a person
+    tells SAM "not that one"; pedsam-mini is trained with negative points."""
+    if prompt.box is None or prompt.points or prompt.mask is not None:
+        return prompt
+    x0, y0, x1, y1 = prompt.box
+    inside = tuple((x, y) for x, y in others if x0 <= x < x1 and y0 <= y < y1)
+    return ObjectPrompt(points=inside, labels=(0,) * len(inside), box=prompt.box) if inside else prompt
+
+
 def separate(
     predictions: Mapping[K, MaskPrediction], prepared: PreparedImage, long_side: int
 ) -> dict[K, MaskPrediction]:
@@ -304,7 +320,7 @@ class MaskDecoder:
             pass
         elif points is not None and labels is not None and box is None and mask_input is None:
             kept = clicked_region(mask, points, labels)
-        elif points is None and mask_input is not None:
+        elif mask_input is not None and (labels is None or not (labels > 0).any()):
             kept = followed_region(mask, self.as_mask(mask_input, prepared))
         if kept is not mask:
             low = _drop_logits(low, mask & ~kept, prepared, self._sam.image_encoder.img_size)
@@ -324,12 +340,25 @@ class MaskDecoder:
         prepared: PreparedImage,
         prompts: Mapping[K, tuple[ObjectPrompt, np.ndarray | None]],
     ) -> dict[K, MaskPrediction]:
-        """:meth:`predict` for each object of one frame (its prompt and mask input); with
-        ``prompted_region``, the masks made disjoint by :func:`separate`."""
-        predictions = {key: self.predict(embedding, prepared, prompt, mask_input=logits)
-                       for key, (prompt, logits) in prompts.items()}
+        """:meth:`predict` for each object of one frame (its prompt and mask input). With
+        ``prompted_region``, a tracker's prompt (a box and the previous logits) is told the other
+        objects apart (:func:`told_apart`, at their most interior pixels on the frame before, as
+        their previous masks or mask inputs show them), and the masks are made disjoint by
+        :func:`separate`."""
         if not self._prompted_region:
-            return predictions
+            return {key: self.predict(embedding, prepared, prompt, mask_input=logits)
+                    for key, (prompt, logits) in prompts.items()}
+        centres = {}  # each object's most interior pixel on the frame before, where known
+        for key, (prompt, logits) in prompts.items():
+            previous = prompt.mask
+            if previous is None and logits is not None:
+                previous = self.as_mask(logits, prepared)
+            if previous is not None and previous.any():
+                centres[key] = interior_point(previous)
+        told = {key: (told_apart(prompt, [c for other, c in centres.items() if other != key]), logits)
+                for key, (prompt, logits) in prompts.items()}
+        predictions = {key: self.predict(embedding, prepared, prompt, mask_input=logits)
+                       for key, (prompt, logits) in told.items()}
         return separate(predictions, prepared, self._sam.image_encoder.img_size)
 
     @torch.inference_mode()

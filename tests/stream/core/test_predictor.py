@@ -9,7 +9,7 @@ import torch
 
 from pedsam.stream.core.predictor import (
     CLICKED_LOGIT, PRIOR_BOX, PRIOR_FLOOR, MaskDecoder, PreparedImage, clicked_region, followed_region, prepare_image,
-    prompt_prior, to_input_frame,
+    prompt_prior, to_input_frame, told_apart,
 )
 from pedsam.stream.core.prompts import ObjectPrompt
 from pedsam.workers.models import build_sam
@@ -163,3 +163,48 @@ def test_objects_of_one_frame_do_not_share_pixels_with_a_trained_preset(
     # SAM's own weights: each object exactly as SamPredictor decodes it, overlaps and all.
     alone = _Overlapping(sam).predict_all(embedding, prepared, prompts)
     assert alone["a"].mask[40:120, 20:130].all() and alone["b"].mask[40:120, 90:200].all()
+
+
+def test_a_tracker_box_gets_a_negative_click_on_each_other_object_inside_it() -> None:
+    box = ObjectPrompt(box=(10.0, 10.0, 100.0, 100.0))
+    told = told_apart(box, [(50.0, 60.0), (150.0, 50.0), (99.5, 10.0)])
+    assert told.box == box.box and told.points == ((50.0, 60.0), (99.5, 10.0)) and told.labels == (0, 0)
+    assert told_apart(box, [(150.0, 50.0)]) is box  # nothing inside: as it was
+    click = ObjectPrompt(points=((50.0, 50.0),), labels=(1,), box=box.box)
+    assert told_apart(click, [(60.0, 60.0)]) is click  # a user's prompt is never changed
+
+
+class _Recording(MaskDecoder):
+    """Records each prompt it is asked (in ``asked``, set by the test); answers an empty mask."""
+
+    asked: list[ObjectPrompt]
+
+    def decode(self, embedding: torch.Tensor, prepared: PreparedImage, prompt: ObjectPrompt, *,
+               mask_input: np.ndarray | None = None, multimask: bool | None = None
+               ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        self.asked.append(prompt)
+        return np.full((1, 240, 320), -5.0, np.float32), np.array([0.5], np.float32), np.full((1, 128, 128), -5.0,
+                                                                                              np.float32)
+
+
+def test_each_tracked_object_is_told_apart_from_the_others_it_touches(
+        mini: tuple[Sam, PreparedImage, torch.Tensor]) -> None:
+    # A box around an object that touches another holds part of it; without a negative click
+    # there the model may answer with both, and the tracks of touching objects merged over a clip.
+    sam, prepared, embedding = mini
+    a_before = np.full((1, 128, 128), -5.0, np.float32)
+    a_before[0, 16:48, 8:40] = 5.0  # frame columns 20-100, rows 40-120 (0.4 cells a pixel)
+    b_before = np.full((1, 128, 128), -5.0, np.float32)
+    b_before[0, 16:48, 44:56] = 5.0  # frame columns 110-140: its middle is inside A's box
+    prompts = {"a": (ObjectPrompt(box=(20.0, 40.0, 130.0, 120.0)), a_before),
+               "b": (ObjectPrompt(box=(110.0, 40.0, 200.0, 120.0)), b_before)}
+    decoder = _Recording(sam, prompted_region=True)
+    decoder.asked = []
+    decoder.predict_all(embedding, prepared, prompts)
+    told_a, told_b = decoder.asked
+    assert told_a.labels == (0,) and 110 <= told_a.points[0][0] <= 140 and 40 <= told_a.points[0][1] <= 120
+    assert told_b.points == ()  # A's middle is outside B's box
+    plain = _Recording(sam)  # SAM's own weights: prompts exactly as given
+    plain.asked = []
+    plain.predict_all(embedding, prepared, prompts)
+    assert [p.points for p in plain.asked] == [(), ()]
