@@ -6,6 +6,10 @@ the bounding box of its previous mask plus SAM's low-resolution mask logits from
 given by its mask is that mask on its first frame, and on the next one is prompted from the
 mask itself (its box, a point inside, the mask as logits). When a mask comes back empty the
 object is marked lost for that frame and the last good prompt is kept for the next one.
+
+For a preset with ``prompted_region`` (pedsam-mini) the decoder also tells the objects of a frame
+apart (:meth:`pedsam.stream.core.predictor.MaskDecoder.predict_all`): a negative click on each
+other object inside an object's box, and no pixel in two masks.
 """
 
 from __future__ import annotations
