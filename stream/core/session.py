@@ -622,8 +622,9 @@ class EdgeSession:
         self, embedding: Embedding, prompts: Mapping[K, tuple[ObjectPrompt, np.ndarray | None]]
     ) -> dict[K, MaskPrediction]:
         """Every object's mask on one frame, from its prompt and mask input, on the edge's compute
-        thread. For a preset with ``prompted_region`` (pedsam-mini) the masks are then made
-        disjoint (:func:`~pedsam.stream.core.predictor.separate`), so tracks of touching objects
+        thread. For a preset with ``prompted_region`` (pedsam-mini) the objects are told apart
+        (:meth:`~pedsam.stream.core.predictor.MaskDecoder.predict_all`: negative clicks on the
+        others inside a tracker's box, then no pixel in two masks), so tracks of touching objects
         do not merge; with SAM's own weights each is decoded as ``SamPredictor`` would."""
         self._check_open()
         loop = asyncio.get_running_loop()
