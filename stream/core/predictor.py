@@ -55,7 +55,8 @@ class MaskPrediction:
 
     ``mask``: (H, W) bool at the original frame size; ``score``: SAM's predicted IoU;
     ``low_res_logits``: (1, 4*grid, 4*grid) float32, the mask input for the next frame;
-    ``logits``: (H, W) float32, the mask's logits at the frame's size (None: not kept).
+    ``logits``: (H, W) float32, the mask's logits at the frame's size (kept for a preset with
+    ``prompted_region`` only; None otherwise).
     """
 
     mask: np.ndarray
@@ -325,7 +326,8 @@ class MaskDecoder:
         if kept is not mask:
             low = _drop_logits(low, mask & ~kept, prepared, self._sam.image_encoder.img_size)
             mask = kept
-        return MaskPrediction(mask=mask, score=float(scores[best]), low_res_logits=low, logits=logits[best])
+        kept_logits = logits[best].copy() if self._prompted_region else None  # only separate() reads them
+        return MaskPrediction(mask=mask, score=float(scores[best]), low_res_logits=low, logits=kept_logits)
 
     def as_mask(self, mask_input: np.ndarray, prepared: PreparedImage) -> np.ndarray:
         """(1, 4g, 4g) low-resolution logits -> the (H, W) bool mask they stand for at frame size."""
