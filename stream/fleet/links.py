@@ -200,7 +200,9 @@ class _TokenBucket:
     has bytes waiting (see :data:`MAX_LAG`).
 
     :meth:`take` returns once ``n`` bytes have left, with the loop time at which their last bit
-    ideally did; timer lateness therefore never adds up over chunks.
+    ideally did; timer lateness therefore never adds up over chunks. It always yields to the
+    loop, even for bytes that may leave at once (a sender catching up :data:`MAX_LAG` would
+    otherwise hold the loop for every chunk of it).
     """
 
     def __init__(self, rate_bps: float) -> None:
@@ -213,8 +215,7 @@ class _TokenBucket:
         now = asyncio.get_running_loop().time()
         start = max(self._free, now - MAX_LAG) if waiting else max(self._free, now)
         self._free = start + n / self._rate
-        if self._free > now:
-            await asyncio.sleep(self._free - now)
+        await asyncio.sleep(max(self._free - now, 0.0))
         return self._free
 
 

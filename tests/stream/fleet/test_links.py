@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from pedsam.stream.errors import ConfigError, WorkerError
-from pedsam.stream.fleet.links import PROFILES, LinkRelay, LinkSpec, parse_links
+from pedsam.stream.fleet.links import MAX_LAG, PROFILES, LinkRelay, LinkSpec, _chunk, _TokenBucket, parse_links
 from pedsam.stream.fleet.remote import RemoteWorker
 from pedsam.workers.server import WorkerModel
 from tests.support import unstalled
@@ -143,6 +143,30 @@ async def test_each_direction_runs_at_its_rate_at_the_same_time(far_end) -> None
         assert down_rate == pytest.approx(spec.down_bps, rel=0.05), f"down {down_rate / 1e6:.2f} Mbit/s"
 
     await unstalled(measure, check)
+
+
+async def test_a_sender_catching_up_lets_the_loop_run_between_chunks() -> None:
+    """A backlogged sender woken late may send MAX_LAG of its rate at once; the loop's other
+    tasks (other links, the edge's frames) still run between its chunks."""
+    bucket = _TokenBucket(1e9)
+    chunk = _chunk(1e9)
+    await asyncio.sleep(MAX_LAG)  # the sender was woken this late, with bytes waiting all along
+    ticks = 0
+
+    async def ticker() -> None:
+        nonlocal ticks
+        while True:
+            ticks += 1
+            await asyncio.sleep(0)
+
+    ticking = asyncio.create_task(ticker())
+    await asyncio.sleep(0)
+    start, sent = ticks, 0
+    while sent < 1e9 / 8 * MAX_LAG / 2:  # half the allowance: never a wait on the clock
+        await bucket.take(chunk, waiting=True)
+        sent += chunk
+    ticking.cancel()
+    assert ticks - start >= sent // chunk - 1
 
 
 @pytest.mark.parametrize("profile", ["wifi", "lte"])
