@@ -11,7 +11,9 @@ default), and the command reports:
   :meth:`~pedsam.stream.core.propagation.MaskPropagator.step`, over all propagated frames, and
   once more with a single object, where the per-frame work shared by objects is not split;
 - how well each method's confidence flags bad masks: the ROC AUC of ``1 - confidence`` for
-  telling masks with IoU below 0.8 from the rest (0.5 is chance; 1 ranks every bad mask first).
+  telling masks with IoU below 0.8 from the rest (0.5 is chance; 1 ranks every bad mask first);
+- jumps (``--jumps``): the same with only every k-th frame propagated, as a live run jumps after
+  the frames it dropped (the keyframe still every N frames of the clip, N the largest interval).
 
 The clip is :func:`pedsam.stream.media.synthetic.demo_scene` (640x480, four textured objects
 that move, turn, zoom, stretch, bend and pass behind each other over a textured background),
@@ -24,6 +26,7 @@ Outputs (``--out``): ``propagation.json`` with every number, and ``drift.png``.
 
 from __future__ import annotations
 
+import itertools
 import json
 import tempfile
 import time
@@ -47,8 +50,11 @@ METHODS: dict[str, PropagationConfig] = {
     "dense": PropagationConfig(method="dense"),
     # Lucas-Kanade points, one RANSAC affine per object, no mesh, no keyframe refinement.
     "points-affine": PropagationConfig(grid=0, refine=False),
-    # The default: affine + smooth mesh residual, points re-matched against the keyframe.
+    # The default: affine + smooth mesh residual, points re-matched against the keyframe, and
+    # an object's tint where grey loses its points.
     "points": PropagationConfig(),
+    # The default without tints: grey alone.
+    "points-grey": PropagationConfig(tint=False),
 }
 BAD_IOU = 0.8
 
@@ -60,6 +66,7 @@ class PropagationBench:
     size: str = "640x480"
     frames: int = 240
     intervals: tuple[int, ...] = (10, 30)
+    jumps: tuple[int, ...] = (4, 8)
     methods: tuple[str, ...] = tuple(METHODS)
     seed: int = 0
     encoded: bool = False
@@ -295,6 +302,8 @@ def run(args: PropagationBench) -> int:
         raise ConfigError("--intervals must be at least 2, and --frames at least twice the largest interval")
     if args.threads < 1:
         raise ConfigError("--threads must be at least 1")
+    if any(k < 2 or k >= max(args.intervals) for k in args.jumps):
+        raise ConfigError("--jumps must be at least 2 and below the largest interval")
     threads = cv2.getNumThreads()
     cv2.setNumThreads(args.threads)
     try:
@@ -319,8 +328,19 @@ def _run(args: PropagationBench) -> int:
     single = [measure(name, METHODS[name], zip(images, truth), longest, only=0) for name in args.methods]
     print(f"\nCPU with a single object (object 0, N={longest}): "
           + ", ".join(f"{t.method} {1000 * t.cpu / t.frames:.2f} ms/frame" for t in single))
+    jumps = [(k, measure(name, METHODS[name], itertools.islice(zip(images, truth), 0, None, k), max(2, longest // k)))
+             for k in args.jumps for name in args.methods]
+    if jumps:
+        print(f"\njumps: every k-th frame propagated, keyframe every {longest} frames")
+        print(f"{'method':<14} {'k':>3} {'mean IoU':>8} {'min IoU':>7} {'worst object':>12}")
+        for k, trial in jumps:
+            s = trial.summary()
+            worst = int(np.argmin(s["mean_iou_per_object"]))
+            print(f"{trial.method:<14} {k:>3} {s['mean_iou']:>8.3f} {s['min_iou']:>7.2f} "
+                  f"{worst:>4} ({s['mean_iou_per_object'][worst]:.3f})")
     report["scene"] = {"label": label, "trials": [t.summary() for t in trials],
-                       "single_object": [t.summary() for t in single]}
+                       "single_object": [t.summary() for t in single],
+                       "jumps": [{"jump": k, **t.summary()} for k, t in jumps]}
     del images, truth
 
     labelme = Path(args.labelme) if args.labelme else None

@@ -421,6 +421,7 @@ def bench_propagation(values: Values) -> int:
 
     settings = PropagationBench.of({
         **values, "intervals": numbers(values["intervals"], "--intervals"),
+        "jumps": numbers(values["jumps"], "--jumps") if values["jumps"] else (),
         "methods": tuple(values["methods"].split(",")), "labelme": values["labelme"] or None,
         "out": values["out"] or None,
     })

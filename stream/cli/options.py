@@ -485,7 +485,10 @@ PROPAGATION_BENCH = (
     _o("--size", "size", "demo scene size WxH", default="640x480"),
     _o("--frames", "frames", "demo scene length", kind=int, default=240),
     _o("--intervals", "intervals", "keyframe every N frames, comma-separated", default="10,30"),
-    _o("--methods", "methods", "propagation methods to compare, comma-separated", default="points,dense"),
+    _o("--jumps", "jumps", "also propagate only every k-th frame, as a live run does after dropping frames: the "
+       "values of k, comma-separated (empty: none)", default="4,8"),
+    _o("--methods", "methods", "propagation methods to compare, comma-separated (points, points-grey: without "
+       "tints, points-affine: one affine per object, dense)", default="points,points-grey,dense"),
     _o("--seed", "seed", "demo scene texture seed", kind=int, default=0),
     _o("--encoded", "encoded", "measure on the scene encoded as H.264 and decoded", kind=bool),
     _o("--labelme", "labelme", "folder of Debian labelme-examples frames (samples/fetch_media.py --labelme); "

@@ -19,8 +19,8 @@ _CRITERIA = (cv2.TERM_CRITERIA_COUNT | cv2.TERM_CRITERIA_EPS, 20, 0.03)
 def track_points(
     before: np.ndarray, after: np.ndarray, points: np.ndarray, *, window: int, levels: int, fb_px: float
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Pyramidal Lucas-Kanade of ``points`` from ``before`` to ``after`` (two grey images of one
-    size) and back again.
+    """Pyramidal Lucas-Kanade of ``points`` from ``before`` to ``after`` (two uint8 images of one
+    size and channel count: grey, or grey and more channels stacked) and back again.
 
     Returns:
         ``(N, 2)`` float32 positions in ``after``, and ``(N,)`` bool: True where the point was
@@ -36,7 +36,7 @@ def track_points(
     back, status_back, _ = cv2.calcOpticalFlowPyrLK(after, before, ahead, ahead.copy(), winSize=size,
                                                      maxLevel=levels, criteria=_CRITERIA)
     ahead, back, origin = ahead.reshape(-1, 2), back.reshape(-1, 2), start.reshape(-1, 2)
-    height, width = after.shape
+    height, width = after.shape[:2]
     good = ((status.ravel() == 1) & (status_back.ravel() == 1)
             & (np.linalg.norm(back - origin, axis=1) <= fb_px)
             & (ahead[:, 0] >= 0) & (ahead[:, 1] >= 0) & (ahead[:, 0] <= width - 1) & (ahead[:, 1] <= height - 1))

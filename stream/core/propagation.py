@@ -3,9 +3,10 @@
 SAM runs only on keyframes (a frame through the split costs seconds over real links); between
 them :class:`MaskPropagator` moves every object's keyframe mask with the object. Per frame::
 
-    frame (HxWx3 uint8 RGB) -> grey at work_size            shared by all objects
+    frame (HxWx3 uint8 RGB) -> RGB and grey at work_size     shared by all objects
     Lucas-Kanade of every object's points, forward and back   one call each way for all objects
     per object:
+      tint   where grey kept under half its points: again in grey and its tint (below)
       fit    RANSAC affine + smooth mesh residual, current -> keyframe (warp_field.fit_field)
       refine the keyframe warped through that fit, matched to this frame by Lucas-Kanade:
              correspondences measured against the keyframe, so point drift does not pile up
@@ -13,6 +14,18 @@ them :class:`MaskPropagator` moves every object's keyframe mask with the object.
     overlaps: the object whose warped keyframe looks like the overlap (or whose points are
              there) is in front; the other loses those pixels and its points there
     top up:  new corners in the visible mask when fewer than ``redetect`` of the points remain
+
+Tint: an object whose colour differs from its surroundings more than its brightness does (an
+orange shape on a grey background of the same luminance) has little to track in grey, and a large
+jump between frames (a live run's, after a dropped stretch) loses it. Such an object gets a *tint*
+on its keyframe: the frame's colours projected on the direction that best tells its pixels from a
+ring around them (Fisher's linear discriminant), stretched to 0-255. On a frame where grey kept
+fewer than half its points, they are tracked again in two channels, grey and tint (Lucas-Kanade
+sums both channels' evidence, so an outline that only colour shows holds the points at the edge),
+and the frame is matched to the keyframe the same way. Only then: a tint also shows an occluder's
+edge sharply, which drags the points next to it, where grey (which kept them) does not. On the
+generated clips an orange star of its background's brightness, followed every 8th frame, keeps
+IoU 0.98 with the tint and is lost at once (0.27, then 0.10) without it.
 
 The fitted motion is anchored at the keyframe: an object's state is its keyframe mask and one
 map from the current frame to the keyframe, refitted every frame. That is why it holds for
@@ -35,6 +48,7 @@ Pure and synchronous: no threads, no I/O, no logging.
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -78,6 +92,8 @@ class PropagationConfig:
         redetect: top points up when fewer than this share of the keyframe's remain.
         refine: match points against the keyframe every frame (see the module docstring);
             refine_window, refine_levels: its Lucas-Kanade window and pyramid levels.
+        tint: track an object in grey and its tint (see the module docstring) on a frame where grey
+            alone kept fewer than ``tint_below`` of its points; off: grey alone.
     """
 
     method: str = "points"
@@ -98,6 +114,8 @@ class PropagationConfig:
     refine: bool = True
     refine_window: int = 9
     refine_levels: int = 1
+    tint: bool = True
+    tint_below: float = 0.5
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
@@ -150,6 +168,8 @@ class _Object:
     velocity: np.ndarray = field(default_factory=lambda: np.eye(3))  # (3, 3) last step, frame t -> frame t - 1
     box: tuple[int, int, int, int] = (0, 0, 0, 0)  # XYXY (exclusive) around the shape on the last frame
     shape: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), bool))  # (y1 - y0, x1 - x0) in box
+    tint: np.ndarray | None = None  # (1, 4) float32: working RGB -> its tint channel (cv2.transform)
+    key_image: np.ndarray | None = None  # the keyframe as it is tracked: key_grey, or (h', w', 2) grey and tint
 
     @property
     def key_box(self) -> tuple[float, float, float, float]:
@@ -159,12 +179,14 @@ class _Object:
 
 @dataclass(frozen=True, slots=True)
 class Working:
-    """A frame as the propagator works on it (:meth:`MaskPropagator.prepare`): its ``(H, W)`` and
-    its grey image at the working size, ``(h, w)`` uint8. A few hundred kB where the frame is a
-    megabyte: what a caller keeps of frames it may have to propagate through again."""
+    """A frame as the propagator works on it (:meth:`MaskPropagator.prepare`): its ``(H, W)``, its
+    grey image at the working size, ``(h, w)`` uint8, and (for tints) its colours there, ``(h, w,
+    3)`` uint8. What a caller keeps of frames it may have to propagate through again: for a
+    1280x720 frame (2.8 MB), 0.5 MB at the default working size."""
 
     size: tuple[int, int]
     grey: np.ndarray
+    colour: np.ndarray | None = None  # (h, w, 3) uint8 RGB at the working size, for tints
 
 
 class MaskPropagator:
@@ -188,6 +210,7 @@ class MaskPropagator:
         self._size: tuple[int, int] | None = None  # (H, W)
         self._scale = 1.0  # working pixels per frame pixel
         self._grey: np.ndarray | None = None  # (h', w') uint8, working grey of the last frame
+        self._colour: np.ndarray | None = None  # (h', w', 3) uint8, its working RGB (with tints)
         self._front: dict[tuple[int, int], int] = {}  # (lower id, higher id) -> the id in front
 
     @property
@@ -204,7 +227,8 @@ class MaskPropagator:
         height, width = _check_frame(frame)
         self._size = (height, width)
         self._scale = min(1.0, self.config.work_size / max(height, width))
-        self._grey = self._working_grey(frame, self._scale)
+        working = self.prepare(frame)
+        self._grey, self._colour = working.grey, working.colour
         self._objects.clear()
         self._front.clear()
         items = masks.items() if isinstance(masks, Mapping) else enumerate(masks)
@@ -230,7 +254,14 @@ class MaskPropagator:
     def prepare(self, frame: np.ndarray) -> Working:
         """``frame`` (HxWx3 uint8 RGB) as :meth:`step` works on it; :meth:`step` takes either."""
         height, width = _check_frame(frame)
-        return Working((height, width), self._working_grey(frame, min(1.0, self.config.work_size / max(height, width))))
+        scale = min(1.0, self.config.work_size / max(height, width))
+        if not self.config.tint or self.config.method != "points":
+            return Working((height, width), self._working_grey(frame, scale))
+        colour = frame
+        if scale < 1.0:
+            size = (max(8, round(width * scale)), max(8, round(height * scale)))
+            colour = cv2.resize(frame, size, interpolation=cv2.INTER_AREA)
+        return Working((height, width), np.asarray(cv2.cvtColor(colour, cv2.COLOR_RGB2GRAY), np.uint8), colour)
 
     def step(self, frame: np.ndarray | Working) -> list[Propagated]:
         """Every object's mask on ``frame``, the frame after the last one given, in id order.
@@ -245,39 +276,50 @@ class MaskPropagator:
             raise ValueError(f"frame size {working.size[1]}x{working.size[0]} differs from the keyframe's "
                              f"{self._size[1]}x{self._size[0]}: reset() with a new keyframe")
         previous, grey = self._grey, working.grey
-        self._grey = grey
+        before = (previous, self._colour)
+        self._grey, self._colour = grey, working.colour
         if self.config.method == "dense":
             return self._step_dense(previous, grey)
-        return self._step_points(previous, grey)
+        return self._step_points(before, (grey, working.colour))
 
     # -- the points method -------------------------------------------------------------------
 
-    def _step_points(self, previous: np.ndarray, grey: np.ndarray) -> list[Propagated]:
+    def _step_points(self, previous: tuple[np.ndarray, np.ndarray | None],
+                     current: tuple[np.ndarray, np.ndarray | None]) -> list[Propagated]:
+        """``previous`` and ``current``: each frame's working grey and RGB (None without tints)."""
         config, s = self.config, self._scale
+        grey = current[0]
         objects = [self._objects[i] for i in self.ids]
+        factors: dict[int, tuple[float, float]] = {}
         counts = [len(o.points) for o in objects]
         every = np.concatenate([o.points for o in objects]) if objects else np.zeros((0, 2), np.float32)
-        moved, good = track_points(previous, grey, every, window=config.window, levels=config.levels,
-                                   fb_px=config.fb_px)
-        factors: dict[int, tuple[float, float]] = {}
+        moved_all, good_all = track_points(previous[0], current[0], every, window=config.window,
+                                           levels=config.levels, fb_px=config.fb_px)
         start = 0
         for obj, count in zip(objects, counts):
-            ok = good[start:start + count]
-            points, anchors = moved[start:start + count][ok], obj.anchors[ok]
-            expected = obj.motion.residual_at(obj.points[ok] / s)
+            moved, good = moved_all[start:start + count], good_all[start:start + count]
             start += count
+            tinted = (obj.tint is not None and previous[1] is not None and current[1] is not None and count > 0
+                      and good.mean() < config.tint_below)
+            if tinted:  # grey lost it: its outline in colour may hold it
+                moved_tint, good_tint = self._track_tinted(obj, previous, current)
+                tinted = good_tint.sum() > good.sum()
+                if tinted:
+                    moved, good = moved_tint, good_tint
+            points, anchors = moved[good], obj.anchors[good]
+            expected = obj.motion.residual_at(obj.points[good] / s)
             before = obj.motion.affine
             fit = self._fit(obj, points, anchors, expected)
             if fit.field is not None:
                 obj.motion = fit.field
                 obj.points, obj.anchors = points[fit.kept], anchors[fit.kept]
                 if config.refine:
-                    fit = self._refine(obj, grey) or fit
+                    fit = self._refine(obj, current, tinted=tinted) or fit
                 obj.velocity = _step(before, obj.motion.affine)
             else:  # lost: hidden, gone, or a cut; carry on at the last frame-to-frame motion
                 obj.motion = WarpField((_homogeneous(before) @ obj.velocity)[:2])
                 obj.points, obj.anchors = points[:0], anchors[:0]
-            factors[obj.id] = (float(ok.mean()) if count else 0.0, float(fit.kept.mean()) if len(fit.kept) else 0.0)
+            factors[obj.id] = (float(good.mean()) if count else 0.0, float(fit.kept.mean()) if len(fit.kept) else 0.0)
             self._warp_shape(obj)
         self._settle_overlaps(objects)
         results = []
@@ -296,6 +338,33 @@ class MaskPropagator:
             results.append(result)
         return results
 
+    def _track_tinted(self, obj: _Object, previous: tuple[np.ndarray, np.ndarray | None],
+                      current: tuple[np.ndarray, np.ndarray | None]) -> tuple[np.ndarray, np.ndarray]:
+        """:func:`track_points` of one object's points in its grey and tint, in a crop around
+        them as far out as Lucas-Kanade's pyramid reaches (the tint is made there only)."""
+        config, points = self.config, self._objects[obj.id].points
+        reach = config.window * (1 << config.levels) // 2 + config.window
+        height, width = current[0].shape[:2]
+        x0, y0 = max(0, int(points[:, 0].min()) - reach), max(0, int(points[:, 1].min()) - reach)
+        box = (x0, y0, min(width, int(points[:, 0].max()) + reach + 1), min(height, int(points[:, 1].max()) + reach + 1))
+        origin = np.array([x0, y0], np.float32)
+        moved, good = track_points(self._image(obj, previous, box, tinted=True), self._image(obj, current, box, tinted=True),
+                                   points - origin, window=config.window, levels=config.levels, fb_px=config.fb_px)
+        return moved + origin, good
+
+    @staticmethod
+    def _image(obj: _Object, frame: tuple[np.ndarray, np.ndarray | None],
+               box: tuple[int, int, int, int] | None = None, *, tinted: bool = False) -> np.ndarray:
+        """A frame (working grey and RGB) within ``box`` (XYXY working pixels; None: all of it):
+        grey, or with ``tinted`` (and a tint to make) (h', w', 2) grey and the object's tint."""
+        grey, colour = frame
+        if box is not None:
+            x0, y0, x1, y1 = box
+            grey, colour = grey[y0:y1, x0:x1], colour[y0:y1, x0:x1] if colour is not None else None
+        if not tinted or obj.tint is None or colour is None:
+            return grey
+        return np.asarray(cv2.merge([grey, cv2.transform(colour, obj.tint)]), np.uint8)
+
     def _fit(self, obj: _Object, points: np.ndarray, anchors: np.ndarray, expected: np.ndarray) -> FieldFit:
         """The field through ``(N, 2)`` working-pixel ``points`` and their keyframe ``anchors``,
         whose residuals were ``expected`` (``(N, 2)``, full-resolution pixels) on the last frame."""
@@ -306,36 +375,40 @@ class MaskPropagator:
                          smooth=config.smooth, expected=expected,
                          max_change=config.keep_px / s + config.max_change * size)
 
-    def _refine(self, obj: _Object, grey: np.ndarray) -> FieldFit | None:
+    def _refine(self, obj: _Object, current: tuple[np.ndarray, np.ndarray | None], *, tinted: bool) -> FieldFit | None:
         """Match the object's points against its keyframe, not the last frame, and refit.
 
-        The keyframe grey is warped through the predicted field into this frame's box around
-        the points; Lucas-Kanade from there to this frame finds where each keyframe point
-        really is. Returns None (the prediction stands) when too few points match.
+        The keyframe (grey, or grey and tint when this frame's points were ``tinted``) is warped
+        through the predicted field into this frame's box around the points; Lucas-Kanade from
+        there to this frame (``current``: its working grey and RGB) finds where each keyframe
+        point really is. Returns None (the prediction stands) when too few points match.
         """
+        grey = current[0]
         config, s = self.config, self._scale
         points = obj.points
         if len(points) < config.min_points:
             return None
-        height, width = grey.shape
+        height, width = grey.shape[:2]
         margin = config.window
         x0, y0 = max(0, int(points[:, 0].min()) - margin), max(0, int(points[:, 1].min()) - margin)
         x1 = min(width, int(points[:, 0].max()) + margin + 1)
         y1 = min(height, int(points[:, 1].max()) + margin + 1)
         map_x, map_y = obj.motion.maps(np.arange(x0, x1) / s, np.arange(y0, y1) / s)
-        template = cv2.remap(obj.key_grey, map_x * s, map_y * s, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        key = obj.key_image if tinted and obj.key_image is not None else obj.key_grey
+        template = cv2.remap(key, map_x * s, map_y * s, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
         origin = np.array([x0, y0], np.float32)
-        found, good = track_points(template, grey[y0:y1, x0:x1], points - origin, window=config.refine_window,
+        here = self._image(obj, current, (x0, y0, x1, y1), tinted=tinted)
+        found, good = track_points(template, here, points - origin, window=config.refine_window,
                                    levels=config.refine_levels, fb_px=config.fb_px)
         if int(good.sum()) < config.min_points:
             return None
-        current = found[good] + origin
+        matched = found[good] + origin
         anchors = obj.motion.points(points[good] / s)
-        fit = self._fit(obj, current, anchors, obj.motion.residual_at(points[good] / s))
+        fit = self._fit(obj, matched, anchors, obj.motion.residual_at(points[good] / s))
         if fit.field is None or int(fit.kept.sum()) < config.min_points:
             return None
         obj.motion = fit.field
-        obj.points, obj.anchors = current[fit.kept], anchors[fit.kept]
+        obj.points, obj.anchors = matched[fit.kept], anchors[fit.kept]
         return fit
 
     def _warp_shape(self, obj: _Object) -> None:
@@ -459,12 +532,50 @@ class MaskPropagator:
         crop = mask[y0:y1, x0:x1]
         obj = _Object(object_id, crop.astype(np.uint8) * 255, (x0, y0), int(np.count_nonzero(crop)), self._grey,
                       mask.copy(), box=(x0, y0, x1, y1), shape=crop.copy())
+        if self._colour is not None and rows.size:
+            obj.tint = tint(self._colour, mask, self._scale)
+            obj.key_image = self._image(obj, (self._grey, self._colour), tinted=True)
         if self.config.method == "points":
             obj.points = self._corners(obj, self._grey, crop, (x0, y0), self.config.max_points)
             obj.anchors = obj.points / self._scale
             obj.key_points = len(obj.points)
         self._objects[object_id] = obj
         self._front = {pair: front for pair, front in self._front.items() if object_id not in pair}
+
+
+_GREY = np.array([0.299, 0.587, 0.114])  # RGB -> grey, as cv2.COLOR_RGB2GRAY weighs them
+
+
+def tint(colour: np.ndarray, mask: np.ndarray, scale: float) -> np.ndarray | None:
+    """The ``(1, 4)`` float32 :func:`cv2.transform` matrix that maps working RGB ``colour``
+    (h', w', 3) uint8 to an object's tint (see the module docstring): Fisher's discriminant between
+    the object's pixels (``mask``, (H, W) bool at the frame's size; ``scale`` working pixels per
+    frame pixel) and a ring around them a quarter of the object's size wide, stretched so that
+    the 1st to 99th percentile of both spans 0-255. None when there are too few pixels either
+    side, or when colour tells them apart no better than brightness does (Fisher's criterion
+    under twice grey's: a grey video, or an object that stands out in grey already)."""
+    height, width = colour.shape[:2]
+    inside = cv2.resize(mask.astype(np.uint8), (width, height), interpolation=cv2.INTER_NEAREST).astype(bool)
+    area = int(np.count_nonzero(inside))
+    if area < 16:
+        return None
+    reach = max(3, round(0.25 * math.sqrt(area)))
+    ring = cv2.dilate(inside.astype(np.uint8), cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * reach + 1,) * 2))
+    around = ring.astype(bool) & ~inside
+    if np.count_nonzero(around) < 16:
+        return None
+    a, b = colour[inside].astype(np.float64), colour[around].astype(np.float64)
+    spread = np.cov(a.T) + np.cov(b.T) + np.eye(3)  # + 1 grey level^2 of noise: a flat colour stays solvable
+    difference = a.mean(axis=0) - b.mean(axis=0)
+    direction = np.linalg.solve(spread, difference)
+    if float(difference @ direction) < 2.0 * float(_GREY @ difference) ** 2 / float(_GREY @ spread @ _GREY):
+        return None
+    values = np.concatenate([a, b]) @ direction
+    low, high = np.percentile(values, [1.0, 99.0])
+    if not np.isfinite(direction).all() or high - low < 1e-6:
+        return None
+    gain = 255.0 / (high - low)
+    return np.array([[*(direction * gain), -low * gain]], np.float32)
 
 
 def _homogeneous(affine: np.ndarray) -> np.ndarray:

@@ -77,6 +77,11 @@ def test_the_bench_reports_accuracy_drift_and_cost_of_every_method(tmp_path: Pat
     assert trials[("points", 12)]["mean_iou"] > trials[("dense", 12)]["mean_iou"]
     dense = trials[("dense", 12)]["drift"]
     assert dense[-1] < dense[0] - 0.05
+    jumps = {(t["method"], t["jump"]): t for t in report["scene"]["jumps"]}
+    assert set(jumps) == {(m, k) for m in METHODS for k in (4, 8)}
+    assert jumps[("points", 4)]["frames"] == 6 - 6 // 3  # every 4th frame; a keyframe every 3 of them
+    assert jumps[("points", 8)]["mean_iou"] > 0.8
+    assert "jumps: every k-th frame propagated" in printed
     assert {t["method"] for t in report["labelme"]["trials"]} == set(METHODS)
     assert all(t["mean_iou"] > 0.8 for t in report["labelme"]["trials"])
     assert (tmp_path / "out" / "drift.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -92,5 +97,7 @@ def test_bad_settings_end_with_one_line_and_status_2(capsys: pytest.CaptureFixtu
     assert main(["bench-propagation", "--methods", "points,magic", "--out", ""]) == 2
     assert main(["bench-propagation", "--intervals", "30", "--frames", "40", "--out", ""]) == 2
     assert main(["bench-propagation", "--intervals", "ten"]) == 2
+    assert main(["bench-propagation", "--jumps", "1", "--out", ""]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 3 and all(line.startswith("pedsam: error: ") for line in err)
+    assert len(err) == 4 and all(line.startswith("pedsam: error: ") for line in err)
+    assert "--jumps must be at least 2" in err[-1]
