@@ -447,13 +447,14 @@ PRIVACY = (
 )
 
 LEAKAGE_BENCH = (
-    _o("--seeds", "seeds", "seeds, comma-separated: each one the model's random weights (unless --checkpoint) and the "
-       "deal of videos into folds; the 95%% intervals are over them (at least 2)", default="0,1,2", metavar="S,..."),
+    _o("--seeds", "seeds", "seeds, comma-separated: each one the model's random weights (unless --checkpoint or the "
+       "preset's shipped weights fix them) and the deal of videos into folds; the 95%% intervals are over them (at "
+       "least 2)", default="0,1,2", metavar="S,..."),
     _o("--plans", "plans", "plans to measure, comma-separated", default="default,offload", metavar="P,..."),
     _o("--remote", "remote", "remote segments to measure, comma-separated (all, or N: only the first N segments go "
        "to workers; 1 sends no mixed token)", default="all,1", metavar="N,..."),
-    _o("--attackers", "attackers", "attackers, comma-separated: ridge (closed form), mlp (a small perceptron)",
-       default="ridge,mlp", metavar="A,..."),
+    _o("--attackers", "attackers", "attackers, comma-separated: ridge (closed form), mlp (a small perceptron), cnn "
+       "(a small convolutional network over the window grid)", default="ridge,mlp,cnn", metavar="A,..."),
     _o("--clips", "clips", "what the clips show: sprites (textured objects moving over a textured background) or "
        "blocks (one flat random colour per encoder window, built so that only context can tell a window)",
        choices=("sprites", "blocks"), default="sprites"),

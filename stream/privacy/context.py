@@ -119,10 +119,14 @@ class Recording:
             as its worker received them (only keys some worker received).
         facts: window id -> (frames, 196) float32 facts (see :data:`FACTS`).
         groups: (frames,) int, the video each frame came from.
+        grid: (rows, cols) of the encoder's windows; window ``wid`` lies at ``divmod(wid, cols)``.
+        pool: the side of each window's pooled cells.
     """
 
     shares: dict[str, tuple[int, ...]]
     picture: tuple[int, ...]
+    grid: tuple[int, int] = (0, 0)
+    pool: int = 1
     views: dict[Key, dict[int, np.ndarray]] = field(default_factory=dict)
     facts: dict[int, np.ndarray] = field(default_factory=dict)
     groups: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
@@ -220,7 +224,7 @@ async def _collect(
                 content = (-(-h // preset.patch_size), -(-w // preset.patch_size))
                 shares = dict(zip(recorders, partition(grid, workers, scheme, content=content), strict=True))
                 picture = tuple(sorted(wid for ids in shares.values() for wid in ids))
-                recording = Recording(shares=shares, picture=picture)
+                recording = Recording(shares=shares, picture=picture, grid=(grid.rows, grid.cols), pool=pool)
             assignment = Assignment(frame_index=index, shares={
                 EDGE: tuple(wid for wid in range(grid.num_windows) if wid not in recording.picture),
                 **recording.shares,

@@ -34,13 +34,15 @@ from typing import Any
 
 import numpy as np
 
-from pedsam.stream.privacy.attackers import ATTACKERS, cross_predict, fact_columns, scores, summarise
+from pedsam.stream.privacy.attackers import ATTACKERS, Layout, cross_predict, fact_columns, scores, summarise
 from pedsam.stream.privacy.context import FACTS, FIRST, Key, Recording, block_frames, collect, scene_frames
 from pedsam.workers.models import build_sam
 from pedsam.workers.presets import get_preset
 from pedsam.workers.presets import get_preset
 
-__all__ = ["LeakageConfig", "Setting", "interval", "run_leakage", "table", "view_scores", "worker_view"]
+__all__ = [
+    "LeakageConfig", "Setting", "interval", "run_leakage", "table", "view_scores", "worker_layout", "worker_view",
+]
 
 # Student's t, 97.5th percentile, by degrees of freedom (a df not listed takes the next one below).
 _T975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262,
@@ -79,7 +81,7 @@ class LeakageConfig:
     checkpoint: str | None = None
     seeds: tuple[int, ...] = (0, 1, 2)
     settings: tuple[Setting, ...] = (Setting("default", None), Setting("offload", None), Setting("default", 1))
-    attackers: tuple[str, ...] = ("ridge", "mlp")
+    attackers: tuple[str, ...] = ("ridge", "mlp", "cnn")
     videos: int = 8
     frames: int = 24
     step: int = 4
@@ -97,16 +99,29 @@ def worker_view(recording: Recording, worker: str, keys: Sequence[Key]) -> np.nd
     return np.concatenate([recording.views[key][wid] for key in keys for wid in recording.shares[worker]], axis=1)
 
 
+def worker_layout(recording: Recording, worker: str, keys: Sequence[Key], unseen: Sequence[int]) -> Layout:
+    """Where :func:`worker_view`'s blocks and the ``unseen`` windows' facts lie on the grid."""
+    share = recording.shares[worker]
+    return Layout(grid=recording.grid, pool=recording.pool,
+                  inputs=tuple((g, wid) for g in range(len(keys)) for wid in share), outputs=tuple(unseen))
+
+
 def _worker_view(recording: Recording, keys: Sequence[Key]) -> Callable[[str, tuple[int, ...]], np.ndarray]:
     return lambda worker, _unseen: worker_view(recording, worker, keys)
 
 
+def _worker_layout(recording: Recording, keys: Sequence[Key]) -> Callable[[str, tuple[int, ...]], Layout]:
+    return lambda worker, unseen: worker_layout(recording, worker, keys, unseen)
+
+
 def view_scores(
     recording: Recording, view: Callable[[str, tuple[int, ...]], np.ndarray], attacker: str, *, folds: int, seed: int,
+    layout: Callable[[str, tuple[int, ...]], Layout] | None = None,
 ) -> dict[str, dict[str, float]]:
     """R2 and PSNR per fact (:func:`~pedsam.stream.privacy.attackers.summarise`) of ``attacker``
     predicting, for every worker, the facts of the picture windows it was not sent from
-    ``view(worker, unseen windows)`` (frames, features), videos cross-validated."""
+    ``view(worker, unseen windows)`` (frames, features), videos cross-validated; ``layout(worker,
+    unseen windows)`` places the view on the grid for the attackers that need it."""
     sums = []
     for worker, share in recording.shares.items():
         unseen = tuple(w for w in recording.picture if w not in share)
@@ -114,7 +129,8 @@ def view_scores(
         width = next(iter(recording.facts.values())).shape[1]
         columns = fact_columns(FACTS, width, len(unseen))
         predicted, chance = cross_predict(ATTACKERS[attacker], view(worker, unseen), truth, recording.groups,
-                                          columns, folds=folds, seed=seed)
+                                          columns, folds=folds, seed=seed,
+                                          layout=layout(worker, unseen) if layout else None)
         sums.append(scores(truth, predicted, chance, columns))
     return summarise(sums)
 
@@ -135,9 +151,11 @@ def run_leakage(config: LeakageConfig, progress: Callable[[str], None] = lambda 
             recording = collect(sam, preset, frames, plan=setting.plan, remote_segments=setting.remote_segments,
                                 workers=config.workers, scheme=config.scheme, pool=config.pool)
             for attacker in config.attackers:
-                found = {name: view_scores(recording, _worker_view(recording, keys), attacker, folds=config.folds,
-                                           seed=seed)
-                         for name, keys in (("first", [FIRST]), ("all", recording.keys))}
+                found = {name: view_scores(
+                    recording, _worker_view(recording, keys), attacker, folds=config.folds, seed=seed,
+                    layout=_worker_layout(recording, keys),
+                ) for name, keys in (("first", [FIRST]), ("all", recording.keys)) if name == "first" or keys != [FIRST]}
+                found.setdefault("all", found["first"])  # one segment sent: the two views are the same tensors
                 runs.setdefault(setting.label, {}).setdefault(attacker, []).append({"seed": seed, **found})
                 progress(f"seed {seed}, {setting.label}, {attacker}: " + ", ".join(
                     f"{fact} R2 {found['first'][fact]['r2']:.3f} -> {found['all'][fact]['r2']:.3f}" for fact in FACTS))

@@ -161,7 +161,7 @@ def test_leakage_bench_reports_gains_with_intervals_and_none_with_one_remote_seg
     ``--remote 1`` both views are the first segment's, so the gain is exactly zero."""
     out = tmp_path / "leakage.json"
     command = [sys.executable, "-m", "pedsam.stream", "bench-leakage", "--seeds", "0,1", "--plans", "default",
-               "--remote", "all,1", "--attackers", "ridge", "--clips", "blocks", "--videos", "3", "--frames", "6",
+               "--remote", "all,1", "--attackers", "ridge,cnn", "--clips", "blocks", "--videos", "3", "--frames", "6",
                "--folds", "3", "--size", "320x240", "--json", str(out)]
     done = subprocess.run(command, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
@@ -169,14 +169,15 @@ def test_leakage_bench_reports_gains_with_intervals_and_none_with_one_remote_seg
     assert "give --checkpoint for the real ones" in done.stderr
     report = json.loads(out.read_text())
     assert report["weights"] == "random" and report["config"]["clips"] == "blocks"
-    kept = report["results"]["default, remote 1"]["ridge"]
-    sent = report["results"]["default, remote all"]["ridge"]
-    for fact in ("thumbnail", "mean colour", "edge energy"):
-        assert kept[fact]["r2"]["gain"] == kept[fact]["r2"]["gain_low"] == kept[fact]["r2"]["gain_high"] == 0.0
-        found = sent[fact]["r2"]
-        assert found["gain_low"] <= found["gain"] <= found["gain_high"]
-        assert len(sent["seeds"]) == 2
-    assert kept["thumbnail"]["psnr_db"]["gain"] == 0.0
+    for attacker in ("ridge", "cnn"):
+        kept = report["results"]["default, remote 1"][attacker]
+        sent = report["results"]["default, remote all"][attacker]
+        for fact in ("thumbnail", "mean colour", "edge energy"):
+            assert kept[fact]["r2"]["gain"] == kept[fact]["r2"]["gain_low"] == kept[fact]["r2"]["gain_high"] == 0.0
+            found = sent[fact]["r2"]
+            assert found["gain_low"] <= found["gain"] <= found["gain_high"]
+            assert len(sent["seeds"]) == 2
+        assert kept["thumbnail"]["psnr_db"]["gain"] == 0.0
     done = subprocess.run([sys.executable, "-m", "pedsam.stream", "bench-leakage", "--seeds", "3"],
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 2

@@ -8,12 +8,15 @@ a global block mixed into the worker's later tokens.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
+import torch
 
-from pedsam.stream.privacy.attackers import ATTACKERS, cross_predict
+from pedsam.stream.privacy.attackers import ATTACKERS, Layout, _canvas, _GridNet, cross_predict
 from pedsam.stream.privacy.context import FIRST, Recording, block_frames, collect
-from pedsam.stream.privacy.leakage import interval, view_scores, worker_view
+from pedsam.stream.privacy.leakage import interval, view_scores, worker_layout, worker_view
 from pedsam.workers.models import build_sam
 from pedsam.workers.presets import get_preset
 
@@ -59,10 +62,51 @@ def test_the_attacker_reads_a_window_it_is_given_and_nothing_from_nothing(leaky:
     assert _r2(leaky, own, "mlp") > 0.5
 
 
+def test_the_cnn_reads_each_window_where_its_layout_puts_it(leaky: Recording) -> None:
+    """Given the target windows' own first-segment tokens, the CNN reads each one's colour back,
+    and its read-out of a window is the one the layout names (a mis-wired layout would otherwise
+    pass silently: the network learns a neighbour's colour nearly as well)."""
+    unseen = tuple(w for w in leaky.picture if w not in leaky.shares["w0"])  # four windows
+    x = np.concatenate([leaky.views[FIRST][w] for w in unseen], axis=1)
+    truth = np.concatenate([leaky.facts[w][:, 192:195] for w in unseen], axis=1).astype(np.float64)  # mean colour
+    columns = {"mean colour": np.arange(truth.shape[1])}
+
+    layout = Layout(leaky.grid, leaky.pool, tuple((0, w) for w in unseen), unseen)
+    predicted, chance = cross_predict(ATTACKERS["cnn"], x, truth, leaky.groups, columns, folds=2, seed=0,
+                                      layout=layout)
+    error = ((truth - predicted) ** 2).reshape(len(truth), len(unseen), 3).sum(axis=(0, 2))
+    assert (1 - error / ((truth - chance) ** 2).reshape(len(truth), len(unseen), 3).sum(axis=(0, 2)) > 0.8).all()
+
+    canvas = torch.as_tensor(_canvas(x, layout))
+    net = _GridNet(canvas.shape[1], 3, layout, 8).eval()
+    reordered = _GridNet(canvas.shape[1], 3, replace(layout, outputs=unseen[::-1]), 8).eval()
+    reordered.load_state_dict(net.state_dict() | {"index": reordered.index})
+    with torch.no_grad():
+        assert torch.equal(reordered(canvas).reshape(-1, 4, 3), net(canvas).reshape(-1, 4, 3).flip(1))
+    with pytest.raises(ValueError, match="layout"):
+        ATTACKERS["cnn"](x, truth, leaky.groups, x, columns, 0)
+
+
+def test_the_canvas_puts_every_block_where_its_window_lies(leaky: Recording) -> None:
+    keys = leaky.keys
+    view = worker_view(leaky, "w1", keys)
+    layout = worker_layout(leaky, "w1", keys, (0,))
+    canvas = _canvas(view, layout)
+    channels = view.shape[1] // len(layout.inputs)  # pool 1: one cell of C channels per block
+    assert canvas.shape == (len(view), len(keys) * (channels + 1) + 2, 3, 3)
+    for i, (group, wid) in enumerate(layout.inputs):
+        row, col = divmod(wid, 3)
+        assert np.array_equal(canvas[:, group * channels : (group + 1) * channels, row, col],
+                              view[:, i * channels : (i + 1) * channels])
+    masks = canvas[0, len(keys) * channels : len(keys) * (channels + 1)]
+    assert sorted(map(tuple, np.argwhere(masks[0] == 1))) == [divmod(w, 3) for w in leaky.shares["w1"]]
+    assert masks.sum() == len(layout.inputs)
+
+
 def test_cross_prediction_never_trains_on_a_test_video() -> None:
     seen: list[set[int]] = []
 
-    def spy(x, y, groups, x_test, columns, seed):  # type: ignore[no-untyped-def]
+    def spy(x, y, groups, x_test, columns, seed, layout=None):  # type: ignore[no-untyped-def]
         seen.append(set(groups.tolist()))
         return np.zeros((len(x_test), y.shape[1]))
 
@@ -73,7 +117,7 @@ def test_cross_prediction_never_trains_on_a_test_video() -> None:
     for train in seen:  # chance is the training mean: from the other fold only
         test = ~np.isin(groups, list(train))
         assert np.allclose(chance[test], np.mean(list(train)))
-    assert set(ATTACKERS) == {"ridge", "mlp"}
+    assert set(ATTACKERS) == {"ridge", "mlp", "cnn"}
 
 
 def test_interval_is_students_t_over_seeds() -> None:
