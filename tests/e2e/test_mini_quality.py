@@ -44,12 +44,14 @@ def test_mini_finds_the_objects_of_the_demo_scene_on_every_frame(tmp_path: Path)
 def test_mini_follows_the_steady_objects_of_a_clip_played_live(tmp_path: Path) -> None:
     """``pedsam stream --realtime``: the clip played as a camera delivers it, adaptive keyframes,
     frames dropped to stay current, the video playing on without masks until the first keyframe
-    lands. What a live run shows depends on what this machine took in time, so only the objects
-    that every live run here followed are held to floors (disc 0.95, block 0.94 in each of 9
-    runs); the turning star is lost in some runs (see the README's model card)."""
+    lands. What a live run shows depends on what this machine took in time, hence floors well
+    below what every live run here gave (disc 0.93-0.95, block 0.94-0.95, star 0.82-0.84 in each
+    of 9 runs, 3 of them with both cores busy elsewhere). The star is as bright as the background:
+    propagation follows it across the live run's jumps by its tint, and lost it without (0.00-0.47
+    in 3 runs)."""
     score = clip_iou(second_scene(frames=60), command="stream", folder=tmp_path, timeout=300)
     assert score.errors == 0 and score.keyframes >= 1
     assert score.frames_with_masks + score.before_first + score.dropped == 60  # every frame accounted for
     assert score.frames_with_masks >= 5 and score.before_first >= 1  # the video played while SAM computed
     found = dict(zip(score.objects, score.per_object))
-    assert found["disc"] >= 0.85 and found["block"] >= 0.85, found
+    assert found["disc"] >= 0.85 and found["block"] >= 0.85 and found["star"] >= 0.6, found
