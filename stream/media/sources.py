@@ -232,7 +232,12 @@ class RecordingSource(WrappedSource):
     """``inner``, with every frame it hands out also written, losslessly, to ``path`` (FFV1 in
     Matroska, RGB): the exact frames the edge segmented, e.g. a browser call's for an audit of
     what the workers kept (``pedsam serve --record-calls``, ``pedsam attack-capture``). Frames
-    of another size than the first are not recorded (one line in the log says so)."""
+    of another size than the first are not recorded (one line in the log says so).
+
+    Writing and finishing run on worker threads and take turns: a call that ends while a frame
+    is being written (a browser hanging up) finishes the file after that frame, and a frame that
+    comes after the end is not written (FFmpeg aborts the process when one container is encoded
+    from two threads at once; a write after the end would start the file over)."""
 
     def __init__(self, inner: FrameSource, path: str | os.PathLike[str]) -> None:
         super().__init__(inner)
@@ -240,6 +245,8 @@ class RecordingSource(WrappedSource):
         self._container: Any = None
         self._stream: Any = None
         self._warned = False
+        self._turn = threading.Lock()
+        self._finished = False
         self.recorded = 0
 
     async def next(self) -> SourceFrame | None:
@@ -249,6 +256,11 @@ class RecordingSource(WrappedSource):
         return item
 
     def _write(self, image: np.ndarray) -> None:
+        with self._turn:
+            if not self._finished:
+                self._write_one(image)
+
+    def _write_one(self, image: np.ndarray) -> None:
         height, width = image.shape[:2]
         if self._container is None:
             try:
@@ -272,11 +284,13 @@ class RecordingSource(WrappedSource):
         self.recorded += 1
 
     def _finish(self) -> None:
-        container, self._container = self._container, None
-        if container is not None:
-            for packet in self._stream.encode():
-                container.mux(packet)
-            container.close()
+        with self._turn:
+            self._finished = True
+            container, self._container = self._container, None
+            if container is not None:
+                for packet in self._stream.encode():
+                    container.mux(packet)
+                container.close()
 
     async def close(self) -> None:
         try:

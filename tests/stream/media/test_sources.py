@@ -13,7 +13,14 @@ import pytest
 from aiortc.mediastreams import MediaStreamError
 
 from pedsam.stream.errors import MediaError
-from pedsam.stream.media.sources import CameraSource, FileSource, LatestSlot, WebRTCSource, parse_camera
+from pedsam.stream.media.sources import (
+    CameraSource,
+    FileSource,
+    LatestSlot,
+    RecordingSource,
+    WebRTCSource,
+    parse_camera,
+)
 from pedsam.stream.media.synthetic import make_clip
 from pedsam.stream.media.video import read_frames
 from tests.mjpeg_server import HEIGHT, PERIOD, WIDTH, MjpegServer, read_mark
@@ -71,6 +78,29 @@ async def test_file_source_never_drops_even_for_a_slow_consumer(tmp_path: Path) 
         np.testing.assert_array_equal(g.frame.image, w.image)
     captured = [g.captured for g in got]
     assert captured == sorted(captured)
+
+
+async def test_a_recording_closed_while_a_frame_is_written_keeps_every_frame_it_took(tmp_path: Path) -> None:
+    """A call that ends while a frame is being written (a browser hanging up): the file is
+    finished after that frame, never from two threads at once (FFmpeg aborts the process), and a
+    frame after the end does not start the file over."""
+    clip = make_clip(tmp_path / "clip.mp4", frames=6, width=96, height=64)
+    want = [f.image for f in read_frames(clip.path)]
+    for round_ in range(10):
+        path = tmp_path / f"call{round_}.mkv"
+        source = RecordingSource(FileSource(clip.path), path)
+        await source.open()
+        taken = [await source.next() for _ in range(3)]
+        late = asyncio.create_task(source.next())  # being written while the call ends
+        await asyncio.sleep(0)
+        await source.close()
+        await late
+        source._write(want[5])  # after the end: not written
+        recorded = [f.image for f in read_frames(path)]
+        assert len(recorded) == source.recorded in (3, 4), round_
+        for got, item in zip(recorded, [*taken, late.result()]):
+            assert item is not None
+            np.testing.assert_array_equal(got, item.frame.image)
 
 
 async def test_file_source_closes_on_error_and_reports_bad_files(tmp_path: Path) -> None:
