@@ -342,14 +342,17 @@ class MaskPropagator:
                       current: tuple[np.ndarray, np.ndarray | None]) -> tuple[np.ndarray, np.ndarray]:
         """:func:`track_points` of one object's points in its grey and tint, in a crop around
         them as far out as Lucas-Kanade's pyramid reaches (the tint is made there only)."""
-        config, points = self.config, self._objects[obj.id].points
+        config, points = self.config, obj.points
         reach = config.window * (1 << config.levels) // 2 + config.window
         height, width = current[0].shape[:2]
         x0, y0 = max(0, int(points[:, 0].min()) - reach), max(0, int(points[:, 1].min()) - reach)
-        box = (x0, y0, min(width, int(points[:, 0].max()) + reach + 1), min(height, int(points[:, 1].max()) + reach + 1))
+        x1 = min(width, int(points[:, 0].max()) + reach + 1)
+        y1 = min(height, int(points[:, 1].max()) + reach + 1)
+        before = self._image(obj, previous, (x0, y0, x1, y1), tinted=True)
+        after = self._image(obj, current, (x0, y0, x1, y1), tinted=True)
         origin = np.array([x0, y0], np.float32)
-        moved, good = track_points(self._image(obj, previous, box, tinted=True), self._image(obj, current, box, tinted=True),
-                                   points - origin, window=config.window, levels=config.levels, fb_px=config.fb_px)
+        moved, good = track_points(before, after, points - origin, window=config.window, levels=config.levels,
+                                   fb_px=config.fb_px)
         return moved + origin, good
 
     @staticmethod

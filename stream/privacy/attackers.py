@@ -184,7 +184,9 @@ class _GridNet(nn.Module):
             nn.Conv2d(hidden, hidden, 3, padding=2, dilation=2), nn.GELU(),
             nn.Conv2d(hidden, hidden, 3, padding=4, dilation=4), nn.GELU(),
         )
-        self.head = nn.Sequential(nn.Dropout(0.2), nn.Conv2d(2 * hidden, hidden, 1), nn.GELU(), nn.Conv2d(hidden, width, 1))
+        self.head = nn.Sequential(
+            nn.Dropout(0.2), nn.Conv2d(2 * hidden, hidden, 1), nn.GELU(), nn.Conv2d(hidden, width, 1),
+        )
         self.pool = layout.pool
         self.index: torch.Tensor
         self.register_buffer("index", torch.as_tensor(layout.outputs, dtype=torch.long))
