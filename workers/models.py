@@ -12,12 +12,15 @@ import hashlib
 import json
 import os
 import textwrap
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any
 
 import torch
+from torch.overrides import TorchFunctionMode
+
 from pedsam.workers.sam import (
     ImageEncoderViT,
     MaskDecoder,
@@ -42,19 +45,39 @@ __all__ = [
 ]
 
 
+class _SkipInit(TorchFunctionMode):
+    """Skips every in-place tensor operation (``normal_``, ``uniform_``, ``zero_``...) while
+    modules are built: their weights are then whatever ``torch.empty`` gave, as after
+    ``to_empty``, at no cost.
+
+    Not the ``meta`` device: its tensors' ``normal_`` and ``empty_like`` run Python reference
+    kernels whose first calls import ``torch._dynamo`` and ``sympy``, about two and a half
+    seconds of every worker's and edge's start on this CPU.
+    """
+
+    def __torch_function__(self, func: Any, types: Any, args: tuple[Any, ...] = (),
+                           kwargs: dict[str, Any] | None = None) -> Any:
+        kwargs = kwargs or {}
+        name = getattr(func, "__name__", "")
+        target = args[0] if args else kwargs.get("tensor")  # torch.nn.init passes it by name
+        if (name.endswith("_") and not name.startswith("_") and name != "requires_grad_"
+                and isinstance(target, torch.Tensor)):
+            return target
+        return func(*args, **kwargs)
+
+
 def _build_architecture(preset: ModelPreset, *, initialised: bool = False) -> Sam:
     """SAM's modules for ``preset`` with uninitialised weights, cheaply (with ``initialised``:
     with their constructors' own initialisation, as training starts from).
 
-    The image encoder and the mask decoder (nearly every weight) are built on the ``meta``
-    device, which allocates and initialises nothing, then given uninitialised CPU storage: their
-    weights come next from a checkpoint or the seeded generator, so the constructors' own
-    random initialisation would be thrown away (for ViT-B it took longer than loading the
-    checkpoint). The prompt encoder is built for real: its random Fourier features are a
-    buffer drawn at construction.
+    The image encoder and the mask decoder (nearly every weight) are built without their
+    constructors' initialisation (:class:`_SkipInit`): their weights come next from a checkpoint
+    or the seeded generator, so that random initialisation would be thrown away (for ViT-B it
+    took longer than loading the checkpoint). The prompt encoder is built for real: its random
+    Fourier features are a buffer drawn at construction.
     """
     grid = preset.grid_size
-    with torch.device("cpu" if initialised else "meta"):
+    with nullcontext() if initialised else _SkipInit():
         image_encoder = ImageEncoderViT(
             depth=preset.depth,
             embed_dim=preset.embed_dim,
@@ -87,9 +110,6 @@ def _build_architecture(preset: ModelPreset, *, initialised: bool = False) -> Sa
         input_image_size=(preset.img_size, preset.img_size),
         mask_in_chans=16,
     )
-    if not initialised:
-        image_encoder.to_empty(device="cpu")
-        mask_decoder.to_empty(device="cpu")
     return Sam(
         image_encoder=image_encoder,
         prompt_encoder=prompt_encoder,
