@@ -10,11 +10,13 @@ blocks (see :class:`pedsam.workers.server.WorkerModel`), on its device.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ipaddress
 import logging
 import os
 import signal
 import sys
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -118,19 +120,23 @@ def is_loopback(host: str) -> bool:
 
 
 def _stop_on_eof(loop: asyncio.AbstractEventLoop, fd: int, stop: asyncio.Event) -> None:
-    """Set ``stop`` once ``fd`` reads end of file (whatever else arrives is discarded)."""
+    """Set ``stop`` once ``fd`` reads end of file (whatever else arrives is discarded).
 
-    def readable() -> None:
-        try:
-            data = os.read(fd, 4096)
-        except OSError:
-            data = b""
-        if not data:
-            loop.remove_reader(fd)
-            log.warning("standard input closed: the process that started this worker is gone; shutting down")
-            stop.set()
+    Read on a thread rather than watched by the loop: epoll refuses regular files and
+    ``/dev/null``, which a script may well give a worker as its standard input."""
 
-    loop.add_reader(fd, readable)
+    def drain() -> None:
+        while True:
+            try:
+                if not os.read(fd, 4096):
+                    break
+            except OSError:
+                break
+        log.warning("standard input closed: the process that started this worker is gone; shutting down")
+        with contextlib.suppress(RuntimeError):  # the loop already ended: nothing left to stop
+            loop.call_soon_threadsafe(stop.set)
+
+    threading.Thread(target=drain, name="stdin-eof", daemon=True).start()
 
 
 async def serve(settings: WorkerSettings, *, ready: Sequence[str] = ()) -> int:
@@ -210,8 +216,6 @@ async def serve(settings: WorkerSettings, *, ready: Sequence[str] = ()) -> int:
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
-        if settings.stop_on_stdin_eof:
-            loop.remove_reader(sys.stdin.fileno())
         log.info("worker %s shutting down", address)
         await server.stop(settings.grace)
         if capture is not None:

@@ -265,6 +265,17 @@ async def test_local_workers_end_when_their_edge_is_killed(tmp_path: Path) -> No
     assert not any(alive(pid) for pid in workers), "local workers outlived their edge"
 
 
+def test_stop_on_stdin_eof_takes_a_file_or_dev_null_as_stdin() -> None:
+    """A script that starts a worker with ``< /dev/null`` (which the loop cannot watch) gets a
+    worker that serves, sees its input already ended and shuts down cleanly."""
+    with open(os.devnull) as nothing:
+        done = subprocess.run([sys.executable, "-m", "pedsam.stream", "worker", "--port", "0", "--model", "tiny",
+                               "--stop-on-stdin-eof"], stdin=nothing, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "pedsam worker serving on 127.0.0.1:" in done.stdout
+    assert "standard input closed" in done.stderr and "Traceback" not in done.stderr
+
+
 def wrong_checkpoint(path: Path) -> Path:
     state = build_sam("tiny").state_dict()
     state["image_encoder.blocks.0.attn.qkv.weight"] = torch.zeros(3, 3)
