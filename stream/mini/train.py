@@ -336,7 +336,17 @@ def train(config: TrainConfig, bank: TextureBank, out: str | Path,
     folder.mkdir(parents=True, exist_ok=True)
     # Weights and Adam's moments drift into subnormal floats as training goes on; on a CPU
     # every operation on one then takes a slow path (steps slowed from 1.6 s to 10 s here).
+    # The setting is the whole process's, so it is undone at the end (other code here, and
+    # hypothesis in the tests, expect IEEE subnormals).
     torch.set_flush_denormal(True)
+    try:
+        return _train(config, bank, folder, progress)
+    finally:
+        torch.set_flush_denormal(False)
+
+
+def _train(config: TrainConfig, bank: TextureBank, folder: Path,
+           progress: Callable[[int, int, dict[str, float]], None] | None) -> Path:
     state_path, log_path = folder / "state.pt", folder / "log.csv"
     sam = fresh_model(config.preset, config.seed)
     start = 0
