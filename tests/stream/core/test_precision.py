@@ -78,11 +78,11 @@ async def test_reduced_precision_on_the_cpu_stays_within_the_stated_bounds() -> 
 
 @pytest.mark.vit_b
 async def test_vit_b_in_reduced_precision_stays_within_the_stated_bounds() -> None:
-    """ViT-B, 1024x1024, seeded weights, all 12 blocks; with ``-s`` the CPU seconds of each, one
-    run each. fp16, which CPUs compute slowly and the command line refuses on a CPU, is checked on
-    tiny above (on ViT-B it measured 7.5e-4 against its 2e-3 bound, in 35 s)."""
-    found = await measure("vit_b", ("fp32", "bf16"))
-    assert found["fp32"][0] <= BOUNDS["fp32"]
+    """ViT-B, 1024x1024, seeded weights, all 12 blocks, in bf16; with ``-s`` its CPU seconds.
+    fp16, which CPUs compute slowly and the command line refuses on a CPU, is checked on tiny
+    above (on ViT-B it measured 7.5e-4 against its 2e-3 bound, in 35 s); ViT-B's split in fp32 is
+    exact (tests/stream/core/test_encoder.py)."""
+    found = await measure("vit_b", ("bf16",))
     assert 1e-4 < found["bf16"][0] <= BOUNDS["bf16"]
 
 
