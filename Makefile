@@ -9,10 +9,12 @@ PYTEST_ARGS ?=
 
 .PHONY: demo test typecheck install clean
 
+# --no-compile: Python compiles what it imports on first use; compiling every file of every
+# package up front took a minute of the install here, mostly for parts of torch never imported.
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --upgrade pip
-	$(VENV)/bin/pip install --quiet -c constraints.txt -e '.[web,report,test,attack]'
+	$(VENV)/bin/pip install --quiet --no-compile -c constraints.txt -e '.[web,report,test,attack]'
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -38,8 +40,9 @@ typecheck: $(STAMP)
 	for p in $(PACKAGES); do ln -sfn "$(CURDIR)/$$p" $(TYPECHECK)/pedsam/$$p; done
 	MYPYPATH=$(TYPECHECK) $(VENV)/bin/mypy -p pedsam
 
+# One test process per core (-n auto), each handed the next test as it frees up (worksteal).
 test: typecheck $(CHROMIUM)
-	$(VENV)/bin/python -m pytest -q -p no:cacheprovider --durations=15 $(PYTEST_ARGS)
+	$(VENV)/bin/python -m pytest -q -p no:cacheprovider -n auto --dist worksteal --durations=15 $(PYTEST_ARGS)
 
 clean:
 	rm -rf $(VENV) out

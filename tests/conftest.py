@@ -10,7 +10,10 @@ import torch
 
 from pedsam.workers.server import WorkerLimits, WorkerModel, WorkerServer
 
-torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+# pytest-xdist runs one process per core (``-n auto``): each then computes on one thread, since
+# two OpenMP pools per core only take turns spinning.
+_PROCESSES = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+torch.set_num_threads(max(1, min(2, (os.cpu_count() or 1) // _PROCESSES)))
 
 from tests.support import TINY
 

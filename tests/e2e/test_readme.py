@@ -8,6 +8,7 @@ import re
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -35,8 +36,10 @@ def test_readme_opens_with_two_commands_and_ci_runs_the_second() -> None:
                          check=True).stdout
     assert "mypy -p pedsam" in dry
     pytest_line = next(line for line in dry.splitlines() if "-m pytest" in line)
-    # --durations only reports the slowest tests; it filters none out
-    assert pytest_line.split("-m pytest", 1)[1].split() == ["-q", "-p", "no:cacheprovider", "--durations=15"]
+    # -n/--dist spread the tests over one process per core and --durations reports the slowest;
+    # none of them filters a test out
+    assert pytest_line.split("-m pytest", 1)[1].split() == [
+        "-q", "-p", "no:cacheprovider", "-n", "auto", "--dist", "worksteal", "--durations=15"]
 
 
 def clean_env() -> dict[str, str]:
@@ -170,8 +173,10 @@ def _walk(
                 assert seen[-1], (command, "ended before it was ready", seen)
             ran += 1
         else:
+            started = time.perf_counter()
             done = subprocess.run(["bash", "-c", command], cwd=clone, env=env, capture_output=True, text=True,
                                   timeout=300)
             assert done.returncode == 0, (command, done.stdout[-1500:], done.stderr[-1500:])
+            print(f"{time.perf_counter() - started:6.1f} s  {command}")  # with -s: where the walk's time goes
             ran += 1
     return ran, checked
