@@ -20,12 +20,13 @@ ids (see :mod:`pedsam.partitioner.geometry`).
 
 The picture windows form a rectangle at the top-left of the window grid (the picture starts at
 the top-left token), so every scheme works on that rectangle. ``interleaved`` colours it with
-``(a * row + b * col) mod k`` for ``a, b`` in ``1..k-1``: horizontal neighbours differ by ``b`` and
+``(a * row + b * col) mod k`` for ``a, b`` in ``1..k-1`` (at most the first
+:data:`MAX_STEPS` of each, and the row-major cycle): horizontal neighbours differ by ``b`` and
 vertical ones by ``a``, neither ``0 mod k``, so every such colouring is proper; among those that
 use all ``k`` colours it keeps the one whose heaviest colour holds least picture (``a = cols mod
-k``, the row-major cycle, always uses them all when it is not 0, and if ``k`` divides ``cols``
-the first row alone does), then moves single windows out of the heaviest colour while that
-lightens it and no two neighbours meet.
+k``, ``b = 1``, the row-major cycle, always uses them all when it is not 0, and if ``k`` divides
+``cols`` the first row alone does), then moves single windows out of the heaviest colour while
+that lightens it and no two neighbours meet.
 """
 
 from __future__ import annotations
@@ -131,6 +132,11 @@ def _cut(order: np.ndarray, sizes: list[int]) -> tuple[Share, ...]:
     return tuple(shares)
 
 
+MAX_STEPS = 48
+"""Steps ``a`` and ``b`` tried by ``interleaved``: all of them for up to 49 servers. Every pair is
+a whole colouring of the grid, and trying all of them for hundreds of servers took minutes."""
+
+
 def _interleaved(rows: int, cols: int, k: int, weight: np.ndarray) -> np.ndarray:
     """A proper ``k``-colouring of a ``rows`` x ``cols`` grid, lightest heaviest class first.
 
@@ -140,16 +146,19 @@ def _interleaved(rows: int, cols: int, k: int, weight: np.ndarray) -> np.ndarray
     if k == 1:
         return np.zeros(rows * cols, dtype=np.int64)
     best: tuple[int, np.ndarray] | None = None
-    for a in range(1, k):
-        for b in range(1, k):
-            colour = (a * r + b * c) % k
-            if (np.bincount(colour, minlength=k) == 0).any():
-                continue
-            heaviest = int(np.bincount(colour, weights=weight, minlength=k).max())
-            if best is None or heaviest < best[0]:
-                best = (heaviest, colour)
+    steps = range(1, min(k, MAX_STEPS + 1))
     # a = cols mod k (if not 0) gives the row-major cycle, which uses every colour when k <= rows
-    # * cols; if k divides cols, row 0 alone uses them all.
+    # * cols; if k divides cols, row 0 alone uses them all (added when past the steps tried).
+    pairs = [(a, b) for a in steps for b in steps]
+    if cols % k > MAX_STEPS:
+        pairs.append((cols % k, 1))
+    for a, b in pairs:
+        colour = (a * r + b * c) % k
+        if (np.bincount(colour, minlength=k) == 0).any():
+            continue
+        heaviest = int(np.bincount(colour, weights=weight, minlength=k).max())
+        if best is None or heaviest < best[0]:
+            best = (heaviest, colour)
     assert best is not None
     bound = share_bound(weight, k) * float(weight.sum())
     return _relieve(best[1].reshape(rows, cols), k, weight.reshape(rows, cols), bound).ravel()
