@@ -184,8 +184,9 @@ TIMER_GRAIN = 0.001
 millisecond, so a sleep ends 0 to 1 ms late. The delay line aims half a grain early, which makes
 a delay of a grain or more right on average (within half a millisecond either way) instead of late
 by half, on a machine that wakes a process on time; a busy virtual machine wakes it a further
-0.3-0.9 ms late (measured on a shared 2-core one), which the relay does not try to predict. A shorter wait still sleeps, so one-way delays under a millisecond (round trips under
-2 ms, e.g. the ``lan`` profile's) come out at about a millisecond each way."""
+0.3-0.9 ms late (measured on a shared 2-core one), which the relay does not try to predict. A
+shorter wait still sleeps, so one-way delays under a millisecond (round trips under 2 ms, e.g.
+the ``lan`` profile's) come out at about a millisecond each way."""
 
 SOCKET_BUFFER = 64 * 1024
 """SO_SNDBUF and SO_RCVBUF of the relay's sockets, bytes (the kernel doubles it): small, so
