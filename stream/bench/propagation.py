@@ -43,7 +43,7 @@ from pedsam.stream.errors import ConfigError, MediaError
 from pedsam.stream.media.synthetic import demo_scene
 from pedsam.stream.media.video import read_frames
 
-__all__ = ["METHODS", "PropagationBench", "main", "run"]
+__all__ = ["METHODS", "PropagationBench", "run"]
 
 METHODS: dict[str, PropagationConfig] = {
     # Farneback dense flow, previous mask warped frame to frame: the common baseline.

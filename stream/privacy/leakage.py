@@ -38,7 +38,6 @@ from pedsam.stream.privacy.attackers import ATTACKERS, Layout, cross_predict, fa
 from pedsam.stream.privacy.context import FACTS, FIRST, Key, Recording, block_frames, collect, scene_frames
 from pedsam.workers.models import build_sam
 from pedsam.workers.presets import get_preset
-from pedsam.workers.presets import get_preset
 
 __all__ = [
     "LeakageConfig", "Setting", "interval", "run_leakage", "table", "view_scores", "worker_layout", "worker_view",
