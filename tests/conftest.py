@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 
 import pytest
 import torch
@@ -38,3 +39,16 @@ async def tiny_servers(tiny_worker_model: WorkerModel) -> AsyncIterator[dict[str
 def tiny_workers(tiny_servers: dict[str, WorkerServer]) -> list[str]:
     """The addresses of :func:`tiny_servers`."""
     return list(tiny_servers)
+
+
+@pytest.fixture
+def root_logger() -> Iterator[None]:
+    """A command run in this process (``tests.support.command``) sets up the root logger for
+    itself: give it back to pytest afterwards."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    try:
+        yield
+    finally:
+        root.handlers[:] = handlers
+        root.setLevel(level)

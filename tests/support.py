@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import io
 import sys
 import time
 import urllib.request
 from collections.abc import Awaitable, Callable, Sequence
+from contextlib import redirect_stderr, redirect_stdout
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
@@ -60,6 +62,20 @@ class Done:
     code: int
     out: str
     err: str
+
+
+def command(*argv: str) -> Done:
+    """``pedsam ARGV`` in this process (its entry point, ``main``), with its stdout and stderr; the
+    command sets up the root logger for itself (use the ``root_logger`` fixture). Call it from a
+    thread when an event loop runs in this one (``main`` runs its own).
+
+    In this process the tiny workers' own logs go to the same log as the edge's."""
+    from pedsam.stream.cli.main import main
+
+    out, err = io.StringIO(), io.StringIO()
+    with redirect_stdout(out), redirect_stderr(err):
+        code = main(list(argv))
+    return Done(code, out.getvalue(), err.getvalue())
 
 
 async def pedsam(*args: str, timeout: float = 240) -> Done:
@@ -237,3 +253,16 @@ async def unstalled(
                              f"{worst * 1e3:.0f} ms late): {failure}") from failure
     raise AssertionError(f"the event loop stalled {worst * 1e3:.0f} ms in each of {tries} tries: "
                          "the machine is too busy to time this")
+
+
+EDGE_ONLY = ("cv2", "av", "aiortc", "aiohttp", "matplotlib", "torchvision")
+
+
+def edge_imports(report: str) -> list[str]:
+    """The edge's libraries and modules (OpenCV, PyAV, aiortc, aiohttp, matplotlib, torchvision;
+    pedsam's compute, media and applications) in ``report``, the ``-X importtime`` lines a worker
+    process wrote; a worker should have imported none of them."""
+    imported = {row.split("|")[-1].strip() for row in report.splitlines() if row.startswith("import time:")}
+    assert "pedsam.workers.server" in imported and "torch" in imported  # the list is real
+    edge_parts = tuple(f"pedsam.stream.{part}" for part in ("core", "media", "runs", "web", "privacy", "bench"))
+    return sorted(m for m in imported if m.split(".")[0] in EDGE_ONLY or m.startswith(edge_parts))

@@ -197,16 +197,17 @@ async def serve(settings: WorkerSettings, *, ready: Sequence[str] = ()) -> int:
     if limits.request_device_memory is not None:
         extras.append(f"{limits.request_device_memory / 2**20:.0f} MiB of device memory a request, "
                       f"at most {server.max_windows} windows")
+    # Before the line that says it serves: a SIGTERM sent as soon as it is read drains, too.
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
     print(
         f"pedsam worker serving on {address} model {settings.model.describe()} "
         f"fingerprint {model.fingerprint[:12]} device {placement.describe()} [{placement.reason}] "
         f"({', '.join([security.describe(), *extras])})",
         flush=True,
     )
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
     if settings.stop_on_stdin_eof:
         _stop_on_eof(loop, sys.stdin.fileno(), stop)
     waiter = asyncio.create_task(server.wait())

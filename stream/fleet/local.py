@@ -1,7 +1,9 @@
 """Start worker processes on loopback for a session, and stop them on every exit path.
 
-Each worker is ``python -m workers --port 0 ...``; it binds a free port, prints its address
-once it is serving, and the launcher then confirms SERVING through ``grpc.health.v1``.
+Each worker is ``pedsam worker --port 0 ...`` in a process of its own, forked by the session's
+:class:`~pedsam.stream.fleet.spawner.Spawner` (one import of torch for all of them); it binds a
+free port, prints its address once it is serving, and the launcher then confirms SERVING through
+``grpc.health.v1``.
 """
 
 from __future__ import annotations
@@ -11,7 +13,6 @@ import logging
 import os
 import re
 import signal
-import sys
 import tempfile
 from dataclasses import dataclass
 
@@ -19,6 +20,7 @@ import grpc
 from grpc_health.v1 import health_pb2
 
 from pedsam.stream.errors import WorkerError
+from pedsam.stream.fleet.spawner import SpawnedProcess, Spawner, adopt
 from pedsam.workers.health import ask, status_name
 from pedsam.workers.models import ModelSource
 
@@ -29,7 +31,7 @@ _SERVING = re.compile(r"pedsam worker serving on (\S+)")
 
 @dataclass
 class LocalWorker:
-    process: asyncio.subprocess.Process
+    process: SpawnedProcess
     address: str
 
 
@@ -84,6 +86,7 @@ class LocalWorkers:
         self.capture = capture
         self._token_dir: tempfile.TemporaryDirectory[str] | None = None
         self.workers: list[LocalWorker] = []
+        self._spawner: Spawner | None = None
 
     @property
     def addresses(self) -> list[str]:
@@ -92,6 +95,8 @@ class LocalWorkers:
     async def start(self) -> list[str]:
         """Start all workers concurrently; on any failure stop those already started."""
         try:
+            self._spawner = adopt()
+            await self._spawner.start()
             started = await asyncio.gather(*(self._start_one(i) for i in range(self.count)), return_exceptions=True)
             for item in started:
                 if isinstance(item, LocalWorker):
@@ -106,8 +111,9 @@ class LocalWorkers:
         return self.addresses
 
     async def _start_one(self, index: int) -> LocalWorker:
+        assert self._spawner is not None
         args = [
-            sys.executable, "-m", "pedsam.stream", "worker",
+            "worker",
             "--host", "127.0.0.1", "--port", "0",
             "--model", self.source.preset,
             "--seed", str(self.source.seed),
@@ -122,11 +128,14 @@ class LocalWorkers:
             args += ["--capture", capture_path(self.capture, index)]
         if self.source.checkpoint:
             args += ["--checkpoint", self.source.checkpoint]
-        nice = self.nice
-        process = await asyncio.create_subprocess_exec(
-            *args, stdout=asyncio.subprocess.PIPE, stdin=asyncio.subprocess.PIPE,
-            preexec_fn=(lambda: os.nice(nice)) if nice else None,
-        )
+        spawning = asyncio.ensure_future(self._spawner.spawn(args, nice=self.nice))
+        try:
+            process = await asyncio.shield(spawning)
+        except asyncio.CancelledError:
+            # Asked for already: the child exists (or soon will); stop it before giving up, so
+            # nothing it needs (its token file) is removed under it.
+            await _terminate(await spawning)
+            raise
         try:
             address = await asyncio.wait_for(self._read_address(process), self.start_timeout)
         except BaseException:
@@ -136,7 +145,7 @@ class LocalWorkers:
         return LocalWorker(process=process, address=address)
 
     @staticmethod
-    async def _read_address(process: asyncio.subprocess.Process) -> str:
+    async def _read_address(process: SpawnedProcess) -> str:
         assert process.stdout is not None
         while True:
             line = await process.stdout.readline()
@@ -160,6 +169,9 @@ class LocalWorkers:
         """SIGTERM every worker, wait for them to drain, SIGKILL any that linger."""
         workers, self.workers = self.workers, []
         await asyncio.gather(*(_terminate(w.process) for w in workers))
+        if self._spawner is not None:
+            spawner, self._spawner = self._spawner, None
+            await spawner.close()
         if self._token_dir is not None:
             self._token_dir.cleanup()
             self._token_dir = None
@@ -172,7 +184,7 @@ class LocalWorkers:
         await self.stop()
 
 
-async def _terminate(process: asyncio.subprocess.Process, timeout: float = 10.0) -> None:
+async def _terminate(process: SpawnedProcess, timeout: float = 10.0) -> None:
     if process.returncode is None:
         try:
             process.send_signal(signal.SIGTERM)

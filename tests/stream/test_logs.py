@@ -3,20 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-import io
 import json
-import logging
 import re
-from collections.abc import Iterator
-from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
 
 import av
 import numpy as np
-import pytest
 
-from pedsam.stream.cli.main import main
-from tests.support import Done
+from tests.support import Done, command
 
 PAINT = (137, 173, 197, 229)  # the only values in the painted frames: a leak shows them side by side
 WIDTH, HEIGHT, FRAMES = 96, 64, 3
@@ -60,28 +54,6 @@ def messages(done: Done, log_format: str) -> list[str]:
             assert TEXT_LINE.match(line), f"not a log line (a multi-line message?): {line[:120]!r}"
             found.append(line)
     return found
-
-
-@pytest.fixture
-def root_logger() -> Iterator[None]:
-    """The command sets up the root logger for itself: give it back to pytest afterwards."""
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    try:
-        yield
-    finally:
-        root.handlers[:] = handlers
-        root.setLevel(level)
-
-
-def command(*argv: str) -> Done:
-    """``pedsam ARGV`` in this process (its entry point, ``main``), with its stdout and stderr.
-
-    In this process the tiny workers' own logs go to the same log as the edge's."""
-    out, err = io.StringIO(), io.StringIO()
-    with redirect_stdout(out), redirect_stderr(err):
-        code = main(list(argv))
-    return Done(code, out.getvalue(), err.getvalue())
 
 
 async def test_debug_logs_of_a_run_hold_no_pixel_or_tensor_values(

@@ -1,0 +1,117 @@
+"""The helper process of :class:`~pedsam.stream.fleet.spawner.Spawner`:
+``python -m pedsam.stream.cli.forkserver FD``, where FD is its end of the edge's socket.
+
+It imports what ``pedsam worker`` imports (:data:`PRELOAD`) and nothing of the edge, computes
+nothing, starts no thread, then forks a child per request that runs ``pedsam <argv>`` with the
+descriptors sent as its stdin and stdout. The protocol is in the spawner's docstring. It ends
+when the edge's end of the socket closes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import selectors
+import signal
+import socket
+import sys
+import traceback
+from typing import Any
+
+from pedsam.stream.fleet.spawner import MESSAGE
+
+# What ``pedsam worker`` imports: the helper imports these before forking, and nothing of the
+# edge (a worker process loads no OpenCV, PyAV or aiortc).
+PRELOAD = ("torch", "pedsam.stream.cli.main", "pedsam.stream.cli.workers", "pedsam.workers.service")
+
+def serve(channel: socket.socket) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group: the edge decides
+    for name in PRELOAD:
+        __import__(name)
+    wake_r, wake_w = os.pipe()
+    os.set_blocking(wake_w, False)
+    signal.set_wakeup_fd(wake_w)
+    signal.signal(signal.SIGCHLD, lambda *_: None)
+    selector = selectors.DefaultSelector()
+    selector.register(channel, selectors.EVENT_READ)
+    selector.register(wake_r, selectors.EVENT_READ)
+
+    def send(message: dict[str, Any]) -> None:
+        try:
+            channel.send(json.dumps(message).encode())
+        except OSError:
+            pass  # the edge is gone; the loop ends at its next read
+
+    while True:
+        for key, _ in selector.select():
+            if key.fileobj is channel:
+                try:
+                    data, fds, _, _ = socket.recv_fds(channel, MESSAGE, 2)
+                except OSError:
+                    data, fds = b"", []
+                if not data:
+                    return
+                try:
+                    request = json.loads(data)
+                    pid = os.fork()
+                except Exception as exc:
+                    for fd in fds:
+                        os.close(fd)
+                    send({"error": str(exc)})
+                    continue
+                if pid == 0:
+                    _child(request, fds, (channel.fileno(), wake_r, wake_w))
+                for fd in fds:
+                    os.close(fd)
+                send({"spawned": pid})
+            else:
+                os.read(wake_r, 4096)
+                while True:
+                    try:
+                        pid, status = os.waitpid(-1, os.WNOHANG)
+                    except ChildProcessError:
+                        break
+                    if pid == 0:
+                        break
+                    send({"exited": pid, "status": os.waitstatus_to_exitcode(status)})
+
+
+def _child(request: dict[str, Any], fds: list[int], helper_fds: tuple[int, ...]) -> None:
+    """In the forked child: become ``pedsam <argv>`` with the pipes as stdin and stdout. Never
+    returns."""
+    code = 1
+    try:
+        signal.set_wakeup_fd(-1)
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        for fd in helper_fds:
+            os.close(fd)
+        os.dup2(fds[0], 0)
+        os.dup2(fds[1], 1)
+        for fd in fds:
+            os.close(fd)
+        if request.get("nice"):
+            os.nice(int(request["nice"]))
+        try:  # what ps and top show: the command, not the helper's
+            with open("/proc/self/comm", "w") as comm:
+                comm.write("pedsam-worker")
+        except OSError:
+            pass
+        from pedsam.stream.cli.main import main  # imported already (PRELOAD)
+        code = main(list(request["argv"]))
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else 1
+    except BaseException:
+        traceback.print_exc()
+    finally:
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except Exception:
+                pass
+        os._exit(code)
+
+
+if __name__ == "__main__":
+    serve(socket.socket(fileno=int(sys.argv[1])))
+    os._exit(0)  # nothing to flush or clean: skip a second of tearing torch's modules down
