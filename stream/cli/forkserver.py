@@ -24,9 +24,16 @@ from pedsam.stream.fleet.spawner import MESSAGE
 # edge (a worker process loads no OpenCV, PyAV or aiortc).
 PRELOAD = ("torch", "pedsam.stream.cli.main", "pedsam.stream.cli.workers", "pedsam.workers.service")
 
+# Where a process that imported torch cannot safely fork without exec (macOS's system
+# frameworks; Python's multiprocessing spawns there for that reason), each child executes a fresh
+# ``python -m pedsam.stream`` instead: slower to start, same processes otherwise.
+# PEDSAM_WORKERS_EXEC=1 asks for that anywhere (the tests check that path on Linux).
+EXEC = sys.platform != "linux" or os.environ.get("PEDSAM_WORKERS_EXEC") == "1"
+
+
 def serve(channel: socket.socket) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group: the edge decides
-    for name in PRELOAD:
+    for name in () if EXEC else PRELOAD:
         __import__(name)
     wake_r, wake_w = os.pipe()
     os.set_blocking(wake_w, False)
@@ -92,6 +99,8 @@ def _child(request: dict[str, Any], fds: list[int], helper_fds: tuple[int, ...])
             os.close(fd)
         if request.get("nice"):
             os.nice(int(request["nice"]))
+        if EXEC:
+            os.execv(sys.executable, [sys.executable, "-m", "pedsam.stream", *request["argv"]])
         try:  # what ps and top show: the command, not the helper's
             with open("/proc/self/comm", "w") as comm:
                 comm.write("pedsam-worker")

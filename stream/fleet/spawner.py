@@ -9,6 +9,9 @@ worker asked for. Each child runs ``pedsam worker`` with the arguments given, as
 its own model, gRPC server and threads, stdin and stdout pipes to the edge as before, killable
 and stoppable on its own.
 
+Off Linux (macOS's system frameworks are not safe to fork without exec) the helper imports
+nothing and each child executes ``python -m pedsam.stream`` instead: slower, same processes.
+
 Why a helper, and not a fork of the edge itself: the edge has run torch by then, and a child
 forked from a process whose OpenMP pool exists hangs at its first parallel loop (GNU libgomp
 keeps no state across fork). The helper never computes, creates no thread and no gRPC object

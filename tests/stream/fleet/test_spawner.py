@@ -107,3 +107,22 @@ async def test_a_spawned_worker_imports_nothing_of_the_edge(
     finally:
         await spawner.close()
     assert edge_imports(capfd.readouterr().err) == []
+
+
+async def test_where_fork_alone_is_unsafe_each_worker_is_a_fresh_interpreter(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The path macOS takes (PEDSAM_WORKERS_EXEC=1 here): the child executes ``python -m
+    pedsam.stream worker ...`` and is otherwise the same process to the edge."""
+    monkeypatch.setenv("PEDSAM_WORKERS_EXEC", "1")
+    spawner = Spawner()
+    await spawner.start()
+    try:
+        child = await spawner.spawn(WORKER)
+        await serving_address(child.stdout)
+        command = Path(f"/proc/{child.pid}/cmdline").read_bytes().split(b"\0")
+        assert command[1:4] == [b"-m", b"pedsam.stream", b"worker"]
+        child.terminate()
+        assert await asyncio.wait_for(child.wait(), 30) == 0
+    finally:
+        await spawner.close()
