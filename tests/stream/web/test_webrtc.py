@@ -211,8 +211,10 @@ async def test_two_browsers_are_isolated(server: tuple[LiveServer, str]) -> None
             await until(lambda: len(first.frames) >= 3 and len(second.frames) >= 3, what="both videos")
             first.send({"type": "click", "x": 150.0, "y": 170.0})
             await until(lambda: bool(first.objects) and first.objects[0]["area"], what="first's mask")
-            seen = len(second.frames)
-            await until(lambda: len(second.frames) >= seen + 5, what="second's video going on")
+            # The mask's state message can come before the video frames painted with it.
+            shown, seen = len(first.frames), len(second.frames)
+            await until(lambda: len(first.frames) >= shown + 5 and len(second.frames) >= seen + 5,
+                        what="both videos going on")
             assert second.objects == [] and second.states[-1]["stats"]["frames_segmented"] == 0
             async with http.get(url + "peers") as reply:
                 peers = {p["peer"]: p for p in await reply.json()}
