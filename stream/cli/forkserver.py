@@ -1,10 +1,14 @@
-"""The helper process of :class:`~pedsam.stream.fleet.spawner.Spawner`:
-``python -m pedsam.stream.cli.forkserver FD``, where FD is its end of the edge's socket.
+"""The helper process of :class:`~pedsam.stream.fleet.spawner.Spawner`.
 
-It imports what ``pedsam worker`` imports (:data:`PRELOAD`) and nothing of the edge, computes
-nothing, starts no thread, then forks a child per request that runs ``pedsam <argv>`` with the
-descriptors sent as its stdin and stdout. The protocol is in the spawner's docstring. It ends
-when the edge's end of the socket closes.
+The command line forks it (:func:`prestart`) once it has imported torch and before it imports
+any of the edge's code: nothing computed yet, no event loop, no gRPC object, so the helper holds
+torch without paying its import again, and none of OpenCV, PyAV or aiortc. Where fork alone is
+not safe it is a fresh interpreter instead (``python -m pedsam.stream.cli.helper FD``).
+
+It imports the rest of what ``pedsam worker`` imports (:data:`PRELOAD`), computes nothing, starts
+no thread, then forks a child per request that runs ``pedsam <argv>`` with the descriptors sent
+as its stdin and stdout. The protocol is in the spawner's docstring. It ends when the edge's end
+of the socket closes.
 """
 
 from __future__ import annotations
@@ -16,9 +20,12 @@ import signal
 import socket
 import sys
 import traceback
+from collections.abc import Callable
 from typing import Any
 
-from pedsam.stream.fleet.spawner import MESSAGE
+from pedsam.stream.fleet.spawner import MESSAGE, Spawner
+
+Entry = Callable[[list[str]], int]  # pedsam's main: argv -> exit status
 
 # What ``pedsam worker`` imports: the helper imports these before forking, and nothing of the
 # edge (a worker process loads no OpenCV, PyAV or aiortc).
@@ -31,7 +38,39 @@ PRELOAD = ("torch", "pedsam.stream.cli.main", "pedsam.stream.cli.workers", "peds
 EXEC = sys.platform != "linux" or os.environ.get("PEDSAM_WORKERS_EXEC") == "1"
 
 
-def serve(channel: socket.socket) -> None:
+def prestart(entry: Entry) -> Spawner:
+    """A spawner whose helper starts now, forked from this process after ``import torch`` (or
+    launched as a fresh interpreter where :data:`EXEC`). Call it before importing the edge."""
+    spawner = Spawner()
+    if EXEC:
+        spawner.launch()
+        return spawner
+    import torch  # noqa: F401  the import both sides need, paid once
+
+    for stream in (sys.stdout, sys.stderr):  # nothing buffered may be written twice
+        stream.flush()
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            ours.close()
+            null = os.open(os.devnull, os.O_RDWR)  # the edge's stdout is not the helper's to hold open
+            os.dup2(null, 0)
+            os.dup2(null, 1)
+            os.close(null)
+            serve(theirs, entry)
+            code = 0
+        except BaseException:
+            traceback.print_exc()
+        finally:
+            os._exit(code)
+    theirs.close()
+    spawner.adopt_helper(ours, pid)
+    return spawner
+
+
+def serve(channel: socket.socket, entry: Entry) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group: the edge decides
     for name in () if EXEC else PRELOAD:
         __import__(name)
@@ -67,7 +106,7 @@ def serve(channel: socket.socket) -> None:
                     send({"error": str(exc)})
                     continue
                 if pid == 0:
-                    _child(request, fds, (channel.fileno(), wake_r, wake_w))
+                    _child(request, fds, (channel.fileno(), wake_r, wake_w), entry)
                 for fd in fds:
                     os.close(fd)
                 send({"spawned": pid})
@@ -83,7 +122,7 @@ def serve(channel: socket.socket) -> None:
                     send({"exited": pid, "status": os.waitstatus_to_exitcode(status)})
 
 
-def _child(request: dict[str, Any], fds: list[int], helper_fds: tuple[int, ...]) -> None:
+def _child(request: dict[str, Any], fds: list[int], helper_fds: tuple[int, ...], entry: Entry) -> None:
     """In the forked child: become ``pedsam <argv>`` with the pipes as stdin and stdout. Never
     returns."""
     code = 1
@@ -106,8 +145,7 @@ def _child(request: dict[str, Any], fds: list[int], helper_fds: tuple[int, ...])
                 comm.write("pedsam-worker")
         except OSError:
             pass
-        from pedsam.stream.cli.main import main  # imported already (PRELOAD)
-        code = main(list(request["argv"]))
+        code = entry(list(request["argv"]))
     except SystemExit as exc:
         code = exc.code if isinstance(exc.code, int) else 1
     except BaseException:
@@ -119,8 +157,3 @@ def _child(request: dict[str, Any], fds: list[int], helper_fds: tuple[int, ...])
             except Exception:
                 pass
         os._exit(code)
-
-
-if __name__ == "__main__":
-    serve(socket.socket(fileno=int(sys.argv[1])))
-    os._exit(0)  # nothing to flush or clean: skip a second of tearing torch's modules down

@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import atexit
+import contextlib
 import importlib
 import inspect
 import logging
@@ -63,11 +64,14 @@ class Command:
     prompts: bool = False
 
     def run(self, values: Values) -> int:
-        from pedsam.stream.fleet.spawner import prestarted
-
         module, function = self.handler.split(":")
-        # Local workers' spawner first: it imports torch while this process imports the edge.
-        with prestarted(bool(values.get("local_workers") or values.get("local_standby"))):
+        with contextlib.ExitStack() as stack:
+            if values.get("local_workers") or values.get("local_standby"):
+                # Local workers' spawner first, forked before the edge's code is imported.
+                from pedsam.stream.cli.forkserver import prestart
+                from pedsam.stream.fleet.spawner import offered
+
+                stack.enter_context(offered(prestart(main)))
             handler = getattr(importlib.import_module(module), function)
             result = handler(values)
             if inspect.isawaitable(result):

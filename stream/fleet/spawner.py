@@ -1,21 +1,23 @@
-"""Start local worker processes by forking them from one process that has imported the worker's
-code, instead of starting a fresh Python for each.
+"""Start local worker processes by forking them from one helper process that holds torch, instead
+of starting a fresh Python for each.
 
-A worker process spends about 4 CPU seconds importing torch and the worker before it builds its
-model; three local workers and their edge paid that four times over, most of a short run on a
-2-core edge. A :class:`Spawner` starts one helper (:mod:`pedsam.stream.cli.forkserver`) that
-imports exactly what ``pedsam worker`` imports, computes nothing, and forks a child for each
-worker asked for. Each child runs ``pedsam worker`` with the arguments given, as its own process:
-its own model, gRPC server and threads, stdin and stdout pipes to the edge as before, killable
-and stoppable on its own.
+A worker process spends about 3.5 CPU seconds importing torch before it builds its model; three
+local workers and their edge paid that four times over, most of a short run on a 2-core edge. The
+command line forks the helper (:func:`pedsam.stream.cli.forkserver.prestart`) once it has
+imported torch and before it imports the edge's code, and offers it here (:func:`offered`); a
+:class:`Spawner` with no helper offered starts one as a fresh interpreter
+(``python -m pedsam.stream.cli.helper``). The helper imports the rest of what ``pedsam worker``
+imports, computes nothing, and forks a child for each worker asked for. Each child runs
+``pedsam worker`` with the arguments given, as its own process: its own model, gRPC server and
+threads, stdin and stdout pipes to the edge as before, killable and stoppable on its own.
 
 Off Linux (macOS's system frameworks are not safe to fork without exec) the helper imports
 nothing and each child executes ``python -m pedsam.stream`` instead: slower, same processes.
 
-Why a helper, and not a fork of the edge itself: the edge has run torch by then, and a child
-forked from a process whose OpenMP pool exists hangs at its first parallel loop (GNU libgomp
-keeps no state across fork). The helper never computes, creates no thread and no gRPC object
-before it forks.
+Why a helper, and not workers forked from the edge when they are asked for: by then the edge has
+run torch, and a child forked from a process whose OpenMP pool exists hangs at its first
+parallel loop (GNU libgomp keeps no state across fork). The helper is forked before any of that
+and itself never computes, creates no thread and no gRPC object before it forks.
 
 The edge and the helper talk over a Unix socket pair, one JSON message per datagram:
 
@@ -37,6 +39,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 from collections import deque
 from collections.abc import Iterator
 from contextvars import ContextVar
@@ -44,7 +47,7 @@ from typing import Any
 
 from pedsam.stream.errors import WorkerError
 
-HELPER = "pedsam.stream.cli.forkserver"  # the helper's module (python -m), in the command line's layer
+HELPER = "pedsam.stream.cli.helper"  # the helper's module (python -m), in the command line's layer
 MESSAGE = 1 << 16  # bytes: the largest message either way
 
 
@@ -99,13 +102,13 @@ class Spawner:
 
     def __init__(self) -> None:
         self._socket: socket.socket | None = None
-        self._helper: subprocess.Popen[bytes] | None = None
+        self._helper: _Helper | None = None
         self._reading = False
         self._waiting: deque[asyncio.Future[int]] = deque()
         self._children: dict[int, SpawnedProcess] = {}
         self._early: dict[int, int] = {}  # exits reported before their process object existed
         self._watchers: set[asyncio.Task[None]] = set()
-        self.adopted = False  # taken by a LocalWorkers (see :func:`prestarted`)
+        self.adopted = False  # taken by a LocalWorkers (see :func:`offered`)
 
     def launch(self) -> None:
         """Start the helper now; it imports torch while this process goes on (no event loop
@@ -114,7 +117,7 @@ class Spawner:
             return
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         try:
-            self._helper = subprocess.Popen(
+            process = subprocess.Popen(
                 [sys.executable, "-m", HELPER, str(theirs.fileno())],
                 stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, pass_fds=[theirs.fileno()],
             )
@@ -123,8 +126,13 @@ class Spawner:
             raise
         finally:
             theirs.close()
-        ours.setblocking(False)
-        self._socket = ours
+        self.adopt_helper(ours, process.pid, process)
+
+    def adopt_helper(self, channel: socket.socket, pid: int, process: subprocess.Popen[bytes] | None = None) -> None:
+        """Use a helper started elsewhere (forked by the command line, a child of this process):
+        ``channel`` is this end of its socket."""
+        channel.setblocking(False)
+        self._socket, self._helper = channel, _Helper(pid, process)
 
     async def start(self) -> None:
         self.launch()
@@ -229,29 +237,53 @@ class Spawner:
             helper.wait()
 
 
-def _reap(helper: subprocess.Popen[bytes], timeout: float = 10.0) -> None:
-    try:
-        helper.wait(timeout)
-    except subprocess.TimeoutExpired:
-        helper.kill()
-        helper.wait()
+class _Helper:
+    """The helper process, a child of this one: started here (``process``) or forked by the
+    command line (pid only)."""
+
+    def __init__(self, pid: int, process: subprocess.Popen[bytes] | None = None) -> None:
+        self.pid = pid
+        self._process = process
+
+    def kill(self) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(self.pid, signal.SIGKILL)
+
+    def wait(self, timeout: float | None = None) -> None:
+        """Reap it; after ``timeout`` seconds kill it first."""
+        if self._process is not None:
+            try:
+                self._process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self._process.kill()
+                self._process.wait()
+            return
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            try:
+                pid, _ = os.waitpid(self.pid, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid:
+                return
+            if deadline is not None and time.monotonic() > deadline:
+                self.kill()
+                deadline = None
+            time.sleep(0.02)
+
+
+def _reap(helper: _Helper, timeout: float = 10.0) -> None:
+    helper.wait(timeout)
 
 
 _PRESTARTED: ContextVar[Spawner | None] = ContextVar("pedsam_prestarted_spawner", default=None)
 
 
 @contextlib.contextmanager
-def prestarted(wanted: bool) -> Iterator[None]:
-    """Within the block, a helper launched at its start, for the first
-    :class:`~pedsam.stream.fleet.local.LocalWorkers` to take (:func:`adopt`): the command line
-    opens this before it imports the edge's code, so the helper's imports and the edge's run side
-    by side (3 s less before the workers serve, on 2 cores). One never taken is killed at the end.
-    ``wanted`` False: nothing is launched."""
-    if not wanted:
-        yield
-        return
-    spawner = Spawner()
-    spawner.launch()
+def offered(spawner: Spawner) -> Iterator[None]:
+    """Within the block, ``spawner`` (its helper started early by the command line, before it
+    imports the edge's code) for the first :class:`~pedsam.stream.fleet.local.LocalWorkers` to
+    take (:func:`adopt`). One never taken is killed at the end."""
     token = _PRESTARTED.set(spawner)
     try:
         yield
@@ -262,7 +294,7 @@ def prestarted(wanted: bool) -> Iterator[None]:
 
 
 def adopt() -> Spawner:
-    """The helper :func:`prestarted` launched if nobody took it yet, else a new one."""
+    """The spawner :func:`offered` if nobody took it yet, else a new one."""
     spawner = _PRESTARTED.get()
     if spawner is None or spawner.adopted:
         spawner = Spawner()

@@ -265,6 +265,10 @@ async def test_local_workers_end_when_their_edge_is_killed(tmp_path: Path) -> No
     process, workers, started = await start_run_with_local_workers(tmp_path, asyncio.subprocess.DEVNULL)
     try:
         assert len(workers) == 2 and len(started) == 3
+        # Forked from the edge before it imported its own code: torch, but no OpenCV or PyAV.
+        for pid in workers:
+            mapped = Path(f"/proc/{pid}/maps").read_text()
+            assert "libtorch" in mapped and "/cv2/" not in mapped and "/av/" not in mapped
     finally:
         process.kill()
         await process.wait()
