@@ -37,7 +37,6 @@ import json
 import os
 import signal
 import socket
-import subprocess
 import sys
 import time
 from collections import deque
@@ -117,22 +116,23 @@ class Spawner:
             return
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         try:
-            process = subprocess.Popen(
-                [sys.executable, "-m", HELPER, str(theirs.fileno())],
-                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, pass_fds=[theirs.fileno()],
+            theirs.set_inheritable(True)  # the one descriptor it gets besides /dev/null
+            pid = os.posix_spawn(
+                sys.executable, [sys.executable, "-m", HELPER, str(theirs.fileno())], os.environ,
+                file_actions=[(os.POSIX_SPAWN_OPEN, fd, os.devnull, os.O_RDWR, 0) for fd in (0, 1)],
             )
         except BaseException:
             ours.close()
             raise
         finally:
             theirs.close()
-        self.adopt_helper(ours, process.pid, process)
+        self.adopt_helper(ours, pid)
 
-    def adopt_helper(self, channel: socket.socket, pid: int, process: subprocess.Popen[bytes] | None = None) -> None:
-        """Use a helper started elsewhere (forked by the command line, a child of this process):
-        ``channel`` is this end of its socket."""
+    def adopt_helper(self, channel: socket.socket, pid: int) -> None:
+        """Use a helper that is a child of this process (forked by the command line, or started
+        by :meth:`launch`): ``channel`` is this end of its socket."""
         channel.setblocking(False)
-        self._socket, self._helper = channel, _Helper(pid, process)
+        self._socket, self._helper = channel, _Helper(pid)
 
     async def start(self) -> None:
         self.launch()
@@ -224,7 +224,7 @@ class Spawner:
             self._lost("the worker spawner was closed")
         if self._helper is not None:
             helper, self._helper = self._helper, None
-            await asyncio.to_thread(_reap, helper)
+            await asyncio.to_thread(helper.wait, 10.0)
 
     def discard(self) -> None:
         """End a helper that was never asked for a worker (maybe still importing): kill it."""
@@ -238,12 +238,10 @@ class Spawner:
 
 
 class _Helper:
-    """The helper process, a child of this one: started here (``process``) or forked by the
-    command line (pid only)."""
+    """The helper process, a child of this one."""
 
-    def __init__(self, pid: int, process: subprocess.Popen[bytes] | None = None) -> None:
+    def __init__(self, pid: int) -> None:
         self.pid = pid
-        self._process = process
 
     def kill(self) -> None:
         with contextlib.suppress(ProcessLookupError):
@@ -251,13 +249,6 @@ class _Helper:
 
     def wait(self, timeout: float | None = None) -> None:
         """Reap it; after ``timeout`` seconds kill it first."""
-        if self._process is not None:
-            try:
-                self._process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self._process.kill()
-                self._process.wait()
-            return
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             try:
@@ -270,10 +261,6 @@ class _Helper:
                 self.kill()
                 deadline = None
             time.sleep(0.02)
-
-
-def _reap(helper: _Helper, timeout: float = 10.0) -> None:
-    helper.wait(timeout)
 
 
 _PRESTARTED: ContextVar[Spawner | None] = ContextVar("pedsam_prestarted_spawner", default=None)
