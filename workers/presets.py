@@ -41,6 +41,8 @@ class ModelPreset:
     prompt_prior: bool = False  # trained to read prompts also as a mask input (stream.core.predictor.prompt_prior)
     # A click's or a tracker's mask keeps only the prompted parts (stream.core.predictor.MaskDecoder).
     prompted_region: bool = False
+    # The chosen mask's outline is fitted to the frame's colour edges (stream.core.edges).
+    refine_edges: bool = False
 
     @property
     def grid_size(self) -> int:
@@ -120,6 +122,7 @@ PRESETS: dict[str, ModelPreset] = {
         shipped="pedsam-mini.pth",
         prompt_prior=True,
         prompted_region=True,
+        refine_edges=True,
     ),
 }
 

@@ -30,8 +30,10 @@ import cv2
 import PIL.Image
 import torch
 
+from pedsam.stream.core.edges import refine_logits
 from pedsam.stream.core.prompts import ObjectPrompt
 from pedsam.stream.errors import MediaError
+from pedsam.workers.presets import ModelPreset
 from pedsam.workers.sam import Sam
 
 
@@ -41,12 +43,15 @@ class PreparedImage:
 
     ``tensor`` is (1, 3, S, S) float32 normalised and zero-padded (S = img_size), on the
     model's device;
-    ``original_size`` is the frame's (H, W); ``input_size`` the resized (h, w) before padding.
+    ``original_size`` is the frame's (H, W); ``input_size`` the resized (h, w) before padding;
+    ``image`` the frame itself ((H, W, 3) uint8 RGB, not to be modified), when known: a decoder
+    that refines edges (:mod:`~pedsam.stream.core.edges`) fits masks to it.
     """
 
     tensor: torch.Tensor
     original_size: tuple[int, int]
     input_size: tuple[int, int]
+    image: np.ndarray | None = field(default=None, repr=False, compare=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,6 +99,7 @@ def prepare_image(sam: Sam, image: np.ndarray) -> PreparedImage:
         tensor=prepared,
         original_size=(int(image.shape[0]), int(image.shape[1])),
         input_size=(int(tensor.shape[-2]), int(tensor.shape[-1])),
+        image=image,
     )
 
 
@@ -289,12 +295,24 @@ class MaskDecoder:
     and the previous frame's logits) only the parts that overlap the previous mask
     (:func:`followed_region`); the low-resolution logits lose the rest too, so the tracker goes
     on with the prompted object alone.
+    ``refine_edges``: the chosen mask's outline is fitted to the frame's colour edges
+    (:func:`~pedsam.stream.core.edges.refine_logits`) when the prepared frame carries its image;
+    the low-resolution logits, which prompt the next frame, stay the model's own.
     """
 
-    def __init__(self, sam: Sam, *, prompt_prior: bool = False, prompted_region: bool = False) -> None:
+    def __init__(self, sam: Sam, *, prompt_prior: bool = False, prompted_region: bool = False,
+                 refine_edges: bool = False) -> None:
         self._sam = sam
         self._prompt_prior = prompt_prior
         self._prompted_region = prompted_region
+        self._refine_edges = refine_edges
+
+    @classmethod
+    def for_preset(cls, sam: Sam, preset: ModelPreset) -> MaskDecoder:
+        """The decoder ``preset``'s model was trained for (its ``prompt_prior``,
+        ``prompted_region`` and ``refine_edges``)."""
+        return cls(sam, prompt_prior=preset.prompt_prior, prompted_region=preset.prompted_region,
+                   refine_edges=preset.refine_edges)
 
     @torch.inference_mode()
     def predict(
@@ -313,7 +331,10 @@ class MaskDecoder:
         """
         logits, scores, low_res = self.decode(embedding, prepared, prompt, mask_input=mask_input, multimask=multimask)
         best = int(np.argmax(scores))
-        mask = logits[best] > self._sam.mask_threshold
+        chosen = logits[best]
+        if self._refine_edges and prepared.image is not None:
+            chosen = refine_logits(chosen, prepared.image, max(prepared.original_size) / low_res.shape[-1])
+        mask = chosen > self._sam.mask_threshold
         low = low_res[best : best + 1].astype(np.float32)
         points, labels, box = prompt.arrays()
         kept = mask
@@ -326,7 +347,7 @@ class MaskDecoder:
         if kept is not mask:
             low = _drop_logits(low, mask & ~kept, prepared, self._sam.image_encoder.img_size)
             mask = kept
-        kept_logits = logits[best].copy() if self._prompted_region else None  # only separate() reads them
+        kept_logits = np.array(chosen, copy=True) if self._prompted_region else None  # only separate() reads them
         return MaskPrediction(mask=mask, score=float(scores[best]), low_res_logits=low, logits=kept_logits)
 
     def as_mask(self, mask_input: np.ndarray, prepared: PreparedImage) -> np.ndarray:

@@ -357,8 +357,7 @@ class EdgeSession:
                 await asyncio.wait({booting})
             await self.close()
             raise
-        self.decoder = MaskDecoder(self.sam, prompt_prior=self.preset.prompt_prior,
-                                   prompted_region=self.preset.prompted_region)
+        self.decoder = MaskDecoder.for_preset(self.sam, self.preset)
         self._open = True
         log.info("edge session open: %s over %d workers", config.model.describe(), len(self._executors))
 

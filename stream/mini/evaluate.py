@@ -193,8 +193,7 @@ class LocalPipeline:
         self._encoder = SplitEncoder(self.sam, preset, {EDGE: LocalExecutor(SegmentRunner(self.sam, preset), self._pool)},
                                      self._pool)
         self._everything = tuple(range(self._encoder.grid.num_windows))
-        self._decoder = MaskDecoder(self.sam, prompt_prior=preset.prompt_prior,
-                                    prompted_region=preset.prompted_region)
+        self._decoder = MaskDecoder.for_preset(self.sam, preset)
         self._frames = 0
 
     def __enter__(self) -> LocalPipeline:
