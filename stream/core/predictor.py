@@ -323,11 +323,13 @@ class MaskDecoder:
         *,
         mask_input: np.ndarray | None = None,
         multimask: bool | None = None,
+        previous: np.ndarray | None = None,
     ) -> MaskPrediction:
         """Decode one object's mask; with several candidates, keep the best-scoring one.
 
         ``embedding`` is (1, C, g, g) float32 on the model's device; ``mask_input`` (1, 4g, 4g)
-        float32 logits of a previous prediction (host), or None.
+        float32 logits of a previous prediction (host), or None; ``previous`` the mask they stand
+        for at frame size (:meth:`as_mask`), when the caller has it already.
         """
         logits, scores, low_res = self.decode(embedding, prepared, prompt, mask_input=mask_input, multimask=multimask)
         best = int(np.argmax(scores))
@@ -343,7 +345,7 @@ class MaskDecoder:
         elif points is not None and labels is not None and box is None and mask_input is None:
             kept = clicked_region(mask, points, labels)
         elif mask_input is not None and (labels is None or not (labels > 0).any()):
-            kept = followed_region(mask, self.as_mask(mask_input, prepared))
+            kept = followed_region(mask, self.as_mask(mask_input, prepared) if previous is None else previous)
         if kept is not mask:
             low = _drop_logits(low, mask & ~kept, prepared, self._sam.image_encoder.img_size)
             mask = kept
@@ -372,15 +374,16 @@ class MaskDecoder:
             return {key: self.predict(embedding, prepared, prompt, mask_input=logits)
                     for key, (prompt, logits) in prompts.items()}
         centres = {}  # each object's most interior pixel on the frame before, where known
+        upsampled = {}  # the masks the mask inputs stand for, upsampled once
         for key, (prompt, logits) in prompts.items():
             previous = prompt.mask
             if previous is None and logits is not None:
-                previous = self.as_mask(logits, prepared)
+                previous = upsampled[key] = self.as_mask(logits, prepared)
             if previous is not None and previous.any():
                 centres[key] = interior_point(previous)
         told = {key: (told_apart(prompt, [c for other, c in centres.items() if other != key]), logits)
                 for key, (prompt, logits) in prompts.items()}
-        predictions = {key: self.predict(embedding, prepared, prompt, mask_input=logits)
+        predictions = {key: self.predict(embedding, prepared, prompt, mask_input=logits, previous=upsampled.get(key))
                        for key, (prompt, logits) in told.items()}
         return separate(predictions, prepared, self._sam.image_encoder.img_size)
 

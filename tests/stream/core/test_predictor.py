@@ -208,3 +208,32 @@ def test_each_tracked_object_is_told_apart_from_the_others_it_touches(
     plain.asked = []
     plain.predict_all(embedding, prepared, prompts)
     assert [p.points for p in plain.asked] == [(), ()]
+
+
+class _Counting(MaskDecoder):
+    """Counts the previous masks it upsamples."""
+
+    upsampled = 0
+
+    def as_mask(self, mask_input: np.ndarray, prepared: PreparedImage) -> np.ndarray:
+        self.upsampled += 1
+        return super().as_mask(mask_input, prepared)
+
+
+def test_a_frame_s_tracked_objects_upsample_each_previous_mask_once(
+        mini: tuple[Sam, PreparedImage, torch.Tensor]) -> None:
+    """The previous mask serves twice (the object's middle, to tell the others apart, and the
+    region its new mask must continue); it is upsampled to the frame once, with the same masks."""
+    sam, prepared, embedding = mini
+    a_before = np.full((1, 128, 128), -5.0, np.float32)
+    a_before[0, 16:48, 8:40] = 5.0
+    b_before = np.full((1, 128, 128), -5.0, np.float32)
+    b_before[0, 60:90, 80:110] = 5.0
+    prompts = {"a": (ObjectPrompt(box=(20.0, 40.0, 100.0, 120.0)), a_before),
+               "b": (ObjectPrompt(box=(200.0, 150.0, 275.0, 225.0)), b_before)}
+    decoder = _Counting(sam, prompted_region=True)
+    got = decoder.predict_all(embedding, prepared, prompts)
+    assert decoder.upsampled == 2
+    for key, (prompt, logits) in prompts.items():
+        alone = MaskDecoder(sam, prompted_region=True).predict(embedding, prepared, prompt, mask_input=logits)
+        np.testing.assert_array_equal(got[key].mask, alone.mask)
