@@ -30,7 +30,7 @@ __all__ = ["EDGE_EPS", "EDGE_RADIUS", "guided_filter", "refine_logits"]
 EDGE_RADIUS = 6.0  # the filter's window radius, in low-resolution cells of the decoder's logits
 EDGE_EPS = 3e-4  # its ridge, in squared intensity (0..1): smaller follows fainter edges
 SUPPORT_LOGIT = -3.9  # pixels whose logit is above this (probability 0.02) are the mask's support
-SUBSAMPLE_CELL = 2.5  # the filter's models are fitted with one pixel per this many frame pixels of a cell
+SUBSAMPLE_CELL = 2.5  # the windows' models are fitted on a grid of about this many points per cell
 LOGIT_CLIP = 20.0
 
 
@@ -86,8 +86,9 @@ def refine_logits(logits: np.ndarray, image: np.ndarray, cell: float, *, radius:
     ``image`` ((H, W, 3) uint8 RGB, the frame): the guided filter of the mask's probability, in
     the box around its support, back as logits (unchanged outside that box). ``cell``: frame
     pixels per low-resolution cell of the decoder; ``radius`` is in cells. The windows' models
-    are fitted at about two frame pixels per cell's half (:func:`guided_filter`'s ``subsample``),
-    so the cost depends on the object's size in cells, not on the frame's resolution."""
+    are fitted on a grid of about :data:`SUBSAMPLE_CELL` points per cell (never finer than the
+    frame's pixels: :func:`guided_filter`'s ``subsample``), so the cost depends on the object's
+    size in cells, not on the frame's resolution."""
     support = logits > SUPPORT_LOGIT
     if not support.any():
         return logits

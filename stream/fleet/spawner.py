@@ -263,7 +263,7 @@ class _Helper:
             time.sleep(0.02)
 
 
-_PRESTARTED: ContextVar[Spawner | None] = ContextVar("pedsam_prestarted_spawner", default=None)
+_OFFERED: ContextVar[Spawner | None] = ContextVar("pedsam_offered_spawner", default=None)
 
 
 @contextlib.contextmanager
@@ -271,18 +271,18 @@ def offered(spawner: Spawner) -> Iterator[None]:
     """Within the block, ``spawner`` (its helper started early by the command line, before it
     imports the edge's code) for the first :class:`~pedsam.stream.fleet.local.LocalWorkers` to
     take (:func:`adopt`). One never taken is killed at the end."""
-    token = _PRESTARTED.set(spawner)
+    token = _OFFERED.set(spawner)
     try:
         yield
     finally:
-        _PRESTARTED.reset(token)
+        _OFFERED.reset(token)
         if not spawner.adopted:
             spawner.discard()
 
 
 def adopt() -> Spawner:
     """The spawner :func:`offered` if nobody took it yet, else a new one."""
-    spawner = _PRESTARTED.get()
+    spawner = _OFFERED.get()
     if spawner is None or spawner.adopted:
         spawner = Spawner()
     spawner.adopted = True
