@@ -1,13 +1,14 @@
 # Two entry points, each creating .venv and installing what it needs on first use:
 #   make demo   the main job: 3 local workers, a generated clip, overlay + masks + audit
-#   make test   type checks and the whole test suite
+#   make test   type checks and the whole test suite (ViT-B's shape on a narrow model of its geometry)
+#   make test-vit-b   the same shape tests on ViT-B itself (minutes each; not part of make test)
 VENV ?= .venv
 PYTHON ?= python3
 STAMP := $(VENV)/.installed-stamp
 # Extra pytest arguments, e.g. PYTEST_ARGS=tests/e2e/test_cli.py; empty runs everything.
 PYTEST_ARGS ?=
 
-.PHONY: demo test typecheck install clean
+.PHONY: demo test test-vit-b typecheck install clean
 
 # pip compiles every module at install (about a minute here): not --no-compile, because with
 # PYTHONDONTWRITEBYTECODE set (as on this machine) nothing is cached later and every process
@@ -42,8 +43,15 @@ typecheck: $(STAMP)
 	MYPYPATH=$(TYPECHECK) $(VENV)/bin/mypy -p pedsam
 
 # One test process per core (-n auto), each handed the next test as it frees up (worksteal).
+# Tests marked vit_b compute ViT-B itself (1-3 minutes each here): they belong to test-vit-b,
+# and the suite checks the same properties on ViT-B's geometry at a narrow width.
+PYTEST := $(VENV)/bin/python -m pytest -q -p no:cacheprovider -n auto --dist worksteal
+
 test: typecheck $(CHROMIUM)
-	$(VENV)/bin/python -m pytest -q -p no:cacheprovider -n auto --dist worksteal --durations=15 $(PYTEST_ARGS)
+	$(PYTEST) -m "not vit_b" --durations=15 $(PYTEST_ARGS)
+
+test-vit-b: $(STAMP)
+	$(PYTEST) -m vit_b --durations=5 $(PYTEST_ARGS)
 
 clean:
 	rm -rf $(VENV) out

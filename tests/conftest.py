@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator, Iterator
 import pytest
 import torch
 
+from pedsam.workers.models import PRESETS, ModelPreset
 from pedsam.workers.server import WorkerLimits, WorkerModel, WorkerServer
 
 # pytest-xdist runs one process per core (``-n auto``): each then computes on one thread, since
@@ -16,7 +17,7 @@ from pedsam.workers.server import WorkerLimits, WorkerModel, WorkerServer
 _PROCESSES = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
 torch.set_num_threads(max(1, min(2, (os.cpu_count() or 1) // _PROCESSES)))
 
-from tests.support import TINY
+from tests.support import TINY, VIT_B_NARROW
 
 
 @pytest.fixture(scope="session")
@@ -39,6 +40,15 @@ async def tiny_servers(tiny_worker_model: WorkerModel) -> AsyncIterator[dict[str
 def tiny_workers(tiny_servers: dict[str, WorkerServer]) -> list[str]:
     """The addresses of :func:`tiny_servers`."""
     return list(tiny_servers)
+
+
+@pytest.fixture(params=[pytest.param(VIT_B_NARROW.name, id="narrow"),
+                        pytest.param("vit_b", id="vit_b", marks=pytest.mark.vit_b)])
+def vit_b_shape(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> ModelPreset:
+    """ViT-B's shape: :data:`tests.support.VIT_B_NARROW` (in the default suite, registered as a
+    preset for the test) and ViT-B itself (marked ``vit_b``: ``make test-vit-b``, minutes)."""
+    monkeypatch.setitem(PRESETS, VIT_B_NARROW.name, VIT_B_NARROW)
+    return PRESETS[request.param]
 
 
 @pytest.fixture

@@ -23,12 +23,27 @@ from pedsam.protos import pedsam_pb2 as pb
 from pedsam.stream.core.shares import gather_windows
 from pedsam.stream.media.masks_io import read_records
 from pedsam.workers import codec as wire
-from pedsam.workers.models import ModelSource
+from pedsam.workers.models import ModelPreset, ModelSource
 from pedsam.workers.server import WorkerServer
 
 ROOT = Path(__file__).resolve().parents[1]  # the repository
 T = TypeVar("T")
 TINY = ModelSource(preset="tiny", seed=0)
+
+VIT_B_NARROW = ModelPreset(
+    name="vit_b_narrow",
+    embed_dim=96,
+    depth=12,
+    num_heads=2,
+    global_attn_indexes=(2, 5, 8, 11),
+    prompt_embed_dim=64,
+    decoder_mlp_dim=256,
+    decoder_heads=4,
+    iou_head_hidden_dim=64,
+)
+"""ViT-B's geometry (1024 px, 64x64 tokens padded to 70x70, 25 windows, four segments between
+global blocks 2, 5, 8 and 11) at a width the default suite affords: the tests of ViT-B's shape run
+on it by default and on ViT-B itself with ``make test-vit-b`` (see the fixture ``vit_b_shape``)."""
 
 needs_cuda = pytest.mark.skipif(
     not torch.cuda.is_available(),

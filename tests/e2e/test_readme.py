@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -31,15 +32,44 @@ def test_readme_opens_with_two_commands_and_ci_runs_the_second() -> None:
     assert "demo" in commands[0] and "test" in commands[1]
     ci = [line.strip() for line in (ROOT / ".ci" / "run").read_text().splitlines()]
     assert commands[1] in ci
-    # The README's test command runs the type checks and every test, with nothing filtered out.
-    dry = subprocess.run(["make", "-n", "test"], cwd=ROOT, env=clean_env(), capture_output=True, text=True,
-                         check=True).stdout
-    assert "mypy -p pedsam" in dry
-    pytest_line = next(line for line in dry.splitlines() if "-m pytest" in line)
-    # -n/--dist spread the tests over one process per core and --durations reports the slowest;
-    # none of them filters a test out
-    assert pytest_line.split("-m pytest", 1)[1].split() == [
-        "-q", "-p", "no:cacheprovider", "-n", "auto", "--dist", "worksteal", "--durations=15"]
+    # The README's test command runs the type checks and every test but ViT-B's own (marked
+    # vit_b), which make test-vit-b runs.
+    assert "mypy -p pedsam" in dry_run("test")
+    # -n/--dist spread the tests over one process per core and --durations reports the slowest
+    assert pytest_arguments("test") == ["-q", "-p", "no:cacheprovider", "-n", "auto", "--dist", "worksteal",
+                                        "-m", "not vit_b", "--durations=15"]
+    assert pytest_arguments("test-vit-b") == ["-q", "-p", "no:cacheprovider", "-n", "auto", "--dist", "worksteal",
+                                              "-m", "vit_b", "--durations=5"]
+
+
+def test_every_vit_b_test_has_a_narrow_twin_in_make_test() -> None:
+    """What make test leaves to make test-vit-b it checks on ViT-B's geometry at a narrow width:
+    every test id ending in [vit_b] has an id ending in [narrow] that make test runs."""
+    files = [str(path) for path in sorted((ROOT / "tests").rglob("test_*.py"))
+             if re.search(r"mark\.vit_b|vit_b_shape", path.read_text())]
+
+    def collected(marker: str) -> set[str]:
+        done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--collect-only",
+                               "-m", marker, *files], cwd=ROOT, capture_output=True, text=True, check=False)
+        assert done.returncode == 0, done.stdout[-2000:]
+        return {line.strip() for line in done.stdout.splitlines() if "::" in line}
+
+    vit_b, default = collected("vit_b"), collected("not vit_b")
+    assert len(vit_b) >= 4 and not vit_b & default
+    for test in vit_b:
+        assert test.endswith("[vit_b]") and test.removesuffix("[vit_b]") + "[narrow]" in default, test
+
+
+def dry_run(target: str) -> str:
+    """What ``make -n TARGET`` would run in the repository."""
+    return subprocess.run(["make", "-n", target], cwd=ROOT, env=clean_env(), capture_output=True, text=True,
+                          check=True).stdout
+
+
+def pytest_arguments(target: str) -> list[str]:
+    """The arguments make TARGET gives pytest (without PYTEST_ARGS), split as the shell would."""
+    line = next(line for line in dry_run(target).splitlines() if "-m pytest" in line)
+    return shlex.split(line.split("-m pytest", 1)[1])
 
 
 def clean_env() -> dict[str, str]:
@@ -116,13 +146,13 @@ def test_the_readme_commands_cover_the_parser() -> None:
 def _check_without_running(command: str, cwd: Path) -> None:
     """A command the walk does not run: its flags must parse, and the files it names must exist
     or be made by the commands it depends on."""
-    import shlex
-
     from pedsam.stream.cli.main import parse
 
     argv = shlex.split(command)
     if argv[0] == "pedsam":
         parse(argv[1:])  # raises SystemExit on a flag the command does not take
+    elif argv[0] == "make":  # the target exists
+        subprocess.run(["make", "-n", *argv[1:]], cwd=cwd, env=clean_env(), capture_output=True, check=True)
     else:
         script = next(a for a in argv if a.endswith(".py"))
         assert (cwd / script).is_file(), script

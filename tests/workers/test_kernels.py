@@ -78,10 +78,14 @@ def test_tiny_shape_blocks_equal_segment_anything() -> None:
     check_block_pair(64, 2, 32)
 
 
-@pytest.mark.vit_b
-def test_vit_b_shape_blocks_equal_segment_anything() -> None:
-    """ViT-B: 768 channels, 12 heads, 64x64 tokens (global), 25 windows padded to 70x70."""
-    check_block_pair(768, 12, 64)
+@pytest.mark.parametrize(("dim", "heads"), [
+    pytest.param(96, 2, id="narrow"),
+    pytest.param(768, 12, id="vit_b", marks=pytest.mark.vit_b),
+])
+def test_vit_b_shape_blocks_equal_segment_anything(dim: int, heads: int) -> None:
+    """ViT-B's grid (64x64 tokens (global), 25 windows padded to 70x70) at 96 channels and 2
+    heads, and ViT-B itself: 768 channels, 12 heads."""
+    check_block_pair(dim, heads, 64)
 
 
 @pytest.mark.parametrize(

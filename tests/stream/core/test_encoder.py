@@ -14,7 +14,7 @@ from pedsam.partitioner.assignment import EDGE
 from pedsam.partitioner.schemes import SCHEMES
 from pedsam.stream.core.prompts import ObjectPrompt
 from pedsam.stream.core.session import EdgeConfig, EdgeSession
-from pedsam.workers.models import ModelSource
+from pedsam.workers.models import ModelPreset, ModelSource
 from pedsam.workers.server import WorkerServer
 from tests.support import TINY, record_requests, scene
 
@@ -90,8 +90,7 @@ async def test_masks_identical_to_sam_predictor(tiny_workers: list[str]) -> None
         assert result.score == pytest.approx(float(scores[best]), rel=1e-4)
 
 
-@pytest.mark.vit_b
-async def test_vit_b_split_embedding_equals_monolithic() -> None:
+async def test_vit_b_split_embedding_equals_monolithic(vit_b_shape: ModelPreset) -> None:
     """ViT-B shape (1024 px, 64x64 tokens padded to 70x70, 25 windows, 4 segments), one 4:3 frame
     through 2 workers: exact, with the masks SAM gives; and with only the first of the segments
     sent (every N is checked on tiny, and on ViT-B's plan in tests/partitioner/test_plan.py), exact
@@ -103,7 +102,7 @@ async def test_vit_b_split_embedding_equals_monolithic() -> None:
     from pedsam.stream.fleet.remote import RemoteWorker
     from pedsam.workers.server import WorkerLimits, WorkerModel, WorkerServer
 
-    source = ModelSource(preset="vit_b", seed=1)
+    source = ModelSource(preset=vit_b_shape.name, seed=1)
     model = WorkerModel(source)
     servers = [WorkerServer(model, WorkerLimits()) for _ in range(2)]
     addresses = [await s.start("127.0.0.1", 0) for s in servers]
@@ -134,7 +133,7 @@ async def test_vit_b_split_embedding_equals_monolithic() -> None:
     finally:
         for s in servers:
             await s.stop(0)
-    assert embedding.tensor.shape == (1, 256, 64, 64)
+    assert embedding.tensor.shape == (1, vit_b_shape.prompt_embed_dim, 64, 64)
     assert relative_error(embedding.tensor, reference) <= 1e-4
     assert len(embedding.audit.segments) == 4
     for got, want in zip(split_masks, reference_masks):
@@ -143,7 +142,7 @@ async def test_vit_b_split_embedding_equals_monolithic() -> None:
         assert got.score == pytest.approx(want.score, rel=1e-4)
     for n, (error, moved, edge_only) in remote.items():
         assert error <= 1e-4, n
-        assert moved == n * 2 * 56 * 64 * 768 * 4, n
+        assert moved == n * 2 * 56 * 64 * vit_b_shape.embed_dim * 4, n
         assert edge_only == [None] * n + ["remote_segments"] * (4 - n)
 
 

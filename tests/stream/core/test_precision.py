@@ -76,13 +76,12 @@ async def test_reduced_precision_on_the_cpu_stays_within_the_stated_bounds() -> 
     assert found["fp32"][0] < 1e-5 < found["fp16"][0] < found["bf16"][0]
 
 
-@pytest.mark.vit_b
-async def test_vit_b_in_reduced_precision_stays_within_the_stated_bounds() -> None:
-    """ViT-B, 1024x1024, seeded weights, all 12 blocks, in bf16; with ``-s`` its CPU seconds.
-    fp16, which CPUs compute slowly and the command line refuses on a CPU, is checked on tiny
-    above (on ViT-B it measured 7.5e-4 against its 2e-3 bound, in 35 s); ViT-B's split in fp32 is
-    exact (tests/stream/core/test_encoder.py)."""
-    found = await measure("vit_b", ("bf16",))
+async def test_vit_b_in_reduced_precision_stays_within_the_stated_bounds(vit_b_shape: ModelPreset) -> None:
+    """ViT-B's shape, 1024x1024, seeded weights, all 12 blocks, in bf16; with ``-s`` its CPU
+    seconds. fp16, which CPUs compute slowly and the command line refuses on a CPU, is checked on
+    tiny above (on ViT-B it measured 7.5e-4 against its 2e-3 bound, in 35 s); ViT-B's split in
+    fp32 is exact (tests/stream/core/test_encoder.py)."""
+    found = await measure(vit_b_shape.name, ("bf16",))
     assert 1e-4 < found["bf16"][0] <= BOUNDS["bf16"]
 
 

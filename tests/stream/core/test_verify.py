@@ -25,7 +25,7 @@ from pedsam.stream.core.verify import DEFAULT_VERIFY, Watch, differing_windows, 
 from pedsam.stream.errors import ConfigError
 from pedsam.workers import codec as wire
 from pedsam.workers.device import Hardware, select
-from pedsam.workers.models import ModelSource
+from pedsam.workers.models import ModelPreset, ModelSource
 from pedsam.workers.server import WorkerLimits, WorkerModel, WorkerServer
 from tests.support import TINY, scene
 
@@ -285,11 +285,10 @@ async def test_an_honest_bf16_worker_is_not_flagged_by_an_fp32_edge(monkeypatch:
     assert fleet["workers_caught"] == 0 and 1e-4 < fleet["largest_difference"] <= tolerance("fp32", ("bf16",)) / 3
 
 
-@pytest.mark.vit_b
-async def test_an_honest_vit_b_fleet_in_int8_is_not_flagged() -> None:
+async def test_an_honest_vit_b_fleet_in_int8_is_not_flagged(vit_b_shape: ModelPreset) -> None:
     """ViT-B shape, int8 on the wire, the offload plan (the largest honest differences measured on
     tiny): every window of a 4:3 frame checked, with ``-s`` the largest difference."""
-    source = ModelSource(preset="vit_b")
+    source = ModelSource(preset=vit_b_shape.name)
     model = WorkerModel(source)
     servers = [WorkerServer(model, WorkerLimits()) for _ in range(3)]
     addresses = [await server.start("127.0.0.1", 0) for server in servers]
@@ -301,6 +300,6 @@ async def test_an_honest_vit_b_fleet_in_int8_is_not_flagged() -> None:
     finally:
         for server in servers:
             await server.stop(0)
-    print(f"\nvit_b int8 offload: largest difference {fleet['largest_difference']:.2e}, "
+    print(f"\n{vit_b_shape.name} int8 offload: largest difference {fleet['largest_difference']:.2e}, "
           f"{fleet['windows_verified']} windows")
     assert fleet["workers_caught"] == 0 and fleet["largest_difference"] <= tolerance("int8", ("fp32",)) / 3
