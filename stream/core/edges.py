@@ -17,7 +17,9 @@ cell's resolution (He and Sun's fast guided filter): 4 ms for an object of 120 p
 one filling a 640x480 frame, here.
 
 Used by :class:`~pedsam.stream.core.predictor.MaskDecoder` for a preset with ``refine_edges``
-(pedsam-mini); official checkpoints are decoded exactly as SamPredictor decodes them.
+(pedsam-mini), and by the keyframed engine on the masks it propagates between keyframes
+(:func:`refine_mask`); official checkpoints are decoded exactly as SamPredictor decodes them, and
+their propagated masks are left as warped.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-__all__ = ["EDGE_EPS", "EDGE_RADIUS", "guided_filter", "refine_logits"]
+__all__ = ["EDGE_EPS", "EDGE_RADIUS", "guided_filter", "refine_logits", "refine_mask"]
 
 EDGE_RADIUS = 6.0  # the filter's window radius, in low-resolution cells of the decoder's logits
 EDGE_EPS = 3e-4  # its ridge, in squared intensity (0..1): smaller follows fainter edges
@@ -105,4 +107,25 @@ def refine_logits(logits: np.ndarray, image: np.ndarray, cell: float, *, radius:
     fitted = np.clip(fitted, tiny, 1 - tiny)
     out = np.array(logits, dtype=np.float32, copy=True)
     out[y0:y1, x0:x1] = np.log(fitted / (1 - fitted))
+    return out
+
+
+def refine_mask(mask: np.ndarray, image: np.ndarray, cell: float) -> np.ndarray:
+    """A bool ``mask`` ((H, W), e.g. a keyframe's mask warped to this frame) with its outline
+    fitted to ``image`` as :func:`refine_logits` fits a decoder's: the mask softened over about a
+    cell (a warped mask is as sure of its outline as the decoder's logits were, no surer), as
+    logits, refined, then ``> 0``. Computed in the box the fit can reach; empty stays empty."""
+    if not mask.any():
+        return mask
+    sigma = max(0.5, cell / 2)
+    # The blur reaches 4 sigma past the mask, the filter 2 radii past that (see refine_logits).
+    margin = int(np.ceil(4 * sigma)) + 2 * max(1, round(EDGE_RADIUS * cell)) + 2
+    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+    y0, y1 = max(0, int(rows[0]) - margin), min(mask.shape[0], int(rows[-1]) + 1 + margin)
+    x0, x1 = max(0, int(cols[0]) - margin), min(mask.shape[1], int(cols[-1]) + 1 + margin)
+    soft = cv2.GaussianBlur(mask[y0:y1, x0:x1].astype(np.float32), (0, 0), sigmaX=sigma)
+    tiny = np.float32(1e-4)
+    soft = np.clip(soft, tiny, 1 - tiny)
+    out = np.zeros(mask.shape, bool)
+    out[y0:y1, x0:x1] = refine_logits(np.log(soft / (1 - soft)), image[y0:y1, x0:x1], cell) > 0
     return out

@@ -22,11 +22,12 @@ import asyncio
 import dataclasses
 import math
 import time
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass, field
 
 import numpy as np
 
+from pedsam.stream.core.edges import refine_mask
 from pedsam.stream.core.predictor import MaskPrediction
 from pedsam.stream.core.propagation import MaskPropagator, Propagated, Working
 from pedsam.stream.core.prompts import ObjectPrompt
@@ -237,11 +238,22 @@ class KeyframedRun:
             self.propagator.remove(gone)
         if self.propagator.ids:
             began = time.monotonic()
-            for moved in self.propagator.step(working):
-                if moved.id in self.current:
-                    self.current[moved.id] = _carried(self.current[moved.id], moved)
+            moved_all = self.propagator.step(working)
             self._timed_step(time.monotonic() - began)
+            for moved in moved_all:
+                if moved.id in self.current:
+                    self.current[moved.id] = _carried(self.current[moved.id], moved, self._fit(image))
         return working
+
+    def _fit(self, image: np.ndarray) -> Callable[[np.ndarray], np.ndarray] | None:
+        """For a preset whose decoder fits outlines to the frame (pedsam-mini), the same fit for a
+        propagated mask on ``image``; None for the others (official checkpoints' masks are warped
+        as SAM gave them)."""
+        preset = self.session.preset
+        if not preset.refine_edges:
+            return None
+        cell = max(image.shape[:2]) / (preset.img_size / 4)  # frame pixels per cell of the decoder's logits
+        return lambda mask: refine_mask(mask, image, cell)
 
     def _timed_step(self, seconds: float) -> None:
         """A propagation step's duration, into the running estimate a landing keyframe plans with."""
@@ -333,10 +345,17 @@ class KeyframedRun:
         return audit
 
 
-def _carried(previous: ObjectResult, moved: Propagated) -> ObjectResult:
-    ys, xs = np.nonzero(moved.mask)
+def _carried(previous: ObjectResult, moved: Propagated,
+             fit: Callable[[np.ndarray], np.ndarray] | None = None) -> ObjectResult:
+    """``previous``'s object with its propagated mask (through ``fit``, when given, unless that
+    would empty it)."""
+    mask = moved.mask
+    if fit is not None and mask.any():
+        fitted = fit(mask)
+        mask = fitted if fitted.any() else mask
+    ys, xs = np.nonzero(mask)
     box = (float(xs.min()), float(ys.min()), float(xs.max() + 1), float(ys.max() + 1)) if xs.size else None
-    return ObjectResult(id=previous.id, mask=moved.mask, score=previous.score, box=box, confidence=moved.confidence)
+    return ObjectResult(id=previous.id, mask=mask, score=previous.score, box=box, confidence=moved.confidence)
 
 
 def _seen(task: asyncio.Task[Sam]) -> None:

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from pedsam.stream.core.edges import guided_filter, refine_logits
+from pedsam.stream.core.edges import guided_filter, refine_logits, refine_mask
 from pedsam.stream.core.predictor import MaskDecoder, prepare_image
 from pedsam.stream.core.prompts import ObjectPrompt
 from pedsam.stream.mini.evaluate import iou
@@ -68,6 +68,22 @@ def test_refinement_invents_no_object_the_mask_did_not_hold() -> None:
     assert iou(refined > 0, truth) > 0.97
     nothing = np.full((480, 640), -20.0, np.float32)
     np.testing.assert_array_equal(refine_logits(nothing, image, CELL), nothing)
+
+
+def test_a_warped_mask_a_little_off_snaps_back_to_the_object_and_an_empty_one_stays_empty() -> None:
+    """A propagated mask (bool, sharp) placed 6 px off the object: fitted as a decoder's logits
+    are, it follows the object's outline again."""
+    truth = star(480, 640, (300, 220), 110)
+    image = picture(truth)
+    warped = np.roll(truth, 6, axis=1)
+    assert iou(warped, truth) < 0.85
+    fitted = refine_mask(warped, image, CELL)
+    assert fitted.dtype == bool and iou(fitted, truth) > 0.97
+    # computed in the box the fit reaches: the same as softening and fitting the whole frame
+    soft = np.clip(cv2.GaussianBlur(warped.astype(np.float32), (0, 0), sigmaX=CELL / 2), 1e-4, 1 - 1e-4)
+    np.testing.assert_array_equal(fitted, refine_logits(np.log(soft / (1 - soft)), image, CELL) > 0)
+    empty = np.zeros_like(truth)
+    assert not refine_mask(empty, image, CELL).any()
 
 
 def test_without_edges_in_the_frame_the_mask_stays_where_it_was_with_a_rounder_outline() -> None:

@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import cv2
 import numpy as np
 import pytest
 
@@ -24,6 +25,8 @@ from pedsam.stream.media.synthetic import demo_scene, make_clip
 from pedsam.stream.runs.engine import run_frames
 from pedsam.stream.runs.keyframes import KeyframeChooser, KeyframePolicy
 from pedsam.stream.runs.stats import RunStats
+from pedsam.workers.models import ModelSource
+from pedsam.workers.server import WorkerLimits, WorkerModel, WorkerServer
 from tests.support import TINY
 
 
@@ -250,3 +253,30 @@ def test_a_landing_keyframe_is_carried_in_steps_that_balance_its_jumps() -> None
             assert len(chosen) == min(count, taken, len(flight.kept) + 1)
             gaps = np.diff([0, *chosen])
             assert gaps.max() - gaps.min() <= 2 * flight.stride  # evenly spaced
+
+
+async def test_pedsam_mini_s_propagated_masks_are_fitted_to_the_frame_and_tiny_s_are_warped_as_given(
+    tmp_path: Path,
+) -> None:
+    """A mask given 3 px too large all round and propagated (no keyframe): a preset whose decoder
+    fits outlines to the frame (mini) fits the propagated masks too, and they snap to the object;
+    tiny's (as official checkpoints') stay the given mask, warped."""
+    scene = demo_scene(width=320, height=240, frames=16)
+    scene.write(tmp_path / "scene.mp4", fps=25)
+    truth = [scene.frame(i).masks[0] for i in range(16)]
+    coarse = cv2.dilate(truth[0].astype(np.uint8), np.ones((7, 7), np.uint8)).astype(bool)
+    found = {}
+    for source in (TINY, ModelSource(preset="mini")):
+        servers = [WorkerServer(WorkerModel(source), WorkerLimits()) for _ in range(2)]
+        addresses = [await server.start("127.0.0.1", 0) for server in servers]
+        try:
+            async with EdgeSession(EdgeConfig(model=source, workers=tuple(addresses))) as session:
+                results = [r async for r in run_frames(session, FileSource(tmp_path / "scene.mp4"),
+                                                       [ObjectPrompt(mask=coarse)],
+                                                       keyframes=KeyframePolicy.parse("every:100"))]
+        finally:
+            for server in servers:
+                await server.stop(0)
+        np.testing.assert_array_equal(results[0].objects[0].mask, coarse)  # frame 0: as given
+        found[source.preset] = np.mean([iou(r.objects[0].mask, truth[i]) for i, r in enumerate(results) if i])
+    assert found["tiny"] < 0.85 and found["mini"] > 0.93, found
