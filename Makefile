@@ -5,7 +5,7 @@
 VENV ?= .venv
 PYTHON ?= python3
 STAMP := $(VENV)/.installed-stamp
-# Extra pytest arguments, e.g. PYTEST_ARGS=tests/e2e/test_cli.py; empty runs everything.
+# Extra pytest arguments, e.g. PYTEST_ARGS=tests/e2e/test_cli.py; empty runs the whole selection.
 PYTEST_ARGS ?=
 
 .PHONY: demo test test-vit-b typecheck install clean
