@@ -240,9 +240,10 @@ class KeyframedRun:
             began = time.monotonic()
             moved_all = self.propagator.step(working)
             self._timed_step(time.monotonic() - began)
+            fit = self._fit(image)
             for moved in moved_all:
                 if moved.id in self.current:
-                    self.current[moved.id] = _carried(self.current[moved.id], moved, self._fit(image))
+                    self.current[moved.id] = _carried(self.current[moved.id], moved, fit)
         return working
 
     def _fit(self, image: np.ndarray) -> Callable[[np.ndarray], np.ndarray] | None:
