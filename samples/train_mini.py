@@ -1,7 +1,7 @@
 """Train pedsam-mini: the ``mini`` preset's weights, from composite scenes of photo textures.
 
     python samples/fetch_media.py --photos
-    python samples/train_mini.py [--out out/mini] [--textures samples/media/photos] [--steps 2600] [--tune-steps 1800]
+    python samples/train_mini.py [--out out/mini] [--textures samples/media/photos] [--steps 1000] [--tune-steps 1400]
 
 Two stages: ``--steps`` steps from scratch, then ``--tune-steps`` steps in which every prompt is
 also drawn as the mask input, as pedsam's decoder gives prompts to this model (see

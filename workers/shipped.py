@@ -43,7 +43,7 @@ SHIPPED: dict[str, ShippedWeights] = {
         preset="mini",
         file_name="pedsam-mini.pth",
         size=4454355,
-        sha256="5e447acc16082d514bee074b25fe268b462b427c6012fbd29d1ecea9ff38d784",
+        sha256="0f5135a9e9d357278adba27233e5988aea9d22f35522cecce91019eb6d2699e0",
         commit="686621e",
         command="python samples/fetch_media.py --photos && python samples/train_mini.py",
     ),

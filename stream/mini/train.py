@@ -54,17 +54,17 @@ OBJECT_SIZES = (0.08, 0.6)  # an object's extent, as a fraction of the picture's
 class TrainConfig:
     """One training run; the same values and textures give the same weights."""
 
-    steps: int = 2600
+    steps: int = 1000
     batch: int = 8
     lr: float = 6e-4
     warmup: int = 150
     weight_decay: float = 0.05
     seed: int = 0
     save_every: int = 100
-    balanced_steps: int = 1100  # steps with the class-balanced mask loss (see _mask_loss)
+    balanced_steps: int = 700  # steps with the class-balanced mask loss (see _mask_loss)
     preset: str = "mini"
     # The second stage (tune_step), after the first ``steps``: prompts drawn as the mask input too.
-    tune_steps: int = 1800
+    tune_steps: int = 1400
     tune_lr: float = 3e-4
     tune_warmup: int = 50
     tune_encoder: bool = True  # the image encoder learns in the second stage too
