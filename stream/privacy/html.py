@@ -39,13 +39,16 @@ METRICS: tuple[tuple[str, str, str], ...] = (
     ("mosaic", "panorama_coverage", "mosaic: share of the run's scene held (panorama)"),
     ("mosaic", "psnr_db_mean", "mosaic: PSNR over covered pixels (dB)"),
     ("mosaic", "ssim_mean", "mosaic: SSIM over covered pixels"),
-    ("detection", "people_recall", "HOG people recall vs the true frame"),
+    ("detection", "people_recall", "people recall vs the true frame"),
     ("detection", "faces_recall", "face recall vs the true frame"),
 )
 """(group, key, title) of each figure of a policy's worst worker; ``key + "_ci"``, where the group
 has it, is its 95% interval, and detection recalls carry their reference count."""
 
 REFERENCE = {"people_recall": "people_reference", "faces_recall": "faces_reference"}
+
+_ATTACKER_NAMES = {"hog": "OpenCV's HOG detector", "ssd": "an SSDLite CNN pedestrian detector",
+                   "haar": "OpenCV's Haar cascade", "cnn": "dlib's CNN face detector"}
 
 
 def _png(figure: Any) -> str:
@@ -173,7 +176,9 @@ def render_html(report: dict[str, Any], results: Sequence[VideoResult]) -> str:
         f"over frames (seed {report['bootstrap']['seed']}, {report['bootstrap']['resamples']} resamples) for the "
         "fixed worker; <em>of N</em>: reference detections on the true frames. Exposure maxima and whole-run "
         "shares are exact counts of what was sent. Detections match on the visible part of each reference "
-        "box (IoU of both boxes clipped to the pixels the worker holds, at least 0.5).</p>",
+        "box (IoU of both boxes clipped to the pixels the worker holds, at least 0.5); people by "
+        f"{html.escape(_ATTACKER_NAMES[report['person_attacker']], quote=False)}, faces by "
+        f"{html.escape(_ATTACKER_NAMES[report['face_attacker']], quote=False)}.</p>",
     ]
     if report.get("defaults"):
         defaults = report["defaults"]

@@ -14,9 +14,9 @@ decodes them (:mod:`pedsam.stream.privacy.wire`); the camera offset comes from
   compared with it (coverage, PSNR and SSIM over covered pixels), and its *panorama coverage* is
   taken: the share of the scene the camera showed so far that the mosaic holds, in scene
   coordinates;
-- *detection*: every ``detect_every`` frames, HOG people and Haar faces on that cut-out (gaps
-  filled grey) against the same detectors on the true frame, matched on the visible part of
-  each reference box (:mod:`pedsam.stream.privacy.detection`).
+- *detection*: every ``detect_every`` frames, people (HOG or the SSD CNN) and faces (Haar or
+  dlib's CNN) on that cut-out (gaps filled grey) against the same detectors on the true frame,
+  matched on the visible part of each reference box (:mod:`pedsam.stream.privacy.detection`).
 
 Per policy the report gives the worst single worker, one worker over the whole run (for each
 figure the worker whose whole-run figure is highest), since one curious worker is the threat,
@@ -52,7 +52,7 @@ from pedsam.stream.core.scheduling import DEFAULT_SCHEME, RotationSettings
 from pedsam.stream.core.sensitive import KeepLocal, SensitiveRegions, windows_touching
 from pedsam.stream.errors import ConfigError
 from pedsam.stream.media.video import probe_video, read_frames
-from pedsam.stream.privacy.detection import FACE_ATTACKERS, Detectors, matched
+from pedsam.stream.privacy.detection import FACE_ATTACKERS, PERSON_ATTACKERS, Detectors, matched
 from pedsam.stream.privacy.intervals import RESAMPLES, ratio_interval
 from pedsam.stream.privacy.inversion import TokenInverter, prologue
 from pedsam.stream.privacy.mosaic import Mosaic, merge_views, psnr, ssim
@@ -104,6 +104,8 @@ class ReportConfig:
             true frames): ``haar`` or ``cnn`` (:class:`~pedsam.stream.privacy.detection.Detectors`).
         cnn_upsample: times the ``cnn`` attacker doubles each image first (1: faces down to about
             40 px; 0: about 80 px, about 4 times faster).
+        person_attacker: the person detector of the detection attack (and of its reference):
+            ``hog`` or ``ssd`` (the CNN of :mod:`pedsam.stream.privacy.ssd`).
     """
 
     model: ModelSource
@@ -125,10 +127,14 @@ class ReportConfig:
     keep_local: KeepLocal = KeepLocal()
     face_attacker: str = "haar"
     cnn_upsample: int = 1
+    person_attacker: str = "hog"
 
     def __post_init__(self) -> None:
         if self.face_attacker not in FACE_ATTACKERS:
             raise ConfigError(f"unknown face attacker {self.face_attacker!r}; choose one of {', '.join(FACE_ATTACKERS)}")
+        if self.person_attacker not in PERSON_ATTACKERS:
+            raise ConfigError(f"unknown person attacker {self.person_attacker!r}; choose one of "
+                              f"{', '.join(PERSON_ATTACKERS)}")
         unknown = [p for p in self.policies if p not in ROTATIONS]
         if unknown:
             raise ConfigError(f"unknown rotation policies {unknown}; use some of: {', '.join(ROTATIONS)}")
@@ -461,7 +467,7 @@ def run_report(
         probe_video(video)  # a bad video fails before the model is built
     sam = config.model.build()
     inverter = TokenInverter.for_model(sam)
-    detectors = Detectors(config.face_attacker, config.cnn_upsample)
+    detectors = Detectors(config.face_attacker, config.cnn_upsample, config.person_attacker)
     results = [evaluate_video(video, config, sam, inverter, detectors, progress) for video in videos]
     report = {
         "model": config.model.describe(),
@@ -481,6 +487,7 @@ def run_report(
         "detect_every": config.detect_every,
         "face_attacker": config.face_attacker,
         **({"cnn_upsample": config.cnn_upsample} if config.face_attacker == "cnn" else {}),
+        "person_attacker": config.person_attacker,
         "videos": [r.record for r in results],
     }
     return report, results

@@ -51,3 +51,23 @@ def test_keep_local_attack_finds_a_face_in_a_worker_s_window_only_when_it_is_sen
     assert sent["reference_faces"] == kept["reference_faces"] == 2
     assert sent["worst_recall"] == 1.0 and sent["kept_windows"] == 0
     assert kept["worst_recall"] == 0.0 and kept["kept_windows"] >= 2
+
+
+def test_compare_person_attackers_prints_what_each_detector_finds(tmp_path: Path) -> None:
+    """samples/compare_person_attackers.py: on a clip of one drawn person, the SSD finds the person
+    on every frame, and the table counts HOG's finds and those both made."""
+    from tests.people import person_frame
+
+    clip = write_clip(tmp_path / "person.mp4", [person_frame()] * 3)
+    script = str(ROOT / "samples" / "compare_person_attackers.py")
+    done = subprocess.run([sys.executable, script, clip, "--every", "1"], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    header, row = done.stdout.splitlines()
+    assert header.split()[:4] == ["clip", "frames", "ssd", "finds"]
+    name, frames, ssd, hog, both, ssd_only, hog_only, *_ = row.split()
+    assert (name, int(frames), int(ssd)) == ("person.mp4", 3, 3)
+    assert int(both) + int(ssd_only) == 3 and int(both) + int(hog_only) == int(hog)
+    missing = subprocess.run([sys.executable, script, str(tmp_path / "missing.mp4")], capture_output=True, text=True,
+                             timeout=300)
+    assert missing.returncode == 1 and len(missing.stderr.strip().splitlines()) == 1, missing.stderr
+    assert "missing.mp4" in missing.stderr
