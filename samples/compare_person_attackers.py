@@ -24,25 +24,14 @@ from collections.abc import Sequence
 
 from pedsam.stream.errors import ConfigError, MediaError
 from pedsam.stream.media.video import read_frames
-from pedsam.stream.privacy.detection import Box, Detectors
+from pedsam.stream.privacy.detection import Box, Detectors, matched
 
 
-def agreed(ours: Sequence[Box], theirs: Sequence[Box], threshold: float = 0.5) -> int:
-    """How many of ``ours`` a distinct box of ``theirs`` agrees with (greedy, best first): their
-    intersection covers at least ``threshold`` of the smaller of the two."""
-    def overlap(a: Box, b: Box) -> float:
-        w = max(0, min(a[0] + a[2], b[0] + b[2]) - max(a[0], b[0]))
-        h = max(0, min(a[1] + a[3], b[1] + b[3]) - max(a[1], b[1]))
-        return w * h / max(1, min(a[2] * a[3], b[2] * b[3]))
-
-    pairs = sorted(((overlap(a, b), i, j) for i, a in enumerate(ours) for j, b in enumerate(theirs)), reverse=True)
-    used_ours: set[int] = set()
-    used_theirs: set[int] = set()
-    for score, i, j in pairs:
-        if score >= threshold and i not in used_ours and j not in used_theirs:
-            used_ours.add(i)
-            used_theirs.add(j)
-    return len(used_ours)
+def overlap_of_smaller(a: Box, b: Box) -> float:
+    """The share of the smaller of two XYWH boxes that their intersection covers."""
+    w = max(0, min(a[0] + a[2], b[0] + b[2]) - max(a[0], b[0]))
+    h = max(0, min(a[1] + a[3], b[1] + b[3]) - max(a[1], b[1]))
+    return w * h / max(1, min(a[2] * a[3], b[2] * b[3]))
 
 
 def compare(path: str, detectors: Detectors, hog: Detectors, *, every: int, frames: int) -> dict[str, float]:
@@ -64,7 +53,7 @@ def compare(path: str, detectors: Detectors, hog: Detectors, *, every: int, fram
         found["frames"] += 1
         found["ssd"] += len(by_ssd)
         found["hog"] += len(by_hog)
-        found["agreed"] += agreed(by_ssd, by_hog)
+        found["agreed"] += matched(by_ssd, by_hog, overlap=overlap_of_smaller)
     return {**found, "ssd_ms": 1000 * statistics.median(seconds["ssd"] or [0.0]),
             "hog_ms": 1000 * statistics.median(seconds["hog"] or [0.0])}
 

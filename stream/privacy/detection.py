@@ -77,10 +77,10 @@ def _visible_iou(a: Box, b: Box, table: np.ndarray) -> float:
 
 
 def matched(reference: Sequence[Box], found: Sequence[Box], threshold: float = 0.5,
-            covered: np.ndarray | None = None) -> int:
-    """How many ``reference`` boxes a distinct ``found`` box matches (greedy, best first): IoU >=
-    ``threshold``, or with ``covered`` ((H, W) bool) the IoU of their visible parts."""
-    overlap: Callable[[Box, Box], float] = iou
+            covered: np.ndarray | None = None, overlap: Callable[[Box, Box], float] = iou) -> int:
+    """How many ``reference`` boxes a distinct ``found`` box matches (greedy, best first):
+    ``overlap`` (IoU unless given) >= ``threshold``, or with ``covered`` ((H, W) bool) the IoU
+    of their visible parts."""
     if covered is not None:
         table = _summed(covered)
         overlap = lambda r, f: _visible_iou(r, f, table)  # noqa: E731

@@ -209,10 +209,12 @@ class FrozenGraph:
 
     Feature maps are held NHWC, as TensorFlow holds them, so that reshapes mean what the graph
     says; convolutions run NCHW. Values are set with :meth:`feed` and read with :meth:`__call__`;
-    an op outside this set raises ``ValueError`` naming it."""
+    an op outside this set raises ``ValueError`` naming it. Constants (and filters in torch's
+    layout) are decoded once and kept across feeds; everything else is computed per feed."""
 
     nodes: dict[str, Node]
     _values: dict[str, Any] = field(default_factory=dict)
+    _constants: dict[str, Any] = field(default_factory=dict)
     _weights: dict[str, torch.Tensor] = field(default_factory=dict)
 
     def feed(self, values: dict[str, Any]) -> None:
@@ -228,23 +230,26 @@ class FrozenGraph:
 
     def __call__(self, name: str) -> Any:
         name = name.split(":")[0]
-        if name not in self._values:
-            self._values[name] = self._evaluate(name)
+        if name in self._values:
+            return self._values[name]
+        if self.nodes[name].op == "Const":
+            if name not in self._constants:
+                value = np.asarray(self.nodes[name].attr("value"))
+                self._constants[name] = torch.from_numpy(value) if value.dtype == np.float32 else value
+            return self._constants[name]
+        self._values[name] = self._evaluate(name)
         return self._values[name]
 
     def _filter(self, name: str, depthwise: bool) -> torch.Tensor:
         if name not in self._weights:
             w = torch.from_numpy(self.constant(name))  # HWIO, or HW, channels, multiplier
-            self._weights[name] = w.permute(2, 3, 0, 1).reshape(-1, 1, *w.shape[:2]) if depthwise \
-                else w.permute(3, 2, 0, 1)
-        return self._weights[name].contiguous()
+            self._weights[name] = (w.permute(2, 3, 0, 1).reshape(-1, 1, *w.shape[:2]) if depthwise
+                                   else w.permute(3, 2, 0, 1)).contiguous()
+        return self._weights[name]
 
     def _evaluate(self, name: str) -> Any:  # noqa: C901 - one branch per op
         node = self.nodes[name]
         op, args = node.op, node.inputs
-        if op == "Const":
-            value = np.asarray(node.attr("value"))
-            return torch.from_numpy(value) if value.dtype == np.float32 else value
         if op == "Identity":
             return self(args[0])
         if op in ("Conv2D", "DepthwiseConv2dNative"):
