@@ -13,8 +13,7 @@ FEET, HEIGHT = (210, 413), 126  # inside ViT-B window (row 2, column 1) of a 640
 def person_frame(*, person: bool = True) -> np.ndarray:
     """A 640x480 flat grey frame with a drawn person standing at ``FEET``, softened as a camera would.
 
-    (The edge's HOG, at its cheap settings, finds this person after H.264 at 126 px tall and
-    misses them at 119 and 133: a weaker detector than the attacker's, as the report measures.)"""
+    (Both person attackers find this person; the edge's HOG, at its coarse camera-rate settings, does not.)"""
     image = np.full((480, 640, 3), (150, 150, 140), np.uint8)
     if person:
         draw_person(image, FEET, HEIGHT)

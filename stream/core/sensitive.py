@@ -9,11 +9,16 @@ code as a worker's, so the embedding is unchanged; no worker receives them and t
 ledger never counts them as seen.
 
 Detectors (shipped inside OpenCV 4.x, nothing downloaded): faces by the Haar frontal-face
-cascade, people by the HOG + linear SVM people detector, each on a grey copy of the frame
-downscaled to at most :attr:`Detector.face_width` / :attr:`Detector.people_width` pixels across,
-with settings that err towards finding too much (a false find costs edge CPU; a miss leaks).
-HOG keeps more pixels because its window is fixed at 64x128: a smaller copy would lose every
-person under 128 of its pixels tall; a coarser pyramid (steps of 1.2) pays for it.
+cascade on a grey copy of the frame downscaled to at most :attr:`Detector.face_width` pixels
+across; people by the HOG + linear SVM people detector on a grey copy scaled, up or down, to
+:attr:`Detector.people_width` pixels across. Settings err towards finding too much (a false find
+costs edge CPU; a miss leaks). HOG's window is fixed at 64x128, so it finds no one under 128 of
+its copy's pixels tall: a fixed working width finds people down to the same share of any
+camera's frame (a ninth of its width, about half a ViT-B window) at a cost set by that width,
+not by the camera; a coarse pyramid (steps of 1.3) pays for it. Its window holds the person
+with a margin (16 of its 64x128 pixels on each side, by the detector's design), which the edge
+trims before widening the find by :attr:`KeepLocal.margin` like any other: the margin is then
+the same share of the person for people as for faces.
 
 Temporal hold (:class:`SensitiveRegions`): a detector misses now and then (a turned head, motion
 blur, a frame of noise). A region found on one frame is kept for :attr:`KeepLocal.hold` more
@@ -101,8 +106,9 @@ class Detector:
     """The edge's sensitive-region detectors, loaded once (cheap settings, see the module doc)."""
 
     kinds: tuple[str, ...]
-    face_width: int = 320  # Haar cascade input, pixels across: faces of >= 20 of them are found
-    people_width: int = 960  # HOG input: people of >= 128 of them tall are found (its window is 64x128)
+    face_width: int = 320  # Haar cascade input, at most this many pixels across: faces of >= 20 of them are found
+    people_width: int = 1152  # HOG input, scaled to this many pixels across: people of >= 128 of them tall are found
+    person_in_window: tuple[float, float] = (0.25, 0.125)  # HOG window's margin around the person, share per side
     _faces: cv2.CascadeClassifier | None = field(default=None, init=False, repr=False)
     _hog: cv2.HOGDescriptor | None = field(default=None, init=False, repr=False)
 
@@ -125,18 +131,28 @@ class Detector:
             found = self._faces.detectMultiScale(grey, scaleFactor=1.15, minNeighbors=3, minSize=(20, 20))
             boxes += [_unscaled(box, scale) for box in found]
         if self._hog is not None:
-            grey, scale = _grey(image, self.people_width)
-            found, _ = self._hog.detectMultiScale(grey, winStride=(8, 8), scale=1.2, hitThreshold=0.0)
-            boxes += [_unscaled(box, scale) for box in found]
+            grey, scale = _grey(image, self.people_width, upscale=True)
+            found, _ = self._hog.detectMultiScale(grey, winStride=(8, 8), scale=1.3, hitThreshold=0.0)
+            boxes += [_trimmed(_unscaled(box, scale), *self.person_in_window) for box in found]
         return boxes
 
 
-def _grey(image: np.ndarray, width: int) -> tuple[np.ndarray, float]:
-    """A grey copy at most ``width`` pixels across, and its scale against the frame."""
-    scale = min(1.0, width / image.shape[1])
-    if scale < 1.0:
-        image = cv2.resize(image, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+def _grey(image: np.ndarray, width: int, *, upscale: bool = False) -> tuple[np.ndarray, float]:
+    """A grey copy ``width`` pixels across (at most, unless ``upscale``), and its scale against the frame."""
+    scale = width / image.shape[1]
+    if scale < 1.0 or (upscale and scale > 1.0):
+        smooth = cv2.INTER_AREA if scale < 1.0 else cv2.INTER_LINEAR
+        image = cv2.resize(image, None, fx=scale, fy=scale, interpolation=smooth)
+    else:
+        scale = 1.0
     return cv2.cvtColor(image, cv2.COLOR_RGB2GRAY), scale
+
+
+def _trimmed(box: Box, side: float, top: float) -> Box:
+    """``box`` less ``side`` of its width on the left and right and ``top`` of its height above and below."""
+    x0, y0, x1, y1 = box
+    dx, dy = side * (x1 - x0), top * (y1 - y0)
+    return (x0 + dx, y0 + dy, x1 - dx, y1 - dy)
 
 
 def _unscaled(box: Sequence[int], scale: float) -> Box:

@@ -67,6 +67,32 @@ def test_the_drawn_face_is_found_and_the_blank_frame_has_none() -> None:
     assert detector(frames[1]) == []
 
 
+class FakeHog:
+    """Stands in for OpenCV's HOG people detector: records the copy it is given and "finds" one
+    64x128 detection window at (128, 64) of that copy."""
+
+    def __init__(self) -> None:
+        self.copies: list[tuple[int, ...]] = []
+
+    def detectMultiScale(self, grey: np.ndarray, **_: object) -> tuple[np.ndarray, np.ndarray]:  # noqa: N802
+        self.copies.append(grey.shape)
+        return np.array([[128, 64, 64, 128]]), np.array([1.0])
+
+
+@pytest.mark.parametrize("width", [320, 640, 2304])
+def test_people_are_searched_at_one_working_width_and_trimmed_to_the_person(width: int) -> None:
+    """A small camera's frame is scaled up and a large one down to the same copy, so people of
+    the same share of any frame are found; the detection window's margin around the person is
+    trimmed and the box is in the frame's own pixels."""
+    detector = Detector(("people",))
+    hog = detector._hog = FakeHog()  # type: ignore[assignment]
+    [box] = detector(np.zeros((width * 3 // 4, width, 3), np.uint8))
+    assert hog.copies == [(detector.people_width * 3 // 4, detector.people_width)]
+    scale = width / detector.people_width  # frame pixels per copy pixel
+    # window x 128-192, y 64-192 of the copy; the person is its middle half across and 3/4 down
+    assert box == pytest.approx((144 * scale, 80 * scale, 176 * scale, 176 * scale))
+
+
 def test_bad_settings_are_config_errors() -> None:
     with pytest.raises(ConfigError, match="give one or more of faces, people"):
         KeepLocal.parse("faces,cats")
