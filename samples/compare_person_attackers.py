@@ -24,14 +24,7 @@ from collections.abc import Sequence
 
 from pedsam.stream.errors import ConfigError, MediaError
 from pedsam.stream.media.video import read_frames
-from pedsam.stream.privacy.detection import Box, Detectors, matched
-
-
-def overlap_of_smaller(a: Box, b: Box) -> float:
-    """The share of the smaller of two XYWH boxes that their intersection covers."""
-    w = max(0, min(a[0] + a[2], b[0] + b[2]) - max(a[0], b[0]))
-    h = max(0, min(a[1] + a[3], b[1] + b[3]) - max(a[1], b[1]))
-    return w * h / max(1, min(a[2] * a[3], b[2] * b[3]))
+from pedsam.stream.privacy.detection import Detectors, matched, overlap_of_smaller
 
 
 def compare(path: str, detectors: Detectors, hog: Detectors, *, every: int, frames: int) -> dict[str, float]:

@@ -1,4 +1,4 @@
-"""Write a clip of several drawn faces drifting over a soft background (pedsam's own footage with faces).
+"""Write a clip of several drawn faces drifting over a still, textured background (pedsam's own footage with faces).
 
     python samples/make_faces_clip.py OUT.mp4 [--frames 100] [--faces 4] [--size 640x480] [--seed 0]
 

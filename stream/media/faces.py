@@ -7,7 +7,7 @@ irises, a lit nose bridge, nostrils and a mouth, softened by a small blur: OpenC
 frontal-face cascade finds it at about 40 to 100 px wide on a smooth background, and dlib's CNN
 face detector at 40 px and up (with the picture doubled) or 80 px and up.
 
-:func:`faces_clip` draws several faces of different sizes drifting over a soft background, each
+:func:`faces_clip` draws several faces of different sizes drifting over a still, textured background, each
 on its own straight path that bounces off the frame's edges, and returns every frame's face
 boxes with the frames. ``samples/make_faces_clip.py`` writes one to a video file.
 """
@@ -77,7 +77,9 @@ class FaceClip:
 def faces_clip(frames: int, *, width: int = 640, height: int = 480, faces: int = 4, seed: int = 0,
                sizes: tuple[int, int] = (50, 110)) -> FaceClip:
     """``faces`` faces ``sizes`` px wide (drawn uniformly from that range) drifting at 2-6 px a
-    frame over a soft, faintly textured background, deterministic for given arguments. They start
+    frame over a still background of soft blotches and fine grain (as a wall has: enough corners
+    that the edge's motion estimate sees a still camera, not the faces' drift), deterministic for
+    given arguments. They start
     apart (when the frame has room) and may pass in front of each other later; a later face is
     drawn over an earlier one.
 
@@ -91,8 +93,10 @@ def faces_clip(frames: int, *, width: int = 640, height: int = 480, faces: int =
     rng = np.random.default_rng(seed)
     y, x = np.mgrid[0:height, 0:width].astype(np.float32)
     base = np.stack([150 + 50 * x / width, 160 + 30 * y / height, 170 - 40 * x / width], axis=-1)
-    grain = cv2.GaussianBlur(rng.normal(0, 1, (height, width)).astype(np.float32), (0, 0), 6.0)
-    background = np.clip(base + 60 * grain[..., None], 0, 255).astype(np.uint8)
+    blotches = cv2.GaussianBlur(rng.normal(0, 1, (height, width)).astype(np.float32), (0, 0), 6.0)
+    grain = cv2.GaussianBlur(rng.normal(0, 1, (height, width)).astype(np.float32), (0, 0), 1.5)
+    texture = 60 * blotches + 12 * grain / grain.std()  # fine grain: corners a still camera is tracked by
+    background = np.clip(base + texture[..., None], 0, 255).astype(np.uint8)
     widths = rng.integers(sizes[0], sizes[1] + 1, faces)
     margin = np.stack([widths * 0.6, widths * 0.8], axis=1)  # half the drawn face, hair included
     low, high = margin, np.array([width, height]) - margin

@@ -30,7 +30,10 @@ import numpy as np
 from pedsam.stream.errors import ConfigError
 from pedsam.stream.privacy.ssd import SsdPeople
 
-__all__ = ["FACE_ATTACKERS", "PERSON_ATTACKERS", "CnnFaces", "Detectors", "iou", "matched", "visible_iou"]
+__all__ = [
+    "FACE_ATTACKERS", "PERSON_ATTACKERS", "CnnFaces", "Detectors", "iou", "matched", "merged", "overlap_of_smaller",
+    "visible_iou",
+]
 
 Box = tuple[int, int, int, int]
 
@@ -44,6 +47,20 @@ def iou(a: Box, b: Box) -> float:
     inter = w * h
     union = aw * ah + bw * bh - inter
     return inter / union if union > 0 else 0.0
+
+
+def overlap_of_smaller(a: Box, b: Box) -> float:
+    """The share of the smaller of two XYWH boxes that their intersection covers: two detectors
+    agree on a person when it is at least half, whatever margin each draws around them."""
+    w = max(0, min(a[0] + a[2], b[0] + b[2]) - max(a[0], b[0]))
+    h = max(0, min(a[1] + a[3], b[1] + b[3]) - max(a[1], b[1]))
+    return w * h / max(1, min(a[2] * a[3], b[2] * b[3]))
+
+
+def merged(first: Sequence[Box], second: Sequence[Box], threshold: float = 0.5) -> list[Box]:
+    """Every box of ``first``, and those of ``second`` that no box of ``first`` agrees with
+    (:func:`overlap_of_smaller` >= ``threshold``): what two detectors find together, each thing once."""
+    return [*first, *(b for b in second if all(overlap_of_smaller(a, b) < threshold for a in first))]
 
 
 def _box_sum(table: np.ndarray, box: Box) -> float:
@@ -131,7 +148,7 @@ class CnnFaces:
 
 
 FACE_ATTACKERS = ("haar", "cnn")
-PERSON_ATTACKERS = ("hog", "ssd")
+PERSON_ATTACKERS = ("hog", "ssd", "ssd+hog")
 
 
 @dataclass
@@ -139,7 +156,8 @@ class Detectors:
     """The attack's people and face detectors, loaded once. For people ``person_attacker``:
     ``hog`` (OpenCV's HOG, the kind of detector the edge's ``--keep-local people`` uses) or
     ``ssd`` (:class:`~pedsam.stream.privacy.ssd.SsdPeople`, a CNN, stronger and of another
-    kind); for faces ``face_attacker``: ``haar`` (OpenCV's frontal cascade, the kind of detector
+    kind) or ``ssd+hog`` (both, their finds :func:`merged`: an attacker may run every detector it
+    has); for faces ``face_attacker``: ``haar`` (OpenCV's frontal cascade, the kind of detector
     the edge's ``--keep-local faces`` uses) or ``cnn`` (:class:`CnnFaces`, stronger and of
     another kind, doubling each image ``upsample`` times first).
 
@@ -161,7 +179,7 @@ class Detectors:
                               f"{', '.join(PERSON_ATTACKERS)}")
         self.hog = cv2.HOGDescriptor()
         self.hog.setSVMDetector(np.asarray(cv2.HOGDescriptor.getDefaultPeopleDetector(), np.float32))
-        if self.person_attacker == "ssd":
+        if self.person_attacker.startswith("ssd"):
             self.ssd = SsdPeople()
         if self.face_attacker == "cnn":
             self.cnn = CnnFaces(upsample=self.upsample)
@@ -175,11 +193,13 @@ class Detectors:
 
     def people(self, image: np.ndarray) -> list[Box]:
         """People boxes in an HxWx3 uint8 RGB image, by the chosen person attacker."""
-        if self.ssd is not None:
+        if self.person_attacker == "ssd":
+            assert self.ssd is not None
             return self.ssd(image)
         grey = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
         boxes, _ = self.hog.detectMultiScale(grey, winStride=(8, 8), scale=1.05)
-        return [tuple(int(v) for v in box) for box in boxes]  # type: ignore[misc]
+        by_hog: list[Box] = [tuple(int(v) for v in box) for box in boxes]  # type: ignore[misc]
+        return by_hog if self.ssd is None else merged(self.ssd(image), by_hog)
 
     def face_boxes(self, image: np.ndarray) -> list[Box]:
         """Face boxes in an HxWx3 uint8 RGB image, by the chosen face attacker."""

@@ -48,6 +48,7 @@ has it, is its 95% interval, and detection recalls carry their reference count."
 REFERENCE = {"people_recall": "people_reference", "faces_recall": "faces_reference"}
 
 _ATTACKER_NAMES = {"hog": "OpenCV's HOG detector", "ssd": "an SSDLite CNN pedestrian detector",
+                   "ssd+hog": "an SSDLite CNN pedestrian detector and OpenCV's HOG detector together",
                    "haar": "OpenCV's Haar cascade", "cnn": "dlib's CNN face detector"}
 
 

@@ -105,7 +105,7 @@ class ReportConfig:
         cnn_upsample: times the ``cnn`` attacker doubles each image first (1: faces down to about
             40 px; 0: about 80 px, about 4 times faster).
         person_attacker: the person detector of the detection attack (and of its reference):
-            ``hog`` or ``ssd`` (the CNN of :mod:`pedsam.stream.privacy.ssd`).
+            ``hog``, ``ssd`` (the CNN of :mod:`pedsam.stream.privacy.ssd`) or ``ssd+hog`` (both).
     """
 
     model: ModelSource

@@ -16,7 +16,7 @@ from pedsam.stream.core import sensitive
 from pedsam.stream.core.sensitive import KeepLocal
 from pedsam.stream.errors import ConfigError
 from pedsam.stream.media.people import person_box
-from pedsam.stream.privacy.detection import Detectors, iou
+from pedsam.stream.privacy.detection import Detectors, iou, merged, overlap_of_smaller
 from pedsam.stream.privacy.report import BASELINE, ReportConfig, run_report
 from pedsam.stream.privacy.ssd import SsdPeople, ssd_anchors
 from pedsam.workers.models import ModelSource
@@ -79,8 +79,21 @@ def test_the_ssd_attacker_refuses_a_model_file_that_is_not_the_expected_one(
         SsdPeople()
 
 
+def test_two_detectors_together_count_each_person_once() -> None:
+    """``ssd+hog``: both find the drawn person (HOG with a looser box), and the union holds them
+    once; a find of one that the other lacks is kept; a box half inside the other's is the same person."""
+    ssd, hog, both = (Detectors(person_attacker=name) for name in ("ssd", "hog", "ssd+hog"))
+    image = person_frame()
+    [by_ssd], [by_hog] = ssd.people(image), hog.people(image)
+    assert iou(by_ssd, by_hog) < 0.5 and overlap_of_smaller(by_ssd, by_hog) > 0.5  # one person, two margins
+    assert both.people(image) == [by_ssd]
+    elsewhere = (500, 40, 40, 120)
+    assert merged([by_ssd], [by_hog, elsewhere]) == [by_ssd, elsewhere]
+    assert merged([], [by_hog]) == [by_hog] and merged([by_ssd], []) == [by_ssd]
+
+
 def test_an_unknown_person_attacker_is_refused() -> None:
-    with pytest.raises(ConfigError, match="unknown person attacker 'yolo'; choose one of hog, ssd"):
+    with pytest.raises(ConfigError, match="unknown person attacker 'yolo'; choose one of hog, ssd, ssd\\+hog"):
         Detectors(person_attacker="yolo")
     with pytest.raises(ConfigError, match="unknown person attacker 'yolo'"):
         ReportConfig(model=ModelSource(preset="tiny"), person_attacker="yolo")
@@ -117,10 +130,11 @@ async def test_privacy_report_picks_the_ssd_when_installed_and_says_which_attack
                         "--coalitions", "0", "--detect-every", "1", "--face-attacker", "haar")
     assert done.code == 0, done.err
     report = json.loads((out / "report.json").read_text())
-    assert report["person_attacker"] == "ssd" and report["face_attacker"] == "haar"  # auto: installed
+    assert report["person_attacker"] == "ssd+hog" and report["face_attacker"] == "haar"  # auto: the strongest installed
     assert report["videos"][0]["policies"][BASELINE]["detection"]["people_reference"] == 2
     page = (out / "report.html").read_text()
-    assert "people by an SSDLite CNN pedestrian detector" in page and "faces by OpenCV's Haar cascade" in page
+    assert "people by an SSDLite CNN pedestrian detector and OpenCV's HOG detector together" in page
+    assert "faces by OpenCV's Haar cascade" in page
     done = await pedsam("privacy-report", clip, "--out", str(out), "--model", "tiny", "--policies", "fixed",
                         "--coalitions", "0", "--face-attacker", "haar", "--person-attacker", "hog")
     assert done.code == 0, done.err
