@@ -12,10 +12,10 @@ Detectors (shipped inside OpenCV 4.x, nothing downloaded): faces by the Haar fro
 cascade on a grey copy of the frame downscaled to at most :attr:`Detector.face_width` pixels
 across; people by the HOG + linear SVM people detector on a grey copy scaled, up or down, to
 :attr:`Detector.people_width` pixels across. Settings err towards finding too much (a false find
-costs edge CPU; a miss leaks). HOG's window is fixed at 64x128, so it finds no one under 128 of
-its copy's pixels tall: a fixed working width finds people down to the same share of any
-camera's frame (a ninth of its width, about half a ViT-B window) at a cost set by that width,
-not by the camera; a coarse pyramid (steps of 1.3) pays for it. Its window holds the person
+costs edge CPU; a miss leaks). HOG's window is fixed at 64x128 with a person about 96 px tall
+inside, so it finds no one much shorter in its copy: a fixed working width finds people down to
+the same share of any camera's frame (a twelfth of its width, under half a ViT-B window) at a
+cost set by that width, not by the camera; a coarse pyramid (steps of 1.3) pays for it. Its window holds the person
 with a margin (16 of its 64x128 pixels on each side, by the detector's design), which the edge
 trims before widening the find by :attr:`KeepLocal.margin` like any other: the margin is then
 the same share of the person for people as for faces.
@@ -107,7 +107,7 @@ class Detector:
 
     kinds: tuple[str, ...]
     face_width: int = 320  # Haar cascade input, at most this many pixels across: faces of >= 20 of them are found
-    people_width: int = 1152  # HOG input, scaled to this many pixels across: people of >= 128 of them tall are found
+    people_width: int = 1152  # HOG input, scaled to this many pixels across: people of >= 96 of them tall are found
     person_in_window: tuple[float, float] = (0.25, 0.125)  # HOG window's margin around the person, share per side
     _faces: cv2.CascadeClassifier | None = field(default=None, init=False, repr=False)
     _hog: cv2.HOGDescriptor | None = field(default=None, init=False, repr=False)
