@@ -219,7 +219,8 @@ def report(summary: dict[str, Any], paths: Sequence[Path] = ()) -> int:
     if exposure and exposure.get("keep_local"):
         keep = exposure["keep_local"]
         print(f"keep-local {','.join(keep['kinds'])}: {exposure['kept_windows']} windows kept home as sensitive; "
-              f"detection {keep['detect_ms_mean']:.1f} ms per frame over {keep['frames']} frames")
+              f"detection {keep['detect_ms_mean']:.1f} ms per frame over {keep['frames']} frames "
+              f"({keep['searched_frames']} searched)")
     if paths:
         print(f"outputs: {', '.join(map(str, paths))}")
     if summary["frames_failed"]:

@@ -208,9 +208,10 @@ class EdgeScheduler:
 
     def observe(self, image: np.ndarray) -> None:
         """A frame of the stream that is shown but not sent (HxWx3 uint8 RGB): with
-        ``--keep-local``, searched for sensitive regions so that their hold counts it; else nothing."""
+        ``--keep-local``, counted by the regions' hold and searched every ``shown_every``-th
+        (:meth:`SensitiveRegions.shown`); else nothing."""
         if self.sensitive is not None:
-            self.sensitive.update(image)
+            self.sensitive.shown(image)
 
     def record(self, scheduled: ScheduledFrame) -> dict[str, Any]:
         """A frame's exposure record for the audit log: the schedule, the policy and its caps.

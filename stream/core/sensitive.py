@@ -25,6 +25,11 @@ blur, a frame of noise). A region found on one frame is kept for :attr:`KeepLoca
 frames without being found again, and grows meanwhile by :attr:`KeepLocal.grow` of its size on
 each side per frame, so an object moving at up to that speed stays inside it. Boxes are XYXY
 pixels of the original frame.
+
+Frames shown but not sent (a keyframed run's in-between frames) only keep the hold up to date:
+none of their pixels leaves the edge. They are searched every :attr:`KeepLocal.shown_every`-th
+frame and otherwise count as a frame unseen; every frame sent is searched. At camera rate this
+halves the search's cost on the edge, whose frame loop it shares.
 """
 
 from __future__ import annotations
@@ -63,12 +68,14 @@ class KeepLocal:
         hold: frames a region stays kept after its last detection, >= 0.
         margin: each detection is widened by this share of its width and height on each side.
         grow: a held region widens by this share of its size on each side per frame it is not found.
+        shown_every: frames shown but not sent are searched every this many frames (frames sent: all).
     """
 
     kinds: tuple[str, ...] = ()
     hold: int = DEFAULT_HOLD
     margin: float = 0.2
     grow: float = 0.1
+    shown_every: int = 2
 
     def __post_init__(self) -> None:
         unknown = [k for k in self.kinds if k not in KINDS]
@@ -77,6 +84,8 @@ class KeepLocal:
                               "each once")
         if isinstance(self.hold, bool) or not isinstance(self.hold, int) or self.hold < 0:
             raise ConfigError(f"--keep-local-hold {self.hold}: give a whole number of frames, 0 or more")
+        if isinstance(self.shown_every, bool) or not isinstance(self.shown_every, int) or self.shown_every < 1:
+            raise ConfigError(f"keep-local shown_every {self.shown_every}: give a whole number of frames, 1 or more")
         if not 0 <= self.margin <= 2 or not 0 <= self.grow <= 2:
             raise ConfigError("keep-local margin and grow are shares of a region's size between 0 and 2")
 
@@ -98,7 +107,8 @@ class KeepLocal:
         return bool(self.kinds)
 
     def to_json(self) -> dict[str, Any]:
-        return {"kinds": list(self.kinds), "hold": self.hold, "margin": self.margin, "grow": self.grow}
+        return {"kinds": list(self.kinds), "hold": self.hold, "margin": self.margin, "grow": self.grow,
+                "shown_every": self.shown_every}
 
 
 @dataclass
@@ -185,27 +195,34 @@ class SensitiveRegions:
     detector: Any = None
     regions: list[Region] = field(default_factory=list)
     frames: int = 0  # frames fed
+    searched: int = 0  # frames the detector ran on
     found: int = 0  # detections over all frames
     held: int = 0  # frames on which a region was kept without being found on that frame
     seconds: float = 0.0  # detection wall time over all frames (OpenCV may use several threads meanwhile)
     longest: float = 0.0
     _shape: tuple[int, ...] | None = field(default=None, repr=False)
+    _unsearched: int = field(default=0, repr=False)  # frames fed since the last search
 
     def __post_init__(self) -> None:
         if self.detector is None:
             self.detector = Detector(self.settings.kinds)
 
-    def update(self, image: np.ndarray) -> list[Box]:
+    def update(self, image: np.ndarray, *, search: bool = True) -> list[Box]:
         """Detect on the next frame (HxWx3 uint8 RGB) and return every region kept on it, XYXY
         frame pixels: this frame's finds and the held ones not found again. A frame of another size
-        (a browser's camera changed) starts afresh: held boxes were in the old frame's pixels."""
+        (a browser's camera changed) starts afresh: held boxes were in the old frame's pixels.
+        ``search`` False: the frame is counted but not searched, as if the detector missed."""
         if image.shape != self._shape:
-            self.regions, self._shape = [], image.shape
-        started = time.perf_counter()
-        found = [_widened(box, self.settings.margin) for box in self.detector(image)]
-        spent = time.perf_counter() - started
-        self.seconds += spent
-        self.longest = max(self.longest, spent)
+            self.regions, self._shape, search = [], image.shape, True
+        found: list[Box] = []
+        if search:
+            started = time.perf_counter()
+            found = [_widened(box, self.settings.margin) for box in self.detector(image)]
+            spent = time.perf_counter() - started
+            self.seconds += spent
+            self.longest = max(self.longest, spent)
+            self.searched += 1
+        self._unsearched = 0 if search else self._unsearched + 1
         self.frames += 1
         self.found += len(found)
         kept = []
@@ -219,12 +236,18 @@ class SensitiveRegions:
         self.regions = kept + [Region(box) for box in found]
         return [r.grown(self.settings.grow) for r in self.regions]
 
+    def shown(self, image: np.ndarray) -> None:
+        """A frame shown but not sent: searched if :attr:`KeepLocal.shown_every` frames have gone
+        by since the last search, else counted unseen (see the module doc)."""
+        self.update(image, search=self._unsearched + 1 >= self.settings.shown_every)
+
     def summary(self) -> dict[str, Any]:
-        """JSON-ready: the settings, frames fed, detections, frames with a region held unseen, and
-        detection time per frame (mean and largest, wall milliseconds; ``pedsam bench-keep-local``
-        measures its CPU)."""
+        """JSON-ready: the settings, frames fed and searched, detections, frames with a region
+        held unseen, and detection time per frame fed (mean, and the largest search; wall
+        milliseconds; ``pedsam bench-keep-local`` measures its CPU)."""
         mean = 1000 * self.seconds / self.frames if self.frames else 0.0
-        return {**self.settings.to_json(), "frames": self.frames, "detections": self.found, "held_frames": self.held,
+        return {**self.settings.to_json(), "frames": self.frames, "searched_frames": self.searched,
+                "detections": self.found, "held_frames": self.held,
                 "detect_ms_mean": round(mean, 2), "detect_ms_max": round(1000 * self.longest, 2)}
 
 

@@ -59,6 +59,36 @@ def test_a_region_is_held_for_the_grace_period_and_grows_meanwhile() -> None:
     assert regions.update(np.zeros((4, 6, 3), np.uint8)) == []  # another frame size: boxes of the old one dropped
 
 
+def test_frames_only_shown_are_searched_every_other_one_and_frames_sent_always() -> None:
+    """A keyframed run's in-between frames keep the hold counting at half the detector's cost; a
+    region found on one of them is still kept on the next frame sent even if that frame's own
+    search misses it, and a frame sent is never left unsearched."""
+    calls: list[int] = []
+    face = (100.0, 100.0, 200.0, 200.0)
+
+    def detector(image: np.ndarray) -> list[tuple[float, float, float, float]]:
+        calls.append(int(image[0, 0, 0]))
+        return [face] if image[0, 0, 0] == 2 else []  # only frame 2 shows the face to the detector
+
+    regions = SensitiveRegions(KeepLocal(kinds=("faces",), margin=0.0, grow=0.0, hold=8), detector=detector)
+    frame = lambda index: np.full((4, 4, 3), index, np.uint8)  # noqa: E731
+    regions.update(frame(0))  # sent
+    for index in (1, 2, 3, 4):
+        regions.shown(frame(index))
+    assert calls == [0, 2, 4]  # shown frames 1 and 3 skipped: each right after a search
+    assert regions.update(frame(5)) == [face]  # sent: searched (a miss), the face held from frame 2
+    regions.update(frame(6))
+    assert calls == [0, 2, 4, 5, 6]
+    summary = regions.summary()
+    assert (summary["frames"], summary["searched_frames"], summary["shown_every"]) == (7, 5, 2)
+    every = SensitiveRegions(KeepLocal(kinds=("faces",), shown_every=1), detector=detector)
+    for index in range(3):
+        every.shown(frame(index))
+    assert every.summary()["searched_frames"] == 3
+    with pytest.raises(ConfigError, match="shown_every 0"):
+        KeepLocal(kinds=("faces",), shown_every=0)
+
+
 def test_the_drawn_face_is_found_and_the_blank_frame_has_none() -> None:
     detector = Detector(("faces",))
     frames = face_frames(3, blank={1})
