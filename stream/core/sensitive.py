@@ -15,10 +15,10 @@ across; people by the HOG + linear SVM people detector on a grey copy scaled, up
 costs edge CPU; a miss leaks). HOG's window is fixed at 64x128 with a person about 96 px tall
 inside, so it finds no one much shorter in its copy: a fixed working width finds people down to
 the same share of any camera's frame (a twelfth of its width, under half a ViT-B window) at a
-cost set by that width, not by the camera; a coarse pyramid (steps of 1.3) pays for it. Its window holds the person
-with a margin (16 of its 64x128 pixels on each side, by the detector's design), which the edge
-trims before widening the find by :attr:`KeepLocal.margin` like any other: the margin is then
-the same share of the person for people as for faces.
+cost set by that width, not by the camera; a coarse pyramid (steps of 1.3) pays for it. Its
+window holds the person with a margin (16 of its 64x128 pixels on each side, by the detector's
+design), which the edge trims before widening the find by :attr:`KeepLocal.margin` like any
+other: the margin is then the same share of the person for people as for faces.
 
 Temporal hold (:class:`SensitiveRegions`): a detector misses now and then (a turned head, motion
 blur, a frame of noise). A region found on one frame is kept for :attr:`KeepLocal.hold` more
@@ -143,7 +143,8 @@ class Detector:
         if self._hog is not None:
             grey, scale = _grey(image, self.people_width, upscale=True)
             found, _ = self._hog.detectMultiScale(grey, winStride=(8, 8), scale=1.3, hitThreshold=0.0)
-            boxes += [_trimmed(_unscaled(box, scale), *self.person_in_window) for box in found]
+            side, top = self.person_in_window
+            boxes += [_widened(_unscaled(box, scale), -side, -top) for box in found]  # the person, not the window
         return boxes
 
 
@@ -156,13 +157,6 @@ def _grey(image: np.ndarray, width: int, *, upscale: bool = False) -> tuple[np.n
     else:
         scale = 1.0
     return cv2.cvtColor(image, cv2.COLOR_RGB2GRAY), scale
-
-
-def _trimmed(box: Box, side: float, top: float) -> Box:
-    """``box`` less ``side`` of its width on the left and right and ``top`` of its height above and below."""
-    x0, y0, x1, y1 = box
-    dx, dy = side * (x1 - x0), top * (y1 - y0)
-    return (x0 + dx, y0 + dy, x1 - dx, y1 - dy)
 
 
 def _unscaled(box: Sequence[int], scale: float) -> Box:
@@ -251,9 +245,11 @@ class SensitiveRegions:
                 "detect_ms_mean": round(mean, 2), "detect_ms_max": round(1000 * self.longest, 2)}
 
 
-def _widened(box: Box, margin: float) -> Box:
+def _widened(box: Box, margin: float, vertical: float | None = None) -> Box:
+    """``box`` widened by ``margin`` of its width on the left and right and ``vertical`` (default
+    ``margin``) of its height above and below; negative shares trim it."""
     x0, y0, x1, y1 = box
-    dx, dy = margin * (x1 - x0), margin * (y1 - y0)
+    dx, dy = margin * (x1 - x0), (margin if vertical is None else vertical) * (y1 - y0)
     return (x0 - dx, y0 - dy, x1 + dx, y1 + dy)
 
 
